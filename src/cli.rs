@@ -1,0 +1,215 @@
+//! The command line, as clap derive types. `main.rs` parses it; the
+//! `commands` module runs it.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vhrun",
+    version,
+    about = "Run rcc robots over a virtual holotree: nothing copied, nothing left behind",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// Without a subcommand, `vhrun -r robot.yaml -t task` runs the task.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// More log output (-v info with timings, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a robot task in the sandbox (like `rcc run --virtual`).
+    Run(RunArgs),
+    /// Run any command in the robot's sandbox and environment.
+    Exec(ExecArgs),
+    /// Print the environment a task would get, as `rcc holotree variables`.
+    Vars(VarsArgs),
+    /// Blueprint hash of conda.yaml / package.yaml files, as rcc computes it.
+    Hash(HashArgs),
+    /// List the catalogs of every hololib vhrun reads.
+    Catalogs(CatalogsArgs),
+    /// Import `rcc holotree export` zips into the hololib.
+    Import(ImportArgs),
+    /// Export a catalog and its blobs as a zip that `rcc holotree import` takes.
+    Export(ExportArgs),
+    /// Add a built environment directory to the hololib, as rcc's lift does.
+    Lift(LiftArgs),
+    /// Copy a catalog out into a directory, as rcc's restore does.
+    Restore(RestoreArgs),
+    /// Verify every blob and catalog of the hololib (read only).
+    Check(CheckArgs),
+    /// Serve a catalog read-only with FUSE at MOUNTPOINT until interrupted.
+    Mount(MountArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RobotArgs {
+    /// The robot.yaml to use.
+    #[arg(short = 'r', long = "robot", default_value = "robot.yaml")]
+    pub robot: PathBuf,
+    /// Space name (rcc's --space).
+    #[arg(short = 's', long, default_value = "user")]
+    pub space: String,
+    /// Controller name (rcc's --controller).
+    #[arg(long, default_value = "user")]
+    pub controller: String,
+    /// env.json whose variables are added to the task's environment.
+    #[arg(short = 'e', long = "environment")]
+    pub environment: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxArgs {
+    /// Keep the run in the caller's PID namespace (no reaper).
+    #[arg(long)]
+    pub share_pids: bool,
+    /// Keep the overlay's upper directory (the run's writes) in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub keep_overlay: Option<PathBuf>,
+    /// Reproduce rcc's variables exactly (no persistent bytecode cache).
+    #[arg(long)]
+    pub rcc_env: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub robot: RobotArgs,
+    /// Task name from robot.yaml (may be omitted when there is only one).
+    #[arg(short = 't', long)]
+    pub task: Option<String>,
+    /// Use robot.yaml's devTasks.
+    #[arg(long)]
+    pub dev: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Exit 10 on any task failure, as rcc does.
+    #[arg(long)]
+    pub rcc_exit_codes: bool,
+    /// Arguments appended to the task's command (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub robot: RobotArgs,
+    /// Use this catalog instead of robot.yaml's environment.
+    #[arg(long, conflicts_with = "robot")]
+    pub catalog: Option<String>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VarsArgs {
+    #[command(flatten)]
+    pub robot: RobotArgs,
+    /// JSON array of {key, value} objects instead of `export K=V` lines.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+    /// Reproduce rcc's variables exactly (no persistent bytecode cache).
+    #[arg(long)]
+    pub rcc_env: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HashArgs {
+    /// conda.yaml or package.yaml files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Include package.yaml's dev-dependencies.
+    #[arg(long)]
+    pub devdeps: bool,
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CatalogsArgs {
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ImportArgs {
+    #[arg(required = true)]
+    pub zips: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    /// Catalog file name, blueprint hash or unique part of a name.
+    pub key: String,
+    #[arg(short = 'o', long = "output", default_value = "hololib.zip")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LiftArgs {
+    /// The built environment directory.
+    pub dir: PathBuf,
+    /// The conda.yaml / package.yaml the environment was built from.
+    #[arg(long)]
+    pub blueprint: PathBuf,
+    #[arg(long, default_value = "user")]
+    pub space: String,
+    #[arg(long, default_value = "user")]
+    pub controller: String,
+    /// Store raw blobs with siphash128 digests (rcc's compress.no).
+    #[arg(long)]
+    pub no_compress: bool,
+    /// Lift into this hololib directory instead of rcc's.
+    #[arg(long, value_name = "DIR")]
+    pub hololib: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RestoreArgs {
+    /// Catalog file name, blueprint hash or unique part of a name.
+    #[arg(long)]
+    pub catalog: String,
+    pub target: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MountArgs {
+    /// Catalog file name, blueprint hash or unique part of a name.
+    #[arg(long, conflicts_with = "robot", required_unless_present = "robot")]
+    pub catalog: Option<String>,
+    /// Mount the environment of this robot.yaml.
+    #[arg(short = 'r', long = "robot")]
+    pub robot: Option<PathBuf>,
+    /// Basename written at rewrite offsets (default: MOUNTPOINT's basename).
+    #[arg(long)]
+    pub target_name: Option<String>,
+    pub mountpoint: PathBuf,
+}

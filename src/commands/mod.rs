@@ -1,0 +1,35 @@
+//! One function per subcommand: each takes its parsed arguments, does the
+//! work through the library, prints what the user sees, and returns the
+//! process exit code.
+
+use crate::cli::{Cli, Command};
+use crate::error::Result;
+
+pub mod catalogs;
+pub mod check;
+pub mod exec;
+pub mod export;
+pub mod hash;
+pub mod import;
+pub mod lift;
+pub mod mount;
+pub mod restore;
+pub mod run;
+pub mod vars;
+
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        None => run::run(&cli.run),
+        Some(Command::Run(a)) => run::run(&a),
+        Some(Command::Exec(a)) => exec::run(&a),
+        Some(Command::Vars(a)) => vars::run(&a),
+        Some(Command::Hash(a)) => hash::run(&a),
+        Some(Command::Catalogs(a)) => catalogs::run(&a),
+        Some(Command::Import(a)) => import::run(&a),
+        Some(Command::Export(a)) => export::run(&a),
+        Some(Command::Lift(a)) => lift::run(&a),
+        Some(Command::Restore(a)) => restore::run(&a),
+        Some(Command::Check(a)) => check::run(&a),
+        Some(Command::Mount(a)) => mount::run(&a),
+    }
+}

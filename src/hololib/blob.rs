@@ -1,0 +1,142 @@
+//! Blob codecs. rcc writes gzip (mainline), zstd (its zstd line of work) or
+//! raw bytes (`compress.no`); readers tell them apart by magic bytes, and the
+//! digest is always of the decoded content.
+
+use crate::digest::DigestKind;
+use crate::error::{Error, Result};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Gzip,
+    Zstd,
+    Raw,
+}
+
+impl Codec {
+    pub fn sniff(head: &[u8]) -> Codec {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Codec::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Codec::Zstd
+        } else {
+            Codec::Raw
+        }
+    }
+}
+
+/// A reader of the decoded content of `reader`, whose codec is sniffed.
+pub fn decoder<'a, R: Read + Seek + 'a>(mut reader: R) -> io::Result<(Codec, Box<dyn Read + 'a>)> {
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < head.len() {
+        match reader.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    reader.seek(SeekFrom::Start(0))?;
+    let codec = Codec::sniff(&head[..n]);
+    let r: Box<dyn Read> = match codec {
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            128 * 1024,
+            reader,
+        ))),
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+        Codec::Raw => Box::new(reader),
+    };
+    Ok((codec, r))
+}
+
+/// Decode a whole in-memory blob (catalogs, small files).
+pub fn decode_all(raw: &[u8]) -> io::Result<Vec<u8>> {
+    let (_, mut r) = decoder(io::Cursor::new(raw))?;
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    r.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Stream the decoded content of the blob at `path` into `sink`, checking
+/// that it hashes to `digest`. Returns the decoded length. On a mismatch
+/// the sink has received wrong bytes: callers write to a temp file and
+/// only rename it into place on success.
+pub fn copy_verified(path: &Path, digest: &str, sink: &mut dyn Write) -> Result<u64> {
+    let kind = DigestKind::from_hex_len(digest.len())
+        .ok_or_else(|| Error::blob(digest, path, "digest is neither sha256 nor siphash128 hex"))?;
+    let file = open_blob_file(path, digest)?;
+    let (_, mut r) = decoder(file).map_err(|e| Error::blob(digest, path, e.to_string()))?;
+    let mut hasher = kind.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::blob(digest, path, format!("cannot decode: {e}"))),
+        };
+        hasher.update(&buf[..n]);
+        sink.write_all(&buf[..n])
+            .map_err(|e| Error::blob(digest, path, format!("cannot write decoded content: {e}")))?;
+        total += n as u64;
+    }
+    let got = hasher.finish_hex();
+    if got != digest {
+        return Err(Error::blob(digest, path, format!("content hashes to {got}")));
+    }
+    Ok(total)
+}
+
+/// Decode and verify a blob into memory.
+pub fn read_verified(path: &Path, digest: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    copy_verified(path, digest, &mut out)?;
+    Ok(out)
+}
+
+/// Open a blob, refusing anything that is not a regular file (a symlink or
+/// directory planted in the library is never followed).
+pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            let msg = match e.raw_os_error() {
+                Some(libc::ELOOP) => "is a symlink, refused".to_string(),
+                Some(libc::ENOENT) => "missing".to_string(),
+                _ => e.to_string(),
+            };
+            Error::blob(digest, path, msg)
+        })?;
+    let meta = file.metadata().map_err(|e| Error::blob(digest, path, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(Error::blob(digest, path, "not a regular file"));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(Codec::sniff(&[0x1f, 0x8b, 8]), Codec::Gzip);
+        assert_eq!(Codec::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Codec::Zstd);
+        assert_eq!(Codec::sniff(b"#!/bin"), Codec::Raw);
+        assert_eq!(Codec::sniff(b""), Codec::Raw);
+    }
+
+    #[test]
+    fn all_codecs_decode() {
+        let data = b"hello hololib".repeat(100);
+        let gz = crate::hololib::catalog::gzip_bytes(&data);
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        assert_eq!(decode_all(&gz).unwrap(), data);
+        assert_eq!(decode_all(&zs).unwrap(), data);
+        assert_eq!(decode_all(&data).unwrap(), data);
+    }
+}

@@ -1,0 +1,316 @@
+//! rcc's catalog: a gzip'ed, Go-`MarshalIndent`ed JSON tree of the lifted
+//! environment (htfs/directory.go `Root`, `Dir`, `File`).
+//!
+//! Decoding accepts what any rcc version wrote (missing `rcc` key, `null`
+//! maps and arrays). Encoding reproduces Go's output byte for byte: field
+//! order, 2-space indent, sorted map keys, `<`/`>`/`&` escaped as `\u003c`...
+
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The catalog format version in catalog file names (`<hash>v12.<platform>`).
+pub const CATALOG_VERSION: &str = "v12";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    #[serde(rename = "rcc", default)]
+    pub rcc_version: String,
+    #[serde(default)]
+    pub identity: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub controller: String,
+    #[serde(default)]
+    pub space: String,
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub blueprint: String,
+    #[serde(default)]
+    pub lifted: bool,
+    pub tree: Dir,
+}
+
+/// The `Info` part of a catalog, written alone as the `.info` sidecar.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info<'a> {
+    pub rcc: &'a str,
+    pub identity: &'a str,
+    pub path: &'a str,
+    pub controller: &'a str,
+    pub space: &'a str,
+    pub platform: &'a str,
+    pub blueprint: &'a str,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dir {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub symlink: String,
+    #[serde(default)]
+    pub mode: u32,
+    #[serde(rename = "subdirs", default, deserialize_with = "null_default")]
+    pub dirs: BTreeMap<String, Dir>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub files: BTreeMap<String, File>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shadow: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct File {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub symlink: String,
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default)]
+    pub mode: u32,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub rewrite: Vec<i64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Go writes a nil map or slice as `null`; treat it as empty.
+fn null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `<blueprint>v12.<platform>`
+pub fn catalog_name(blueprint: &str, platform: &str) -> String {
+    format!("{blueprint}{CATALOG_VERSION}.{platform}")
+}
+
+/// rcc's platform string for this machine (`GOOS_GOARCH`).
+pub fn host_platform() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "linux_arm64",
+        _ => "linux_amd64",
+    }
+}
+
+impl Catalog {
+    /// Read a gzip catalog file (also accepts zstd or plain JSON, as rcc's
+    /// readers fall back to raw bytes).
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let raw = std::fs::read(path).at(path)?;
+        Self::from_bytes(&raw).map_err(|msg| Error::catalog(path, msg))
+    }
+
+    pub fn from_bytes(raw: &[u8]) -> std::result::Result<Catalog, String> {
+        let json = crate::hololib::blob::decode_all(raw).map_err(|e| e.to_string())?;
+        let catalog: Catalog =
+            serde_json::from_slice(&json).map_err(|e| format!("not a catalog: {e}"))?;
+        Ok(catalog)
+    }
+
+    /// Go `json.MarshalIndent(root, "", "  ")`, no trailing newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        go_json(self)
+    }
+
+    pub fn info(&self) -> Info<'_> {
+        Info {
+            rcc: &self.rcc_version,
+            identity: &self.identity,
+            path: &self.path,
+            controller: &self.controller,
+            space: &self.space,
+            platform: &self.platform,
+            blueprint: &self.blueprint,
+        }
+    }
+
+    /// rcc's `SaveAs`: gzip level 1 of the JSON at `path` (via a temp file
+    /// and rename, so readers never see half a catalog), plus `<path>.info`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let gz = gzip_bytes(&self.to_json());
+        write_atomic(path, &gz)?;
+        let info_path = path.with_file_name(format!(
+            "{}.info",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        write_atomic(&info_path, &go_json(&self.info()))
+    }
+
+    /// Every file entry with its path relative to the tree root, depth first
+    /// in name order; `under_symlink` is true below a symlinked directory.
+    pub fn walk_files(&self, mut f: impl FnMut(&str, &File, bool)) {
+        fn go(dir: &Dir, prefix: &str, shadow: bool, f: &mut impl FnMut(&str, &File, bool)) {
+            for (name, file) in &dir.files {
+                f(&join(prefix, name), file, shadow);
+            }
+            for (name, sub) in &dir.dirs {
+                go(sub, &join(prefix, name), shadow || !sub.symlink.is_empty(), f);
+            }
+        }
+        go(&self.tree, "", false, &mut f);
+    }
+
+    /// (file entries, total bytes) as `catalogs` reports them.
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        self.walk_files(|_, f, _| {
+            n += 1;
+            bytes += f.size.max(0) as u64;
+        });
+        (n, bytes)
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Serialise like Go's `json.MarshalIndent(v, "", "  ")`.
+pub fn go_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter::default());
+    value
+        .serialize(&mut ser)
+        .expect("serialising to memory cannot fail");
+    out
+}
+
+/// Gzip with Go's `gzip.BestSpeed` settings: level 1, mtime 0, no name.
+/// (XFL and OS bytes differ from Go's; no reader looks at them.)
+pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).expect("in-memory write");
+    enc.finish().expect("in-memory write")
+}
+
+/// Write via `<path>.tmp<pid>` + rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(data).at(&tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path).at(path)
+}
+
+/// serde_json's pretty printer plus Go's HTML-safe string escaping.
+#[derive(Default)]
+struct GoFormatter {
+    inner: serde_json::ser::PrettyFormatter<'static>,
+}
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.inner.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.inner.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.inner.end_object_value(w)
+    }
+    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        let mut last = 0;
+        for (i, c) in fragment.char_indices() {
+            let esc = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            w.write_all(fragment[last..i].as_bytes())?;
+            w.write_all(esc.as_bytes())?;
+            last = i + c.len_utf8();
+        }
+        w.write_all(fragment[last..].as_bytes())
+    }
+}
+
+/// Read all of `r` (small helper for tests and tools).
+pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_escaping_and_layout() {
+        let mut d = Dir {
+            name: "".into(),
+            mode: crate::gomode::MODE_DIR | 0o755,
+            ..Default::default()
+        };
+        d.files.insert(
+            "a<b>&c".into(),
+            File {
+                name: "a<b>&c".into(),
+                size: 3,
+                mode: 420,
+                digest: "N/A".into(),
+                ..Default::default()
+            },
+        );
+        let text = String::from_utf8(go_json(&d)).unwrap();
+        assert_eq!(
+            text,
+            "{\n  \"name\": \"\",\n  \"mode\": 2147484141,\n  \"subdirs\": {},\n  \"files\": {\n    \"a\\u003cb\\u003e\\u0026c\": {\n      \"name\": \"a\\u003cb\\u003e\\u0026c\",\n      \"size\": 3,\n      \"mode\": 420,\n      \"digest\": \"N/A\",\n      \"rewrite\": []\n    }\n  }\n}"
+        );
+    }
+
+    #[test]
+    fn nulls_decode_as_empty() {
+        let c: Catalog = serde_json::from_str(
+            r#"{"identity":"x","tree":{"name":"","mode":1,"subdirs":null,"files":{"f":{"name":"f","size":1,"mode":420,"digest":"d","rewrite":null}}}}"#,
+        )
+        .unwrap();
+        assert!(c.tree.dirs.is_empty());
+        assert!(c.tree.files["f"].rewrite.is_empty());
+    }
+}
