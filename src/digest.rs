@@ -128,7 +128,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn is_hex_digest(s: &str) -> bool {
     DigestKind::from_hex_len(s.len()).is_some()
-        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -153,16 +154,25 @@ mod tests {
         assert_eq!(siphash64(0, 0, b"Hello world"), 0xC9E8A3021F3822D9);
         let mut h = SipHasher128::new_with_key(key[..].try_into().unwrap());
         h.write(&[]);
-        assert_eq!(hex(&h.finish128().as_bytes()), "a3817f04ba25a8e66df67214c7550293");
+        assert_eq!(
+            hex(&h.finish128().as_bytes()),
+            "a3817f04ba25a8e66df67214c7550293"
+        );
         let mut h = SipHasher128::new_with_key(key[..].try_into().unwrap());
         h.write(&(0..63).collect::<Vec<u8>>());
-        assert_eq!(hex(&h.finish128().as_bytes()), "5150d1772f50834a503e069a973fbd7c");
+        assert_eq!(
+            hex(&h.finish128().as_bytes()),
+            "5150d1772f50834a503e069a973fbd7c"
+        );
     }
 
     #[test]
     fn identity_parts() {
         assert_eq!(textual(sipit(b"linux amd64"), 14), "493f813dad24d3");
-        assert_eq!(textual(siphash64(HOME_K0, HOME_K1, b"/home/user"), 7), "59acff1");
+        assert_eq!(
+            textual(siphash64(HOME_K0, HOME_K1, b"/home/user"), 7),
+            "59acff1"
+        );
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod error;
 pub mod gomode;
 pub mod hololib;
 pub mod logging;
+pub mod relocate;
 
 pub use error::{Error, Result};

@@ -18,7 +18,8 @@ pub fn init(verbose: u8, quiet: bool) {
         .filter(|s| !s.is_empty())
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let timed = verbose > 0;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -32,7 +33,9 @@ pub fn init(verbose: u8, quiet: bool) {
             tracing_subscriber::fmt::format::FmtSpan::NONE
         });
     let _ = if timed {
-        builder.with_timer(tracing_subscriber::fmt::time::uptime()).try_init()
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init()
     } else {
         builder.without_time().try_init()
     };

@@ -83,7 +83,11 @@ pub fn copy_verified(path: &Path, digest: &str, sink: &mut dyn Write) -> Result<
     }
     let got = hasher.finish_hex();
     if got != digest {
-        return Err(Error::blob(digest, path, format!("content hashes to {got}")));
+        return Err(Error::blob(
+            digest,
+            path,
+            format!("content hashes to {got}"),
+        ));
     }
     Ok(total)
 }
@@ -111,7 +115,9 @@ pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
             };
             Error::blob(digest, path, msg)
         })?;
-    let meta = file.metadata().map_err(|e| Error::blob(digest, path, e.to_string()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::blob(digest, path, e.to_string()))?;
     if !meta.is_file() {
         return Err(Error::blob(digest, path, "not a regular file"));
     }

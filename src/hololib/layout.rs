@@ -36,7 +36,11 @@ impl Hololib {
             // that cannot exist.
             return self.library_dir().join("invalid-digest");
         }
-        self.library_dir().join(&d[0..2]).join(&d[2..4]).join(&d[4..6]).join(d)
+        self.library_dir()
+            .join(&d[0..2])
+            .join(&d[2..4])
+            .join(&d[4..6])
+            .join(d)
     }
     /// rcc's `Compress()`: true unless `catalog/compress.no` is a regular file.
     pub fn compress(&self) -> bool {
@@ -83,7 +87,9 @@ pub fn mkdir_all(path: &Path, mode: u32) -> Result<()> {
 
 /// A catalog file name as rcc globs them: `[0-9a-f]*v12.*`, not `*.info`.
 pub fn is_catalog_name(name: &str) -> bool {
-    name.as_bytes().first().is_some_and(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    name.as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && name.contains(crate::hololib::catalog::CATALOG_VERSION)
         && name.contains('.')
         && !name.ends_with(".info")
@@ -110,7 +116,9 @@ pub struct Locations {
 
 impl Locations {
     pub fn from_env() -> Locations {
-        let user_home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let user_home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
         let robocorp_home = match std::env::var_os("ROBOCORP_HOME").filter(|v| !v.is_empty()) {
             Some(v) => absolute(&PathBuf::from(expand_env(&v.to_string_lossy()))),
             None => user_home
@@ -122,7 +130,12 @@ impl Locations {
             Some(v) => absolute(&PathBuf::from(v)),
             None => robocorp_home.join("vhrun"),
         };
-        Self::resolve(robocorp_home, vhrun_home, user_home, Path::new(SHARED_HOLOTREE))
+        Self::resolve(
+            robocorp_home,
+            vhrun_home,
+            user_home,
+            Path::new(SHARED_HOLOTREE),
+        )
     }
 
     /// The same resolution with every input explicit (tests).
@@ -135,9 +148,15 @@ impl Locations {
         let uhi = user_home_identity(user_home.as_deref());
         let shared = shared_root.join("lib/catalog/init").join(&uhi).is_file();
         let (holotree, hololib) = if shared {
-            (shared_root.to_path_buf(), Hololib::new(shared_root.join("lib")))
+            (
+                shared_root.to_path_buf(),
+                Hololib::new(shared_root.join("lib")),
+            )
         } else {
-            (robocorp_home.join("holotree"), Hololib::new(robocorp_home.join("hololib")))
+            (
+                robocorp_home.join("holotree"),
+                Hololib::new(robocorp_home.join("hololib")),
+            )
         };
         Locations {
             robocorp_home,
@@ -203,19 +222,51 @@ impl Locations {
 
     /// rcc's `ControllerSpaceName` for `--controller` and `--space`.
     pub fn space_name(&self, controller: &str, space: &str) -> String {
-        space_name(&user_home_identity(self.user_home.as_deref()), controller, space)
+        space_name(
+            &user_home_identity(self.user_home.as_deref()),
+            controller,
+            space,
+        )
+    }
+
+    /// Where rcc would restore `catalog` for this controller and space, and
+    /// so where vhrun serves it: next to the catalog's recorded `path`
+    /// (relocation only rewrites the basename, so the parent must match).
+    pub fn space_path(
+        &self,
+        catalog: &crate::hololib::Catalog,
+        controller: &str,
+        space: &str,
+    ) -> PathBuf {
+        let recorded = Path::new(&catalog.path);
+        let parent = recorded
+            .parent()
+            .filter(|p| p.is_absolute())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.holotree.clone());
+        parent.join(self.space_name(controller, space))
     }
 
     /// rcc's stage identity for this machine and user.
     pub fn stage_identity(&self) -> String {
-        stage_identity(&user_home_identity(self.user_home.as_deref()), crate::hololib::catalog::host_platform())
+        stage_identity(
+            &user_home_identity(self.user_home.as_deref()),
+            crate::hololib::catalog::host_platform(),
+        )
     }
 }
 
 /// rcc's `UserHomeIdentity`: 7 hex of siphash of the home dir, `badcafe` if unknown.
 pub fn user_home_identity(home: Option<&Path>) -> String {
     match home {
-        Some(h) => textual(siphash64(digest::HOME_K0, digest::HOME_K1, h.as_os_str().as_encoded_bytes()), 7),
+        Some(h) => textual(
+            siphash64(
+                digest::HOME_K0,
+                digest::HOME_K1,
+                h.as_os_str().as_encoded_bytes(),
+            ),
+            7,
+        ),
         None => "badcafe".to_string(),
     }
 }
@@ -275,7 +326,9 @@ pub fn absolute(p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(p)
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(p)
     };
     clean(&joined)
 }
@@ -307,7 +360,10 @@ mod tests {
     fn rcc_names() {
         let uhi = user_home_identity(Some(Path::new("/home/user")));
         assert_eq!(uhi, "59acff1");
-        assert_eq!(stage_identity(&uhi, "linux_amd64"), "h59acff1_493f813dad24d3t");
+        assert_eq!(
+            stage_identity(&uhi, "linux_amd64"),
+            "h59acff1_493f813dad24d3t"
+        );
         let s = space_name(&uhi, "user", "user");
         assert_eq!(s.len(), 24);
         assert!(s.starts_with("59acff1_"));
@@ -335,7 +391,13 @@ mod tests {
     #[test]
     fn blob_paths() {
         let h = Hololib::new("/x");
-        assert_eq!(h.blob_path("abcdef12"), PathBuf::from("/x/library/ab/cd/ef/abcdef12"));
-        assert_eq!(h.blob_path("../"), PathBuf::from("/x/library/invalid-digest"));
+        assert_eq!(
+            h.blob_path("abcdef12"),
+            PathBuf::from("/x/library/ab/cd/ef/abcdef12")
+        );
+        assert_eq!(
+            h.blob_path("../"),
+            PathBuf::from("/x/library/invalid-digest")
+        );
     }
 }
