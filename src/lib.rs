@@ -4,13 +4,17 @@
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
 
+pub mod blueprint;
 pub mod cli;
 pub mod commands;
 pub mod digest;
+pub mod environ;
 pub mod error;
 pub mod gomode;
 pub mod hololib;
 pub mod logging;
 pub mod relocate;
+pub mod resolve;
+pub mod robot;
 
 pub use error::{Error, Result};
