@@ -181,6 +181,12 @@ impl Environment {
                 "--devdeps is only valid for a package.yaml file",
             ));
         }
+        if path.is_dir() {
+            return Err(Error::bad_input(
+                path,
+                "is a directory, not a conda.yaml or package.yaml",
+            ));
+        }
         let content = std::fs::read(path).at(path)?;
         let content = String::from_utf8(content)
             .map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
@@ -778,6 +784,26 @@ mod tests {
         assert_eq!(pips, ["a==1", "b>=2", "c==3"]);
         assert_eq!(env.post_install, ["x", "y"]);
         assert_eq!(env.channels, ["conda-forge"]);
+    }
+
+    #[test]
+    fn long_values_fold_at_column_80_and_read_back() {
+        let post = "python -m pip install --no-deps --upgrade aaaaaaaaaa bbbbbbbbbb cccccccccc dddddddddd eeeeeeeeee ffff";
+        let pip = "somepackage @ https://github.com/someorg/somepackage/archive/refs/tags/v1.26.8-final.zip ; python_version >= \"3.8\"";
+        let text =
+            format!("dependencies:\n- python\n- pip:\n  - '{pip}'\nrccPostInstall:\n- {post}\n");
+        let env = conda(&text);
+        let bp = env.blueprint();
+        assert_eq!(
+            bp.text,
+            "channels: []\ndependencies:\n- python\n- pip:\n\
+             \x20 - somepackage @ https://github.com/someorg/somepackage/archive/refs/tags/v1.26.8-final.zip\n\
+             \x20   ; python_version >= \"3.8\"\nrccPostInstall:\n\
+             - python -m pip install --no-deps --upgrade aaaaaaaaaa bbbbbbbbbb cccccccccc dddddddddd\n\
+             \x20 eeeeeeeeee ffff"
+        );
+        // what rcc hashes reads back as the same environment
+        assert_eq!(conda(&bp.text), env);
     }
 
     #[test]

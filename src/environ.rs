@@ -299,11 +299,23 @@ pub fn which(search: &[PathBuf], name: &str) -> Option<PathBuf> {
         .find(|p| is_file(p))
 }
 
+/// Go's `os.Getenv` over a process environment: the first mention wins.
 fn inherited_value(env: &EnvList, key: &str) -> Option<OsString> {
-    env.iter()
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+/// What the task really receives: Go's `exec.Cmd` de-duplicates the list,
+/// keeping each key's last value at the position of its last mention.
+pub fn dedup_for_exec(env: &EnvList) -> EnvList {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: EnvList = env
+        .iter()
         .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .cloned()
+        .collect();
+    out.reverse();
+    out
 }
 
 /// rcc's `FindPath`: `<space>/bin`, then the inherited PATH de-duplicated,
@@ -702,6 +714,26 @@ mod tests {
         assert_eq!(
             get(&shell, "PATH").unwrap(),
             "/r/bin:/usr/bin:/opt/conda/bin:/home/u/.pyenv/shims:/cwd/rel:/cwd:/x/x59acff1_0123456_0123abcd:/opt/VirtualEnvs/bin:/home/u/.poetry/bin:/sbin"
+        );
+    }
+
+    #[test]
+    fn exec_sees_the_last_value_of_each_key() {
+        let env = build(&inputs(
+            os(&[("PATH", "/usr/bin"), ("PYTHONPATH", "/x")]),
+            true,
+            Bytecode::Rcc,
+        ));
+        let exec = dedup_for_exec(&env);
+        let k = keys(&exec);
+        assert_eq!(k.iter().filter(|k| *k == "PATH").count(), 1);
+        assert_eq!(k.last().unwrap(), "ROBOT_ARTIFACTS");
+        assert_eq!(k[k.len() - 4], "PATH");
+        assert_eq!(get(&exec, "PATH"), get(&env, "PATH"));
+        assert_eq!(get(&exec, "PYTHONPATH").unwrap(), "/robot/libs:/robot");
+        assert_eq!(
+            dedup_for_exec(&os(&[("A", "1"), ("B", "2"), ("A", "3")])),
+            os(&[("B", "2"), ("A", "3")])
         );
     }
 

@@ -209,6 +209,8 @@ fn bad_environment_files() {
             out.stderr
         );
     }
+    let dir_arg = vhrun(t.path(), &dir, &["hash", "."], &[]);
+    assert_eq!(dir_arg.code, 65, "{}", dir_arg.stderr);
     let missing = vhrun(t.path(), &dir, &["hash", "nope.yaml"], &[]);
     assert_eq!(missing.code, 66, "{}", missing.stderr);
     assert!(missing.stderr.contains("nope.yaml"));
