@@ -101,6 +101,50 @@ fn rcc_layer_vectors() {
     assert_eq!(layers[2].text, LAYERS_YAML.trim());
 }
 
+/// Hashes that rcc's own acceptance tests (robot_tests/*.robot,
+/// robot_tests/expected/) expect for files of its repository.
+#[test]
+fn rcc_acceptance_vectors() {
+    let t = tempfile::tempdir().unwrap();
+    let extended = "channels:\n  # Define conda channels here. \n  - conda-forge\n\ndependencies:\n  # Define conda packages here. \n  # If available, always prefer the conda version of a package, installation will be faster and more efficient.\n  # https://anaconda.org/search  \n  - python=3.9.13\n\n  - pip=22.1.2\n  - pip:\n    # Define pip packages here. \n    # https://pypi.org/\n    - rpaframework==15.6.0 # https://rpaframework.org/releasenotes.html\n";
+    let spellbug = "channels:\n- conda-forge\ndependencies:\n- python=3.9.13\n- pip=22.1.2\n- pip:\n  - pyspellchecker==0.6.2\n";
+    let tests_conda = "channels:\n- conda-forge\ndependencies:\n- python=3.7.8\n";
+    for (name, text, hash) in [
+        ("conda.yaml", CONDA_YAML, "786fd9dca1e1f1db"),
+        ("extended/conda.yaml", extended, "1cdd0b852854fe5b"),
+        ("spellbug/conda.yaml", spellbug, "8b2083d262262cbd"),
+        ("robot_tests/conda.yaml", tests_conda, "79ba58276b645f09"),
+        (
+            "bare_action/package.yaml",
+            PACKAGE_DEV_YAML,
+            "00db64afd9c178e7",
+        ),
+    ] {
+        let file = write(&t.path().join(name), text);
+        assert_eq!(
+            blueprint_of_file(&file, false, t.path()).unwrap().hash,
+            hash,
+            "{name}"
+        );
+    }
+    let package = t.path().join("bare_action/package.yaml");
+    assert_eq!(
+        blueprint_of_file(&package, true, t.path()).unwrap().hash,
+        "d43926661d3dae1f"
+    );
+    // `rcc holotree vars third.yaml other.yaml`
+    let third = write(&t.path().join("third.yaml"), THIRD_YAML);
+    let other = write(&t.path().join("other.yaml"), OTHER_YAML);
+    assert_eq!(
+        blueprint_of_files(&[third, other], false, t.path())
+            .unwrap()
+            .hash,
+        "ffd32af1fdf0f253"
+    );
+    // and its space name for `--controller citests` (`4e67cd8_9fcd2534`)
+    assert!(space_name("59acff1", "citests", "user").ends_with("_4e67cd8_9fcd2534"));
+}
+
 #[test]
 fn rcc_read_and_merge_cases() {
     let t = tempfile::tempdir().unwrap();
