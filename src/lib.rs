@@ -4,13 +4,17 @@
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
 
+pub mod builder;
 pub mod cli;
 pub mod commands;
 pub mod digest;
+pub mod doctor;
 pub mod error;
+pub mod gc;
 pub mod gomode;
 pub mod hololib;
 pub mod logging;
 pub mod relocate;
+pub mod sys;
 
 pub use error::{Error, Result};
