@@ -74,7 +74,9 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 fn read_trim(p: &str) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn has_filesystem(filesystems: &str, name: &str) -> bool {
@@ -102,29 +104,42 @@ fn check(name: &'static str, ok: bool, required: bool, detail: String, hint: &st
 fn dev_fuse(root: bool) -> Check {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let p = Path::new("/dev/fuse");
-    let md = match std::fs::metadata(p) {
-        Ok(md) => md,
-        Err(_) => {
-            return check(
+    let md =
+        match std::fs::metadata(p) {
+            Ok(md) => md,
+            Err(_) => return check(
                 "dev_fuse",
                 false,
                 true,
                 "/dev/fuse does not exist".into(),
                 "load the module (`sudo modprobe fuse`); in a container pass `--device /dev/fuse`",
-            )
-        }
-    };
+            ),
+        };
     let mode = md.mode() & 0o7777;
     let detail = format!(
         "/dev/fuse mode {mode:04o} owner uid {}{}",
         md.uid(),
-        if md.file_type().is_char_device() { "" } else { " (not a character device!)" }
+        if md.file_type().is_char_device() {
+            ""
+        } else {
+            " (not a character device!)"
+        }
     );
     if !md.file_type().is_char_device() {
-        return check("dev_fuse", false, true, detail, "/dev/fuse must be the FUSE character device (10,229)");
+        return check(
+            "dev_fuse",
+            false,
+            true,
+            detail,
+            "/dev/fuse must be the FUSE character device (10,229)",
+        );
     }
     let usable = root
-        || nix::unistd::access(p, nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
+        || nix::unistd::access(
+            p,
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_ok();
     check(
         "dev_fuse",
         usable,
@@ -239,7 +254,12 @@ fn python_checks() -> [Check; 2] {
     );
     let with_pip: Vec<_> = usable
         .iter()
-        .filter(|i| i.base_prefix.join(&i.stdlib).join("ensurepip/__init__.py").is_file())
+        .filter(|i| {
+            i.base_prefix
+                .join(&i.stdlib)
+                .join("ensurepip/__init__.py")
+                .is_file()
+        })
         .map(|i| i.version.to_string())
         .collect();
     let pip = check(
@@ -359,12 +379,22 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     s.push_str("store:\n");
-    s.push_str(&format!("  ROBOCORP_HOME  {}\n", r.store.robocorp_home.display()));
-    s.push_str(&format!("  VHRUN_HOME     {}\n", r.store.vhrun_home.display()));
+    s.push_str(&format!(
+        "  ROBOCORP_HOME  {}\n",
+        r.store.robocorp_home.display()
+    ));
+    s.push_str(&format!(
+        "  VHRUN_HOME     {}\n",
+        r.store.vhrun_home.display()
+    ));
     s.push_str(&format!(
         "  holotree       {}{}\n",
         r.store.holotree.display(),
-        if r.store.shared_holotree { " (rcc shared mode)" } else { "" }
+        if r.store.shared_holotree {
+            " (rcc shared mode)"
+        } else {
+            ""
+        }
     ));
     for h in &r.store.hololibs {
         s.push_str(&format!(

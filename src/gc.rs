@@ -207,9 +207,9 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
                 Ok(c) => add_digests(&c, &mut referenced),
                 Err(e) => {
                     referenced_complete = false;
-                    report.notes.push(format!(
-                        "{e}: cache entries are only removed by age"
-                    ));
+                    report
+                        .notes
+                        .push(format!("{e}: cache entries are only removed by age"));
                 }
             }
         }

@@ -215,10 +215,7 @@ fn wait_for_lock(
 ) -> Result<lock::BuildLock> {
     let mut waiting = None;
     let l = lock::acquire(&locations.vhrun_home, &blueprint.hash, || {
-        waiting = Some(progress.phase(&format!(
-            "waiting for another build of {}",
-            blueprint.hash
-        )));
+        waiting = Some(progress.phase(&format!("waiting for another build of {}", blueprint.hash)));
     })?;
     if let Some(w) = waiting {
         w.finish("done");
@@ -280,7 +277,7 @@ pub fn build_own(
             conda_file.display(),
             interp.version
         );
-        tracing::warn!("{msg}");
+        tracing::info!("{msg}");
         progress.note(&msg);
     }
 
@@ -317,8 +314,10 @@ pub fn build_own(
         pip::bootstrap(&py, &spec, &phase)?;
         phase.finish("from ensurepip");
         let phase = progress.phase("pip install");
-        pip::install(&py, &spec, &phase)?;
-        phase.finish(&format!("{} requirements", spec.pip.len()));
+        match pip::install(&py, &spec, &phase)? {
+            0 => phase.finish("nothing to install"),
+            n => phase.finish(&format!("{n} requirements")),
+        }
     }
     if !spec.post_install.is_empty() {
         let phase = progress.phase("post-install");
@@ -384,7 +383,13 @@ fn write_history(dir: &Path, conda_file: &Path, interp: &Interpreter, py: &Path)
         interp.source
     );
     let out = pip::python_command(py)
-        .args(["-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "list",
+            "--format=freeze",
+            "--disable-pip-version-check",
+        ])
         .output();
     if let Some(out) = out.ok().filter(|o| o.status.success()) {
         for line in String::from_utf8_lossy(&out.stdout).lines() {

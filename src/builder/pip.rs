@@ -67,7 +67,10 @@ pub fn run_logged(mut cmd: Command, phase: &Phase) -> Result<(i32, String)> {
     // output, so no thread outlives this call (the sandbox needs a
     // single-threaded process later).
     std::thread::scope(|s| {
-        for pipe in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+        for pipe in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
             let tx = tx.clone();
             s.spawn(move || {
                 for line in std::io::BufReader::new(pipe).lines() {
@@ -141,21 +144,24 @@ pub fn pip_version(py: &Path) -> Option<Version> {
 }
 
 /// `pip install` the requirements (plus a pip pin if the bundled pip does
-/// not satisfy the spec's `pip=` entry).
-pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<()> {
+/// not satisfy the spec's `pip=` entry); returns how many were asked for.
+pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<usize> {
     let mut lines: Vec<String> = Vec::new();
     if spec.pip_entry.is_some() && !spec.pip_constraint.is_any() {
         let fits = pip_version(py).is_some_and(|v| spec.pip_constraint.matches(&v));
         if !fits {
             let pin = spec.pip_constraint.to_pip("pip").map_err(|e| {
-                Error::bad_input(&spec.file, format!("{}: {e}", spec.pip_entry.as_ref().unwrap().at()))
+                Error::bad_input(
+                    &spec.file,
+                    format!("{}: {e}", spec.pip_entry.as_ref().unwrap().at()),
+                )
             })?;
             lines.push(pin);
         }
     }
     lines.extend(spec.pip.iter().map(|r| r.text.clone()));
     if lines.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let dir = tempfile::Builder::new()
         .prefix("vhrun-pip")
@@ -180,7 +186,7 @@ pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<()> {
     if code != 0 {
         return Err(classify_failure(&log, spec, &lines));
     }
-    Ok(())
+    Ok(lines.len())
 }
 
 const NETWORK_MARKERS: &[&str] = &[
@@ -228,7 +234,10 @@ pub fn classify_failure(log: &str, spec: &BuildSpec, lines: &[String]) -> Error 
             .and_then(|n| lines.get(n - 1))
             .and_then(|t| spec.pip.iter().find(|r| &r.text == t));
         let at = req.map(|r| r.at()).unwrap_or_else(|| spec.pip_section_at());
-        return Error::bad_input(file, format!("{at}: not a valid pip requirement ({})", l.trim()));
+        return Error::bad_input(
+            file,
+            format!("{at}: not a valid pip requirement ({})", l.trim()),
+        );
     }
     let network = log
         .lines()
@@ -257,7 +266,10 @@ pub fn classify_failure(log: &str, spec: &BuildSpec, lines: &[String]) -> Error 
     if log.contains("ResolutionImpossible") || log.contains("conflicting dependencies") {
         return Error::bad_input(
             file,
-            format!("{}: the pip requirements conflict ({errors})", spec.pip_section_at()),
+            format!(
+                "{}: the pip requirements conflict ({errors})",
+                spec.pip_section_at()
+            ),
         );
     }
     Error::bad_input(file, format!("{at}: pip install failed ({errors})"))
@@ -304,7 +316,12 @@ mod tests {
         let log = "Looking in links: /opt/wheels\nERROR: Could not find a version that satisfies the requirement vhrun-no-such-package-xyz==1.0 (from versions: none)\nERROR: No matching distribution found for vhrun-no-such-package-xyz==1.0\n";
         let e = classify_failure(log, &s, &[]);
         let m = e.to_string();
-        assert!(m.starts_with("/r/conda.yaml: pip requirement line 6: `vhrun-no-such-package-xyz==1.0`"), "{m}");
+        assert!(
+            m.starts_with(
+                "/r/conda.yaml: pip requirement line 6: `vhrun-no-such-package-xyz==1.0`"
+            ),
+            "{m}"
+        );
         assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT);
     }
 
@@ -322,7 +339,10 @@ mod tests {
     #[test]
     fn invalid_requirement() {
         let s = spec();
-        let lines = vec!["six==1.17.0".to_string(), "vhrun-no-such-package-xyz==1.0".to_string()];
+        let lines = vec![
+            "six==1.17.0".to_string(),
+            "vhrun-no-such-package-xyz==1.0".to_string(),
+        ];
         let log = "ERROR: Invalid requirement: 'x y' (from line 2 of /tmp/requirements.txt)\n";
         let m = classify_failure(log, &s, &lines).to_string();
         assert!(m.contains("line 6:"), "{m}");

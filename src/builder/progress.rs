@@ -2,13 +2,14 @@
 //! nothing when stderr is not a terminal, NO_COLOR is set or `-q` was given.
 //! Each phase is also an info-level `tracing` span, so `-v` times it.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct Progress {
-    bars: bool,
+    /// One stack of lines on stderr; finished phases stay above the running one.
+    bars: Option<MultiProgress>,
     quiet: bool,
 }
 
@@ -17,23 +18,28 @@ impl Progress {
     pub fn new(quiet: bool) -> Progress {
         let bars =
             !quiet && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
-        Progress { bars, quiet }
+        Progress {
+            bars: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            quiet,
+        }
     }
 
     /// No output at all (library callers, tests).
     pub fn hidden() -> Progress {
         Progress {
-            bars: false,
+            bars: None,
             quiet: true,
         }
     }
 
     pub fn phase(&self, what: &str) -> Phase {
-        let bar = if self.bars {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let bar = if let Some(multi) = &self.bars {
+            let b = multi.add(ProgressBar::new_spinner());
             b.set_style(
-                ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {wide_msg:.dim} {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner:.cyan} {prefix:.bold} {wide_msg:.dim} {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             b.set_prefix(what.to_string());
             b.enable_steady_tick(Duration::from_millis(120));
@@ -52,8 +58,12 @@ impl Progress {
 
     /// A line the user should read (chosen interpreter, result), unless quiet.
     pub fn note(&self, line: &str) {
-        if !self.quiet {
-            eprintln!("vhrun: {line}");
+        match &self.bars {
+            Some(multi) => {
+                let _ = multi.println(format!("vhrun: {line}"));
+            }
+            None if !self.quiet => eprintln!("vhrun: {line}"),
+            None => {}
         }
     }
 }
@@ -69,7 +79,8 @@ pub struct Phase {
 
 impl Phase {
     pub fn set_message(&self, msg: &str) {
-        self.bar.set_message(msg.chars().take(200).collect::<String>());
+        self.bar
+            .set_message(msg.chars().take(200).collect::<String>());
     }
 
     pub fn finish(mut self, summary: &str) {

@@ -86,7 +86,10 @@ struct ProbeOut {
 }
 
 /// Run `cmd`, collecting stdout, killing it after `timeout`.
-pub(crate) fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> std::io::Result<(i32, String)> {
+pub(crate) fn output_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> std::io::Result<(i32, String)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -128,7 +131,11 @@ pub fn probe(exe: &Path, source: Source) -> std::result::Result<Interpreter, Str
     let p: ProbeOut = serde_json::from_str(out.trim())
         .map_err(|e| format!("{}: unexpected answer ({e})", exe.display()))?;
     if p.implementation != "cpython" {
-        return Err(format!("{}: {} is not CPython", exe.display(), p.implementation));
+        return Err(format!(
+            "{}: {} is not CPython",
+            exe.display(),
+            p.implementation
+        ));
     }
     let mut text = p.version.clone();
     if p.level != "final" {
@@ -155,7 +162,9 @@ pub fn probe(exe: &Path, source: Source) -> std::result::Result<Interpreter, Str
         ),
     };
     if base_prefix == Path::new("/usr") || base_prefix == Path::new("/") {
-        unusable = Some("the distribution's system python (split over /usr, patched) cannot be copied".into());
+        unusable = Some(
+            "the distribution's system python (split over /usr, patched) cannot be copied".into(),
+        );
     }
     Ok(Interpreter {
         executable: exe.to_path_buf(),

@@ -30,20 +30,35 @@ pub fn build_command(rcc: &Path, robot_yaml: &Path, space: &str, controller: &st
     let mut c = Command::new(rcc);
     c.args(["holotree", "variables", "--robot"])
         .arg(robot_yaml)
-        .args(["--space", space, "--controller", controller, "--json", "--silent"])
+        .args([
+            "--space",
+            space,
+            "--controller",
+            controller,
+            "--json",
+            "--silent",
+        ])
         .stdin(std::process::Stdio::null());
     c
 }
 
 /// Run rcc to build the robot's environment; the caller checks afterwards
 /// that the catalog exists.
-pub fn build(rcc: &Path, robot_yaml: &Path, space: &str, controller: &str, phase: &Phase) -> Result<()> {
+pub fn build(
+    rcc: &Path,
+    robot_yaml: &Path,
+    space: &str,
+    controller: &str,
+    phase: &Phase,
+) -> Result<()> {
     let cmd = build_command(rcc, robot_yaml, space, controller);
     let (code, log) = super::pip::run_logged(cmd, phase)?;
     if code != 0 {
         let tail: Vec<&str> = log
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with(['{', '}', '[', ']', '"']))
+            .filter(|l| {
+                !l.trim().is_empty() && !l.trim_start().starts_with(['{', '}', '[', ']', '"'])
+            })
             .collect();
         let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
         return Err(Error::unavailable(

@@ -168,7 +168,10 @@ mod tests {
 
     #[test]
     fn text_replacement() {
-        assert_eq!(replace_all(b"#!/a/b/bin/py\n/a/b", b"/a/b", b"/c/dd"), b"#!/c/dd/bin/py\n/c/dd");
+        assert_eq!(
+            replace_all(b"#!/a/b/bin/py\n/a/b", b"/a/b", b"/c/dd"),
+            b"#!/c/dd/bin/py\n/c/dd"
+        );
         assert!(contains(b"xx/a/bxx", b"/a/b"));
         assert!(!contains(b"xx", b""));
     }

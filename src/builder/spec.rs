@@ -115,7 +115,7 @@ struct PackageDeps {
 pub fn split_conda_dep(dep: &str) -> (&str, &str) {
     let dep = dep.trim();
     let end = dep
-        .find(|c: char| matches!(c, '<' | '=' | '~' | '!' | '>' | ' ' | '\t'))
+        .find(['<', '=', '~', '!', '>', ' ', '\t'])
         .unwrap_or(dep.len());
     (&dep[..end], dep[end..].trim())
 }
@@ -346,11 +346,7 @@ mod tests {
         assert_eq!(s.pip_entry.as_ref().unwrap().line, Some(5));
         assert_eq!(s.conda_extra.len(), 1);
         assert_eq!(s.conda_extra_listing(), "line 7: `nodejs=18`");
-        let pip: Vec<_> = s
-            .pip
-            .iter()
-            .map(|r| (r.text.as_str(), r.line))
-            .collect();
+        let pip: Vec<_> = s.pip.iter().map(|r| (r.text.as_str(), r.line)).collect();
         assert_eq!(
             pip,
             [
@@ -360,7 +356,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            s.pip_requirement_for("robot-framework==7.1.1").unwrap().line,
+            s.pip_requirement_for("robot-framework==7.1.1")
+                .unwrap()
+                .line,
             Some(10)
         );
         assert_eq!(s.post_install[0].line, Some(12));
@@ -379,8 +377,8 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_file() {
-        let e = BuildSpec::parse(Path::new("/r/conda.yaml"), "dependencies: [python=abc]")
-            .unwrap_err();
+        let e =
+            BuildSpec::parse(Path::new("/r/conda.yaml"), "dependencies: [python=abc]").unwrap_err();
         assert!(e.to_string().starts_with("/r/conda.yaml: "), "{e}");
         assert!(e.to_string().contains("python=abc"), "{e}");
         let e = BuildSpec::parse(Path::new("/r/conda.yaml"), "dependencies: {").unwrap_err();

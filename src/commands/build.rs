@@ -19,7 +19,9 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<i32> {
     match &outcome {
         BuildOutcome::Existing { key } => progress.note(&format!("{key} is already built")),
         BuildOutcome::BuiltByRcc { key } => progress.note(&format!("rcc built {key}")),
-        BuildOutcome::Built { key, interpreter, .. } => progress.note(&format!(
+        BuildOutcome::Built {
+            key, interpreter, ..
+        } => progress.note(&format!(
             "built {key} with CPython {} into {}",
             interpreter.version,
             locations.own_hololib().root.display()

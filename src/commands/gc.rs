@@ -34,9 +34,18 @@ pub fn run(args: &GcArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for r in &report.removed {
-        println!("{verb} {} ({}, {})", r.path.display(), human(r.bytes), r.reason);
+        println!(
+            "{verb} {} ({}, {})",
+            r.path.display(),
+            human(r.bytes),
+            r.reason
+        );
     }
     for n in &report.notes {
         eprintln!("vhrun: note: {n}");
