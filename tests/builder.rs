@@ -878,3 +878,201 @@ fn gc_leaves_the_cache_alone_when_a_live_run_is_unknown() {
     assert!(live.exists());
     assert!(stderr.contains("blob cache is left alone"), "{stderr}");
 }
+
+// ------------------------------------------------------------ robots ----
+
+/// A task's argv as rcc builds it from robot.yaml (shell split on
+/// whitespace is enough for these robots; robotTaskName as rcc expands it).
+fn task_argv(robot_yaml: &Path) -> (Vec<String>, String, Vec<String>) {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(robot_yaml).unwrap()).unwrap();
+    let artifacts = v["artifactsDir"].as_str().unwrap().to_string();
+    let tasks = v["tasks"].as_mapping().unwrap();
+    assert_eq!(tasks.len(), 1, "one task per example robot");
+    let task = tasks.values().next().unwrap();
+    let argv = if let Some(shell) = task["shell"].as_str() {
+        shell.split_whitespace().map(String::from).collect()
+    } else {
+        let name = task["robotTaskName"].as_str().unwrap();
+        [
+            "python",
+            "-m",
+            "robot",
+            "--report",
+            "NONE",
+            "--outputdir",
+            &artifacts,
+            "--logtitle",
+            "Task log",
+            "--task",
+            name,
+            ".",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let pythonpath = v["PYTHONPATH"]
+        .as_sequence()
+        .map(|s| s.iter().map(|e| e.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    (argv, artifacts, pythonpath)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let name = e.file_name();
+        if name == "output" || name == "__pycache__" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Build each example robot's environment with vhrun's builder and run its
+/// task with the built interpreter, the way rcc sets up a run (cwd = robot
+/// root, env's bin first on PATH, PYTHONPATH and ROBOT_* from robot.yaml).
+#[test]
+fn example_robots_build_and_their_tasks_run() {
+    require_python311();
+    let expected: &[(&str, &[&str], &str)] = &[
+        ("hello", &["hello.txt"], "Hello from a robot!"),
+        (
+            "report",
+            &["report.html", "report.xlsx"],
+            "total revenue 72,075.25",
+        ),
+        (
+            "rpa",
+            &[
+                "log.html",
+                "output.xml",
+                "purchase-orders/po-gadget-wholesale.csv",
+            ],
+            "5 items to reorder, 4 purchase orders",
+        ),
+    ];
+    for (name, artifacts, says) in expected {
+        let h = Homes::new();
+        let locations = h.locations();
+        let root = h.tmp.path().join(name);
+        copy_dir(&repo().join("robots").join(name), &root);
+        let robot_yaml = root.join("robot.yaml");
+        let conda = builder::robot_conda_file(&robot_yaml).unwrap();
+        assert_eq!(conda, root.join("conda.yaml"));
+        let spec = builder::BuildSpec::from_conda_yaml(&conda).unwrap();
+        assert!(spec.conda_extra.is_empty(), "{name}: conda packages");
+        assert!(
+            spec.pip.iter().all(|r| r.text.contains("==")),
+            "{name}: unpinned pip requirement"
+        );
+        let bp = builder::blueprint_of(&conda).unwrap();
+        let (argv, artifacts_dir, pythonpath) = task_argv(&robot_yaml);
+        let outcome = builder::build_own(
+            &locations,
+            &conda,
+            &bp,
+            None,
+            &Progress::hidden(),
+            &|| None,
+            &|dir, _| {
+                let path = format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                );
+                let pp: Vec<String> = pythonpath
+                    .iter()
+                    .map(|p| root.join(p).display().to_string())
+                    .collect();
+                let out = run(Command::new(dir.join("bin").join(&argv[0]))
+                    .args(&argv[1..])
+                    .current_dir(&root)
+                    .env("PATH", path)
+                    .env("PYTHONPATH", pp.join(":"))
+                    .env("PYTHONNOUSERSITE", "1")
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env("ROBOT_ROOT", &root)
+                    .env("ROBOT_ARTIFACTS", root.join(&artifacts_dir)));
+                let (stdout, stderr) = text(&out);
+                assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
+                assert!(stdout.contains(says), "{name}: {stdout}");
+                if *name == "hello" {
+                    assert!(
+                        stdout.contains(&format!("sys.prefix       {}", dir.display())),
+                        "{stdout}"
+                    );
+                }
+                Ok(format!("{name}-key"))
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.key(), format!("{name}-key"));
+        for a in *artifacts {
+            let p = root.join(&artifacts_dir).join(a);
+            assert!(
+                std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+                "{name}: no {}",
+                p.display()
+            );
+        }
+        assert!(h.holotree_entries().is_empty());
+    }
+}
+
+#[test]
+fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
+    require_python311();
+    let h = Homes::new();
+    let locations = h.locations();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "dependencies:\n- python=3.11\nrccPostInstall:\n- python -c \"open('made-by-post-install', 'w').write('x')\"\n",
+    );
+    let conda = r.with_file_name("conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, _| {
+            assert!(dir.join("made-by-post-install").is_file());
+            Ok("k".into())
+        },
+    )
+    .unwrap();
+
+    std::fs::write(
+        &conda,
+        "dependencies:\n- python=3.11\nrccPostInstall:\n- python -c pass\n- sh -c 'echo broken >&2; exit 3'\n",
+    )
+    .unwrap();
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let e = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|_, _| panic!("must not lift a failed build"),
+    )
+    .unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains(
+            "conda.yaml: post-install line 5: `sh -c 'echo broken >&2; exit 3'`: exited with 3"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("broken"), "{m}");
+    assert!(h.holotree_entries().is_empty());
+}

@@ -142,9 +142,11 @@ impl<'a> Lines<'a> {
             let Some(item) = l.strip_prefix('-') else {
                 return false;
             };
-            let item = item.split(" #").next().unwrap_or("").trim();
-            let item = item.trim_matches(|c| c == '"' || c == '\'');
-            item == entry
+            let item = item.trim();
+            let uncommented = item.split(" #").next().unwrap_or("").trim();
+            [item, uncommented]
+                .iter()
+                .any(|c| *c == entry || unquote(c) == entry)
         })?;
         self.used[hit] = true;
         Some(hit + 1)
@@ -318,6 +320,16 @@ impl BuildSpec {
             None => "pip section".to_string(),
         }
     }
+}
+
+/// `"x"` or `'x'` -> `x` (a YAML scalar written quoted).
+fn unquote(s: &str) -> &str {
+    for q in ['"', '\''] {
+        if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
+            return &s[1..s.len() - 1];
+        }
+    }
+    s
 }
 
 fn package_pip(dep: &str) -> String {
