@@ -238,6 +238,7 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DoctorArgs {
+    /// The report as JSON.
     #[arg(short = 'j', long)]
     pub json: bool,
 }
@@ -250,6 +251,7 @@ pub struct GcArgs {
     /// Only print what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// The report as JSON.
     #[arg(short = 'j', long)]
     pub json: bool,
 }

@@ -118,9 +118,28 @@ enum RunState {
     Unlocked,
 }
 
+/// Mount points in this mount namespace (mountinfo's 5th field, unescaped).
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .collect()
+}
+
 fn run_state(run: &Path) -> Result<RunState> {
     let lock = run.join("lock");
-    let f = match std::fs::OpenOptions::new().write(true).open(&lock) {
+    // Read-only is enough for flock, and works on another user's lock file.
+    let f = match std::fs::File::open(&lock) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RunState::Unlocked),
         Err(e) => return Err(Error::io(&lock, e)),
@@ -137,14 +156,20 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     let now = SystemTime::now();
     let max_age = Duration::from_secs(opts.days.saturating_mul(86_400));
     let mut report = GcReport::default();
+    // One entry that cannot be removed is reported, not fatal.
     let remove = |report: &mut GcReport, path: &Path, reason: &'static str| -> Result<()> {
         let bytes = disk_bytes(path);
         if !opts.dry_run {
-            let md = path.symlink_metadata().at(path)?;
-            if md.is_dir() {
-                crate::builder::stage::remove_tree(path)?;
-            } else {
-                std::fs::remove_file(path).at(path)?;
+            let done = path.symlink_metadata().at(path).and_then(|md| {
+                if md.is_dir() {
+                    crate::builder::stage::remove_tree(path)
+                } else {
+                    std::fs::remove_file(path).at(path)
+                }
+            });
+            if let Err(e) = done {
+                report.notes.push(format!("could not remove: {e}"));
+                return Ok(());
             }
         }
         report.bytes += bytes;
@@ -166,11 +191,22 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         Err(e) => return Err(Error::io(&runs, e)),
     };
     entries.sort();
+    let mounts = mount_points();
     for run in entries {
         if !run.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
             continue;
         }
         let old = age(run.symlink_metadata().and_then(|m| m.modified()), now) > max_age;
+        // Something is mounted inside: deleting would reach into that
+        // filesystem. Runs mount in private namespaces, so this is a run
+        // set up some other way; leave it.
+        if mounts.iter().any(|m| m.starts_with(&run)) {
+            report.notes.push(format!(
+                "{}: a filesystem is mounted inside; left alone",
+                run.display()
+            ));
+            continue;
+        }
         match run_state(&run)? {
             RunState::Live => {
                 report.live_runs += 1;

@@ -1076,3 +1076,32 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
     assert!(m.contains("broken"), "{m}");
     assert!(h.holotree_entries().is_empty());
 }
+
+#[test]
+fn gc_does_not_reach_into_a_mount_inside_a_run_dir() {
+    // Needs root (mount) — CI runs as root; fail loudly otherwise.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a tmpfs: run it as root"
+    );
+    let h = Homes::new();
+    let run_old = run_dir(&h, "mounted", 40, None);
+    let mnt = run_old.join("upper/work");
+    // A private mount namespace (util-linux unshare): the tmpfs vanishes
+    // with the shell, whatever happens.
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs vhrun-gc-test '{m}' && echo precious > '{m}/file' && '{vhrun}' gc --days 1; rc=$?; cat '{m}/file'; exit $rc",
+        m = mnt.display(),
+        vhrun = env!("CARGO_BIN_EXE_vhrun"),
+    );
+    let o = run(Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("ROBOCORP_HOME", h.robocorp())
+        .env("VHRUN_HOME", h.vhrun())
+        .env("HOME", h.home()));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("precious"), "{stdout}");
+    assert!(stderr.contains("mounted inside; left alone"), "{stderr}");
+    assert!(run_old.exists());
+}

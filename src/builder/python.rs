@@ -348,7 +348,9 @@ pub fn select_from(
         Some(r) => r.at(),
         None => "python".to_string(),
     };
-    let mut listing: Vec<String> = found
+    let mut sorted: Vec<&Interpreter> = found.iter().collect();
+    sorted.sort_by(|a, b| b.version.cmp(&a.version));
+    let mut listing: Vec<String> = sorted
         .iter()
         .map(|i| match &i.unusable {
             None => format!("{} ({})", i.version, i.executable.display()),
