@@ -58,6 +58,12 @@ pub enum Command {
     Check(CheckArgs),
     /// Serve a catalog read-only with FUSE at MOUNTPOINT until interrupted.
     Mount(MountArgs),
+    /// Build the robot's environment if its catalog is missing (rcc, else vhrun's builder).
+    Build(BuildArgs),
+    /// Check what this machine offers vhrun (FUSE, namespaces, overlayfs, builder tools).
+    Doctor(DoctorArgs),
+    /// Remove unused blob-cache entries and stale run directories (never the hololib).
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -212,4 +218,40 @@ pub struct MountArgs {
     #[arg(long)]
     pub target_name: Option<String>,
     pub mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// The robot.yaml whose environment to build.
+    #[arg(short = 'r', long = "robot", default_value = "robot.yaml")]
+    pub robot: PathBuf,
+    /// Space name handed to rcc when rcc builds (rcc's --space).
+    #[arg(short = 's', long, default_value = "user")]
+    pub space: String,
+    /// Controller handed to rcc when rcc builds (rcc's --controller).
+    #[arg(long, default_value = "user")]
+    pub controller: String,
+    /// Build with this CPython (an interpreter or its prefix) with vhrun's builder, not rcc.
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The report as JSON.
+    #[arg(short = 'j', long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GcArgs {
+    /// Cache entries and run directories unused for longer than this go.
+    #[arg(long, default_value_t = 30)]
+    pub days: u64,
+    /// Only print what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The report as JSON.
+    #[arg(short = 'j', long)]
+    pub json: bool,
 }

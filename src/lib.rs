@@ -5,16 +5,20 @@
 //! function per CLI subcommand, `cli` their arguments.
 
 pub mod blueprint;
+pub mod builder;
 pub mod cli;
 pub mod commands;
 pub mod digest;
+pub mod doctor;
 pub mod environ;
 pub mod error;
+pub mod gc;
 pub mod gomode;
 pub mod hololib;
 pub mod logging;
 pub mod relocate;
 pub mod resolve;
 pub mod robot;
+pub mod sys;
 
 pub use error::{Error, Result};

@@ -5,10 +5,13 @@
 use crate::cli::{Cli, Command};
 use crate::error::Result;
 
+pub mod build;
 pub mod catalogs;
 pub mod check;
+pub mod doctor;
 pub mod exec;
 pub mod export;
+pub mod gc;
 pub mod hash;
 pub mod import;
 pub mod lift;
@@ -31,5 +34,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Restore(a)) => restore::run(&a),
         Some(Command::Check(a)) => check::run(&a),
         Some(Command::Mount(a)) => mount::run(&a),
+        Some(Command::Build(a)) => build::run(&a, &cli.global),
+        Some(Command::Doctor(a)) => doctor::run(&a),
+        Some(Command::Gc(a)) => gc::run(&a),
     }
 }

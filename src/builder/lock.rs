@@ -1,0 +1,44 @@
+//! One build per blueprint at a time: `$VHRUN_HOME/locks/<blueprint>.lck`,
+//! held with flock(2) (released by the kernel if the builder dies). The
+//! second builder waits, then finds the first one's catalog and reuses it.
+
+use crate::error::{Error, IoContext, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct BuildLock {
+    _lock: Flock<std::fs::File>,
+    pub path: PathBuf,
+}
+
+pub fn lock_path(vhrun_home: &Path, blueprint: &str) -> PathBuf {
+    vhrun_home.join("locks").join(format!("{blueprint}.lck"))
+}
+
+/// Take the lock, calling `waiting` once if another build holds it.
+pub fn acquire(vhrun_home: &Path, blueprint: &str, waiting: impl FnOnce()) -> Result<BuildLock> {
+    let path = lock_path(vhrun_home, blueprint);
+    if let Some(dir) = path.parent() {
+        crate::hololib::layout::mkdir_all(dir, 0o750)?;
+    }
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)
+    };
+    let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((file, Errno::EWOULDBLOCK)) => {
+            waiting();
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Error::io(&path, e.into()))?
+        }
+        Err((_, e)) => return Err(Error::io(&path, e.into())),
+    };
+    Ok(BuildLock { _lock: lock, path })
+}

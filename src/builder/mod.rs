@@ -1,0 +1,403 @@
+//! Building an environment when a robot's catalog is missing.
+//!
+//! In order: `rcc` on PATH builds it into rcc's hololib (`rcc`); otherwise
+//! vhrun's own builder makes a pip-only environment from a local CPython
+//! (`spec` -> `python` -> `stage` -> `relink` -> `pip` -> lift) into vhrun's
+//! own hololib; otherwise the error says which conda packages need rcc and
+//! how to install it. Builds of one blueprint are serialised (`lock`).
+//!
+//! The seams the integration connects are marked `TODO(integration)`:
+//! [`blueprint_of`], [`robot_conda_file`] and [`lift_staged`].
+
+pub mod lock;
+pub mod pip;
+pub mod progress;
+pub mod python;
+pub mod rcc;
+pub mod relink;
+pub mod spec;
+pub mod stage;
+pub mod version;
+
+pub use progress::Progress;
+pub use python::{Interpreter, Selection};
+pub use spec::BuildSpec;
+
+use crate::error::{Error, IoContext, Result};
+use crate::hololib::catalog::{catalog_name, host_platform};
+use crate::hololib::layout::user_home_identity;
+use crate::hololib::{Hololib, Locations};
+use std::path::{Path, PathBuf};
+
+/// A blueprint: rcc's normalised environment text and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blueprint {
+    pub text: String,
+    pub hash: String,
+}
+
+/// The blueprint of a conda.yaml / package.yaml.
+///
+/// TODO(integration): replace with `crate::blueprint` (rcc's normalisation).
+/// Until then the file's trimmed text is taken as the blueprint, which is
+/// rcc's hash exactly when the file is already in rcc's normal form (the
+/// robots in `robots/` are written that way).
+pub fn blueprint_of(conda_file: &Path) -> Result<Blueprint> {
+    let raw = std::fs::read_to_string(conda_file).at(conda_file)?;
+    let text = raw.trim().to_string();
+    let hash = crate::digest::blueprint_hash(text.as_bytes());
+    Ok(Blueprint { text, hash })
+}
+
+/// The conda config file of a robot.yaml.
+///
+/// TODO(integration): replace with `crate::robot` (rcc's environmentConfigs
+/// selection). This minimal version takes the first existing
+/// `environmentConfigs` entry that names no other platform and no freeze
+/// file, else `condaConfigFile`, relative to robot.yaml's directory.
+pub fn robot_conda_file(robot_yaml: &Path) -> Result<PathBuf> {
+    let raw = std::fs::read_to_string(robot_yaml).at(robot_yaml)?;
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&raw).map_err(|e| Error::bad_input(robot_yaml, e.to_string()))?;
+    let root = crate::hololib::layout::absolute(robot_yaml)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let others = ["windows", "darwin", "arm64"];
+    if let Some(list) = v.get("environmentConfigs").and_then(|l| l.as_sequence()) {
+        for e in list.iter().filter_map(|e| e.as_str()) {
+            let low = e.to_lowercase();
+            if low.contains("freeze") || others.iter().any(|o| low.contains(o)) {
+                continue;
+            }
+            let p = root.join(e);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    match v.get("condaConfigFile").and_then(|c| c.as_str()) {
+        Some(c) if !c.trim().is_empty() => Ok(root.join(c.trim())),
+        _ => Err(Error::bad_input(
+            robot_yaml,
+            "no condaConfigFile: this robot has no environment to build",
+        )),
+    }
+}
+
+/// Lift a staged environment into `hololib` under the blueprint of
+/// `blueprint_file`; returns the catalog key.
+///
+/// TODO(integration): call `crate::hololib::lift` here (lift `dir` with the
+/// blueprint of `blueprint_file`, default space/controller, compressed, into
+/// `hololib`, which is `Locations::own_hololib()` for vhrun's builds).
+pub fn lift_staged(dir: &Path, blueprint_file: &Path, hololib: &Hololib) -> Result<String> {
+    let _ = (dir, blueprint_file, hololib);
+    Err(Error::Internal(
+        "lifting a built environment is not connected yet (TODO(integration): crate::hololib::lift)"
+            .into(),
+    ))
+}
+
+/// The catalog key of `blueprint` in any hololib vhrun reads, if present.
+pub fn find_catalog(locations: &Locations, blueprint: &str) -> Option<String> {
+    let key = catalog_name(blueprint, host_platform());
+    locations
+        .hololibs()
+        .iter()
+        .any(|h| h.catalog_path(&key).is_file())
+        .then_some(key)
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub enum BuildOutcome {
+    /// The catalog exists (already, or built meanwhile by a build we waited for).
+    Existing { key: String },
+    /// rcc built it into its hololib.
+    BuiltByRcc { key: String },
+    /// vhrun's builder built and lifted it.
+    Built {
+        key: String,
+        interpreter: Interpreter,
+        relaxed: bool,
+    },
+}
+
+impl BuildOutcome {
+    pub fn key(&self) -> &str {
+        match self {
+            BuildOutcome::Existing { key }
+            | BuildOutcome::BuiltByRcc { key }
+            | BuildOutcome::Built { key, .. } => key,
+        }
+    }
+}
+
+/// Options of a build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// `--python PATH`: this interpreter (implies vhrun's own builder).
+    pub python: Option<PathBuf>,
+    /// rcc's `--space` / `--controller` for an rcc build.
+    pub space: String,
+    pub controller: String,
+}
+
+/// Make sure the catalog of `robot_yaml`'s environment exists: nothing to
+/// do, rcc builds it, or vhrun's builder does. This is what `vhrun build`
+/// runs and what `vhrun run` calls when the catalog is missing.
+pub fn ensure_environment(
+    locations: &Locations,
+    robot_yaml: &Path,
+    conda_file: &Path,
+    opts: &BuildOptions,
+    progress: &Progress,
+) -> Result<BuildOutcome> {
+    let blueprint = blueprint_of(conda_file)?;
+    let exists = || find_catalog(locations, &blueprint.hash);
+    if let Some(key) = exists() {
+        return Ok(BuildOutcome::Existing { key });
+    }
+    let rcc = if opts.python.is_none() {
+        rcc::find_rcc()
+    } else {
+        None
+    };
+    match rcc {
+        Some(rcc) => {
+            let _lock = wait_for_lock(locations, &blueprint, progress)?;
+            if let Some(key) = exists() {
+                return Ok(BuildOutcome::Existing { key });
+            }
+            progress.note(&format!(
+                "building environment {} with {}",
+                blueprint.hash,
+                rcc.display()
+            ));
+            let phase = progress.phase("rcc holotree variables");
+            rcc::build(&rcc, robot_yaml, &opts.space, &opts.controller, &phase)?;
+            match exists() {
+                Some(key) => {
+                    phase.finish(&key);
+                    Ok(BuildOutcome::BuiltByRcc { key })
+                }
+                None => Err(Error::CatalogMissing {
+                    blueprint: blueprint.hash.clone(),
+                    file: conda_file.to_path_buf(),
+                    searched: locations.searched(),
+                    hint: format!(
+                        "rcc ({}) finished but wrote no catalog for it",
+                        rcc.display()
+                    ),
+                }),
+            }
+        }
+        None => {
+            let own = locations.own_hololib();
+            build_own(
+                locations,
+                conda_file,
+                &blueprint,
+                opts.python.as_deref(),
+                progress,
+                &exists,
+                &|dir, file| lift_staged(dir, file, &own),
+            )
+        }
+    }
+}
+
+fn wait_for_lock(
+    locations: &Locations,
+    blueprint: &Blueprint,
+    progress: &Progress,
+) -> Result<lock::BuildLock> {
+    let mut waiting = None;
+    let l = lock::acquire(&locations.vhrun_home, &blueprint.hash, || {
+        waiting = Some(progress.phase(&format!("waiting for another build of {}", blueprint.hash)));
+    })?;
+    if let Some(w) = waiting {
+        w.finish("done");
+    }
+    Ok(l)
+}
+
+/// vhrun's own builder. `catalog_exists` is asked after the build lock is
+/// taken (a concurrent build may have finished meanwhile); `lift` receives
+/// the staged directory and the spec file and returns the catalog key. The
+/// staging directory is removed afterwards, also when anything fails.
+pub fn build_own(
+    locations: &Locations,
+    conda_file: &Path,
+    blueprint: &Blueprint,
+    python: Option<&Path>,
+    progress: &Progress,
+    catalog_exists: &dyn Fn() -> Option<String>,
+    lift: &dyn Fn(&Path, &Path) -> Result<String>,
+) -> Result<BuildOutcome> {
+    let spec = BuildSpec::from_conda_yaml(conda_file)?;
+    if !spec.conda_extra.is_empty() {
+        return Err(Error::CatalogMissing {
+            blueprint: blueprint.hash.clone(),
+            file: conda_file.to_path_buf(),
+            searched: locations.searched(),
+            hint: format!(
+                "its conda packages {} need rcc (vhrun builds only python + pip environments); {}",
+                spec.conda_extra_listing(),
+                rcc::INSTALL_HINT
+            ),
+        });
+    }
+    if spec.python.is_none() {
+        return Err(Error::bad_input(
+            conda_file,
+            "no `python` in dependencies: vhrun's builder needs one, e.g. `- python=3.11`",
+        ));
+    }
+    let _lock = wait_for_lock(locations, blueprint, progress)?;
+    if let Some(key) = catalog_exists() {
+        return Ok(BuildOutcome::Existing { key });
+    }
+
+    let phase = progress.phase("finding CPython");
+    let sel = python::select(&spec, python)?;
+    let interp = &sel.interpreter;
+    phase.finish(&interp.describe());
+    progress.note(&format!(
+        "building environment {} from {} with {}",
+        blueprint.hash,
+        conda_file.display(),
+        interp.describe()
+    ));
+    if sel.relaxed {
+        let asked = spec.python.as_ref().map(|r| r.at()).unwrap_or_default();
+        let msg = format!(
+            "{} {asked} is not on this machine; using CPython {} of the same minor series",
+            conda_file.display(),
+            interp.version
+        );
+        tracing::info!("{msg}");
+        progress.note(&msg);
+    }
+
+    let name = stage::stage_name(
+        &user_home_identity(locations.user_home.as_deref()),
+        &blueprint.hash,
+    );
+    let staging = stage::StagingDir::create(&locations.holotree, &name)?;
+    let dir = staging.path();
+
+    let phase = progress.phase("copying CPython");
+    let copied = stage::copy_prefix(interp, dir)?;
+    phase.finish(&format!(
+        "{} files, {:.1} MB",
+        copied.files,
+        copied.bytes as f64 / 1e6
+    ));
+
+    let phase = progress.phase("relocating");
+    let rel = relink::relocate_prefix(dir, &interp.base_prefix)?;
+    let py = pip::staged_python(dir, &interp.version);
+    pip::check_prefix(&py, dir)?;
+    phase.finish(&format!(
+        "{} text files, {} RUNPATHs",
+        rel.text_files, rel.elf_files
+    ));
+
+    // As rcc does: every environment carries its blueprint.
+    let identity = dir.join("identity.yaml");
+    std::fs::write(&identity, &blueprint.text).at(&identity)?;
+
+    if spec.pip_entry.is_some() || !spec.pip.is_empty() {
+        let phase = progress.phase("installing pip");
+        pip::bootstrap(&py, &spec, &phase)?;
+        phase.finish("from ensurepip");
+        let phase = progress.phase("pip install");
+        match pip::install(&py, &spec, &phase)? {
+            0 => phase.finish("nothing to install"),
+            n => phase.finish(&format!("{n} requirements")),
+        }
+    }
+    if !spec.post_install.is_empty() {
+        let phase = progress.phase("post-install");
+        post_install(&spec, dir, &phase)?;
+        phase.finish(&format!("{} commands", spec.post_install.len()));
+    }
+    write_history(dir, conda_file, interp, &py)?;
+    stage::strip_bytecode(dir)?;
+
+    let phase = progress.phase("lifting");
+    let key = lift(dir, conda_file)?;
+    phase.finish(&key);
+    drop(staging);
+    Ok(BuildOutcome::Built {
+        key,
+        interpreter: sel.interpreter.clone(),
+        relaxed: sel.relaxed,
+    })
+}
+
+/// `rccPostInstall`: each command through `sh -c` with the environment's
+/// bin/ first on PATH, in the staging directory.
+fn post_install(spec: &BuildSpec, dir: &Path, phase: &progress::Phase) -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![dir.join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).map_err(|e| Error::Internal(e.to_string()))?;
+    for cmd in &spec.post_install {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(&cmd.text)
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("PYTHONNOUSERSITE", "1")
+            .env("CONDA_PREFIX", dir)
+            .env_remove("PYTHONPATH")
+            .env_remove("VIRTUAL_ENV");
+        let (code, log) = pip::run_logged(c, phase)?;
+        if code != 0 {
+            let tail: Vec<&str> = log.lines().rev().take(2).collect();
+            return Err(Error::bad_input(
+                &spec.file,
+                format!(
+                    "post-install {}: exited with {code} ({})",
+                    cmd.at(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `conda-meta/history`: what the environment was made from, like conda's.
+fn write_history(dir: &Path, conda_file: &Path, interp: &Interpreter, py: &Path) -> Result<()> {
+    let meta = dir.join("conda-meta");
+    crate::hololib::layout::mkdir_all(&meta, 0o755)?;
+    let mut text = format!(
+        "==> vhrun build <==\n# cmd: vhrun build {}\n# base: {} (CPython {}, {})\n",
+        conda_file.display(),
+        interp.base_prefix.display(),
+        interp.version,
+        interp.source
+    );
+    let out = pip::python_command(py)
+        .args([
+            "-m",
+            "pip",
+            "list",
+            "--format=freeze",
+            "--disable-pip-version-check",
+        ])
+        .output();
+    if let Some(out) = out.ok().filter(|o| o.status.success()) {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((n, v)) = line.split_once("==") {
+                text.push_str(&format!("+pypi::{n}-{v}\n"));
+            }
+        }
+    }
+    let path = meta.join("history");
+    std::fs::write(&path, text).at(&path)
+}

@@ -1,0 +1,334 @@
+//! `vhrun gc`: reclaim vhrun's own disk space, never anything a live run
+//! uses and never the hololib.
+//!
+//! What vhrun keeps under `$VHRUN_HOME`, and the conventions gc relies on:
+//! - `blobs/**/<digest>[.<suffix>]`: decompressed (and relocated) blob
+//!   cache entries, named by the digest of their content; temp files while
+//!   they are written contain `.tmp` or `.part#`.
+//! - `runs/<id>/`: one directory per run (overlay upper/work dirs). A live
+//!   run holds flock(2) on `runs/<id>/lock` for its whole life, and writes
+//!   the path of the catalog it serves to `runs/<id>/catalog`.
+//!
+//! Removed: run directories older than N days whose lock can be taken;
+//! cache entries that no catalog of any hololib references, or that were
+//! last used (atime/mtime) more than N days ago, unless a live run's
+//! catalog references them; temp files untouched for an hour.
+
+use crate::error::{Error, IoContext, Result};
+use crate::hololib::{Catalog, Locations};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// A temp file not written for this long belongs to a writer that died.
+pub const TEMP_GRACE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    pub days: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removed {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub removed: Vec<Removed>,
+    pub bytes: u64,
+    /// Runs found alive (their lock is held).
+    pub live_runs: usize,
+    /// Why something was spared wholesale.
+    pub notes: Vec<String>,
+}
+
+/// Where the run directories are.
+pub fn runs_dir(vhrun_home: &Path) -> PathBuf {
+    vhrun_home.join("runs")
+}
+
+/// Where the decompressed blob cache is.
+pub fn blobs_dir(vhrun_home: &Path) -> PathBuf {
+    vhrun_home.join("blobs")
+}
+
+fn age(t: std::io::Result<SystemTime>, now: SystemTime) -> Duration {
+    t.ok()
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Bytes under `p` (not following symlinks).
+fn disk_bytes(p: &Path) -> u64 {
+    let Ok(md) = p.symlink_metadata() else {
+        return 0;
+    };
+    if md.is_dir() {
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| disk_bytes(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        md.len()
+    }
+}
+
+/// The leading hex digest of a cache entry's name (32 or 64 chars).
+pub fn digest_of(name: &str) -> Option<&str> {
+    let n = name.bytes().take_while(|b| b.is_ascii_hexdigit()).count();
+    let end_ok = name.len() == n || matches!(name.as_bytes()[n], b'.' | b'-' | b'_');
+    (matches!(n, 32 | 64) && end_ok).then(|| &name[..n])
+}
+
+fn is_temp(name: &str) -> bool {
+    name.contains(".tmp") || name.contains(".part#")
+}
+
+fn add_digests(catalog: &Catalog, into: &mut HashSet<String>) {
+    catalog.walk_files(|_, f, _| {
+        into.insert(f.digest.to_ascii_lowercase());
+    });
+}
+
+/// A live run's catalog, from `runs/<id>/catalog` (a path, or a key to
+/// look up in the hololibs).
+fn live_catalog(locations: &Locations, run: &Path) -> Option<Catalog> {
+    let text = std::fs::read_to_string(run.join("catalog")).ok()?;
+    let text = text.trim();
+    let path = if Path::new(text).is_absolute() {
+        PathBuf::from(text)
+    } else {
+        let (lib, key) = locations.find_catalog(text).ok()?;
+        lib.catalog_path(&key)
+    };
+    Catalog::load(&path).ok()
+}
+
+enum RunState {
+    Live,
+    /// Lock taken: safe to remove while the guard is held.
+    Dead(Flock<std::fs::File>),
+    /// No lock file (yet): a run being set up, or a crash before it.
+    Unlocked,
+}
+
+/// Mount points in this mount namespace (mountinfo's 5th field, unescaped).
+fn mount_points() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .collect()
+}
+
+fn run_state(run: &Path) -> Result<RunState> {
+    let lock = run.join("lock");
+    // Read-only is enough for flock, and works on another user's lock file.
+    let f = match std::fs::File::open(&lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RunState::Unlocked),
+        Err(e) => return Err(Error::io(&lock, e)),
+    };
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(g) => Ok(RunState::Dead(g)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(RunState::Live),
+        Err((_, e)) => Err(Error::io(&lock, e.into())),
+    }
+}
+
+/// Find (and unless `dry_run`, remove) what is no longer needed.
+pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
+    let now = SystemTime::now();
+    let max_age = Duration::from_secs(opts.days.saturating_mul(86_400));
+    let mut report = GcReport::default();
+    // One entry that cannot be removed is reported, not fatal.
+    let remove = |report: &mut GcReport, path: &Path, reason: &'static str| -> Result<()> {
+        let bytes = disk_bytes(path);
+        if !opts.dry_run {
+            let done = path.symlink_metadata().at(path).and_then(|md| {
+                if md.is_dir() {
+                    crate::builder::stage::remove_tree(path)
+                } else {
+                    std::fs::remove_file(path).at(path)
+                }
+            });
+            if let Err(e) = done {
+                report.notes.push(format!("could not remove: {e}"));
+                return Ok(());
+            }
+        }
+        report.bytes += bytes;
+        report.removed.push(Removed {
+            path: path.to_path_buf(),
+            bytes,
+            reason,
+        });
+        Ok(())
+    };
+
+    // Runs first: they tell which catalogs are in use right now.
+    let mut live_digests = HashSet::new();
+    let mut live_unknown = false;
+    let runs = runs_dir(&locations.vhrun_home);
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(&runs) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&runs, e)),
+    };
+    entries.sort();
+    let mounts = mount_points();
+    for run in entries {
+        if !run.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let old = age(run.symlink_metadata().and_then(|m| m.modified()), now) > max_age;
+        // Something is mounted inside: deleting would reach into that
+        // filesystem. Runs mount in private namespaces, so this is a run
+        // set up some other way; leave it.
+        if mounts.iter().any(|m| m.starts_with(&run)) {
+            report.notes.push(format!(
+                "{}: a filesystem is mounted inside; left alone",
+                run.display()
+            ));
+            continue;
+        }
+        match run_state(&run)? {
+            RunState::Live => {
+                report.live_runs += 1;
+                match live_catalog(locations, &run) {
+                    Some(c) => add_digests(&c, &mut live_digests),
+                    None => live_unknown = true,
+                }
+            }
+            // Removed while holding its lock: no run can take it meanwhile.
+            RunState::Dead(guard) if old => {
+                remove(&mut report, &run, "stale run directory")?;
+                drop(guard);
+            }
+            RunState::Unlocked if old => remove(&mut report, &run, "stale run directory")?,
+            _ => {}
+        }
+    }
+
+    let blobs = blobs_dir(&locations.vhrun_home);
+    if !blobs.is_dir() {
+        return Ok(report);
+    }
+    if live_unknown {
+        report.notes.push(
+            "a live run does not say which catalog it serves: the blob cache is left alone".into(),
+        );
+        return Ok(report);
+    }
+    let mut referenced = HashSet::new();
+    let mut referenced_complete = true;
+    for lib in locations.hololibs() {
+        for key in lib.catalogs() {
+            match Catalog::load(&lib.catalog_path(&key)) {
+                Ok(c) => add_digests(&c, &mut referenced),
+                Err(e) => {
+                    referenced_complete = false;
+                    report
+                        .notes
+                        .push(format!("{e}: cache entries are only removed by age"));
+                }
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk_files(&blobs, &mut files)?;
+    files.sort();
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(md) = path.symlink_metadata() else {
+            continue;
+        };
+        if is_temp(&name) {
+            if age(md.modified(), now) > TEMP_GRACE {
+                remove(&mut report, &path, "stale temp file")?;
+            }
+            continue;
+        }
+        // Not a cache entry vhrun wrote: not gc's to judge.
+        let Some(digest) = digest_of(&name) else {
+            continue;
+        };
+        let digest = digest.to_ascii_lowercase();
+        if live_digests.contains(&digest) {
+            continue;
+        }
+        let last_use = age(md.accessed(), now).min(age(md.modified(), now));
+        if referenced_complete && !referenced.contains(&digest) {
+            remove(&mut report, &path, "no catalog references it")?;
+        } else if last_use > max_age {
+            remove(&mut report, &path, "unused for longer than --days")?;
+        }
+    }
+    if !opts.dry_run {
+        prune_empty_dirs(&blobs, true);
+    }
+    Ok(report)
+}
+
+fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let ft = e.file_type().at(e.path())?;
+        if ft.is_dir() {
+            walk_files(&e.path(), out)?;
+        } else {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Remove empty directories below `dir` (not `dir` itself when `keep`).
+fn prune_empty_dirs(dir: &Path, keep: bool) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                prune_empty_dirs(&e.path(), false);
+            }
+        }
+    }
+    if !keep {
+        let _ = std::fs::remove_dir(dir); // fails, as wanted, when not empty
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names() {
+        let d64 = "a".repeat(64);
+        assert_eq!(digest_of(&d64), Some(d64.as_str()));
+        let relocated = format!("{d64}.59acff1_1a2b3c4_5d6e7f80");
+        assert_eq!(digest_of(&relocated), Some(d64.as_str()));
+        assert_eq!(digest_of(&"b".repeat(32)), Some("b".repeat(32).as_str()));
+        assert_eq!(digest_of("abc"), None);
+        assert_eq!(digest_of(&format!("{d64}x")), None);
+        assert!(is_temp(&format!("{d64}.part#3")));
+        assert!(is_temp(".x.tmp123"));
+    }
+}

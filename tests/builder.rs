@@ -1,0 +1,1107 @@
+//! vhrun's environment builder, `vhrun build`, `vhrun gc` and `vhrun doctor`
+//! against real interpreters, real pip, real files and locks.
+//!
+//! Needs a local CPython 3.11 (PATH, pyenv or uv) and patchelf; the pip
+//! tests need the package index (PyPI or PIP_INDEX_URL). Missing tools make
+//! the tests fail with a message saying what to install, never skip.
+
+mod common;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use vhrun::builder::{self, BuildOutcome, Progress};
+use vhrun::hololib::Locations;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A private ROBOCORP_HOME / VHRUN_HOME / HOME under one tempdir.
+struct Homes {
+    tmp: tempfile::TempDir,
+}
+
+impl Homes {
+    fn new() -> Homes {
+        Homes {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn robocorp(&self) -> PathBuf {
+        self.tmp.path().join("robocorp")
+    }
+    fn vhrun(&self) -> PathBuf {
+        self.tmp.path().join("vhrun")
+    }
+    fn home(&self) -> PathBuf {
+        self.tmp.path().join("home")
+    }
+    fn locations(&self) -> Locations {
+        Locations::resolve(
+            self.robocorp(),
+            self.vhrun(),
+            Some(self.home()),
+            &self.tmp.path().join("no-shared-holotree"),
+        )
+    }
+    /// Entries of the directory where stages and spaces live.
+    fn holotree_entries(&self) -> Vec<String> {
+        match std::fs::read_dir(self.locations().holotree) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+    /// The CLI with only these homes (pyenv's root kept, so interpreters
+    /// installed there are still found).
+    fn vhrun_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vhrun"));
+        c.args(args)
+            .env("ROBOCORP_HOME", self.robocorp())
+            .env("VHRUN_HOME", self.vhrun())
+            .env("HOME", self.home())
+            .env("PYENV_ROOT", pyenv_root())
+            .env("NO_COLOR", "1")
+            .env_remove("VHRUN_RCC");
+        c
+    }
+}
+
+fn pyenv_root() -> PathBuf {
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".pyenv"))
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A robot directory with this conda.yaml.
+fn robot(dir: &Path, conda: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("robot.yaml"),
+        "tasks:\n  t:\n    shell: python -c pass\ncondaConfigFile: conda.yaml\nartifactsDir: output\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("conda.yaml"), conda).unwrap();
+    dir.join("robot.yaml")
+}
+
+fn require_python311() {
+    let (found, _) = builder::python::discover(None);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.unusable.is_none() && i.version.minor() == (3, 11)),
+        "these tests need a copyable CPython 3.11 (`pyenv install 3.11` or `uv python install 3.11`); found {:?}",
+        found.iter().map(|i| i.version.to_string()).collect::<Vec<_>>()
+    );
+    assert!(
+        builder::relink::find_on_path("patchelf").is_some(),
+        "these tests need patchelf on PATH (`apt-get install patchelf`)"
+    );
+}
+
+fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
+    cmd.borrow_mut().output().expect("process starts")
+}
+
+fn is_elf(p: &Path) -> bool {
+    std::fs::read(p)
+        .map(|d| d.starts_with(b"\x7fELF"))
+        .unwrap_or(false)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            walk(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What the lift seam saw of the staged directory.
+#[derive(Debug, Default)]
+struct Seen {
+    dir: PathBuf,
+    blueprint_file: PathBuf,
+}
+
+#[test]
+fn hello_environment_is_a_relocated_copy_that_runs() {
+    require_python311();
+    let h = Homes::new();
+    let locations = h.locations();
+    let conda = repo().join("robots/hello/conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let seen = RefCell::new(Seen::default());
+    let outcome = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, file| {
+            inspect_stage(dir, &locations, &bp);
+            *seen.borrow_mut() = Seen {
+                dir: dir.to_path_buf(),
+                blueprint_file: file.to_path_buf(),
+            };
+            Ok("lifted-key".to_string())
+        },
+    )
+    .unwrap();
+    let BuildOutcome::Built {
+        key, interpreter, ..
+    } = outcome
+    else {
+        panic!("not built: {outcome:?}")
+    };
+    assert_eq!(key, "lifted-key");
+    assert_eq!(interpreter.version.minor(), (3, 11));
+    let seen = seen.into_inner();
+    assert_eq!(seen.blueprint_file, conda);
+    assert!(!seen.dir.exists(), "staging directory left behind");
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
+}
+
+/// Everything the store will receive, checked while it still exists.
+fn inspect_stage(dir: &Path, locations: &Locations, bp: &builder::Blueprint) {
+    // Beside the spaces, with an identity-length name.
+    assert_eq!(dir.parent().unwrap(), locations.holotree);
+    assert_eq!(
+        dir.file_name().unwrap().len(),
+        locations.stage_identity().len()
+    );
+    let history = std::fs::read_to_string(dir.join("conda-meta/history")).unwrap();
+    let base = history
+        .lines()
+        .find_map(|l| l.strip_prefix("# base: "))
+        .and_then(|l| l.split(" (CPython").next())
+        .expect("history names the base interpreter");
+    assert!(Path::new(base).is_dir(), "{history}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("identity.yaml")).unwrap(),
+        bp.text
+    );
+
+    // The copy runs from itself, extension modules included.
+    let py = dir.join("bin/python3");
+    let out = run(Command::new(&py).env("PYTHONDONTWRITEBYTECODE", "1").args([
+        "-I",
+        "-B",
+        "-c",
+        "import sys, ssl, sqlite3, ctypes, json; print(sys.prefix); print(sys.base_prefix); print(open('/proc/self/maps').read())",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next().unwrap(), dir.to_str().unwrap());
+    assert_eq!(lines.next().unwrap(), dir.to_str().unwrap());
+    for mapped in stdout.lines().filter(|l| l.contains("libpython")) {
+        assert!(
+            mapped.contains(dir.to_str().unwrap()),
+            "libpython mapped from outside the stage: {mapped}"
+        );
+    }
+    // pip came from ensurepip, into the stage's own site-packages.
+    let out = run(Command::new(&py).env("PYTHONDONTWRITEBYTECODE", "1").args([
+        "-I",
+        "-B",
+        "-m",
+        "pip",
+        "--version",
+    ]));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("pip 23.2.1 from "), "{stdout}");
+    assert!(stdout.contains(dir.to_str().unwrap()), "{stdout}");
+
+    // Relocation: no text file names the source prefix any more, some name
+    // the stage; every RUNPATH into the prefix became $ORIGIN-relative.
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let (mut relocated, mut runpaths) = (0, 0);
+    for f in &files {
+        if f.ends_with("conda-meta/history") {
+            continue;
+        }
+        let data = std::fs::read(f).unwrap();
+        if is_elf(f) {
+            let rp = run(Command::new("patchelf").arg("--print-rpath").arg(f));
+            let rp = String::from_utf8_lossy(&rp.stdout).trim().to_string();
+            assert!(!rp.contains(base), "{}: RUNPATH {rp}", f.display());
+            if rp.contains("$ORIGIN") {
+                runpaths += 1;
+            }
+        } else if !data.contains(&0) {
+            assert!(
+                !contains(&data, base.as_bytes()),
+                "{} still names {base}",
+                f.display()
+            );
+            if contains(&data, dir.as_os_str().as_encoded_bytes()) {
+                relocated += 1;
+            }
+        }
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(
+            !name.ends_with(".pyc") && !f.to_string_lossy().contains("__pycache__"),
+            "bytecode in the stage: {}",
+            f.display()
+        );
+    }
+    assert!(relocated >= 3, "only {relocated} relocated text files");
+    assert!(runpaths >= 1, "no $ORIGIN RUNPATH");
+    let exe_rp = run(Command::new("patchelf")
+        .arg("--print-rpath")
+        .arg(dir.join("bin/python3.11")));
+    let exe_rp = String::from_utf8_lossy(&exe_rp.stdout).trim().to_string();
+    assert!(
+        exe_rp.is_empty() || exe_rp.starts_with("$ORIGIN"),
+        "python3.11 RUNPATH {exe_rp}"
+    );
+
+    // Only CPython's own files: no third-party scripts or packages of the
+    // source, no test suite.
+    for entry in std::fs::read_dir(dir.join("bin")).unwrap().flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            ["python", "pydoc", "idle", "2to3", "pip"]
+                .iter()
+                .any(|p| n.starts_with(p)),
+            "unexpected script bin/{n}"
+        );
+    }
+    let site = dir.join("lib/python3.11/site-packages");
+    for entry in std::fs::read_dir(&site).unwrap().flatten() {
+        let n = entry.file_name().to_string_lossy().to_lowercase();
+        assert!(
+            n.starts_with("pip")
+                || n.starts_with("setuptools")
+                || n.starts_with("_distutils_hack")
+                || n.starts_with("distutils-precedence")
+                || n.starts_with("pkg_resources"),
+            "site-packages holds {n}, not from ensurepip"
+        );
+    }
+    assert!(!dir.join("lib/python3.11/test").exists());
+}
+
+fn expect_failure(o: &Output, code: i32) -> String {
+    let (stdout, stderr) = text(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("vhrun: ") && !l.starts_with("vhrun: building"))
+            .count(),
+        1,
+        "one error line expected: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn unsatisfiable_python_names_the_spec_line_and_the_interpreters() {
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- pip=23.2.1\n- python=3.99\n",
+    );
+    let o = run(h.vhrun_cmd(&["build", "-r", r.to_str().unwrap()]));
+    let err = expect_failure(&o, 65);
+    assert!(
+        err.contains("conda.yaml: line 5: `python=3.99`: no local CPython satisfies it"),
+        "{err}"
+    );
+    assert!(err.contains("found 3."), "{err}");
+    assert!(err.contains("pyenv install 3.99"), "{err}");
+    assert!(h.holotree_entries().is_empty());
+}
+
+#[test]
+fn explicit_python_that_does_not_fit_is_refused() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(&h.tmp.path().join("bot"), "dependencies:\n- python=3.10\n");
+    let (found, _) = builder::python::discover(None);
+    let py311 = found.iter().find(|i| i.version.minor() == (3, 11)).unwrap();
+    let o = run(h.vhrun_cmd(&[
+        "build",
+        "-r",
+        r.to_str().unwrap(),
+        "--python",
+        py311.executable.to_str().unwrap(),
+    ]));
+    let err = expect_failure(&o, 65);
+    assert!(err.contains("line 2: `python=3.10`"), "{err}");
+    assert!(err.contains(&format!("found {} (", py311.version)), "{err}");
+}
+
+#[test]
+fn missing_pip_package_names_its_line_and_leaves_nothing() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip=23.2.1\n- pip:\n  - vhrun-no-such-package-xyz==1.0\n",
+    );
+    let o = run(h.vhrun_cmd(&["build", "-r", r.to_str().unwrap()]));
+    let err = expect_failure(&o, 65);
+    assert!(
+        err.contains("conda.yaml: pip requirement line 7: `vhrun-no-such-package-xyz==1.0`: no such package or version"),
+        "{err}"
+    );
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
+    assert!(h.locations().own_hololib().catalogs().is_empty());
+}
+
+#[test]
+fn pip_network_failure_names_its_line_and_leaves_nothing() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip=23.2.1\n- pip:\n  - six==1.17.0\n",
+    );
+    // Nothing listens on port 9: the index is unreachable.
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", r.to_str().unwrap()])
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_RETRIES", "1")
+        .env("PIP_NO_CACHE_DIR", "1")
+        .env_remove("PIP_FIND_LINKS"));
+    let err = expect_failure(&o, 69);
+    assert!(
+        err.contains("pip requirement line 7: `six==1.17.0`: network failure"),
+        "{err}"
+    );
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
+}
+
+#[test]
+fn staging_directory_is_removed_when_lifting_fails() {
+    require_python311();
+    let h = Homes::new();
+    let locations = h.locations();
+    let r = robot(&h.tmp.path().join("bot"), "dependencies:\n- python=3.11\n");
+    let conda = r.with_file_name("conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let staged = RefCell::new(PathBuf::new());
+    let e = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, _| {
+            assert!(dir.join("bin/python3").exists());
+            *staged.borrow_mut() = dir.to_path_buf();
+            Err(vhrun::Error::Internal("store full".into()))
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "store full");
+    assert!(!staged.borrow().as_os_str().is_empty());
+    assert!(!staged.borrow().exists());
+    assert!(h.holotree_entries().is_empty());
+
+    // A stage left by a killed build is replaced, not reused.
+    let name = staged.borrow().file_name().unwrap().to_owned();
+    let leftover = locations.holotree.join(&name);
+    std::fs::create_dir_all(leftover.join("junk")).unwrap();
+    let _ = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, _| {
+            assert!(!dir.join("junk").exists());
+            Ok("k".into())
+        },
+    )
+    .unwrap();
+    assert!(!leftover.exists());
+}
+
+#[test]
+fn conda_packages_beyond_python_and_pip_need_rcc() {
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- nodejs=18.17\n- pip:\n  - six==1.17.0\n",
+    );
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", r.to_str().unwrap()])
+        .env("VHRUN_RCC", ""));
+    let err = expect_failure(&o, 67);
+    assert!(err.contains("line 5: `nodejs=18.17`"), "{err}");
+    assert!(err.contains("need rcc"), "{err}");
+    assert!(
+        err.contains("releases/latest/download/rcc-linux64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_build_waits_and_reuses_the_catalog() {
+    let h = Homes::new();
+    let locations = h.locations();
+    let conda = repo().join("robots/hello/conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let first = builder::lock::acquire(&locations.vhrun_home, &bp.hash, || {
+        panic!("nobody else holds it")
+    })
+    .unwrap();
+    let catalog = h.tmp.path().join("catalog-appeared");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let outcome = builder::build_own(
+                &locations,
+                &conda,
+                &bp,
+                None,
+                &Progress::hidden(),
+                &|| catalog.exists().then(|| "built-by-the-first".to_string()),
+                &|_, _| panic!("the second build must not build"),
+            );
+            tx.send(outcome).unwrap();
+        });
+        // Still waiting while the first build holds the lock.
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+        std::fs::write(&catalog, "").unwrap();
+        drop(first);
+        let outcome = rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert!(
+            matches!(&outcome, BuildOutcome::Existing { key } if key == "built-by-the-first"),
+            "{outcome:?}"
+        );
+    });
+    assert!(h.holotree_entries().is_empty());
+}
+
+/// A stand-in `rcc` that records its arguments, checks them, and writes the
+/// catalog rcc would have written.
+fn fake_rcc(bin: &Path, log: &Path, catalog: Option<&Path>, exit: i32) {
+    std::fs::create_dir_all(bin).unwrap();
+    let make = catalog
+        .map(|c| {
+            format!(
+                "mkdir -p '{}' && : > '{}'\n",
+                c.parent().unwrap().display(),
+                c.display()
+            )
+        })
+        .unwrap_or_default();
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n[ \"$1 $2\" = 'holotree variables' ] || exit 99\n{make}echo '[{{\"key\": \"PATH\", \"value\": \"/x\"}}]'\necho 'rcc: building' >&2\nexit {exit}\n",
+        log.display()
+    );
+    let p = bin.join("rcc");
+    std::fs::write(&p, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn rcc_on_path_builds_with_holotree_variables() {
+    let h = Homes::new();
+    let robot_yaml = repo().join("robots/hello/robot.yaml");
+    let bp = builder::blueprint_of(&repo().join("robots/hello/conda.yaml")).unwrap();
+    let key = format!("{}v12.linux_amd64", bp.hash);
+    let catalog = h.robocorp().join("hololib/catalog").join(&key);
+    let bin = h.tmp.path().join("bin");
+    let log = h.tmp.path().join("rcc-args");
+    fake_rcc(&bin, &log, Some(&catalog), 0);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = run(h
+        .vhrun_cmd(&[
+            "build",
+            "-r",
+            robot_yaml.to_str().unwrap(),
+            "-s",
+            "ci",
+            "--controller",
+            "gh",
+        ])
+        .env("PATH", &path));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), key);
+    let args = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        [
+            "holotree",
+            "variables",
+            "--robot",
+            robot_yaml.to_str().unwrap(),
+            "--space",
+            "ci",
+            "--controller",
+            "gh",
+            "--json",
+            "--silent"
+        ]
+    );
+
+    // Now the catalog exists: nothing is built again.
+    std::fs::remove_file(&log).unwrap();
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", robot_yaml.to_str().unwrap()])
+        .env("PATH", &path));
+    assert!(o.status.success());
+    assert_eq!(text(&o).0.trim(), key);
+    assert!(!log.exists(), "rcc ran although the catalog exists");
+}
+
+#[test]
+fn rcc_failures_are_reported() {
+    let h = Homes::new();
+    let robot_yaml = repo().join("robots/hello/robot.yaml");
+    let bin = h.tmp.path().join("bin");
+    let log = h.tmp.path().join("rcc-args");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    fake_rcc(&bin, &log, None, 4);
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", robot_yaml.to_str().unwrap()])
+        .env("PATH", &path));
+    let err = expect_failure(&o, 69);
+    assert!(err.contains("rcc could not build the environment"), "{err}");
+    assert!(err.contains("exited with 4"), "{err}");
+    assert!(err.contains("rcc: building"), "{err}");
+
+    fake_rcc(&bin, &log, None, 0);
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", robot_yaml.to_str().unwrap()])
+        .env("PATH", &path));
+    let err = expect_failure(&o, 67);
+    assert!(err.contains("finished but wrote no catalog"), "{err}");
+}
+
+/// The JSON shape of a value: keys kept, leaves replaced by their type.
+fn shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        Value::String(_) => Value::String("string".into()),
+        Value::Number(_) => Value::String("number".into()),
+        Value::Bool(_) => Value::String("bool".into()),
+        Value::Null => Value::String("null".into()),
+    }
+}
+
+#[test]
+fn doctor_json_reports_every_capability() {
+    let h = Homes::new();
+    let o = run(h.vhrun_cmd(&["doctor", "--json"]));
+    let (stdout, stderr) = text(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let ok = v["ok"].as_bool().unwrap();
+    assert_eq!(o.status.code(), Some(if ok { 0 } else { 69 }), "{stdout}");
+    let checks = v["checks"].as_array().unwrap();
+    for c in checks {
+        let status = c["status"].as_str().unwrap();
+        assert!(["ok", "warn", "missing"].contains(&status), "{c}");
+        // a hint exactly when something is not ok
+        assert_eq!(c["hint"].is_string(), status != "ok", "{c}");
+    }
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(v["store"]["robocorp_home"], h.robocorp().to_str().unwrap());
+    assert_eq!(v["store"]["vhrun_home"], h.vhrun().to_str().unwrap());
+    // Keys and check names are the interface; values are the machine's.
+    let mut s = shape(&v);
+    for (i, c) in s["checks"].as_array_mut().unwrap().iter_mut().enumerate() {
+        c["name"] = names[i].into();
+        c["hint"] = "string or null".into();
+    }
+    // how many hololibs depends on rcc's shared mode: one shows the keys
+    let first = s["store"]["hololibs"][0].clone();
+    s["store"]["hololibs"] = serde_json::Value::Array(vec![first]);
+    insta::assert_json_snapshot!("doctor_json_shape", s);
+}
+
+#[test]
+fn doctor_text_names_what_is_missing() {
+    let h = Homes::new();
+    let o = run(h.vhrun_cmd(&["doctor"]).env("PATH", "/nonexistent"));
+    let (stdout, _) = text(&o);
+    assert!(stdout.contains("rcc"), "{stdout}");
+    let rcc = stdout.lines().find(|l| l.contains(" rcc ")).unwrap();
+    assert!(rcc.starts_with("WARN"), "{stdout}");
+    let patchelf = stdout.lines().find(|l| l.contains(" patchelf ")).unwrap();
+    assert!(
+        patchelf.starts_with("WARN") && patchelf.contains("not on PATH"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("-> install rcc"), "{stdout}");
+}
+
+// ---------------------------------------------------------------- gc ----
+
+/// The fixture's catalog installed into rcc's hololib under `h`; returns
+/// the digests it references.
+fn install_fixture_catalog(h: &Homes) -> Vec<String> {
+    let zip = common::shared_dir().join("fixtures/rcc/simple_linux.zip");
+    let f = std::fs::File::open(&zip).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (set VHRUN_SHARED to the shared dir)",
+            zip.display()
+        )
+    });
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let name = "catalog/c34ed96c2d8a459av12.linux_amd64";
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut z.by_name(name).unwrap(), &mut raw).unwrap();
+    let dest = h.robocorp().join("hololib").join(name);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, &raw).unwrap();
+    let c = vhrun::hololib::Catalog::load(&dest).unwrap();
+    let mut d = Vec::new();
+    c.walk_files(|_, f, _| d.push(f.digest.clone()));
+    d.sort();
+    d.dedup();
+    d
+}
+
+fn cache_entry(h: &Homes, name: &str, days_old: u64) -> PathBuf {
+    let p = h.vhrun().join("blobs").join(&name[..2]).join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, vec![7u8; 1000]).unwrap();
+    age(&p, days_old);
+    p
+}
+
+fn age(p: &Path, days_old: u64) {
+    if days_old > 0 {
+        let t = nix::sys::time::TimeVal::new(
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - days_old * 86_400) as i64,
+            0,
+        );
+        nix::sys::stat::utimes(p, &t, &t).unwrap();
+    }
+}
+
+/// Every file under `dir` with its content, to prove it untouched.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let d = std::fs::read(&f).unwrap();
+            (f, d)
+        })
+        .collect()
+}
+
+fn run_dir(h: &Homes, id: &str, days_old: u64, catalog: Option<&Path>) -> PathBuf {
+    let d = h.vhrun().join("runs").join(id);
+    std::fs::create_dir_all(d.join("upper/work")).unwrap();
+    std::fs::write(d.join("upper/file"), "written by the task").unwrap();
+    std::fs::write(d.join("lock"), "").unwrap();
+    if let Some(c) = catalog {
+        std::fs::write(d.join("catalog"), c.to_str().unwrap()).unwrap();
+    }
+    age(&d, days_old);
+    d
+}
+
+fn hold_lock(run: &Path) -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(run.join("lock"))
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+#[test]
+fn gc_never_removes_what_a_live_run_or_a_catalog_uses() {
+    let h = Homes::new();
+    let digests = install_fixture_catalog(&h);
+    let hololib_before = snapshot(&h.robocorp().join("hololib"));
+
+    // A catalog only a live run serves (not in any hololib).
+    let live_catalog = h.tmp.path().join("live.catalog");
+    let live_digest = "d".repeat(64);
+    let mut c = vhrun::hololib::Catalog::default();
+    c.tree.files.insert(
+        "f".into(),
+        vhrun::hololib::File {
+            name: "f".into(),
+            digest: live_digest.clone(),
+            ..Default::default()
+        },
+    );
+    c.save(&live_catalog).unwrap();
+
+    let referenced_fresh = cache_entry(&h, &digests[0], 0);
+    let referenced_relocated =
+        cache_entry(&h, &format!("{}.59acff1_1234567_89abcdef", digests[1]), 0);
+    let referenced_old = cache_entry(&h, &digests[2], 40);
+    let unreferenced = cache_entry(&h, &"e".repeat(64), 0);
+    let live_only = cache_entry(&h, &live_digest, 40);
+    let temp_fresh = cache_entry(&h, &format!("{}.tmp123", "f".repeat(64)), 0);
+    let temp_old = cache_entry(&h, &format!("{}.part#2", "a".repeat(64)), 1);
+    let foreign = cache_entry(&h, "README", 40);
+
+    let live = run_dir(&h, "live", 40, Some(&live_catalog));
+    let dead_old = run_dir(&h, "dead-old", 40, None);
+    let dead_young = run_dir(&h, "dead-young", 0, None);
+    let _guard = hold_lock(&live);
+
+    let gone = |p: &Path| !p.exists();
+    // --dry-run reports but keeps everything.
+    let o = run(h.vhrun_cmd(&["gc", "--days", "30", "--dry-run"]));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("would remove"), "{stdout}");
+    assert!(dead_old.exists() && unreferenced.exists() && temp_old.exists());
+
+    let o = run(h.vhrun_cmd(&["gc", "--days", "30", "--json"]));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["live_runs"], 1);
+    let removed: Vec<PathBuf> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| PathBuf::from(r["path"].as_str().unwrap()))
+        .collect();
+    let expected_gone = [&dead_old, &referenced_old, &unreferenced, &temp_old];
+    for p in expected_gone {
+        assert!(gone(p), "{} should be removed", p.display());
+        assert!(
+            removed.contains(p),
+            "{} not reported: {stdout}",
+            p.display()
+        );
+    }
+    for p in [
+        &live,
+        &dead_young,
+        &referenced_fresh,
+        &referenced_relocated,
+        &live_only,
+        &temp_fresh,
+        &foreign,
+    ] {
+        assert!(p.exists(), "{} must stay", p.display());
+    }
+    assert!(live.join("upper/file").exists());
+    assert_eq!(removed.len(), 4, "{stdout}");
+    let bytes: u64 = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(report["bytes"].as_u64().unwrap(), bytes);
+    assert!(bytes >= 3000, "{stdout}");
+    assert_eq!(snapshot(&h.robocorp().join("hololib")), hololib_before);
+
+    // Once the run has ended (lock released), its old directory goes too.
+    drop(_guard);
+    let o = run(h.vhrun_cmd(&["gc", "--days", "30"]));
+    let (stdout, _) = text(&o);
+    assert!(gone(&live), "{stdout}");
+    assert!(
+        stdout.contains("removed ") && stdout.contains("freed"),
+        "{stdout}"
+    );
+    // ... and the blob only it used is now unreferenced.
+    assert!(gone(&live_only), "{stdout}");
+    assert!(referenced_fresh.exists());
+    assert_eq!(snapshot(&h.robocorp().join("hololib")), hololib_before);
+}
+
+#[test]
+fn gc_leaves_the_cache_alone_when_a_live_run_is_unknown() {
+    let h = Homes::new();
+    install_fixture_catalog(&h);
+    let unreferenced = cache_entry(&h, &"e".repeat(64), 40);
+    let live = run_dir(&h, "live", 0, None);
+    let _guard = hold_lock(&live);
+    let o = run(h.vhrun_cmd(&["gc", "--days", "0"]));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(unreferenced.exists(), "{stdout}");
+    assert!(live.exists());
+    assert!(stderr.contains("blob cache is left alone"), "{stderr}");
+}
+
+// ------------------------------------------------------------ robots ----
+
+/// A task's argv as rcc builds it from robot.yaml (shell split on
+/// whitespace is enough for these robots; robotTaskName as rcc expands it).
+fn task_argv(robot_yaml: &Path) -> (Vec<String>, String, Vec<String>) {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(robot_yaml).unwrap()).unwrap();
+    let artifacts = v["artifactsDir"].as_str().unwrap().to_string();
+    let tasks = v["tasks"].as_mapping().unwrap();
+    assert_eq!(tasks.len(), 1, "one task per example robot");
+    let task = tasks.values().next().unwrap();
+    let argv = if let Some(shell) = task["shell"].as_str() {
+        shell.split_whitespace().map(String::from).collect()
+    } else {
+        let name = task["robotTaskName"].as_str().unwrap();
+        [
+            "python",
+            "-m",
+            "robot",
+            "--report",
+            "NONE",
+            "--outputdir",
+            &artifacts,
+            "--logtitle",
+            "Task log",
+            "--task",
+            name,
+            ".",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let pythonpath = v["PYTHONPATH"]
+        .as_sequence()
+        .map(|s| s.iter().map(|e| e.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    (argv, artifacts, pythonpath)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let name = e.file_name();
+        if name == "output" || name == "__pycache__" {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Build each example robot's environment with vhrun's builder and run its
+/// task with the built interpreter, the way rcc sets up a run (cwd = robot
+/// root, env's bin first on PATH, PYTHONPATH and ROBOT_* from robot.yaml).
+#[test]
+fn example_robots_build_and_their_tasks_run() {
+    require_python311();
+    let expected: &[(&str, &[&str], &str)] = &[
+        ("hello", &["hello.txt"], "Hello from a robot!"),
+        (
+            "report",
+            &["report.html", "report.xlsx"],
+            "total revenue 72,075.25",
+        ),
+        (
+            "rpa",
+            &[
+                "log.html",
+                "output.xml",
+                "purchase-orders/po-gadget-wholesale.csv",
+            ],
+            "5 items to reorder, 4 purchase orders",
+        ),
+    ];
+    for (name, artifacts, says) in expected {
+        let h = Homes::new();
+        let locations = h.locations();
+        let root = h.tmp.path().join(name);
+        copy_dir(&repo().join("robots").join(name), &root);
+        let robot_yaml = root.join("robot.yaml");
+        let conda = builder::robot_conda_file(&robot_yaml).unwrap();
+        assert_eq!(conda, root.join("conda.yaml"));
+        let spec = builder::BuildSpec::from_conda_yaml(&conda).unwrap();
+        assert!(spec.conda_extra.is_empty(), "{name}: conda packages");
+        assert!(
+            spec.pip.iter().all(|r| r.text.contains("==")),
+            "{name}: unpinned pip requirement"
+        );
+        let bp = builder::blueprint_of(&conda).unwrap();
+        let (argv, artifacts_dir, pythonpath) = task_argv(&robot_yaml);
+        let outcome = builder::build_own(
+            &locations,
+            &conda,
+            &bp,
+            None,
+            &Progress::hidden(),
+            &|| None,
+            &|dir, _| {
+                let path = format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                );
+                let pp: Vec<String> = pythonpath
+                    .iter()
+                    .map(|p| root.join(p).display().to_string())
+                    .collect();
+                let out = run(Command::new(dir.join("bin").join(&argv[0]))
+                    .args(&argv[1..])
+                    .current_dir(&root)
+                    .env("PATH", path)
+                    .env("PYTHONPATH", pp.join(":"))
+                    .env("PYTHONNOUSERSITE", "1")
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env("ROBOT_ROOT", &root)
+                    .env("ROBOT_ARTIFACTS", root.join(&artifacts_dir)));
+                let (stdout, stderr) = text(&out);
+                assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
+                assert!(stdout.contains(says), "{name}: {stdout}");
+                if *name == "hello" {
+                    assert!(
+                        stdout.contains(&format!("sys.prefix       {}", dir.display())),
+                        "{stdout}"
+                    );
+                }
+                Ok(format!("{name}-key"))
+            },
+        )
+        .unwrap();
+        assert_eq!(outcome.key(), format!("{name}-key"));
+        for a in *artifacts {
+            let p = root.join(&artifacts_dir).join(a);
+            assert!(
+                std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+                "{name}: no {}",
+                p.display()
+            );
+        }
+        assert!(h.holotree_entries().is_empty());
+    }
+}
+
+#[test]
+fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
+    require_python311();
+    let h = Homes::new();
+    let locations = h.locations();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "dependencies:\n- python=3.11\nrccPostInstall:\n- python -c \"open('made-by-post-install', 'w').write('x')\"\n",
+    );
+    let conda = r.with_file_name("conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, _| {
+            assert!(dir.join("made-by-post-install").is_file());
+            Ok("k".into())
+        },
+    )
+    .unwrap();
+
+    std::fs::write(
+        &conda,
+        "dependencies:\n- python=3.11\nrccPostInstall:\n- python -c pass\n- sh -c 'echo broken >&2; exit 3'\n",
+    )
+    .unwrap();
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let e = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        None,
+        &Progress::hidden(),
+        &|| None,
+        &|_, _| panic!("must not lift a failed build"),
+    )
+    .unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains(
+            "conda.yaml: post-install line 5: `sh -c 'echo broken >&2; exit 3'`: exited with 3"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("broken"), "{m}");
+    assert!(h.holotree_entries().is_empty());
+}
+
+#[test]
+fn gc_does_not_reach_into_a_mount_inside_a_run_dir() {
+    // Needs root (mount) — CI runs as root; fail loudly otherwise.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a tmpfs: run it as root"
+    );
+    let h = Homes::new();
+    let run_old = run_dir(&h, "mounted", 40, None);
+    let mnt = run_old.join("upper/work");
+    // A private mount namespace (util-linux unshare): the tmpfs vanishes
+    // with the shell, whatever happens.
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs vhrun-gc-test '{m}' && echo precious > '{m}/file' && '{vhrun}' gc --days 1; rc=$?; cat '{m}/file'; exit $rc",
+        m = mnt.display(),
+        vhrun = env!("CARGO_BIN_EXE_vhrun"),
+    );
+    let o = run(Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env("ROBOCORP_HOME", h.robocorp())
+        .env("VHRUN_HOME", h.vhrun())
+        .env("HOME", h.home()));
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("precious"), "{stdout}");
+    assert!(stderr.contains("mounted inside; left alone"), "{stderr}");
+    assert!(run_old.exists());
+}
