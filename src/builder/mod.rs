@@ -7,7 +7,7 @@
 //! how to install it. Builds of one blueprint are serialised (`lock`).
 //!
 //! The seams the integration connects are marked `TODO(integration)`:
-//! [`blueprint_of`], [`robot_conda_file`] and [`lift_staged`].
+//! [`lift_staged`].
 
 pub mod lock;
 pub mod pip;
@@ -29,60 +29,23 @@ use crate::hololib::layout::user_home_identity;
 use crate::hololib::{Hololib, Locations};
 use std::path::{Path, PathBuf};
 
-/// A blueprint: rcc's normalised environment text and its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blueprint {
-    pub text: String,
-    pub hash: String,
-}
+pub use crate::blueprint::Blueprint;
 
-/// The blueprint of a conda.yaml / package.yaml.
-///
-/// TODO(integration): replace with `crate::blueprint` (rcc's normalisation).
-/// Until then the file's trimmed text is taken as the blueprint, which is
-/// rcc's hash exactly when the file is already in rcc's normal form (the
-/// robots in `robots/` are written that way).
+/// The blueprint of a conda.yaml / package.yaml, as rcc hashes it.
 pub fn blueprint_of(conda_file: &Path) -> Result<Blueprint> {
-    let raw = std::fs::read_to_string(conda_file).at(conda_file)?;
-    let text = raw.trim().to_string();
-    let hash = crate::digest::blueprint_hash(text.as_bytes());
-    Ok(Blueprint { text, hash })
+    let home = Locations::from_env().robocorp_home;
+    crate::blueprint::blueprint_of_file(conda_file, false, &home)
 }
 
-/// The conda config file of a robot.yaml.
-///
-/// TODO(integration): replace with `crate::robot` (rcc's environmentConfigs
-/// selection). This minimal version takes the first existing
-/// `environmentConfigs` entry that names no other platform and no freeze
-/// file, else `condaConfigFile`, relative to robot.yaml's directory.
+/// The conda config file of a robot.yaml (rcc's environmentConfigs
+/// selection, else condaConfigFile).
 pub fn robot_conda_file(robot_yaml: &Path) -> Result<PathBuf> {
-    let raw = std::fs::read_to_string(robot_yaml).at(robot_yaml)?;
-    let v: serde_yaml::Value =
-        serde_yaml::from_str(&raw).map_err(|e| Error::bad_input(robot_yaml, e.to_string()))?;
-    let root = crate::hololib::layout::absolute(robot_yaml)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let others = ["windows", "darwin", "arm64"];
-    if let Some(list) = v.get("environmentConfigs").and_then(|l| l.as_sequence()) {
-        for e in list.iter().filter_map(|e| e.as_str()) {
-            let low = e.to_lowercase();
-            if low.contains("freeze") || others.iter().any(|o| low.contains(o)) {
-                continue;
-            }
-            let p = root.join(e);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    match v.get("condaConfigFile").and_then(|c| c.as_str()) {
-        Some(c) if !c.trim().is_empty() => Ok(root.join(c.trim())),
-        _ => Err(Error::bad_input(
+    crate::robot::Robot::load(robot_yaml)?.conda_config().ok_or_else(|| {
+        Error::bad_input(
             robot_yaml,
             "no condaConfigFile: this robot has no environment to build",
-        )),
-    }
+        )
+    })
 }
 
 /// Lift a staged environment into `hololib` under the blueprint of
