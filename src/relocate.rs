@@ -63,7 +63,6 @@ pub fn patch_file(file: &std::fs::File, size: u64, offsets: &[i64], name: &[u8])
     Ok(())
 }
 
-
 /// Rewrite offsets of `needle` in `data` exactly as rcc's lift records them
 /// (htfs/relocator.go `RelocateWriter` fed by `io.Copy`), quirks included:
 /// an occurrence ending exactly on a 32 KiB write boundary with more data
@@ -91,7 +90,7 @@ pub fn locate(data: &[u8], needle: &[u8]) -> Vec<i64> {
             if clean {
                 found.push(start as i64);
             }
-        } else if end % CHUNK == 0 {
+        } else if end.is_multiple_of(CHUNK) {
             if clean {
                 found.push(start as i64);
             }
@@ -257,7 +256,10 @@ mod tests {
         let d = planted(CHUNK + 100, &[(CHUNK - 5, false)]);
         assert_eq!(locate(&d, ID), vec![(CHUNK - 5) as i64]);
         // a needle whose last byte repeats takes the literal path
-        assert_eq!(locate(b"xxtatxxtat", b"tat"), locate_literal(b"xxtatxxtat", b"tat"));
+        assert_eq!(
+            locate(b"xxtatxxtat", b"tat"),
+            locate_literal(b"xxtatxxtat", b"tat")
+        );
         assert!(locate(b"abc", b"").is_empty());
     }
 
@@ -278,7 +280,11 @@ mod tests {
                 Just(2 * CHUNK + ID.len()),
                 (CHUNK - 64)..(3 * CHUNK + 64),
             ];
-            (sizes, proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4), 0..8), any::<u64>())
+            (
+                sizes,
+                proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4), 0..8),
+                any::<u64>(),
+            )
                 .prop_map(|(size, plants, seed)| {
                     let alphabet = b"t_0123456789abcdefh/x";
                     let mut x = seed | 1;
@@ -294,10 +300,19 @@ mod tests {
                     if size >= w {
                         for (idx, kind) in plants {
                             // favour the interesting places: file ends and write boundaries
-                            let spots = [0, size - w, CHUNK.saturating_sub(w), CHUNK - w + 1, 2 * CHUNK - w];
+                            let spots = [
+                                0,
+                                size - w,
+                                CHUNK.saturating_sub(w),
+                                CHUNK - w + 1,
+                                2 * CHUNK - w,
+                            ];
                             let s = match kind {
                                 0 => idx.index(size - w + 1),
-                                k => spots[idx.index(spots.len())].min(size - w) + (k as usize - 1) % 2,
+                                k => {
+                                    spots[idx.index(spots.len())].min(size - w)
+                                        + (k as usize - 1) % 2
+                                }
                             }
                             .min(size - w);
                             buf[s..s + w].copy_from_slice(ID);
