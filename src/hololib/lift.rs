@@ -206,7 +206,18 @@ pub fn lift(lib: &Hololib, dir: &Path, opts: &LiftOptions) -> Result<Lifted> {
         let results: Result<Vec<Digested>> = jobs
             .par_iter()
             .map(|job| {
-                let r = digest_and_store(job, needle, kind, compress, shared, lib, &claimed);
+                let r = digest_and_store(
+                    job,
+                    needle,
+                    kind,
+                    Store {
+                        compress,
+                        shared,
+                        lib,
+                        claimed: &claimed,
+                    },
+                    IN_MEMORY_LIMIT,
+                );
                 bar.inc(1);
                 r
             })
@@ -409,15 +420,28 @@ fn files_in_order(dir: &Dir) -> Vec<&File> {
 
 /// rcc's `Locator` (digest + rewrite offsets), then `LiftFile` for the
 /// first file of each new digest.
+/// Where and how `digest_and_store` puts blobs.
+struct Store<'a> {
+    compress: bool,
+    shared: bool,
+    lib: &'a Hololib,
+    /// Digests some worker has taken on (each blob is written once).
+    claimed: &'a Mutex<HashSet<String>>,
+}
+
 fn digest_and_store(
     job: &Job,
     needle: &[u8],
     kind: DigestKind,
-    compress: bool,
-    shared: bool,
-    lib: &Hololib,
-    claimed: &Mutex<HashSet<String>>,
+    store: Store<'_>,
+    in_memory_limit: u64,
 ) -> Result<Digested> {
+    let Store {
+        compress,
+        shared,
+        lib,
+        claimed,
+    } = store;
     if job.broken {
         return Ok(Digested {
             digest: "N/A".to_string(),
@@ -435,7 +459,7 @@ fn digest_and_store(
                 .insert(digest.to_string())
             && !lib.blob_path(digest).is_file()
     };
-    if size <= IN_MEMORY_LIMIT {
+    if size <= in_memory_limit {
         let mut data = Vec::with_capacity(size as usize + 1);
         file.read_to_end(&mut data).at(&job.full)?;
         let digest = kind.digest(&data);
@@ -537,6 +561,49 @@ impl<W: Write> Write for CountingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_and_in_memory_files_give_the_same_result() {
+        let t = tempfile::tempdir().unwrap();
+        let id = b"hbe7c0de_0123456789abcdt";
+        let mut data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for at in [10usize, 32768 - 24, 65536 - 30, 200_000 - 24] {
+            data[at..at + 24].copy_from_slice(id);
+        }
+        let file = t.path().join("f");
+        std::fs::write(&file, &data).unwrap();
+        let job = Job {
+            full: file,
+            store: true,
+            broken: false,
+        };
+        let mut seen = Vec::new();
+        for (limit, kind) in [
+            (u64::MAX, DigestKind::Sha256),
+            (0, DigestKind::Sha256),
+            (u64::MAX, DigestKind::Sip128),
+            (0, DigestKind::Sip128),
+        ] {
+            let lib = Hololib::new(t.path().join(format!("lib{limit}{kind:?}")));
+            let claimed = Mutex::new(HashSet::new());
+            let compress = kind == DigestKind::Sha256;
+            let store = Store {
+                compress,
+                shared: false,
+                lib: &lib,
+                claimed: &claimed,
+            };
+            let d = digest_and_store(&job, id, kind, store, limit).unwrap();
+            assert_eq!(d.digest, kind.digest(&data));
+            assert_eq!(d.rewrite, crate::relocate::locate_literal(&data, id));
+            assert!(d.new_blob_bytes.is_some());
+            let blob = std::fs::read(lib.blob_path(&d.digest)).unwrap();
+            assert_eq!(crate::hololib::blob::decode_all(&blob).unwrap(), data);
+            assert_eq!(blob.starts_with(&[0x1f, 0x8b]), compress);
+            seen.push(d.rewrite);
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]));
+    }
 
     #[test]
     fn killfile_matches_name_and_go_ext() {

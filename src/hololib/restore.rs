@@ -99,7 +99,7 @@ pub fn restore(lib: &Hololib, catalog: &Catalog, target: &Path) -> Result<Restor
         let _s = tracing::info_span!("restore.files", files = drops.len()).entered();
         let written: Vec<(u64, bool)> = drops
             .par_iter()
-            .map(|(sink, f)| drop_file(lib, sink, f, name.as_bytes()))
+            .map(|(sink, f)| drop_file(lib, sink, f, name.as_bytes(), IN_MEMORY_LIMIT))
             .collect::<Result<_>>()?;
         for (bytes, link) in written {
             if link {
@@ -275,7 +275,13 @@ thread_local! {
 }
 
 /// rcc's `DropFile`. Returns (content bytes written, was a symlink).
-fn drop_file(lib: &Hololib, sink: &Path, f: &File, name: &[u8]) -> Result<(u64, bool)> {
+fn drop_file(
+    lib: &Hololib,
+    sink: &Path,
+    f: &File,
+    name: &[u8],
+    in_memory_limit: u64,
+) -> Result<(u64, bool)> {
     if !f.symlink.is_empty() {
         restore_symlink(&f.symlink, sink)?;
         return Ok((0, true));
@@ -293,7 +299,16 @@ fn drop_file(lib: &Hololib, sink: &Path, f: &File, name: &[u8]) -> Result<(u64, 
                 ),
             )
         })?;
-    let mut blob_file = blob::open_blob_file(&blob_path, &f.digest)?;
+    // Blob errors name the file being restored too.
+    let for_sink = |e: Error| match e {
+        Error::Blob { digest, path, msg } => Error::Blob {
+            digest,
+            path,
+            msg: format!("{msg} (restoring {})", sink.display()),
+        },
+        other => other,
+    };
+    let mut blob_file = blob::open_blob_file(&blob_path, &f.digest).map_err(for_sink)?;
     let blob_len = blob_file
         .metadata()
         .map_err(|e| Error::blob(&f.digest, &blob_path, e.to_string()))?
@@ -303,7 +318,7 @@ fn drop_file(lib: &Hololib, sink: &Path, f: &File, name: &[u8]) -> Result<(u64, 
     let bad_offsets = |e: relocate::RelocateError| {
         Error::blob(&f.digest, &blob_path, format!("{}: {e}", sink.display()))
     };
-    let written = if blob_len <= IN_MEMORY_LIMIT && (f.size.max(0) as u64) <= IN_MEMORY_LIMIT {
+    let written = if blob_len <= in_memory_limit && (f.size.max(0) as u64) <= in_memory_limit {
         BUFS.with(|cell| -> Result<u64> {
             let mut bufs = cell.borrow_mut();
             let (raw, content) = &mut *bufs;
@@ -317,18 +332,22 @@ fn drop_file(lib: &Hololib, sink: &Path, f: &File, name: &[u8]) -> Result<(u64, 
                     content.clear();
                     content.reserve(f.size.max(0) as usize);
                     decode_slice(codec, raw, content).map_err(|e| {
-                        Error::blob(&f.digest, &blob_path, format!("cannot decode: {e}"))
+                        for_sink(Error::blob(
+                            &f.digest,
+                            &blob_path,
+                            format!("cannot decode: {e}"),
+                        ))
                     })?;
                     content
                 }
             };
             let got = kind.digest(data);
             if got != f.digest {
-                return Err(Error::blob(
+                return Err(for_sink(Error::blob(
                     &f.digest,
                     &blob_path,
                     format!("content hashes to {got}"),
-                ));
+                )));
             }
             relocate::patch_slice(data, &f.rewrite, name).map_err(bad_offsets)?;
             part.file().write_all(data).at(&part_path)?;
@@ -342,7 +361,7 @@ fn drop_file(lib: &Hololib, sink: &Path, f: &File, name: &[u8]) -> Result<(u64, 
         })?
     } else {
         drop(blob_file);
-        let n = blob::copy_verified(&blob_path, &f.digest, part.file())?;
+        let n = blob::copy_verified(&blob_path, &f.digest, part.file()).map_err(for_sink)?;
         relocate::check_offsets(&f.rewrite, name.len(), n).map_err(bad_offsets)?;
         relocate::patch_file(part.file(), n, &f.rewrite, name).at(&part_path)?;
         n
@@ -367,4 +386,68 @@ fn decode_slice(codec: Codec, raw: &[u8], out: &mut Vec<u8>) -> std::io::Result<
         }
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hololib::catalog::gzip_bytes;
+
+    #[test]
+    fn streamed_and_in_memory_drops_write_the_same_file() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path().join("lib"));
+        let id = "hbe7c0de_0123456789abcdt";
+        let mut data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+        data[500..524].copy_from_slice(id.as_bytes());
+        data[99_976..].copy_from_slice(id.as_bytes());
+        for (kind, blob) in [
+            (DigestKind::Sha256, gzip_bytes(&data)),
+            (DigestKind::Sha256, zstd::encode_all(&data[..], 3).unwrap()),
+            (DigestKind::Sip128, data.clone()),
+        ] {
+            let digest = kind.digest(&data);
+            let path = lib.blob_path(&digest);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &blob).unwrap();
+            let f = File {
+                name: "f".into(),
+                size: data.len() as i64,
+                mode: gomode::MODE_SETUID | 0o755,
+                digest: digest.clone(),
+                rewrite: vec![500, 99_976],
+                ..Default::default()
+            };
+            let mut expected = data.clone();
+            expected[500..524].copy_from_slice(b"0123456_0123456_01234567");
+            expected[99_976..].copy_from_slice(b"0123456_0123456_01234567");
+            for limit in [u64::MAX, 0] {
+                let sink = t.path().join(format!("out{limit}"));
+                let (n, link) =
+                    drop_file(&lib, &sink, &f, b"0123456_0123456_01234567", limit).unwrap();
+                assert_eq!((n, link), (data.len() as u64, false));
+                assert!(std::fs::read(&sink).unwrap() == expected);
+                let m = std::fs::metadata(&sink).unwrap();
+                assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+                assert_eq!(std::os::unix::fs::MetadataExt::mtime(&m), MOTHER_TIME);
+            }
+            // an offset beyond the content is refused, nothing is left behind
+            let bad = File {
+                rewrite: vec![data.len() as i64 - 10],
+                ..f.clone()
+            };
+            for limit in [u64::MAX, 0] {
+                let sink = t.path().join("bad");
+                assert!(drop_file(&lib, &sink, &bad, id.as_bytes(), limit).is_err());
+                assert!(!sink.exists());
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".part#"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }
