@@ -254,7 +254,7 @@ pub fn lift(lib: &Hololib, dir: &Path, opts: &LiftOptions) -> Result<Lifted> {
     {
         let _s = tracing::info_span!("lift.save_catalog").entered();
         if catalog_path.exists() {
-            tracing::info!("replacing catalog {}", catalog_path.display());
+            tracing::warn!("replacing catalog {}", catalog_path.display());
         }
         catalog.save(&catalog_path)?;
     }
