@@ -1196,6 +1196,21 @@ fn bad_restore_and_lift_inputs_fail_cleanly() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let line = env.fails(&["lift", s(&dir), "--blueprint", s(&bp)], 65);
     assert!(line.contains("pipe") && line.contains("fifo"), "{line}");
+    // a failed walk leaves a fresh hololib untouched (no compress.no either)
+    let fresh = env.root.join("fresh");
+    env.fails(
+        &[
+            "lift",
+            s(&dir),
+            "--blueprint",
+            s(&bp),
+            "--no-compress",
+            "--hololib",
+            s(&fresh),
+        ],
+        65,
+    );
+    assert!(!fresh.exists());
     std::fs::remove_file(&fifo).unwrap();
     let line = env.fails(
         &["lift", s(&dir), "--blueprint", s(&bp), "--no-compress"],

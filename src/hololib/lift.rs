@@ -117,15 +117,15 @@ pub fn blueprint_of(path: &Path) -> Result<(String, String)> {
     Ok((text, hash))
 }
 
-/// Which digest (and blob encoding) a lift into `lib` uses; creates
-/// `compress.no` for a fresh raw hololib, refuses to mix the two modes.
-pub fn lift_mode(lib: &Hololib, no_compress: bool) -> Result<DigestKind> {
-    lib.ensure_dirs()?;
+/// Which digest (and blob encoding) a lift into `lib` uses, and whether
+/// `compress.no` must be created (a fresh hololib lifted raw); refuses to
+/// mix the two modes.
+pub fn lift_mode(lib: &Hololib, no_compress: bool) -> Result<(DigestKind, bool)> {
     if !lib.compress() {
-        return Ok(DigestKind::Sip128);
+        return Ok((DigestKind::Sip128, false));
     }
     if !no_compress {
-        return Ok(DigestKind::Sha256);
+        return Ok((DigestKind::Sha256, false));
     }
     let occupied = |d: PathBuf| {
         std::fs::read_dir(&d)
@@ -138,9 +138,7 @@ pub fn lift_mode(lib: &Hololib, no_compress: bool) -> Result<DigestKind> {
             "holds gzip blobs with sha256 digests (no catalog/compress.no); raw blobs cannot be mixed in: lift into another --hololib",
         ));
     }
-    let marker = lib.catalog_dir().join("compress.no");
-    write_via_part(&marker, b"", 0o644)?;
-    Ok(DigestKind::Sip128)
+    Ok((DigestKind::Sip128, true))
 }
 
 /// One file the lift reads.
@@ -178,7 +176,7 @@ pub fn lift(lib: &Hololib, dir: &Path, opts: &LiftOptions) -> Result<Lifted> {
             identity.len()
         );
     }
-    let kind = lift_mode(lib, opts.no_compress)?;
+    let (kind, new_marker) = lift_mode(lib, opts.no_compress)?;
     let compress = kind == DigestKind::Sha256;
 
     if opts.identity_yaml {
@@ -196,6 +194,11 @@ pub fn lift(lib: &Hololib, dir: &Path, opts: &LiftOptions) -> Result<Lifted> {
     }
     let mut jobs = Vec::new();
     collect(&tree, &dir, false, &mut jobs);
+    // The hololib is touched only once the directory has been walked.
+    lib.ensure_dirs()?;
+    if new_marker {
+        write_via_part(&lib.catalog_dir().join("compress.no"), b"", 0o644)?;
+    }
 
     let results = {
         let _s = tracing::info_span!("lift.hash_store", files = jobs.len()).entered();
