@@ -180,8 +180,10 @@ pub struct LiftArgs {
     /// The conda.yaml / package.yaml the environment was built from.
     #[arg(long)]
     pub blueprint: PathBuf,
+    /// Accepted as rcc's; catalogs record an empty space, as rcc's do.
     #[arg(long, default_value = "user")]
     pub space: String,
+    /// Accepted as rcc's; catalogs record an empty controller, as rcc's do.
     #[arg(long, default_value = "user")]
     pub controller: String,
     /// Store raw blobs with siphash128 digests (rcc's compress.no).
@@ -190,6 +192,9 @@ pub struct LiftArgs {
     /// Lift into this hololib directory instead of rcc's.
     #[arg(long, value_name = "DIR")]
     pub hololib: Option<PathBuf>,
+    /// Do not write DIR/identity.yaml (the blueprint) before lifting.
+    #[arg(long)]
+    pub no_identity_yaml: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -198,6 +203,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub catalog: String,
     pub target: PathBuf,
+    /// Do not write TARGET.meta (rcc's record of a restored space) nor take
+    /// TARGET.lck: touch nothing outside TARGET.
+    #[arg(long)]
+    pub no_meta: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,6 +1,35 @@
 use crate::cli::LiftArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::hololib::layout::absolute;
+use crate::hololib::lift::{self, LiftOptions};
+use crate::hololib::lock::holotree_lock;
+use crate::hololib::{Hololib, Locations};
+use std::io::IsTerminal;
 
-pub fn run(_args: &LiftArgs) -> Result<i32> {
-    Err(Error::Internal("vhrun lift: not implemented yet".into()))
+pub fn run(args: &LiftArgs) -> Result<i32> {
+    let locs = Locations::from_env();
+    let lib = match &args.hololib {
+        Some(dir) => Hololib::new(absolute(dir)),
+        None => locs.hololib.clone(),
+    };
+    let (blueprint, blueprint_hash) = lift::blueprint_of(&args.blueprint)?;
+    // rcc records environments under its holotree lock; so do we in its hololib.
+    let _lock = if lib == locs.hololib {
+        Some(holotree_lock(&locs.holotree)?)
+    } else {
+        None
+    };
+    let lifted = lift::lift(
+        &lib,
+        &args.dir,
+        &LiftOptions {
+            blueprint,
+            blueprint_hash,
+            no_compress: args.no_compress,
+            identity_yaml: !args.no_identity_yaml,
+            progress: std::io::stderr().is_terminal(),
+        },
+    )?;
+    println!("{}", lifted.key);
+    Ok(0)
 }

@@ -286,6 +286,40 @@ impl serde_json::ser::Formatter for GoFormatter {
     }
 }
 
+/// A name a catalog may hold for a file or directory: one path component,
+/// never `.`/`..`, no `/` or NUL (anything else would let a catalog write or
+/// serve outside its tree).
+pub fn valid_entry_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+impl Catalog {
+    /// Check every entry name (map keys, which decide the paths) before the
+    /// tree is used for paths; the error names the offending path.
+    pub fn validate_names(&self) -> std::result::Result<(), String> {
+        fn go(dir: &Dir, prefix: &str) -> std::result::Result<(), String> {
+            for name in dir.files.keys().chain(dir.dirs.keys()) {
+                if !valid_entry_name(name) {
+                    return Err(format!(
+                        "invalid entry name {name:?} in directory {prefix:?}"
+                    ));
+                }
+            }
+            if let Some(name) = dir.files.keys().find(|n| dir.dirs.contains_key(*n)) {
+                return Err(format!(
+                    "{:?} is both a file and a directory",
+                    join(prefix, name)
+                ));
+            }
+            for (name, sub) in &dir.dirs {
+                go(sub, &join(prefix, name))?;
+            }
+            Ok(())
+        }
+        go(&self.tree, "")
+    }
+}
+
 /// Read all of `r` (small helper for tests and tools).
 pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
     let mut v = Vec::new();
@@ -319,6 +353,22 @@ mod tests {
             text,
             "{\n  \"name\": \"\",\n  \"mode\": 2147484141,\n  \"subdirs\": {},\n  \"files\": {\n    \"a\\u003cb\\u003e\\u0026c\": {\n      \"name\": \"a\\u003cb\\u003e\\u0026c\",\n      \"size\": 3,\n      \"mode\": 420,\n      \"digest\": \"N/A\",\n      \"rewrite\": []\n    }\n  }\n}"
         );
+    }
+
+    #[test]
+    fn entry_names_are_checked() {
+        let mut c = Catalog::default();
+        assert!(c.validate_names().is_ok());
+        for bad in ["..", ".", "", "a/b", "a\0b"] {
+            let mut sub = Dir::default();
+            sub.files.insert(bad.into(), File::default());
+            c.tree.dirs.insert("d".into(), sub);
+            assert!(c.validate_names().is_err(), "{bad:?}");
+        }
+        c.tree.dirs.clear();
+        c.tree.dirs.insert("x".into(), Dir::default());
+        c.tree.files.insert("x".into(), File::default());
+        assert!(c.validate_names().unwrap_err().contains("both"));
     }
 
     #[test]

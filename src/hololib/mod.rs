@@ -6,7 +6,13 @@
 
 pub mod blob;
 pub mod catalog;
+pub mod check;
 pub mod layout;
+pub mod lift;
+pub mod lock;
+pub mod part;
+pub mod restore;
+pub mod zipio;
 
 pub use catalog::{Catalog, Dir, File};
 pub use layout::{Hololib, Locations};

@@ -1,0 +1,429 @@
+//! rcc's hololib zips (`rcc holotree export` / `import`): entries relative
+//! to the hololib, `library/<aa>/<bb>/<cc>/<digest>` (the stored blob bytes)
+//! and `catalog/<blueprint>v12.<platform>` (the gzip catalog), Deflate, no
+//! directory entries. Windows exports use `\` separators.
+//!
+//! Import is stricter than rcc's (which unzips anything as is): every entry
+//! name is checked first (nothing is written if one is bad: no traversal,
+//! absolute names, symlinks, unknown entries, blob directories that do not
+//! match the digest), each blob's content must hash to its name before it is
+//! renamed into place, existing blobs are kept, and a catalog is placed last
+//! and only when every blob it needs is in the hololib.
+
+use crate::digest::DigestKind;
+use crate::error::{Error, IoContext, Result};
+use crate::hololib::blob;
+use crate::hololib::layout::{is_catalog_name, mkdir_all};
+use crate::hololib::part::{write_via_part, PartFile};
+use crate::hololib::{Catalog, Hololib};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportStats {
+    /// Blob entries in the zip.
+    pub blobs: u64,
+    /// Of those, blobs the hololib did not have yet.
+    pub new_blobs: u64,
+    /// Catalog names placed.
+    pub catalogs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ExportStats {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// What a zip entry is, from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Blob(String),
+    Catalog(String),
+    /// A directory entry on the way to blobs or catalogs (`library/ab/`).
+    Directory,
+}
+
+const PLATFORMS: [&str; 6] = [
+    "linux_amd64",
+    "linux_arm64",
+    "darwin_amd64",
+    "darwin_arm64",
+    "windows_amd64",
+    "windows_arm64",
+];
+
+fn is_lower_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Classify an entry name as rcc's `--strict` shapes do (either separator,
+/// one or two of them), but exactly: the three blob directories must be the
+/// digest's first six hex digits and catalogs must be `<16hex>v12.<platform>`.
+pub fn classify(name: &str) -> std::result::Result<EntryKind, String> {
+    if name.contains('\0') {
+        return Err("name contains NUL".into());
+    }
+    if name.starts_with(['/', '\\']) || name.get(1..2) == Some(":") {
+        return Err("absolute name".into());
+    }
+    let is_dir = name.ends_with(['/', '\\']);
+    let raw: Vec<&str> = name
+        .trim_end_matches(['/', '\\'])
+        .split(['/', '\\'])
+        .collect();
+    // `a//b` is allowed (rcc's pattern takes one or two separators), not more.
+    let mut parts = Vec::new();
+    let mut empties = 0;
+    for p in raw {
+        if p.is_empty() {
+            empties += 1;
+            if empties > 1 {
+                return Err("too many separators".into());
+            }
+            continue;
+        }
+        empties = 0;
+        if p == "." || p == ".." {
+            return Err("relative path component".into());
+        }
+        parts.push(p);
+    }
+    let not_ours = || "not a hololib library or catalog entry".to_string();
+    match parts.as_slice() {
+        ["library", dirs @ ..] if is_dir && dirs.len() <= 3 => {
+            if dirs.iter().all(|d| d.len() == 2 && is_lower_hex(d)) {
+                Ok(EntryKind::Directory)
+            } else {
+                Err(not_ours())
+            }
+        }
+        ["catalog"] if is_dir => Ok(EntryKind::Directory),
+        _ if is_dir => Err(not_ours()),
+        ["library", a, b, c, digest] => {
+            if !crate::digest::is_hex_digest(digest) {
+                return Err("blob name is not a lowercase sha256 or siphash128 hex digest".into());
+            }
+            if [*a, *b, *c] != [&digest[0..2], &digest[2..4], &digest[4..6]] {
+                return Err("blob directories do not match its digest".into());
+            }
+            Ok(EntryKind::Blob(digest.to_string()))
+        }
+        ["catalog", file] => {
+            let ok = file.len() > 20
+                && is_lower_hex(&file[..16])
+                && file[16..].starts_with("v12.")
+                && PLATFORMS.contains(&&file[20..])
+                && is_catalog_name(file);
+            if ok {
+                Ok(EntryKind::Catalog(file.to_string()))
+            } else {
+                Err("catalog name is not <16 hex>v12.<os>_<arch>".into())
+            }
+        }
+        _ => Err(not_ours()),
+    }
+}
+
+fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path).at(path)?;
+    zip::ZipArchive::new(BufReader::with_capacity(64 << 10, file))
+        .map_err(|e| Error::bad_input(path, format!("not a readable zip: {e}")))
+}
+
+/// The digests a restore needs blobs for: regular files outside symlinked
+/// directories (symlinks are recreated as links; rcc lifts no blob for them).
+pub fn needed_digests(catalog: &Catalog) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    catalog.walk_files(|path, f, shadow| {
+        if !shadow && f.symlink.is_empty() {
+            out.push((path.to_string(), f.digest.clone()));
+        }
+    });
+    out
+}
+
+/// Import one `rcc holotree export` zip into `lib`.
+pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
+    let _span = tracing::info_span!("import", zip = %zip_path.display()).entered();
+    let mut archive = open_zip(zip_path)?;
+    let bad = |name: &str, msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
+
+    let mut blobs = Vec::new();
+    let mut catalogs = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| Error::bad_input(zip_path, format!("entry #{i}: {e}")))?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let kind = classify(&name).map_err(|m| bad(&name, &m))?;
+        if entry.is_symlink() {
+            return Err(bad(&name, "is a symlink"));
+        }
+        match kind {
+            EntryKind::Directory => {}
+            EntryKind::Blob(d) => blobs.push((i, name, d)),
+            EntryKind::Catalog(c) => catalogs.push((i, name, c)),
+        }
+    }
+    if catalogs.is_empty() {
+        return Err(Error::bad_input(
+            zip_path,
+            "no catalog/<blueprint>v12.<platform> entry: not an rcc holotree export",
+        ));
+    }
+    let mut kinds: Vec<DigestKind> = blobs
+        .iter()
+        .filter_map(|(_, _, d)| DigestKind::from_hex_len(d.len()))
+        .collect();
+    kinds.dedup();
+    if kinds.iter().any(|k| *k != kinds[0]) {
+        return Err(Error::bad_input(
+            zip_path,
+            "mixes sha256 and siphash128 blob names",
+        ));
+    }
+    lib.ensure_dirs()?;
+    if let Some(&kind) = kinds.first() {
+        if kind != lib.digest_kind() {
+            let fresh = lib.catalogs().is_empty()
+                && std::fs::read_dir(lib.library_dir())
+                    .map(|mut r| r.next().is_none())
+                    .unwrap_or(true);
+            if fresh && kind == DigestKind::Sip128 {
+                write_via_part(&lib.catalog_dir().join("compress.no"), b"", 0o644)?;
+            } else {
+                return Err(Error::bad_input(
+                    zip_path,
+                    format!(
+                        "holds {} blobs but {} uses {} digests; rcc cannot mix them in one hololib",
+                        if kind == DigestKind::Sha256 {
+                            "gzip/sha256"
+                        } else {
+                            "raw/siphash128 (compress.no)"
+                        },
+                        lib.root.display(),
+                        if lib.compress() {
+                            "sha256"
+                        } else {
+                            "siphash128"
+                        },
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Blobs, in parallel: each worker reads its share through its own handle.
+    let workers = rayon::current_num_threads().max(1);
+    let share = blobs.len().div_ceil(workers * 4).max(1);
+    let new_blobs: u64 = {
+        let _s = tracing::info_span!("import.blobs", blobs = blobs.len()).entered();
+        blobs
+            .par_chunks(share)
+            .map(|chunk| -> Result<u64> {
+                let mut archive = open_zip(zip_path)?;
+                let mut placed = 0;
+                for (i, name, digest) in chunk {
+                    let sink = lib.blob_path(digest);
+                    if sink.is_file() {
+                        continue;
+                    }
+                    mkdir_all(sink.parent().expect("blob has a parent"), 0o750)?;
+                    let mut part = PartFile::create(&sink, 0o666)?;
+                    let part_path = part.path().to_path_buf();
+                    let mut entry = archive
+                        .by_index(*i)
+                        .map_err(|e| bad(name, &e.to_string()))?;
+                    std::io::copy(&mut entry, part.file())
+                        .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
+                    part.file().flush().at(&part_path)?;
+                    blob::copy_verified(part.path(), digest, &mut std::io::sink()).map_err(
+                        |e| match e {
+                            Error::Blob { msg, .. } => bad(name, &msg),
+                            other => other,
+                        },
+                    )?;
+                    part.commit(&sink)?;
+                    placed += 1;
+                }
+                Ok(placed)
+            })
+            .collect::<Result<Vec<u64>>>()?
+            .into_iter()
+            .sum()
+    };
+
+    // Catalogs last, once their blobs are all there.
+    let mut placed = Vec::new();
+    for (i, name, file) in &catalogs {
+        let mut entry = archive
+            .by_index(*i)
+            .map_err(|e| bad(name, &e.to_string()))?;
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut raw)
+            .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
+        let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(name, &m))?;
+        catalog.validate_names().map_err(|m| bad(name, &m))?;
+        let missing: Vec<_> = needed_digests(&catalog)
+            .into_iter()
+            .filter(|(_, d)| !lib.blob_path(d).is_file())
+            .collect();
+        if let Some((path, digest)) = missing.first() {
+            return Err(bad(
+                name,
+                &format!(
+                    "{} blobs it needs are neither in the zip nor in {} (first: {path} -> {digest})",
+                    missing.len(),
+                    lib.root.display()
+                ),
+            ));
+        }
+        write_via_part(&lib.catalog_path(file), &raw, 0o666)?;
+        placed.push(file.clone());
+    }
+    tracing::info!(
+        "imported {}: {} blobs ({} new), catalogs {}",
+        zip_path.display(),
+        blobs.len(),
+        new_blobs,
+        placed.join(", ")
+    );
+    Ok(ImportStats {
+        blobs: blobs.len() as u64,
+        new_blobs,
+        catalogs: placed,
+    })
+}
+
+/// Export catalog `key` of `lib` and its blobs to `out`, laid out as rcc's
+/// export: blobs first (each once, catalog order), then the catalog.
+/// Every blob a restore needs must exist; blobs of symlinks (which rcc's
+/// export also wants) are included when present and skipped otherwise.
+pub fn export_zip(lib: &Hololib, key: &str, out: &Path) -> Result<ExportStats> {
+    let _span = tracing::info_span!("export", key, out = %out.display()).entered();
+    let catalog_path = lib.catalog_path(key);
+    let raw = std::fs::read(&catalog_path).at(&catalog_path)?;
+    let catalog = Catalog::from_bytes(&raw).map_err(|m| Error::catalog(&catalog_path, m))?;
+    catalog
+        .validate_names()
+        .map_err(|m| Error::catalog(&catalog_path, m))?;
+
+    let needed: HashSet<String> = needed_digests(&catalog)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    let mut seen = HashSet::new();
+    let mut digests = Vec::new();
+    let mut first_error = None;
+    catalog.walk_files(|path, f, _| {
+        if !seen.insert(f.digest.clone()) {
+            return;
+        }
+        let present = crate::digest::is_hex_digest(&f.digest) && lib.blob_path(&f.digest).is_file();
+        if present {
+            digests.push(f.digest.clone());
+        } else if needed.contains(&f.digest) && first_error.is_none() {
+            first_error = Some(Error::blob(
+                &f.digest,
+                lib.blob_path(&f.digest),
+                format!("missing (needed for {path} of {key}); cannot export"),
+            ));
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::NotFound {
+                path: parent.to_path_buf(),
+            });
+        }
+    }
+    let mut part = PartFile::create(out, 0o666)?;
+    let part_path = part.path().to_path_buf();
+    let zerr = |e: zip::result::ZipError| Error::io(&part_path, std::io::Error::other(e));
+    let mut stats = ExportStats::default();
+    {
+        let writer = std::io::BufWriter::with_capacity(256 << 10, part.file());
+        let mut zip = zip::ZipWriter::new(writer);
+        let options = |len: u64| {
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .compression_level(Some(1))
+                .last_modified_time(zip::DateTime::DEFAULT)
+                .system(zip::System::Dos)
+                .large_file(len >= u32::MAX as u64)
+        };
+        for d in &digests {
+            let blob_path = lib.blob_path(d);
+            let mut f = blob::open_blob_file(&blob_path, d)?;
+            let len = f.metadata().at(&blob_path)?.len();
+            let rel = format!("library/{}/{}/{}/{d}", &d[0..2], &d[2..4], &d[4..6]);
+            zip.start_file(rel, options(len)).map_err(zerr)?;
+            std::io::copy(&mut f, &mut zip).at(&blob_path)?;
+            stats.blobs += 1;
+            stats.bytes += len;
+        }
+        zip.start_file(format!("catalog/{key}"), options(raw.len() as u64))
+            .map_err(zerr)?;
+        zip.write_all(&raw).at(&part_path)?;
+        let mut writer = zip.finish().map_err(zerr)?;
+        writer.flush().at(&part_path)?;
+    }
+    part.commit(out)?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "fa883829ebb8cd2a602f9b21c1f85de24cf47949d520bceb1828b4cd1cb6906c";
+
+    #[test]
+    fn entry_names() {
+        let blob = format!("library/fa/88/38/{D}");
+        assert_eq!(classify(&blob), Ok(EntryKind::Blob(D.into())));
+        assert_eq!(
+            classify(&blob.replace('/', "\\")),
+            Ok(EntryKind::Blob(D.into()))
+        );
+        assert_eq!(
+            classify(&blob.replace('/', "//")),
+            Ok(EntryKind::Blob(D.into()))
+        );
+        assert_eq!(
+            classify("catalog/c34ed96c2d8a459av12.linux_amd64"),
+            Ok(EntryKind::Catalog("c34ed96c2d8a459av12.linux_amd64".into()))
+        );
+        assert_eq!(
+            classify("catalog\\c34ed96c2d8a459av12.windows_amd64"),
+            Ok(EntryKind::Catalog(
+                "c34ed96c2d8a459av12.windows_amd64".into()
+            ))
+        );
+        assert_eq!(classify("library/fa/"), Ok(EntryKind::Directory));
+        for bad in [
+            format!("/library/fa/88/38/{D}"),
+            format!("library/fa/88/38/../{D}"),
+            format!("library/fa/88/39/{D}"),
+            format!("library/fa/88/38/{}", D.to_uppercase()),
+            format!("library///fa/88/38/{D}"),
+            format!("C:\\library\\fa\\88\\38\\{D}"),
+            "catalog/c34ed96c2d8a459av12.linux_amd64.info".into(),
+            "catalog/../c34ed96c2d8a459av12.linux_amd64".into(),
+            "catalog/c34ed96c2d8a459av12.plan9_amd64".into(),
+            "../etc/passwd".into(),
+            "hololib.zip".into(),
+            "other/".into(),
+            "library/fa/88/38/x\0".into(),
+        ] {
+            assert!(classify(&bad).is_err(), "{bad:?}");
+        }
+    }
+}
