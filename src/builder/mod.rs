@@ -6,8 +6,6 @@
 //! own hololib; otherwise the error says which conda packages need rcc and
 //! how to install it. Builds of one blueprint are serialised (`lock`).
 //!
-//! The seams the integration connects are marked `TODO(integration)`:
-//! [`lift_staged`].
 
 pub mod lock;
 pub mod pip;
@@ -48,18 +46,23 @@ pub fn robot_conda_file(robot_yaml: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Lift a staged environment into `hololib` under the blueprint of
-/// `blueprint_file`; returns the catalog key.
-///
-/// TODO(integration): call `crate::hololib::lift` here (lift `dir` with the
-/// blueprint of `blueprint_file`, default space/controller, compressed, into
-/// `hololib`, which is `Locations::own_hololib()` for vhrun's builds).
+/// Lift a staged environment into `hololib` (vhrun's own, for its builds)
+/// under the blueprint of `blueprint_file`; returns the catalog key. The
+/// stage already holds `identity.yaml`, written by the builder.
 pub fn lift_staged(dir: &Path, blueprint_file: &Path, hololib: &Hololib) -> Result<String> {
-    let _ = (dir, blueprint_file, hololib);
-    Err(Error::Internal(
-        "lifting a built environment is not connected yet (TODO(integration): crate::hololib::lift)"
-            .into(),
-    ))
+    let bp = blueprint_of(blueprint_file)?;
+    let lifted = crate::hololib::lift::lift(
+        hololib,
+        dir,
+        &crate::hololib::lift::LiftOptions {
+            blueprint: bp.text,
+            blueprint_hash: bp.hash,
+            no_compress: false,
+            identity_yaml: false,
+            progress: false,
+        },
+    )?;
+    Ok(lifted.key)
 }
 
 /// The catalog key of `blueprint` in any hololib vhrun reads, if present.

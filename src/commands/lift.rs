@@ -12,7 +12,7 @@ pub fn run(args: &LiftArgs) -> Result<i32> {
         Some(dir) => Hololib::new(absolute(dir)),
         None => locs.hololib.clone(),
     };
-    let (blueprint, blueprint_hash) = lift::blueprint_of(&args.blueprint)?;
+    let bp = crate::blueprint::blueprint_of_file(&args.blueprint, false, &locs.robocorp_home)?;
     // rcc records environments under its holotree lock; so do we in its hololib.
     let _lock = if lib == locs.hololib {
         Some(holotree_lock(&locs.holotree)?)
@@ -23,8 +23,8 @@ pub fn run(args: &LiftArgs) -> Result<i32> {
         &lib,
         &args.dir,
         &LiftOptions {
-            blueprint,
-            blueprint_hash,
+            blueprint: bp.text,
+            blueprint_hash: bp.hash,
             no_compress: args.no_compress,
             identity_yaml: !args.no_identity_yaml,
             progress: std::io::stderr().is_terminal(),

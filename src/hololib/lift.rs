@@ -102,21 +102,6 @@ pub struct Lifted {
     pub stats: LiftStats,
 }
 
-/// Read a blueprint file: (normalised text, rcc hash).
-// TODO(integration): use crate::blueprint (rcc's normalisation of conda.yaml /
-// package.yaml); for now the file's trimmed text is hashed as is, which is
-// what rcc hashes for an already-normalised conda.yaml (e.g. simple.yaml).
-pub fn blueprint_of(path: &Path) -> Result<(String, String)> {
-    let raw = std::fs::read(path).at(path)?;
-    let text = String::from_utf8(raw).map_err(|_| Error::bad_input(path, "not UTF-8 text"))?;
-    let text = text.trim().to_string();
-    if text.is_empty() {
-        return Err(Error::bad_input(path, "empty blueprint"));
-    }
-    let hash = crate::digest::blueprint_hash(text.as_bytes());
-    Ok((text, hash))
-}
-
 /// Which digest (and blob encoding) a lift into `lib` uses, and whether
 /// `compress.no` must be created (a fresh hololib lifted raw); refuses to
 /// mix the two modes.
