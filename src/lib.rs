@@ -4,13 +4,17 @@
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
 
+pub mod blobcache;
 pub mod cli;
 pub mod commands;
 pub mod digest;
 pub mod error;
+pub mod fuse;
 pub mod gomode;
 pub mod hololib;
 pub mod logging;
 pub mod relocate;
+pub mod sys;
+pub mod tree;
 
 pub use error::{Error, Result};

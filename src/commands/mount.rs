@@ -1,6 +1,137 @@
-use crate::cli::MountArgs;
-use crate::error::{Error, Result};
+//! `vhrun mount`: serve a catalog at a mount point of the host, in the
+//! foreground, until SIGINT/SIGTERM/SIGHUP or an outside `umount`; never
+//! leave the mount behind, even when killed (a watchdog process unmounts).
 
-pub fn run(_args: &MountArgs) -> Result<i32> {
-    Err(Error::Internal("vhrun mount: not implemented yet".into()))
+use crate::blobcache::BlobCache;
+use crate::cli::MountArgs;
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::{self, MountOptions, PassthroughMode, WaitOutcome};
+use crate::hololib::Locations;
+use crate::sys::{mountinfo, watchdog};
+use crate::tree::Tree;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub fn run(args: &MountArgs) -> Result<i32> {
+    let t0 = std::time::Instant::now();
+    let key = match (&args.catalog, &args.robot) {
+        (Some(key), _) => key,
+        // TODO(integration): resolve robot.yaml -> blueprint -> catalog
+        // (the robot/blueprint modules are being written in parallel).
+        (None, Some(robot)) => {
+            return Err(Error::Usage(format!(
+                "vhrun mount -r {}: not yet supported; use --catalog KEY (see `vhrun catalogs`)",
+                robot.display()
+            )))
+        }
+        (None, None) => return Err(Error::Usage("vhrun mount needs --catalog KEY".into())),
+    };
+    let loc = Locations::from_env();
+    let (lib, name) = loc.find_catalog(key)?;
+    let tree = Arc::new(Tree::load_indexed(
+        &lib.catalog_path(&name),
+        &loc.vhrun_home.join("index"),
+    )?);
+
+    let (mountpoint, created) = prepare_mountpoint(&args.mountpoint)?;
+    let target = match &args.target_name {
+        Some(t) => t.clone(),
+        None => mountpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::bad_input(&mountpoint, "cannot mount at the root"))?,
+    };
+    let cleanup = |e: Error| {
+        if created {
+            let _ = std::fs::remove_dir(&mountpoint);
+        }
+        e
+    };
+    fuse::check_target_name(&tree, &target).map_err(cleanup)?;
+    raise_nofile_limit();
+
+    // Forked while single-threaded; from here on the mount cannot outlive us.
+    let dog = watchdog::spawn(&mountpoint, created).map_err(cleanup)?;
+    let opts = MountOptions {
+        target_name: target,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        threads: args.threads as usize,
+        passthrough: if args.no_passthrough {
+            PassthroughMode::Off
+        } else {
+            PassthroughMode::Auto
+        },
+    };
+    let cache = BlobCache::at_home(lib, &loc.vhrun_home);
+    let mounted = fuse::mount(tree.clone(), cache, &mountpoint, &opts)?;
+    match mountinfo::find(&mountpoint) {
+        Ok(Some(m)) if m.fs_type == "fuse.vhrun" => dog.arm(m.id),
+        _ => tracing::warn!(
+            "{}: mount not found in /proc/self/mountinfo; no watchdog",
+            mountpoint.display()
+        ),
+    }
+    tracing::info!(
+        "serving {name} ({} nodes) at {}, ready in {:.1} ms",
+        tree.len(),
+        mountpoint.display(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+
+    let outcome = mounted.wait(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
+    match outcome {
+        WaitOutcome::Signal(s) => tracing::info!("signal {s}: unmounting"),
+        WaitOutcome::Unmounted => tracing::info!("unmounted from outside"),
+    }
+    let stats = mounted.unmount();
+    dog.disarm();
+    if created {
+        let _ = std::fs::remove_dir(&mountpoint);
+    }
+    let stats = stats?;
+    if args.stats {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats).expect("stats serialise")
+        );
+    }
+    Ok(0)
+}
+
+/// An absolute, symlink-free, empty directory to mount on; created (as a
+/// restore would create the space) when missing. Returns whether we made it.
+fn prepare_mountpoint(given: &Path) -> Result<(PathBuf, bool)> {
+    let abs = std::path::absolute(given).at(given)?;
+    let mut created = false;
+    if std::fs::symlink_metadata(&abs).is_err() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&abs)
+            .at(&abs)?;
+        created = true;
+    }
+    let path = abs.canonicalize().at(&abs)?;
+    if !path.is_dir() {
+        return Err(Error::bad_input(&path, "mount point is not a directory"));
+    }
+    if std::fs::read_dir(&path).at(&path)?.next().is_some() {
+        return Err(Error::bad_input(
+            &path,
+            "mount point is not empty (vhrun mount refuses to hide files)",
+        ));
+    }
+    Ok((path, created))
+}
+
+/// The server keeps one descriptor per open file: allow as many as the
+/// hard limit does (this process only serves, it runs no task).
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
