@@ -800,9 +800,9 @@ fn sixteen_threads_reading_at_random_offsets_agree_with_restore() {
             for t in 0..16u64 {
                 let (files, mp) = (&files, &mountpoint);
                 s.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1) * 7919);
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t + 1) * 7919));
                     for _ in 0..300 {
-                        let rel = if rng.next() % 8 == 0 {
+                        let rel = if rng.next().is_multiple_of(8) {
                             Path::new("big.bin")
                         } else {
                             files[(rng.next() % files.len() as u64) as usize].as_path()
@@ -926,4 +926,127 @@ fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Interpreter whose prefix make-env.sh copies (CPython 3.11, as its pins need).
+fn heavy_python() -> PathBuf {
+    let p = std::env::var_os("VHRUN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.pyenv/versions/3.11.7/bin/python3.11"));
+    assert!(p.is_file(), "{}: no CPython 3.11 for make-env.sh (set VHRUN_TEST_PYTHON)", p.display());
+    p
+}
+
+fn short_hash(files: &[PathBuf]) -> String {
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+    }
+    sha256_hex(&all)[..16].to_string()
+}
+
+/// Stage name of the heavy environment (24 bytes, last byte unique in it).
+const HEAVY_STAGE: &str = "h0000000_vhrunenvcore11t";
+
+/// The make-env.sh environment lifted by pack-store.py, cached under
+/// /tmp/vhrun-testenv/<hash of make-env.sh>/ (building takes minutes the
+/// first time). Returns (cache dir, hololib, catalog key).
+fn heavy_env() -> (PathBuf, PathBuf, String) {
+    let make_env = bench("make-env.sh");
+    let base = PathBuf::from("/tmp/vhrun-testenv").join(short_hash(std::slice::from_ref(&make_env)));
+    fs::create_dir_all(&base).unwrap();
+    let lock = fs::File::create(base.join(".lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let env = base.join(HEAVY_STAGE);
+    if !base.join("env.ok").exists() {
+        if env.exists() {
+            fs::remove_dir_all(&env).unwrap();
+        }
+        eprintln!("building {} with make-env.sh (minutes the first time)", env.display());
+        let out = Command::new("bash")
+            .arg(&make_env)
+            .arg(&env)
+            .env("MAKE_ENV_CORE_ONLY", "1")
+            .env("PYTHON", heavy_python())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "VHRUN_HEAVY_TESTS=1 but make-env.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(base.join("env.ok"), "").unwrap();
+    }
+    let packer = [bench("pack-store.py"), bench("hololib.py")];
+    let hololib = base.join(format!("hololib-{}", short_hash(&packer)));
+    let key_file = hololib.join("key.txt");
+    if !key_file.exists() {
+        if hololib.exists() {
+            fs::remove_dir_all(&hololib).unwrap();
+        }
+        let blueprint = base.join("blueprint.yaml");
+        fs::write(&blueprint, "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - pandas\n").unwrap();
+        let out = Command::new(python())
+            .arg(&packer[0])
+            .arg(&env)
+            .arg(&hololib)
+            .arg("--blueprint-file")
+            .arg(&blueprint)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pack-store.py: {}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(summary["files_with_rewrite"].as_u64().unwrap() > 10, "{summary}");
+        fs::write(&key_file, summary["catalog_key"].as_str().unwrap()).unwrap();
+    }
+    let key = fs::read_to_string(&key_file).unwrap();
+    (base, hololib, key)
+}
+
+#[test]
+fn python_environment_imports_from_the_mount() {
+    if std::env::var("VHRUN_HEAVY_TESTS").as_deref() != Ok("1") {
+        eprintln!("python_environment_imports_from_the_mount: set VHRUN_HEAVY_TESTS=1 to run");
+        return;
+    }
+    require_fuse();
+    let (base, hololib, key) = heavy_env();
+    let w = World::new();
+    fs::remove_dir(w.hololib()).unwrap();
+    std::os::unix::fs::symlink(&hololib, w.hololib()).unwrap();
+    // A sibling of the lifted stage: relocation rewrites only the basename.
+    let mountpoint = base.join(format!("m{:07}_vhrunenvcore11t", std::process::id() % 10_000_000));
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        let server = w.mount(&key, &mountpoint, extra);
+        let t0 = Instant::now();
+        let out = Command::new(mountpoint.join("bin/python3"))
+            .args(["-c", "import pandas, numpy, sqlalchemy, sys; print(numpy.__file__); print(sys.prefix)"])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONNOUSERSITE", "1")
+            .env_remove("PYTHONPATH")
+            .env_remove("PYTHONHOME")
+            .env_remove("PYTHONPYCACHEPREFIX")
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        let ready = server.ready;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "python from the mount: {}", String::from_utf8_lossy(&out.stderr));
+        let mp = mountpoint.display().to_string();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(lines[0].starts_with(&mp) && lines[1] == mp, "{stdout}");
+        let (st, out, err) = server.stop(nix::sys::signal::Signal::SIGTERM);
+        assert!(st.success(), "{err}");
+        let stats = Server::stats(&out);
+        assert_eq!(stats["eio"], 0, "{stats}");
+        eprintln!(
+            "{extra:?}: mount ready {:?}, import {took:?}, read mode {}, opens {}, blobs decoded {}",
+            ready,
+            stats["read_mode"],
+            stats["open"],
+            stats["cache"]["decoded"]
+        );
+        assert!(!is_mounted(&mountpoint) && !mountpoint.exists());
+    }
 }
