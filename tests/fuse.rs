@@ -933,7 +933,11 @@ fn heavy_python() -> PathBuf {
     let p = std::env::var_os("VHRUN_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root/.pyenv/versions/3.11.7/bin/python3.11"));
-    assert!(p.is_file(), "{}: no CPython 3.11 for make-env.sh (set VHRUN_TEST_PYTHON)", p.display());
+    assert!(
+        p.is_file(),
+        "{}: no CPython 3.11 for make-env.sh (set VHRUN_TEST_PYTHON)",
+        p.display()
+    );
     p
 }
 
@@ -953,7 +957,8 @@ const HEAVY_STAGE: &str = "h0000000_vhrunenvcore11t";
 /// first time). Returns (cache dir, hololib, catalog key).
 fn heavy_env() -> (PathBuf, PathBuf, String) {
     let make_env = bench("make-env.sh");
-    let base = PathBuf::from("/tmp/vhrun-testenv").join(short_hash(std::slice::from_ref(&make_env)));
+    let base =
+        PathBuf::from("/tmp/vhrun-testenv").join(short_hash(std::slice::from_ref(&make_env)));
     fs::create_dir_all(&base).unwrap();
     let lock = fs::File::create(base.join(".lock")).unwrap();
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
@@ -962,7 +967,10 @@ fn heavy_env() -> (PathBuf, PathBuf, String) {
         if env.exists() {
             fs::remove_dir_all(&env).unwrap();
         }
-        eprintln!("building {} with make-env.sh (minutes the first time)", env.display());
+        eprintln!(
+            "building {} with make-env.sh (minutes the first time)",
+            env.display()
+        );
         let out = Command::new("bash")
             .arg(&make_env)
             .arg(&env)
@@ -986,7 +994,11 @@ fn heavy_env() -> (PathBuf, PathBuf, String) {
             fs::remove_dir_all(&hololib).unwrap();
         }
         let blueprint = base.join("blueprint.yaml");
-        fs::write(&blueprint, "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - pandas\n").unwrap();
+        fs::write(
+            &blueprint,
+            "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - pandas\n",
+        )
+        .unwrap();
         let out = Command::new(python())
             .arg(&packer[0])
             .arg(&env)
@@ -995,9 +1007,16 @@ fn heavy_env() -> (PathBuf, PathBuf, String) {
             .arg(&blueprint)
             .output()
             .unwrap();
-        assert!(out.status.success(), "pack-store.py: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pack-store.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(summary["files_with_rewrite"].as_u64().unwrap() > 10, "{summary}");
+        assert!(
+            summary["files_with_rewrite"].as_u64().unwrap() > 10,
+            "{summary}"
+        );
         fs::write(&key_file, summary["catalog_key"].as_str().unwrap()).unwrap();
     }
     let key = fs::read_to_string(&key_file).unwrap();
@@ -1016,12 +1035,18 @@ fn python_environment_imports_from_the_mount() {
     fs::remove_dir(w.hololib()).unwrap();
     std::os::unix::fs::symlink(&hololib, w.hololib()).unwrap();
     // A sibling of the lifted stage: relocation rewrites only the basename.
-    let mountpoint = base.join(format!("m{:07}_vhrunenvcore11t", std::process::id() % 10_000_000));
+    let mountpoint = base.join(format!(
+        "m{:07}_vhrunenvcore11t",
+        std::process::id() % 10_000_000
+    ));
     for extra in [&[][..], &["--no-passthrough"][..]] {
         let server = w.mount(&key, &mountpoint, extra);
         let t0 = Instant::now();
         let out = Command::new(mountpoint.join("bin/python3"))
-            .args(["-c", "import pandas, numpy, sqlalchemy, sys; print(numpy.__file__); print(sys.prefix)"])
+            .args([
+                "-c",
+                "import pandas, numpy, sqlalchemy, sys; print(numpy.__file__); print(sys.prefix)",
+            ])
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONNOUSERSITE", "1")
             .env_remove("PYTHONPATH")
@@ -1032,7 +1057,11 @@ fn python_environment_imports_from_the_mount() {
         let took = t0.elapsed();
         let ready = server.ready;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "python from the mount: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "python from the mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mp = mountpoint.display().to_string();
         let lines: Vec<&str> = stdout.lines().collect();
         assert!(lines[0].starts_with(&mp) && lines[1] == mp, "{stdout}");
@@ -1049,4 +1078,116 @@ fn python_environment_imports_from_the_mount() {
         );
         assert!(!is_mounted(&mountpoint) && !mountpoint.exists());
     }
+}
+
+/// The machine's CPython prefix, trimmed to the interpreter and its
+/// standard library, lifted and run from the mount (always runs: no
+/// network, a few seconds).
+#[test]
+fn small_python_prefix_runs_from_the_mount() {
+    require_fuse();
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import sys; print(sys.base_prefix); print('%d.%d' % sys.version_info[:2])",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "no python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (prefix, ver) = text.trim().split_once('\n').unwrap();
+    let prefix = PathBuf::from(prefix);
+    let w = World::new();
+    let stage = w.path().join("stage").join("h2222222_vhrunpyprefix0t");
+    let skip = [
+        "site-packages",
+        "test",
+        "__pycache__",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "ensurepip",
+        "lib2to3",
+    ];
+    let stdlib = prefix.join(format!("lib/python{ver}"));
+    for (rel, m) in walk(&stdlib) {
+        let first = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if rel
+            .components()
+            .any(|c| skip.contains(&c.as_os_str().to_str().unwrap_or("")))
+            || first.is_some_and(|f| f.starts_with("config-"))
+        {
+            continue;
+        }
+        let dst = stage.join(format!("lib/python{ver}")).join(&rel);
+        if m.is_dir() {
+            fs::create_dir_all(&dst).unwrap();
+        } else if m.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(stdlib.join(&rel)).unwrap(), &dst).unwrap();
+        } else {
+            fs::copy(stdlib.join(&rel), &dst).unwrap();
+        }
+    }
+    fs::create_dir_all(stage.join("bin")).unwrap();
+    fs::copy(
+        prefix.join(format!("bin/python{ver}")),
+        stage.join(format!("bin/python{ver}")),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(format!("python{ver}"), stage.join("bin/python3")).unwrap();
+    let blueprint = w.path().join("blueprint.yaml");
+    fs::write(&blueprint, format!("dependencies:\n- python={ver}\n")).unwrap();
+    let out = Command::new(python())
+        .arg(bench("pack-store.py"))
+        .arg(&stage)
+        .arg(w.hololib())
+        .arg("--blueprint-file")
+        .arg(&blueprint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pack-store.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = summary["catalog_key"].as_str().unwrap();
+    // Remove the stage: whatever runs must come from the mount.
+    fs::remove_dir_all(&stage).unwrap();
+    let mountpoint = w.path().join("stage").join("h3333333_vhrunpyprefix0t");
+    let server = w.mount(key, &mountpoint, &[]);
+    let out = Command::new(mountpoint.join("bin/python3"))
+        .args([
+            "-c",
+            "import sys, json, decimal, sqlite3, ssl, email.parser; print(sys.prefix); print(json.__file__)",
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONNOUSERSITE", "1")
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPYCACHEPREFIX")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python from the mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mp = mountpoint.display().to_string();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], mp, "{stdout}");
+    assert!(
+        lines[1].starts_with(&format!("{mp}/lib/python{ver}/json/")),
+        "{stdout}"
+    );
+    let (st, _, err) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(st.success(), "{err}");
 }
