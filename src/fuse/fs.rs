@@ -48,6 +48,8 @@ pub(crate) struct VhFs {
     pub want_passthrough: bool,
     pub counters: Arc<Counters>,
     passthrough: AtomicBool,
+    /// The kernel opens directories without asking (FUSE_NO_OPENDIR_SUPPORT).
+    no_opendir: AtomicBool,
     by_inode: Mutex<HashMap<u64, Weak<OpenFile>>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
@@ -81,6 +83,7 @@ impl VhFs {
             want_passthrough,
             counters,
             passthrough: AtomicBool::new(false),
+            no_opendir: AtomicBool::new(false),
             by_inode: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -239,6 +242,15 @@ impl Filesystem for VhFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ASYNC_READ;
         let _ = config.add_capabilities(wanted & caps);
+        // Answering OPENDIR with ENOSYS then makes the kernel stop sending
+        // OPENDIR/RELEASEDIR and cache listings (KEEP_CACHE | CACHE_DIR).
+        self.no_opendir.store(
+            caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+                && config
+                    .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+                    .is_ok(),
+            Relaxed,
+        );
         let _ = config.set_time_granularity(Duration::from_secs(1));
         let mode = if !self.want_passthrough {
             tracing::info!("read mode: served by vhrun (passthrough turned off)");
@@ -408,6 +420,7 @@ impl Filesystem for VhFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         Counters::bump(&self.counters.opendir);
         match self.tree.get(ino.0).map(|n| n.kind()) {
+            Some(Kind::Dir) if self.no_opendir.load(Relaxed) => reply.error(Errno::ENOSYS),
             // The kernel keeps the listing in its page cache across opens.
             Some(Kind::Dir) => reply.opened(
                 FileHandle(0),
