@@ -1191,3 +1191,67 @@ fn small_python_prefix_runs_from_the_mount() {
     let (st, _, err) = server.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(st.success(), "{err}");
 }
+
+#[test]
+fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
+    require_fuse();
+    use vhrun::hololib::Catalog;
+    let w = World::with_fixture();
+    let cat = Catalog::load(&w.hololib().join("catalog").join(FIXTURE_KEY)).unwrap();
+    let mut odd = cat.clone();
+    odd.tree.files.get_mut("rcc_plan.log").unwrap().size = -1;
+    odd.tree.files.get_mut("identity.yaml").unwrap().digest = "../../../etc/passwd".into();
+    odd.tree.files.get_mut("golden-ee.yaml").unwrap().rewrite = vec![60];
+    let odd_key = "0000000000000001v12.linux_amd64";
+    odd.save(&w.hololib().join("catalog").join(odd_key))
+        .unwrap();
+    let name = name24("defects");
+    let mountpoint = w.path().join(&name);
+    let server = w.mount(odd_key, &mountpoint, &[]);
+    for bad in ["rcc_plan.log", "identity.yaml", "golden-ee.yaml"] {
+        let e = fs::read(mountpoint.join(bad)).expect_err(bad);
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{bad}");
+    }
+    assert_eq!(
+        fs::metadata(mountpoint.join("rcc_plan.log")).unwrap().len(),
+        0
+    );
+    assert_eq!(
+        fs::read(mountpoint.join("ssl/cert.pem")).unwrap().len(),
+        265969
+    );
+    let (st, _, err) = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}/rcc_plan.log: catalog records a negative size"
+        )),
+        "{err}"
+    );
+
+    let mut evil = cat;
+    let f = evil.tree.files.remove("identity.yaml").unwrap();
+    evil.tree
+        .dirs
+        .get_mut("ssl")
+        .unwrap()
+        .files
+        .insert("../../escape".into(), f);
+    let evil_key = "0000000000000002v12.linux_amd64";
+    evil.save(&w.hololib().join("catalog").join(evil_key))
+        .unwrap();
+    let mountpoint = w.path().join(name24("evil"));
+    let out = w
+        .command()
+        .args(["mount", "--catalog", evil_key])
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains(evil_key) && err.contains("ssl/../../escape"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mountpoint) && !mountpoint.exists());
+}

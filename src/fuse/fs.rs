@@ -162,19 +162,27 @@ impl VhFs {
             return Ok(f);
         }
         if let Some(d) = n.defect() {
-            return Err(self.eio(ino, &d.describe()));
+            let why = format!("{} ({})", d.describe(), self.tree.catalog_path().display());
+            return Err(self.eio(ino, &why));
         }
         let digest = n.digest().unwrap_or_default();
         let (file, _source) = self
             .cache
             .open(digest, n.size(), n.rewrite(), &self.target)
-            .map_err(|e| self.eio(ino, &e))?;
+            .map_err(|e| match out_of_resources(&e) {
+                Some(errno) => errno,
+                None => self.eio(ino, &e),
+            })?;
         let backing = if self.passthrough.load(Relaxed) {
             match reply.open_backing(&file) {
                 Ok(id) => Some(id),
+                Err(e) if e.raw_os_error().is_some_and(is_transient) => {
+                    return Err(Errno::from(e));
+                }
                 Err(e) => {
-                    // Mixing modes on one inode is refused by the kernel, so
-                    // drop passthrough for the whole mount, once.
+                    // Refused for good (privileges, stacking): mixing modes
+                    // on one inode is refused by the kernel, so drop
+                    // passthrough for the whole mount, once.
                     if self.passthrough.swap(false, Relaxed) {
                         tracing::warn!(
                             "FUSE passthrough refused by the kernel ({e}); serving reads from vhrun"
@@ -214,6 +222,25 @@ impl VhFs {
                 Some((c, c.name()))
             }
         }
+    }
+}
+
+fn is_transient(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR
+    )
+}
+
+/// Running out of descriptors or memory is the caller's problem to retry,
+/// not a damaged blob: answer with that errno and log nothing.
+fn out_of_resources(e: &crate::error::Error) -> Option<Errno> {
+    match e {
+        crate::error::Error::Io { source, .. } => source
+            .raw_os_error()
+            .filter(|&n| is_transient(n))
+            .map(Errno::from_i32),
+        _ => None,
     }
 }
 
