@@ -98,12 +98,11 @@ pub fn check_target_name(tree: &Tree, target: &str) -> Result<()> {
     if tree.has_rewrites() && target.len() != tree.identity().len() {
         return Err(Error::Usage(format!(
             "target name {target:?} has {} bytes but catalog {} relocates files in place \
-             with its identity {:?} ({} bytes); mount at a directory whose name has {} bytes \
-             or pass --target-name",
+             with its identity {:?}: the target name (by default the mount point's \
+             basename) must have {} bytes",
             target.len(),
             tree.catalog_path().display(),
             tree.identity(),
-            tree.identity().len(),
             tree.identity().len(),
         )));
     }
