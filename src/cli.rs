@@ -220,5 +220,9 @@ pub struct MountArgs {
     /// Print the server's request counters as JSON on stdout when it stops.
     #[arg(long)]
     pub stats: bool,
+    /// Before reporting ready, replay the paths the previous mount of this
+    /// catalog touched, so the kernel caches them.
+    #[arg(long)]
+    pub prefetch: bool,
     pub mountpoint: PathBuf,
 }

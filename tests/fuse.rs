@@ -344,6 +344,11 @@ fn fixture_mount_equals_restore_and_stops_cleanly() {
     assert_eq!(stats["lookup_negative"], 1, "{stats}");
     assert_eq!(stats["eio"], 0, "{stats}");
     assert!(!is_mounted(&mountpoint), "mount left behind");
+    let ws = fs::read(w.vhrun_home().join("workset").join(FIXTURE_KEY)).unwrap();
+    assert!(
+        ws.windows(16).any(|x| x == b"ssl/no-such-file"),
+        "working set saved"
+    );
     assert!(
         !mountpoint.exists(),
         "vhrun created the mount point and must remove it"
@@ -1258,4 +1263,56 @@ fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
         "{err}"
     );
     assert!(!is_mounted(&mountpoint) && !mountpoint.exists());
+}
+
+/// The library API the sandbox calls: mount in-process, record the working
+/// set, prefetch it into a fresh mount, unmount on drop.
+#[test]
+fn library_mount_records_and_prefetches_the_working_set() {
+    require_fuse();
+    use std::sync::Arc;
+    use vhrun::blobcache::BlobCache;
+    use vhrun::fuse::{MountOptions, PassthroughMode};
+    use vhrun::hololib::Hololib;
+    use vhrun::tree::Tree;
+    let w = World::with_fixture();
+    let catalog = w.hololib().join("catalog").join(FIXTURE_KEY);
+    let tree = Arc::new(Tree::load_indexed(&catalog, &w.vhrun_home().join("index")).unwrap());
+    let name = name24("library");
+    let mp = w.path().join(&name);
+    fs::create_dir(&mp).unwrap();
+    let mut opts = MountOptions::for_caller(name.clone());
+    opts.passthrough = PassthroughMode::Off;
+    let touch = |mp: &Path| {
+        assert_eq!(fs::read(mp.join("ssl/cacert.pem")).unwrap().len(), 265969);
+        assert!(fs::symlink_metadata(mp.join("conda-meta/missing")).is_err());
+        assert_eq!(fs::read_dir(mp.join("ssl")).unwrap().count(), 2);
+    };
+    let cache = || BlobCache::at_home(Hololib::new(w.hololib()), &w.vhrun_home());
+    let m = vhrun::fuse::mount(tree.clone(), cache(), &mp, &opts).unwrap();
+    assert!(is_mounted(&mp) && m.is_serving());
+    touch(&mp);
+    let ws = m.working_set();
+    for p in ["ssl", "ssl/cacert.pem", "conda-meta", "conda-meta/missing"] {
+        assert!(ws.lookups.contains(&PathBuf::from(p)), "{p} in {ws:?}");
+    }
+    assert!(ws.dirs.contains(&PathBuf::from("ssl")), "{ws:?}");
+    let stats = m.unmount().unwrap();
+    assert_eq!(stats.read_mode, vhrun::fuse::ReadMode::Served);
+    assert!(stats.bytes_read >= 265969, "{stats:?}");
+    assert!(!is_mounted(&mp));
+
+    let m = vhrun::fuse::mount(tree, cache(), &mp, &opts).unwrap();
+    let p = m.prefetch(&ws, 4);
+    assert_eq!(p.paths, ws.lookups.len());
+    let before = m.stats();
+    touch(&mp);
+    let after = m.stats();
+    assert_eq!(after.lookup, before.lookup, "prefetched lookups are cached");
+    assert_eq!(
+        after.readdirplus + after.readdir,
+        before.readdirplus + before.readdir
+    );
+    drop(m);
+    assert!(!is_mounted(&mp), "drop unmounts");
 }

@@ -5,7 +5,7 @@
 use crate::blobcache::BlobCache;
 use crate::cli::MountArgs;
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::{self, MountOptions, PassthroughMode, WaitOutcome};
+use crate::fuse::{self, MountOptions, PassthroughMode, WaitOutcome, WorkingSet};
 use crate::hololib::Locations;
 use crate::sys::{mountinfo, watchdog};
 use crate::tree::Tree;
@@ -72,6 +72,18 @@ pub fn run(args: &MountArgs) -> Result<i32> {
             mountpoint.display()
         ),
     }
+    let ws_path = WorkingSet::path_for(&loc.vhrun_home, &tree);
+    if args.prefetch {
+        if let Some(ws) = WorkingSet::load(&ws_path) {
+            let p = mounted.prefetch(&ws, 4);
+            tracing::info!(
+                "prefetched {} paths and {} directories in {:.1} ms",
+                p.paths,
+                p.dirs,
+                p.elapsed.as_secs_f64() * 1e3
+            );
+        }
+    }
     tracing::info!(
         "serving {name} ({} nodes) at {}, ready in {:.1} ms",
         tree.len(),
@@ -83,6 +95,15 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     match outcome {
         WaitOutcome::Signal(s) => tracing::info!("signal {s}: unmounting"),
         WaitOutcome::Unmounted => tracing::info!("unmounted from outside"),
+    }
+    let mut ws = mounted.working_set();
+    if !ws.is_empty() {
+        if let Some(old) = WorkingSet::load(&ws_path) {
+            ws.merge(old);
+        }
+        if let Err(e) = ws.save(&ws_path) {
+            tracing::warn!("cannot save the working set: {e}");
+        }
     }
     let stats = mounted.unmount();
     dog.disarm();

@@ -8,6 +8,7 @@
 //! a first failure per file (EIO), which names the file and the blob.
 
 use super::stats::{Counters, ReadMode};
+use super::workset::Recorder;
 use crate::blobcache::BlobCache;
 use crate::tree::{Kind, NodeRef, Tree, MTIME};
 use fuser::{
@@ -47,6 +48,7 @@ pub(crate) struct VhFs {
     pub mountpoint: PathBuf,
     pub want_passthrough: bool,
     pub counters: Arc<Counters>,
+    pub recorder: Arc<Recorder>,
     passthrough: AtomicBool,
     /// The kernel opens directories without asking (FUSE_NO_OPENDIR_SUPPORT).
     no_opendir: AtomicBool,
@@ -72,6 +74,7 @@ impl VhFs {
         mountpoint: PathBuf,
         want_passthrough: bool,
         counters: Arc<Counters>,
+        recorder: Arc<Recorder>,
     ) -> VhFs {
         VhFs {
             tree,
@@ -82,6 +85,7 @@ impl VhFs {
             mountpoint,
             want_passthrough,
             counters,
+            recorder,
             passthrough: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
             by_inode: Mutex::new(HashMap::new()),
@@ -317,7 +321,10 @@ impl Filesystem for VhFs {
         let found = match name {
             b"." => Some(dir),
             b".." => self.tree.get(dir.parent()),
-            _ => self.tree.lookup(parent.0, name),
+            _ => {
+                self.recorder.lookup(parent.0, name);
+                self.tree.lookup(parent.0, name)
+            }
         };
         match found {
             Some(n) => reply.entry(&TTL, &self.attr(&n), Generation(0)),
@@ -470,6 +477,9 @@ impl Filesystem for VhFs {
         let Some((dir, total)) = self.dir_entries(ino.0) else {
             return reply.error(Errno::ENOTDIR);
         };
+        if offset == 0 {
+            self.recorder.listed(ino.0);
+        }
         for i in offset..total {
             let Some((n, name)) = self.dir_entry(&dir, i) else {
                 break;
@@ -494,6 +504,9 @@ impl Filesystem for VhFs {
         let Some((dir, total)) = self.dir_entries(ino.0) else {
             return reply.error(Errno::ENOTDIR);
         };
+        if offset == 0 {
+            self.recorder.listed(ino.0);
+        }
         for i in offset..total {
             let Some((n, name)) = self.dir_entry(&dir, i) else {
                 break;

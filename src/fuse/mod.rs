@@ -15,8 +15,10 @@
 
 mod fs;
 pub mod stats;
+pub mod workset;
 
 pub use stats::{ReadMode, Stats};
+pub use workset::{Prefetched, WorkingSet};
 
 use crate::blobcache::BlobCache;
 use crate::error::{Error, Result};
@@ -73,6 +75,8 @@ impl MountOptions {
 #[derive(Debug)]
 pub struct MountedTree {
     mountpoint: PathBuf,
+    tree: Arc<Tree>,
+    recorder: Arc<workset::Recorder>,
     counters: Arc<stats::Counters>,
     cache: Arc<BlobCache>,
     /// Readable (EOF) once the session has ended.
@@ -151,9 +155,10 @@ pub fn mount(
         _ => Error::io(mountpoint, std::io::Error::from(e)),
     })?;
     let counters = Arc::new(stats::Counters::default());
+    let recorder = Arc::new(workset::Recorder::default());
     let cache = Arc::new(cache);
     let fs = fs::VhFs::new(
-        tree,
+        tree.clone(),
         cache.clone(),
         opts.target_name.clone(),
         opts.uid,
@@ -161,6 +166,7 @@ pub fn mount(
         mountpoint.to_path_buf(),
         opts.passthrough == PassthroughMode::Auto,
         counters.clone(),
+        recorder.clone(),
     );
     let mut config = fuser::Config::default();
     config.n_threads = Some(opts.threads.max(1));
@@ -198,6 +204,8 @@ pub fn mount(
     };
     Ok(MountedTree {
         mountpoint: mountpoint.to_path_buf(),
+        tree,
+        recorder,
         counters,
         cache,
         ended,
@@ -218,6 +226,24 @@ impl MountedTree {
 
     pub fn read_mode(&self) -> ReadMode {
         self.counters.read_mode()
+    }
+
+    pub fn tree(&self) -> &Arc<Tree> {
+        &self.tree
+    }
+
+    /// Every path looked up and directory listed through this mount so far
+    /// (save it with `WorkingSet::save` at the end of a run).
+    pub fn working_set(&self) -> WorkingSet {
+        self.recorder.snapshot(&self.tree)
+    }
+
+    /// Warm the kernel's caches of this mount with `ws` (a previous run's
+    /// working set) from `threads` threads; call before starting the task.
+    pub fn prefetch(&self, ws: &WorkingSet, threads: usize) -> Prefetched {
+        let span = tracing::info_span!("fuse.prefetch", paths = ws.lookups.len());
+        let _g = span.enter();
+        ws.prefetch(&self.mountpoint, threads)
     }
 
     /// True while the server still runs (the mount was not torn down).
