@@ -5,7 +5,7 @@
 use crate::blobcache::BlobCache;
 use crate::cli::MountArgs;
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::{self, MountOptions, PassthroughMode, WaitOutcome, WorkingSet};
+use crate::fuse::{self, MountOptions, PassthroughMode, SignalWatch, WaitOutcome, WorkingSet};
 use crate::hololib::Locations;
 use crate::sys::{mountinfo, watchdog};
 use crate::tree::Tree;
@@ -64,6 +64,9 @@ pub fn run(args: &MountArgs) -> Result<i32> {
         },
     };
     let cache = BlobCache::at_home(lib, &loc.vhrun_home);
+    // Caught from before the mount exists: a Ctrl-C at any point unmounts
+    // cleanly and exits 0.
+    let signals = SignalWatch::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
     let mounted = fuse::mount(tree.clone(), cache, &mountpoint, &opts)?;
     match mountinfo::find(&mountpoint) {
         Ok(Some(m)) if m.fs_type == "fuse.vhrun" => dog.arm(m.id),
@@ -91,7 +94,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
         t0.elapsed().as_secs_f64() * 1e3
     );
 
-    let outcome = mounted.wait(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
+    let outcome = mounted.wait(&signals)?;
     match outcome {
         WaitOutcome::Signal(s) => tracing::info!("signal {s}: unmounting"),
         WaitOutcome::Unmounted => tracing::info!("unmounted from outside"),

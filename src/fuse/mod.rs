@@ -94,6 +94,37 @@ pub enum WaitOutcome {
     Unmounted,
 }
 
+/// Signals caught into self-pipes, for [`MountedTree::wait`]. Create it
+/// before mounting, so a signal that arrives early is not lost (or fatal).
+/// While it lives, the signals do not take their default action.
+#[derive(Debug)]
+pub struct SignalWatch {
+    pipes: Vec<(i32, OwnedFd, signal_hook::SigId)>,
+}
+
+impl SignalWatch {
+    pub fn new(signals: &[i32]) -> Result<SignalWatch> {
+        let mut pipes = Vec::with_capacity(signals.len());
+        for &s in signals {
+            // One pipe per signal: the readable one says which arrived.
+            let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+            let id = signal_hook::low_level::pipe::register(s, tx)
+                .map_err(|e| Error::Internal(format!("catching signal {s}: {e}")))?;
+            pipes.push((s, rx, id));
+        }
+        Ok(SignalWatch { pipes })
+    }
+}
+
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        for (_, _, id) in self.pipes.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
 /// Check that `target` can replace the catalog identity in place.
 pub fn check_target_name(tree: &Tree, target: &str) -> Result<()> {
     if target.is_empty() || target.contains('/') || target == "." || target == ".." {
@@ -256,21 +287,11 @@ impl MountedTree {
         matches!(nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)), Ok(n) if n > 0)
     }
 
-    /// Block until one of `signals` arrives or the mount goes away. The
-    /// signals are caught (not delivered with their default action) from
-    /// the first call on, for the rest of the process.
-    pub fn wait(&self, signals: &[i32]) -> Result<WaitOutcome> {
-        // One self-pipe per signal, so the readable one says which arrived.
-        let mut pipes = Vec::with_capacity(signals.len());
-        for &s in signals {
-            let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                .map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
-            let id = signal_hook::low_level::pipe::register(s, tx)
-                .map_err(|e| Error::Internal(format!("catching signal {s}: {e}")))?;
-            pipes.push((s, rx, id));
-        }
-        let outcome = loop {
-            let mut fds: Vec<PollFd> = pipes
+    /// Block until one of the watched signals arrives or the mount goes away.
+    pub fn wait(&self, signals: &SignalWatch) -> Result<WaitOutcome> {
+        loop {
+            let mut fds: Vec<PollFd> = signals
+                .pipes
                 .iter()
                 .map(|(_, rx, _)| PollFd::new(rx.as_fd(), PollFlags::POLLIN))
                 .collect();
@@ -281,17 +302,14 @@ impl MountedTree {
                 Ok(_) => {}
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            if let Some(i) = fds[..pipes.len()].iter().position(ready) {
-                break WaitOutcome::Signal(pipes[i].0);
+            let n = signals.pipes.len();
+            if let Some(i) = fds[..n].iter().position(ready) {
+                return Ok(WaitOutcome::Signal(signals.pipes[i].0));
             }
-            if ready(&fds[pipes.len()]) {
-                break WaitOutcome::Unmounted;
+            if ready(&fds[n]) {
+                return Ok(WaitOutcome::Unmounted);
             }
-        };
-        for (_, _, id) in pipes {
-            signal_hook::low_level::unregister(id);
         }
-        Ok(outcome)
     }
 
     /// Unmount (lazily: processes still inside keep working until they
