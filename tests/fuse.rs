@@ -128,6 +128,28 @@ fn is_mounted(mountpoint: &Path) -> bool {
     })
 }
 
+/// Processes whose command line mentions `path` (the server and its
+/// watchdog carry the mount point there).
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.as_os_str().as_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmd = fs::read(e.path().join("cmdline")).ok()?;
+            cmd.windows(needle.len())
+                .any(|w| w == needle)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -344,6 +366,7 @@ fn fixture_mount_equals_restore_and_stops_cleanly() {
     assert_eq!(stats["lookup_negative"], 1, "{stats}");
     assert_eq!(stats["eio"], 0, "{stats}");
     assert!(!is_mounted(&mountpoint), "mount left behind");
+    assert_eq!(processes_mentioning(&mountpoint), Vec::<String>::new());
     let ws = fs::read(w.vhrun_home().join("workset").join(FIXTURE_KEY)).unwrap();
     assert!(
         ws.windows(16).any(|x| x == b"ssl/no-such-file"),
@@ -525,6 +548,11 @@ fn sigkill_of_the_server_leaves_no_mount() {
     drop(open);
     let err = server.stderr();
     assert!(err.contains("the server died; unmounted"), "{err}");
+    wait_until(
+        "no server or watchdog process left",
+        Duration::from_secs(5),
+        || processes_mentioning(&mountpoint).is_empty(),
+    );
     drop(server);
 }
 
