@@ -351,6 +351,16 @@ fn fixture_mount_equals_restore_and_stops_cleanly() {
     let restored = w.path().join("oracle").join(&name);
     w.oracle_restore(&w.hololib(), FIXTURE_KEY, &restored);
 
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let want = format!(
+        "vhrun:{} {} fuse.vhrun ro,nosuid,nodev",
+        server.pid(),
+        mountpoint.display()
+    );
+    assert!(
+        mounts.lines().any(|l| l.starts_with(&want)),
+        "{want} in {mounts}"
+    );
     let n = assert_same_tree(&mountpoint, &restored);
     assert_eq!(n, 12, "fixture entries (root included)");
     // Relocation: the mount's name sits at each rewrite offset.
@@ -639,66 +649,83 @@ const GEN_NAME: &str = "h7654321_fedcba98765432t";
 const BIG: u64 = 101 << 20;
 
 struct Generated {
-    _dir: tempfile::TempDir,
     hololib: PathBuf,
     key: String,
     restored: PathBuf,
 }
 
+/// Bump when `build_odd_tree` changes (the built catalog is cached).
+const GEN_VERSION: &str = "odd1";
+
 /// A catalog with the odd cases (lifted by `bench/pack-store.py`) and its
-/// oracle restore, built once per test process and only read afterwards.
+/// oracle restore; built once into /tmp/vhrun-testgen/<version + script
+/// hash>/ (reused by later runs, like the heavy environment) and only read.
 fn generated() -> &'static Generated {
     static G: std::sync::OnceLock<Generated> = std::sync::OnceLock::new();
     G.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("vhrun-gen")
-            .tempdir()
+        let scripts = [
+            bench("pack-store.py"),
+            bench("restore-store.py"),
+            bench("hololib.py"),
+        ];
+        let base = PathBuf::from("/tmp/vhrun-testgen")
+            .join(format!("{GEN_VERSION}-{}", short_hash(&scripts)));
+        fs::create_dir_all(&base).unwrap();
+        let lock = fs::File::create(base.join(".lock")).unwrap();
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let hololib = base.join("hololib");
+        let restored = base.join("oracle").join(GEN_NAME);
+        let key_file = base.join("key.txt");
+        if !key_file.exists() {
+            for d in ["stage", "hololib", "oracle"] {
+                let _ = fs::remove_dir_all(base.join(d));
+            }
+            let stage = base.join("stage").join(GEN_STAGE);
+            build_odd_tree(&stage);
+            let blueprint = base.join("blueprint.yaml");
+            fs::write(
+                &blueprint,
+                "channels:\n- conda-forge\ndependencies:\n- vhrun-odd-cases\n",
+            )
             .unwrap();
-        let stage = dir.path().join("stage").join(GEN_STAGE);
-        build_odd_tree(&stage);
-        let hololib = dir.path().join("hololib");
-        let blueprint = dir.path().join("blueprint.yaml");
-        fs::write(
-            &blueprint,
-            "channels:\n- conda-forge\ndependencies:\n- vhrun-odd-cases\n",
-        )
-        .unwrap();
-        let out = Command::new(python())
-            .arg(bench("pack-store.py"))
-            .arg(&stage)
-            .arg(&hololib)
-            .arg("--blueprint-file")
-            .arg(&blueprint)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pack-store.py: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(
-            summary["files_with_rewrite"].as_u64().unwrap() >= 1,
-            "{summary}"
-        );
-        let key = summary["catalog_key"].as_str().unwrap().to_string();
-        let restored = dir.path().join("oracle").join(GEN_NAME);
-        fs::create_dir_all(restored.parent().unwrap()).unwrap();
-        let out = Command::new(python())
-            .arg(bench("restore-store.py"))
-            .args([hololib.as_os_str(), key.as_ref(), restored.as_os_str()])
-            .arg("--no-meta")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "restore-store.py: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            let out = Command::new(python())
+                .arg(&scripts[0])
+                .arg(&stage)
+                .arg(&hololib)
+                .arg("--blueprint-file")
+                .arg(&blueprint)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pack-store.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(
+                summary["files_with_rewrite"].as_u64().unwrap() >= 1,
+                "{summary}"
+            );
+            let key = summary["catalog_key"].as_str().unwrap().to_string();
+            fs::create_dir_all(restored.parent().unwrap()).unwrap();
+            let out = Command::new(python())
+                .arg(&scripts[1])
+                .args([hololib.as_os_str(), key.as_ref(), restored.as_os_str()])
+                .arg("--no-meta")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "restore-store.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The stage is only input (its 101 MiB file is sparse anyway).
+            fs::remove_dir_all(base.join("stage")).unwrap();
+            fs::write(&key_file, &key).unwrap();
+        }
         Generated {
-            _dir: dir,
             hololib,
-            key,
+            key: fs::read_to_string(&key_file).unwrap(),
             restored,
         }
     })
@@ -1343,4 +1370,32 @@ fn library_mount_records_and_prefetches_the_working_set() {
     );
     drop(m);
     assert!(!is_mounted(&mp), "drop unmounts");
+}
+
+/// Killed at any moment of its start (before, during or right after the
+/// mount), the server leaves neither a mount nor the mount point it created.
+#[test]
+fn sigkill_at_any_moment_leaves_nothing() {
+    require_fuse();
+    let w = World::with_fixture();
+    let mountpoint = w.path().join(name24("anytime"));
+    for i in 0..12u64 {
+        let mut c = w.command();
+        c.args(["mount", "--catalog", FIXTURE_KEY])
+            .arg(&mountpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(i * 700));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_until(
+            "no mount and no mount point",
+            Duration::from_secs(5),
+            || !is_mounted(&mountpoint) && !mountpoint.exists(),
+        );
+    }
+    wait_until("no watchdog left", Duration::from_secs(5), || {
+        processes_mentioning(&mountpoint).is_empty()
+    });
 }

@@ -7,7 +7,7 @@ use crate::cli::MountArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::{self, MountOptions, PassthroughMode, SignalWatch, WaitOutcome, WorkingSet};
 use crate::hololib::Locations;
-use crate::sys::{mountinfo, watchdog};
+use crate::sys::watchdog;
 use crate::tree::Tree;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
         &loc.vhrun_home.join("index"),
     )?);
 
-    let (mountpoint, created) = prepare_mountpoint(&args.mountpoint)?;
+    let (mountpoint, exists) = resolve_mountpoint(&args.mountpoint)?;
     let target = match &args.target_name {
         Some(t) => t.clone(),
         None => mountpoint
@@ -41,17 +41,24 @@ pub fn run(args: &MountArgs) -> Result<i32> {
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::bad_input(&mountpoint, "cannot mount at the root"))?,
     };
-    let cleanup = |e: Error| {
-        if created {
-            let _ = std::fs::remove_dir(&mountpoint);
-        }
-        e
-    };
-    fuse::check_target_name(&tree, &target).map_err(cleanup)?;
+    fuse::check_target_name(&tree, &target)?;
+    if exists {
+        check_empty_dir(&mountpoint)?;
+    }
     raise_nofile_limit();
 
-    // Forked while single-threaded; from here on the mount cannot outlive us.
-    let dog = watchdog::spawn(&mountpoint, created).map_err(cleanup)?;
+    // Forked while single-threaded, before anything is created: from here
+    // on neither the mount nor a mount point we made can outlive us.
+    let source = fuse::mount_source(std::process::id());
+    let dog = watchdog::spawn(&mountpoint, &source, !exists)?;
+    if !exists {
+        // As a restore creates the space directory.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&mountpoint)
+            .at(&mountpoint)?;
+    }
     let opts = MountOptions {
         target_name: target,
         uid: nix::unistd::getuid().as_raw(),
@@ -68,13 +75,6 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     // cleanly and exits 0.
     let signals = SignalWatch::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
     let mounted = fuse::mount(tree.clone(), cache, &mountpoint, &opts)?;
-    match mountinfo::find(&mountpoint) {
-        Ok(Some(m)) if m.fs_type == "fuse.vhrun" => dog.arm(m.id),
-        _ => tracing::warn!(
-            "{}: mount not found in /proc/self/mountinfo; no watchdog",
-            mountpoint.display()
-        ),
-    }
     let ws_path = WorkingSet::path_for(&loc.vhrun_home, &tree);
     if args.prefetch {
         if let Some(ws) = WorkingSet::load(&ws_path) {
@@ -110,7 +110,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     }
     let stats = mounted.unmount();
     dog.disarm();
-    if created {
+    if !exists {
         let _ = std::fs::remove_dir(&mountpoint);
     }
     let stats = stats?;
@@ -123,30 +123,30 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// An absolute, symlink-free, empty directory to mount on; created (as a
-/// restore would create the space) when missing. Returns whether we made it.
-fn prepare_mountpoint(given: &Path) -> Result<(PathBuf, bool)> {
+/// The absolute, symlink-free path to mount on, and whether it exists.
+/// A missing mount point is created later (its parent must exist).
+fn resolve_mountpoint(given: &Path) -> Result<(PathBuf, bool)> {
     let abs = std::path::absolute(given).at(given)?;
-    let mut created = false;
-    if std::fs::symlink_metadata(&abs).is_err() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o750)
-            .create(&abs)
-            .at(&abs)?;
-        created = true;
+    if std::fs::symlink_metadata(&abs).is_ok() {
+        return Ok((abs.canonicalize().at(&abs)?, true));
     }
-    let path = abs.canonicalize().at(&abs)?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(Error::bad_input(&abs, "not a possible mount point"));
+    };
+    Ok((parent.canonicalize().at(parent)?.join(name), false))
+}
+
+fn check_empty_dir(path: &Path) -> Result<()> {
     if !path.is_dir() {
-        return Err(Error::bad_input(&path, "mount point is not a directory"));
+        return Err(Error::bad_input(path, "mount point is not a directory"));
     }
-    if std::fs::read_dir(&path).at(&path)?.next().is_some() {
+    if std::fs::read_dir(path).at(path)?.next().is_some() {
         return Err(Error::bad_input(
-            &path,
+            path,
             "mount point is not empty (vhrun mount refuses to hide files)",
         ));
     }
-    Ok((path, created))
+    Ok(())
 }
 
 /// The server keeps one descriptor per open file: allow as many as the

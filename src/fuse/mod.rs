@@ -125,6 +125,12 @@ impl Drop for SignalWatch {
     }
 }
 
+/// The mount source (`findmnt` SOURCE) of the mounts a server process
+/// makes: names the process, so a watchdog can tell its mount apart.
+pub fn mount_source(server_pid: u32) -> String {
+    format!("vhrun:{server_pid}")
+}
+
 /// Check that `target` can replace the catalog identity in place.
 pub fn check_target_name(tree: &Tree, target: &str) -> Result<()> {
     if target.is_empty() || target.contains('/') || target == "." || target == ".." {
@@ -172,7 +178,7 @@ pub fn mount(
         opts.gid
     );
     nix::mount::mount(
-        Some("vhrun"),
+        Some(mount_source(std::process::id()).as_str()),
         mountpoint,
         Some("fuse.vhrun"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,

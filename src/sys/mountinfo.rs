@@ -69,11 +69,6 @@ pub fn find(mount_point: &Path) -> std::io::Result<Option<MountEntry>> {
         .find(|m| m.mount_point == mount_point))
 }
 
-/// The mount with this id, if it is still in the table.
-pub fn by_id(id: u64) -> std::io::Result<Option<MountEntry>> {
-    Ok(read()?.into_iter().find(|m| m.id == id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

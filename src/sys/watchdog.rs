@@ -8,10 +8,12 @@
 //! server is still single-threaded, holding the read end of a pipe whose
 //! write end only the server holds (close-on-exec, so nothing the server
 //! starts inherits it). It ignores job-control signals (a Ctrl-C reaches the
-//! whole process group) and waits; messages on the pipe tell it the mount id
-//! (`A<id>`) and that the server unmounted cleanly (`D`). When the pipe
-//! reaches EOF without `D`, the server is gone: the watchdog lazily unmounts
-//! the mount, but only if the same mount id is still at the mount point.
+//! whole process group) and waits; a `D` on the pipe says the server
+//! unmounted cleanly. When the pipe reaches EOF without `D`, the server is
+//! gone: the watchdog lazily unmounts the `fuse.vhrun` mount at the mount
+//! point whose source names that server (`vhrun:<pid>`), so a kill at any
+//! moment, even while `mount(2)` runs, is covered, and nobody else's mount
+//! is touched.
 
 use crate::error::{Error, Result};
 use nix::fcntl::OFlag;
@@ -34,10 +36,11 @@ pub fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
-/// Fork the watchdog for a mount about to be made at `mount_point`; with
-/// `remove_dir` it also removes the (empty) mount point after unmounting.
-/// Must be called while the process has a single thread.
-pub fn spawn(mount_point: &Path, remove_dir: bool) -> Result<Watchdog> {
+/// Fork the watchdog for a mount about to be made at `mount_point` with
+/// mount source `source`; with `remove_dir` it also removes the (empty)
+/// mount point after unmounting. Must be called while the process has a
+/// single thread.
+pub fn spawn(mount_point: &Path, source: &str, remove_dir: bool) -> Result<Watchdog> {
     let threads = thread_count();
     if threads != 1 {
         return Err(Error::Internal(format!(
@@ -53,7 +56,7 @@ pub fn spawn(mount_point: &Path, remove_dir: bool) -> Result<Watchdog> {
         Err(e) => Err(Error::Internal(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
             drop(tx);
-            watch(rx, mount_point.to_path_buf(), remove_dir)
+            watch(rx, mount_point.to_path_buf(), source, remove_dir)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(rx);
@@ -68,11 +71,6 @@ pub fn spawn(mount_point: &Path, remove_dir: bool) -> Result<Watchdog> {
 impl Watchdog {
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
-    }
-
-    /// The mount exists now, with this mount id.
-    pub fn arm(&self, mount_id: u64) {
-        self.send(format!("A{mount_id}\n").as_bytes());
     }
 
     /// The server unmounted by itself: the watchdog exits without acting.
@@ -99,7 +97,7 @@ impl Drop for Watchdog {
     }
 }
 
-fn watch(rx: OwnedFd, mount_point: PathBuf, remove_dir: bool) -> ! {
+fn watch(rx: OwnedFd, mount_point: PathBuf, source: &str, remove_dir: bool) -> ! {
     let mut quiet = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -114,46 +112,32 @@ fn watch(rx: OwnedFd, mount_point: PathBuf, remove_dir: bool) -> ! {
         quiet.add(s);
     }
     let _ = quiet.thread_block();
-    let mut text = Vec::new();
+    let mut done = false;
     let mut buf = [0u8; 64];
     loop {
         match nix::unistd::read(&rx, &mut buf) {
             Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Ok(n) => done |= buf[..n].contains(&b'D'),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
         }
     }
-    let mut mount_id = None;
-    let mut done = false;
-    for line in text.split(|&b| b == b'\n') {
-        match line.first() {
-            Some(b'A') => {
-                mount_id = std::str::from_utf8(&line[1..])
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-            }
-            Some(b'D') => done = true,
-            _ => {}
-        }
-    }
     if !done {
-        if let Some(id) = mount_id {
-            let ours = super::mountinfo::by_id(id)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.mount_point == mount_point);
-            if ours {
-                match umount2(&mount_point, MntFlags::MNT_DETACH) {
-                    Ok(()) => eprintln!(
-                        "vhrun: the server died; unmounted {}",
-                        mount_point.display()
-                    ),
-                    Err(e) => eprintln!(
-                        "vhrun: the server died; cannot unmount {}: {e}",
-                        mount_point.display()
-                    ),
-                }
+        let ours = super::mountinfo::read().ok().is_some_and(|all| {
+            all.iter().any(|m| {
+                m.mount_point == mount_point && m.fs_type == "fuse.vhrun" && m.source == source
+            })
+        });
+        if ours {
+            match umount2(&mount_point, MntFlags::MNT_DETACH) {
+                Ok(()) => eprintln!(
+                    "vhrun: the server died; unmounted {}",
+                    mount_point.display()
+                ),
+                Err(e) => eprintln!(
+                    "vhrun: the server died; cannot unmount {}: {e}",
+                    mount_point.display()
+                ),
             }
         }
         if remove_dir {
