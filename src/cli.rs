@@ -226,6 +226,19 @@ pub struct MountArgs {
     /// Basename written at rewrite offsets (default: MOUNTPOINT's basename).
     #[arg(long)]
     pub target_name: Option<String>,
+    /// Serve reads from vhrun even where FUSE passthrough is available.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// FUSE server threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Print the server's request counters as JSON on stdout when it stops.
+    #[arg(long)]
+    pub stats: bool,
+    /// Before reporting ready, replay the paths the previous mount of this
+    /// catalog touched, so the kernel caches them.
+    #[arg(long)]
+    pub prefetch: bool,
     pub mountpoint: PathBuf,
 }
 

@@ -4,6 +4,7 @@
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
 
+pub mod blobcache;
 pub mod blueprint;
 pub mod builder;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod digest;
 pub mod doctor;
 pub mod environ;
 pub mod error;
+pub mod fuse;
 pub mod gc;
 pub mod gomode;
 pub mod hololib;
@@ -20,5 +22,6 @@ pub mod relocate;
 pub mod resolve;
 pub mod robot;
 pub mod sys;
+pub mod tree;
 
 pub use error::{Error, Result};

@@ -1,4 +1,6 @@
-//! Every `unsafe` block and raw syscall of the crate, each behind a small
-//! safe function.
+//! Raw system interfaces behind small safe APIs. Every `unsafe` block and
+//! every raw syscall of the crate lives under this module.
 
+pub mod mountinfo;
 pub mod nsprobe;
+pub mod watchdog;

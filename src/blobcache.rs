@@ -1,0 +1,410 @@
+//! The decompressed blob cache: what the FUSE server actually opens.
+//!
+//! A gzip or zstd blob cannot be read at an offset, so on first open it is
+//! decoded once into `<root>/<d[0:2]>/<digest>` (root = `$VHRUN_HOME/blobs`),
+//! its digest checked while writing. A file with rewrite offsets is cached
+//! per (digest, target name) as `<digest>.<target>` with the relocation
+//! applied. A raw (`compress.no`) blob without rewrites is served in place
+//! from the hololib; its digest is checked on the first open in each process
+//! (it costs a full read) and remembered.
+//!
+//! Filling is crash- and race-safe without locks between processes: each
+//! writer decodes into its own temp file (`.<name>.<pid>.<n>.tmp`) in the
+//! final directory and renames it into place; rename is atomic and every
+//! writer produces the same bytes, so the last rename wins harmlessly.
+//! Inside one process, threads asking for the same entry wait for the first
+//! one instead of decoding twice. No fsync: the cache can always be rebuilt,
+//! a file is only served when its size is the catalog's (a crash leaves at
+//! worst a short file, on ext4/xfs data is written before the rename's
+//! metadata commits), and an fsync per first open would dominate cold runs.
+//! Cache files are 0444. Temp files of a killed writer are left behind (they
+//! are never served; `vhrun check` is the place to sweep them).
+
+use crate::error::{Error, Result};
+use crate::hololib::blob::{self, Codec};
+use crate::hololib::Hololib;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Where an opened file's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Already in the cache.
+    Cached,
+    /// Decoded from a gzip/zstd blob just now.
+    Decoded,
+    /// Decoded (any codec) and relocated just now.
+    Relocated,
+    /// A raw blob served from the hololib itself.
+    Raw,
+}
+
+/// Counters since the cache was created (cheap atomics).
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    pub hits: AtomicU64,
+    pub decoded: AtomicU64,
+    pub relocated: AtomicU64,
+    pub raw_verified: AtomicU64,
+    pub raw_opened: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub decoded: u64,
+    pub relocated: u64,
+    pub raw_verified: u64,
+    pub raw_opened: u64,
+    pub bytes_written: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug)]
+pub struct BlobCache {
+    hololib: Hololib,
+    root: PathBuf,
+    /// Entries being filled by some thread of this process.
+    inflight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Raw blobs whose digest this process has checked.
+    raw_ok: Mutex<HashSet<String>>,
+    counters: CacheCounters,
+    tmp_seq: AtomicU64,
+}
+
+impl BlobCache {
+    /// A cache of `hololib`'s blobs under `root` (`$VHRUN_HOME/blobs`).
+    pub fn new(hololib: Hololib, root: impl Into<PathBuf>) -> BlobCache {
+        BlobCache {
+            hololib,
+            root: root.into(),
+            inflight: Mutex::new(HashMap::new()),
+            raw_ok: Mutex::new(HashSet::new()),
+            counters: CacheCounters::default(),
+            tmp_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The cache for `hololib` at vhrun's usual place.
+    pub fn at_home(hololib: Hololib, vhrun_home: &Path) -> BlobCache {
+        BlobCache::new(hololib, vhrun_home.join("blobs"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn hololib(&self) -> &Hololib {
+        &self.hololib
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            hits: c.hits.load(Relaxed),
+            decoded: c.decoded.load(Relaxed),
+            relocated: c.relocated.load(Relaxed),
+            raw_verified: c.raw_verified.load(Relaxed),
+            raw_opened: c.raw_opened.load(Relaxed),
+            bytes_written: c.bytes_written.load(Relaxed),
+            failures: c.failures.load(Relaxed),
+        }
+    }
+
+    /// Cache file of `digest` (relocated to `target` when given).
+    pub fn entry_path(&self, digest: &str, target: Option<&str>) -> PathBuf {
+        let name = match target {
+            Some(t) => format!("{digest}.{t}"),
+            None => digest.to_string(),
+        };
+        self.root.join(&digest[..2]).join(name)
+    }
+
+    /// Open the content of a file of `size` bytes whose blob is `digest`,
+    /// with `target` written at each `rewrite` offset. The returned file is
+    /// read-only and holds exactly the bytes a restore would write.
+    pub fn open(
+        &self,
+        digest: &str,
+        size: u64,
+        rewrite: &[u64],
+        target: &str,
+    ) -> Result<(File, Source)> {
+        let r = self.open_inner(digest, size, rewrite, target);
+        if r.is_err() {
+            self.counters.failures.fetch_add(1, Relaxed);
+        }
+        r
+    }
+
+    fn open_inner(
+        &self,
+        digest: &str,
+        size: u64,
+        rewrite: &[u64],
+        target: &str,
+    ) -> Result<(File, Source)> {
+        let blob_path = self.hololib.blob_path(digest);
+        if !crate::digest::is_hex_digest(digest) {
+            return Err(Error::blob(digest, &blob_path, "not a hex digest"));
+        }
+        let relocated = !rewrite.is_empty();
+        if relocated && (target.is_empty() || target.contains('/') || target.starts_with('.')) {
+            return Err(Error::Internal(format!("bad relocation target {target:?}")));
+        }
+        let entry = self.entry_path(digest, relocated.then_some(target));
+        if let Some(f) = open_if_size(&entry, size) {
+            self.counters.hits.fetch_add(1, Relaxed);
+            return Ok((f, Source::Cached));
+        }
+        if !relocated {
+            let file = blob::open_blob_file(&blob_path, digest)?;
+            if sniff(&file).map_err(|e| Error::blob(digest, &blob_path, e.to_string()))?
+                == Codec::Raw
+            {
+                return self.open_raw(file, digest, size, &blob_path);
+            }
+        }
+        // One filler per entry in this process; others wait, then hit.
+        let key = entry.to_string_lossy().into_owned();
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().unwrap_or_else(|p| p.into_inner());
+            match open_if_size(&entry, size) {
+                Some(f) => {
+                    self.counters.hits.fetch_add(1, Relaxed);
+                    Ok((f, Source::Cached))
+                }
+                None => self.fill(&entry, &blob_path, digest, size, rewrite, target),
+            }
+        };
+        let mut map = self.inflight.lock().unwrap();
+        if Arc::strong_count(&gate) <= 2 {
+            map.remove(&key);
+        }
+        result
+    }
+
+    fn open_raw(
+        &self,
+        file: File,
+        digest: &str,
+        size: u64,
+        blob_path: &Path,
+    ) -> Result<(File, Source)> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::blob(digest, blob_path, e.to_string()))?
+            .len();
+        if len != size {
+            return Err(Error::blob(
+                digest,
+                blob_path,
+                format!("raw blob has {len} bytes, the catalog says {size}"),
+            ));
+        }
+        if !self.raw_ok.lock().unwrap().contains(digest) {
+            blob::copy_verified(blob_path, digest, &mut io::sink())?;
+            self.raw_ok.lock().unwrap().insert(digest.to_string());
+            self.counters.raw_verified.fetch_add(1, Relaxed);
+        }
+        self.counters.raw_opened.fetch_add(1, Relaxed);
+        Ok((file, Source::Raw))
+    }
+
+    fn fill(
+        &self,
+        entry: &Path,
+        blob_path: &Path,
+        digest: &str,
+        size: u64,
+        rewrite: &[u64],
+        target: &str,
+    ) -> Result<(File, Source)> {
+        let dir = entry.parent().expect("cache entries have a parent");
+        crate::hololib::layout::mkdir_all(dir, 0o750)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.{}.tmp",
+            entry.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Relaxed)
+        ));
+        let written = (|| -> Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            let n = blob::copy_verified(blob_path, digest, &mut f)?;
+            if n != size {
+                return Err(Error::blob(
+                    digest,
+                    blob_path,
+                    format!("decodes to {n} bytes, the catalog says {size}"),
+                ));
+            }
+            if !rewrite.is_empty() {
+                let offsets: Vec<i64> = rewrite.iter().map(|&o| o as i64).collect();
+                crate::relocate::patch_file(&f, size, &offsets, target.as_bytes())
+                    .map_err(|e| Error::blob(digest, blob_path, format!("relocation: {e}")))?;
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, entry).map_err(|e| Error::io(entry, e))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.counters.bytes_written.fetch_add(size, Relaxed);
+        let source = if rewrite.is_empty() {
+            self.counters.decoded.fetch_add(1, Relaxed);
+            Source::Decoded
+        } else {
+            self.counters.relocated.fetch_add(1, Relaxed);
+            Source::Relocated
+        };
+        let f = open_if_size(entry, size)
+            .ok_or_else(|| Error::io(entry, io::Error::other("vanished right after filling")))?;
+        Ok((f, source))
+    }
+}
+
+/// Open a cache entry read-only if it is a regular file of `size` bytes.
+fn open_if_size(path: &Path, size: u64) -> Option<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    (meta.is_file() && meta.len() == size).then_some(f)
+}
+
+fn sniff(file: &File) -> io::Result<Codec> {
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(Codec::sniff(&head[..n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::DigestKind;
+    use std::io::Read;
+
+    fn put_blob(lib: &Hololib, stored: &[u8], digest: &str) {
+        let p = lib.blob_path(digest);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, stored).unwrap();
+    }
+
+    fn read(mut f: File) -> Vec<u8> {
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn decode_relocate_raw_and_corrupt() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path().join("lib"));
+        let cache = BlobCache::new(lib.clone(), t.path().join("blobs"));
+        let content = b"#!/x/IDENTITY/bin/python\nIDENTITY end\n".to_vec();
+        let d = DigestKind::Sha256.digest(&content);
+        put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        let n = content.len() as u64;
+
+        let (f, s) = cache.open(&d, n, &[], "").unwrap();
+        assert_eq!((read(f), s), (content.clone(), Source::Decoded));
+        let (f, s) = cache.open(&d, n, &[], "").unwrap();
+        assert_eq!((read(f), s), (content.clone(), Source::Cached));
+        let meta = std::fs::metadata(cache.entry_path(&d, None)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+
+        let (f, s) = cache.open(&d, n, &[5, 25], "TARGETNA").unwrap();
+        assert_eq!(s, Source::Relocated);
+        assert_eq!(read(f), b"#!/x/TARGETNA/bin/python\nTARGETNA end\n");
+        assert!(cache.entry_path(&d, Some("TARGETNA")).is_file());
+
+        // A cache entry of the wrong size is never served, but rebuilt.
+        std::fs::remove_file(cache.entry_path(&d, None)).unwrap();
+        std::fs::write(cache.entry_path(&d, None), b"short").unwrap();
+        let (f, s) = cache.open(&d, n, &[], "").unwrap();
+        assert_eq!((read(f), s), (content.clone(), Source::Decoded));
+
+        // Raw blob: served in place, verified once.
+        let raw = b"plain bytes".to_vec();
+        let rd = DigestKind::Sip128.digest(&raw);
+        put_blob(&lib, &raw, &rd);
+        for _ in 0..2 {
+            let (f, s) = cache.open(&rd, raw.len() as u64, &[], "").unwrap();
+            assert_eq!((read(f), s), (raw.clone(), Source::Raw));
+        }
+        assert_eq!(cache.stats().raw_verified, 1);
+
+        // Corrupt blob: error naming the blob, nothing cached, no temp left.
+        let bad = b"good content".to_vec();
+        let bd = DigestKind::Sha256.digest(&bad);
+        put_blob(
+            &lib,
+            &crate::hololib::catalog::gzip_bytes(b"evil content"),
+            &bd,
+        );
+        let err = cache.open(&bd, 12, &[], "").unwrap_err().to_string();
+        assert!(err.contains(&bd) && err.contains("hashes to"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(cache.root().join(&bd[..2]))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Missing blob.
+        let md = DigestKind::Sha256.digest(b"nowhere");
+        let err = cache.open(&md, 7, &[], "").unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        assert!(cache.open("../../etc", 7, &[], "").is_err());
+    }
+
+    #[test]
+    fn threads_racing_fill_once() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path().join("lib"));
+        let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let d = DigestKind::Sha256.digest(&content);
+        put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        let cache = Arc::new(BlobCache::new(lib, t.path().join("blobs")));
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                let c = cache.clone();
+                let d = d.clone();
+                std::thread::spawn(move || read(c.open(&d, 2_000_000, &[], "").unwrap().0))
+            })
+            .collect();
+        for h in hs {
+            assert!(h.join().unwrap() == content);
+        }
+        assert_eq!(cache.stats().decoded, 1);
+        assert_eq!(cache.stats().hits, 7);
+    }
+}

@@ -1,0 +1,360 @@
+//! The virtual holotree: a catalog served read-only through FUSE.
+//!
+//! `mount` does the whole job without fusermount: open `/dev/fuse`,
+//! `mount(2)` of type `fuse.vhrun` (nosuid, nodev, read-only), the INIT
+//! handshake in the calling thread, then the server threads. The returned
+//! [`MountedTree`] unmounts (lazily) and stops the server when dropped.
+//!
+//! Sequencing for the sandbox (see kernel-facts.md): call `mount` after
+//! `unshare(CLONE_NEWNS[|CLONE_NEWUSER])` and `mount --make-rprivate /`
+//! (they need a single-threaded process: `mount` starts the threads), and
+//! before `unshare(CLONE_NEWPID)` or any `fork` of the task; mount the
+//! overlay on top afterwards. The server threads run in the calling process
+//! and must outlive every user of the mount; unmount the overlay first, then
+//! drop the `MountedTree`.
+
+mod fs;
+pub mod stats;
+pub mod workset;
+
+pub use stats::{ReadMode, Stats};
+pub use workset::{Prefetched, WorkingSet};
+
+use crate::blobcache::BlobCache;
+use crate::error::{Error, Result};
+use crate::tree::Tree;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Whether to hand open files to the kernel (FUSE passthrough).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassthroughMode {
+    /// Use it when the kernel supports it and we are root in the initial
+    /// user namespace; otherwise serve reads.
+    #[default]
+    Auto,
+    /// Always serve reads from vhrun.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Basename written at rewrite offsets (a restore's target directory
+    /// name); must have the catalog identity's length when any file has
+    /// rewrite offsets.
+    pub target_name: String,
+    /// Owner reported for every node, and the only user (with root) the
+    /// kernel lets in (no allow_other).
+    pub uid: u32,
+    pub gid: u32,
+    /// Server threads (at least 1).
+    pub threads: usize,
+    pub passthrough: PassthroughMode,
+}
+
+impl MountOptions {
+    /// Defaults for the calling user: 2 threads, passthrough when possible.
+    pub fn for_caller(target_name: impl Into<String>) -> MountOptions {
+        MountOptions {
+            target_name: target_name.into(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            threads: 2,
+            passthrough: PassthroughMode::Auto,
+        }
+    }
+}
+
+/// A live mount and its server threads.
+#[derive(Debug)]
+pub struct MountedTree {
+    mountpoint: PathBuf,
+    tree: Arc<Tree>,
+    recorder: Arc<workset::Recorder>,
+    counters: Arc<stats::Counters>,
+    cache: Arc<BlobCache>,
+    /// Readable (EOF) once the session has ended.
+    ended: OwnedFd,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    unmounted: bool,
+}
+
+/// What ended [`MountedTree::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// One of the signals asked for arrived.
+    Signal(i32),
+    /// The file system went away (unmounted from outside).
+    Unmounted,
+}
+
+/// Signals caught into self-pipes, for [`MountedTree::wait`]. Create it
+/// before mounting, so a signal that arrives early is not lost (or fatal).
+/// While it lives, the signals do not take their default action.
+#[derive(Debug)]
+pub struct SignalWatch {
+    pipes: Vec<(i32, OwnedFd, signal_hook::SigId)>,
+}
+
+impl SignalWatch {
+    pub fn new(signals: &[i32]) -> Result<SignalWatch> {
+        let mut pipes = Vec::with_capacity(signals.len());
+        for &s in signals {
+            // One pipe per signal: the readable one says which arrived.
+            let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+            let id = signal_hook::low_level::pipe::register(s, tx)
+                .map_err(|e| Error::Internal(format!("catching signal {s}: {e}")))?;
+            pipes.push((s, rx, id));
+        }
+        Ok(SignalWatch { pipes })
+    }
+}
+
+impl Drop for SignalWatch {
+    fn drop(&mut self) {
+        for (_, _, id) in self.pipes.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// The mount source (`findmnt` SOURCE) of the mounts a server process
+/// makes: names the process, so a watchdog can tell its mount apart.
+pub fn mount_source(server_pid: u32) -> String {
+    format!("vhrun:{server_pid}")
+}
+
+/// Check that `target` can replace the catalog identity in place.
+pub fn check_target_name(tree: &Tree, target: &str) -> Result<()> {
+    if target.is_empty() || target.contains('/') || target == "." || target == ".." {
+        return Err(Error::Usage(format!("invalid target name {target:?}")));
+    }
+    if tree.has_rewrites() && target.len() != tree.identity().len() {
+        return Err(Error::Usage(format!(
+            "target name {target:?} has {} bytes but catalog {} relocates files in place \
+             with its identity {:?}: the target name (by default the mount point's \
+             basename) must have {} bytes",
+            target.len(),
+            tree.catalog_path().display(),
+            tree.identity(),
+            tree.identity().len(),
+        )));
+    }
+    Ok(())
+}
+
+/// Mount `tree` at `mountpoint` (an existing directory) and start serving.
+pub fn mount(
+    tree: Arc<Tree>,
+    cache: BlobCache,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<MountedTree> {
+    let span = tracing::info_span!("fuse.mount", mountpoint = %mountpoint.display());
+    let _g = span.enter();
+    check_target_name(&tree, &opts.target_name)?;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .map_err(|e| {
+            Error::unavailable(
+                format!("/dev/fuse: {e}"),
+                "load the fuse module (modprobe fuse) or give the container /dev/fuse",
+            )
+        })?;
+    let data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        opts.uid,
+        opts.gid
+    );
+    nix::mount::mount(
+        Some(mount_source(std::process::id()).as_str()),
+        mountpoint,
+        Some("fuse.vhrun"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        Some(data.as_str()),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EPERM => Error::unavailable(
+            format!("mounting FUSE at {}: {e}", mountpoint.display()),
+            "needs root or CAP_SYS_ADMIN in the mount's user namespace",
+        ),
+        _ => Error::io(mountpoint, std::io::Error::from(e)),
+    })?;
+    let counters = Arc::new(stats::Counters::default());
+    let recorder = Arc::new(workset::Recorder::default());
+    let cache = Arc::new(cache);
+    let fs = fs::VhFs::new(
+        tree.clone(),
+        cache.clone(),
+        opts.target_name.clone(),
+        opts.uid,
+        opts.gid,
+        mountpoint.to_path_buf(),
+        opts.passthrough == PassthroughMode::Auto,
+        counters.clone(),
+        recorder.clone(),
+    );
+    let mut config = fuser::Config::default();
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = opts.threads > 1;
+    // The kernel already admits only user_id/group_id (no allow_other);
+    // fuser's own uid filter would also reject root.
+    config.acl = fuser::SessionACL::All;
+    let session = match fuser::Session::from_fd(fs, OwnedFd::from(dev), config.acl, config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
+            return Err(Error::unavailable(
+                format!("FUSE handshake at {}: {e}", mountpoint.display()),
+                "the kernel refused the FUSE connection",
+            ));
+        }
+    };
+    let (ended, ended_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+    let thread = std::thread::Builder::new()
+        .name("vhrun-fuse".into())
+        .spawn(move || {
+            let r = session.run();
+            drop(ended_tx);
+            r
+        });
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
+            return Err(Error::Internal(format!(
+                "cannot start the FUSE server: {e}"
+            )));
+        }
+    };
+    Ok(MountedTree {
+        mountpoint: mountpoint.to_path_buf(),
+        tree,
+        recorder,
+        counters,
+        cache,
+        ended,
+        thread: Some(thread),
+        unmounted: false,
+    })
+}
+
+impl MountedTree {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Counters so far (cheap: a few atomic loads).
+    pub fn stats(&self) -> Stats {
+        Stats::from(&self.counters, self.cache.stats())
+    }
+
+    pub fn read_mode(&self) -> ReadMode {
+        self.counters.read_mode()
+    }
+
+    pub fn tree(&self) -> &Arc<Tree> {
+        &self.tree
+    }
+
+    /// Every path looked up and directory listed through this mount so far
+    /// (save it with `WorkingSet::save` at the end of a run).
+    pub fn working_set(&self) -> WorkingSet {
+        self.recorder.snapshot(&self.tree)
+    }
+
+    /// Warm the kernel's caches of this mount with `ws` (a previous run's
+    /// working set) from `threads` threads; call before starting the task.
+    pub fn prefetch(&self, ws: &WorkingSet, threads: usize) -> Prefetched {
+        let span = tracing::info_span!("fuse.prefetch", paths = ws.lookups.len());
+        let _g = span.enter();
+        ws.prefetch(&self.mountpoint, threads)
+    }
+
+    /// True while the server still runs (the mount was not torn down).
+    pub fn is_serving(&self) -> bool {
+        !self.poll_ended(0)
+    }
+
+    fn poll_ended(&self, timeout_ms: u16) -> bool {
+        let mut fds = [PollFd::new(self.ended.as_fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::from(timeout_ms)), Ok(n) if n > 0)
+    }
+
+    /// Block until one of the watched signals arrives or the mount goes away.
+    pub fn wait(&self, signals: &SignalWatch) -> Result<WaitOutcome> {
+        loop {
+            let mut fds: Vec<PollFd> = signals
+                .pipes
+                .iter()
+                .map(|(_, rx, _)| PollFd::new(rx.as_fd(), PollFlags::POLLIN))
+                .collect();
+            fds.push(PollFd::new(self.ended.as_fd(), PollFlags::POLLIN));
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+                Ok(_) => {}
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let n = signals.pipes.len();
+            if let Some(i) = fds[..n].iter().position(ready) {
+                return Ok(WaitOutcome::Signal(signals.pipes[i].0));
+            }
+            if ready(&fds[n]) {
+                return Ok(WaitOutcome::Unmounted);
+            }
+        }
+    }
+
+    /// Unmount (lazily: processes still inside keep working until they
+    /// leave) and stop the server. Returns the final counters. If the mount
+    /// is still in use (an overlay on top, open files), the server threads
+    /// are left to finish when the last user goes.
+    pub fn unmount(mut self) -> Result<Stats> {
+        self.teardown()?;
+        Ok(self.stats())
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if self.unmounted {
+            return Ok(());
+        }
+        self.unmounted = true;
+        let r = match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point any more (unmounted from outside).
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+            Err(e) => Err(Error::io(&self.mountpoint, std::io::Error::from(e))),
+        };
+        if self.poll_ended(2000) {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        } else {
+            tracing::warn!(
+                "{}: still in use after unmounting; the FUSE server ends with its last user",
+                self.mountpoint.display()
+            );
+        }
+        r
+    }
+}
+
+impl Drop for MountedTree {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::warn!("{e}");
+        }
+    }
+}

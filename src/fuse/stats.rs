@@ -1,0 +1,124 @@
+//! Request counters of a mounted tree: relaxed atomics bumped on every
+//! request (no logging on the hot path), read as a snapshot for `--stats`.
+
+use crate::blobcache::CacheStats;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+
+/// How file contents reach readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Not decided yet (before INIT).
+    Unknown,
+    /// FUSE passthrough: the kernel reads the cache file itself.
+    Passthrough,
+    /// vhrun answers READ requests with pread from the cache file.
+    Served,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub lookup: AtomicU64,
+    pub lookup_negative: AtomicU64,
+    pub getattr: AtomicU64,
+    pub readlink: AtomicU64,
+    pub open: AtomicU64,
+    pub open_passthrough: AtomicU64,
+    pub opendir: AtomicU64,
+    pub readdir: AtomicU64,
+    pub readdirplus: AtomicU64,
+    pub read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub release: AtomicU64,
+    pub statfs: AtomicU64,
+    pub access: AtomicU64,
+    pub rejected_writes: AtomicU64,
+    pub eio: AtomicU64,
+    /// `ReadMode` as u8.
+    pub read_mode: AtomicU8,
+}
+
+impl Counters {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_read_mode(&self, m: ReadMode) {
+        self.read_mode.store(m as u8, Relaxed);
+    }
+
+    pub fn read_mode(&self) -> ReadMode {
+        match self.read_mode.load(Relaxed) {
+            x if x == ReadMode::Passthrough as u8 => ReadMode::Passthrough,
+            x if x == ReadMode::Served as u8 => ReadMode::Served,
+            _ => ReadMode::Unknown,
+        }
+    }
+}
+
+/// A snapshot of a mounted tree's counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub read_mode: ReadMode,
+    pub lookup: u64,
+    pub lookup_negative: u64,
+    pub getattr: u64,
+    pub readlink: u64,
+    pub open: u64,
+    pub open_passthrough: u64,
+    pub opendir: u64,
+    pub readdir: u64,
+    pub readdirplus: u64,
+    pub read: u64,
+    /// Bytes returned by READ requests (0 under passthrough).
+    pub bytes_read: u64,
+    pub release: u64,
+    pub statfs: u64,
+    pub access: u64,
+    pub rejected_writes: u64,
+    /// Requests answered EIO (missing or corrupt blobs, bad catalog entries).
+    pub eio: u64,
+    pub cache: CacheStats,
+}
+
+impl Stats {
+    pub(crate) fn from(c: &Counters, cache: CacheStats) -> Stats {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        Stats {
+            read_mode: c.read_mode(),
+            lookup: g(&c.lookup),
+            lookup_negative: g(&c.lookup_negative),
+            getattr: g(&c.getattr),
+            readlink: g(&c.readlink),
+            open: g(&c.open),
+            open_passthrough: g(&c.open_passthrough),
+            opendir: g(&c.opendir),
+            readdir: g(&c.readdir),
+            readdirplus: g(&c.readdirplus),
+            read: g(&c.read),
+            bytes_read: g(&c.bytes_read),
+            release: g(&c.release),
+            statfs: g(&c.statfs),
+            access: g(&c.access),
+            rejected_writes: g(&c.rejected_writes),
+            eio: g(&c.eio),
+            cache,
+        }
+    }
+
+    /// Total requests counted.
+    pub fn requests(&self) -> u64 {
+        self.lookup
+            + self.getattr
+            + self.readlink
+            + self.open
+            + self.opendir
+            + self.readdir
+            + self.readdirplus
+            + self.read
+            + self.release
+            + self.statfs
+            + self.access
+            + self.rejected_writes
+    }
+}
