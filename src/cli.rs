@@ -9,7 +9,6 @@ use std::path::PathBuf;
     name = "vhrun",
     version,
     about = "Run rcc robots over a virtual holotree: nothing copied, nothing left behind",
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
