@@ -12,5 +12,7 @@ pub mod gomode;
 pub mod hololib;
 pub mod logging;
 pub mod relocate;
+pub mod sandbox;
+pub mod sys;
 
 pub use error::{Error, Result};
