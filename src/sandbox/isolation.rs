@@ -81,8 +81,9 @@ impl Isolation {
 impl MountOp {
     fn new(kind: OpKind, path: &Path) -> Result<MountOp> {
         let path = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
-        if !path.is_dir() {
-            return Err(Error::bad_input(&path, "sandbox path is not a directory"));
+        // A bind mount takes a file as well; a tmpfs needs a directory.
+        if kind == OpKind::Hide && !path.is_dir() {
+            return Err(Error::bad_input(&path, "a hidden path must be a directory"));
         }
         let vfs = statvfs(&path).map_err(|e| Error::io(&path, e.into()))?;
         let f = vfs.flags();

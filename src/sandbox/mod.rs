@@ -49,6 +49,22 @@
 //! The process stays in the private namespaces afterwards; it is meant to
 //! exit with [`RunOutcome::code`].
 //!
+//! # What callers must know
+//!
+//! - Every fd vhrun opens must be `O_CLOEXEC` (std and nix do it; open
+//!   `/dev/fuse` with it): the reaper inherits all of them, the task only
+//!   those without the flag.
+//! - Threads started in `mount_lower` or later inherit the blocked
+//!   signals: they never run signal handlers, the supervisor loop reads
+//!   the signals from its signalfd.
+//! - `spec.stdio` fds stay open in `spec` after the run: a thread teeing a
+//!   pipe to a log sees EOF only once the spec is dropped.
+//! - Mounts other processes (other runs) make are invisible here, and two
+//!   runs of the same environment path each see their own overlay.
+//! - With `share_pids`, vhrun is a child subreaper and kills every child it
+//!   has after the run; the task can reach other same-user runs' views
+//!   through `/proc/<pid>/root`, which the PID namespace otherwise hides.
+//!
 //! If vhrun is SIGKILLed, the kernel tears everything down: the mount
 //! namespace dies with its last process, PDEATHSIG kills the reaper, and
 //! the reaper's death (pid 1) kills every process of the PID namespace.

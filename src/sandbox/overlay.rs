@@ -77,15 +77,23 @@ pub fn mount_overlay(run: &RunDir, target: &Path, userxattr: bool, volatile: boo
         .and_then(|f| f.set_times(times))
         .at(&upper)?;
 
-    let data = options(run, userxattr, volatile);
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
-    .map_err(|e| {
+    let try_mount = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data),
+        )
+    };
+    let mut data = options(run, userxattr, volatile);
+    let mut result = try_mount(&data);
+    if volatile && result == Err(nix::errno::Errno::EINVAL) {
+        // Kernels before 5.10 do not know `volatile`.
+        data = options(run, userxattr, false);
+        result = try_mount(&data);
+    }
+    result.map_err(|e| {
         Error::unavailable(
             format!("mounting overlayfs at {}", target.display()),
             format!(

@@ -353,3 +353,21 @@ fn kill_children_listed() -> usize {
     }
     killed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let r = Record {
+            stage: Stage::Isolation,
+            index: 3,
+            value: -5,
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        let mut bad = r.encode();
+        bad[0] = 200;
+        assert_eq!(Record::decode(&bad), None);
+    }
+}
