@@ -171,13 +171,21 @@ impl Fx {
 }
 
 /// A spawned vhrun, SIGKILLed if the test fails before waiting for it.
-struct Running(Child);
+struct Running(Option<Child>);
+
+impl Running {
+    fn output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if let Some(child) = &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
@@ -185,18 +193,18 @@ impl Drop for Running {
 impl std::ops::Deref for Running {
     type Target = Child;
     fn deref(&self) -> &Child {
-        &self.0
+        self.0.as_ref().unwrap()
     }
 }
 
 impl std::ops::DerefMut for Running {
     fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
+        self.0.as_mut().unwrap()
     }
 }
 
 fn spawn(mut c: Command) -> Running {
-    Running(c.stderr(Stdio::piped()).spawn().unwrap())
+    Running(Some(c.stderr(Stdio::piped()).spawn().unwrap()))
 }
 
 fn chown_tree(p: &Path, uid: u32) {
@@ -711,4 +719,70 @@ fn rootless_share_pids_and_keep_overlay() {
     assert_eq!(stdout(&out), "CapEff:\t0000000000000000\n");
     let kept = fs::metadata(keep.join("new")).unwrap();
     assert_eq!(kept.uid(), UNPRIVILEGED);
+}
+
+#[test]
+fn concurrent_runs_of_one_environment_each_see_their_own_overlay() {
+    let fx = Fx::new();
+    let runs: Vec<Running> = (0..6)
+        .map(|i| {
+            let mut c = fx.cmd(
+                &[],
+                &format!(r#"echo {i} > "$ENV/me"; sleep 0.3; cat "$ENV/me""#),
+            );
+            c.stdout(Stdio::piped());
+            spawn(c)
+        })
+        .collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        let out = r.output();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{i}\n"));
+    }
+    fx.assert_clean();
+}
+
+/// SIGKILL vhrun, its reaper or the task at moments spread over the run's
+/// start (a bounded version of the kill-anywhere suite).
+#[test]
+fn kills_at_any_moment_leave_nothing() {
+    let fx = Fx::new();
+    for i in 0..15u64 {
+        let m = unique();
+        let mut child = spawn(fx.cmd(
+            &[],
+            &format!(r#"sleep 1000.{m}1 & echo x > "$ENV/f"; sleep 1000.{m}2"#),
+        ));
+        std::thread::sleep(Duration::from_micros(i * 700));
+        let children = |pid: u32| -> Vec<u32> {
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        };
+        let mut victim = child.id();
+        if i % 3 >= 1 {
+            if let Some(&reaper) = children(victim).first() {
+                victim = reaper;
+                if i % 3 == 2 {
+                    victim = children(reaper).first().copied().unwrap_or(reaper);
+                }
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let status = child.wait().unwrap();
+        assert!(
+            status.code() == Some(137) || status.code().is_none(),
+            "round {i}: {status}"
+        );
+        wait_gone(&format!("1000.{m}"));
+        assert_eq!(mounts_under(fx.root()), Vec::<String>::new(), "round {i}");
+    }
+    std::thread::sleep(Duration::from_millis(2100)); // past the .new-* grace
+    let out = fx.run(&[], r#"test ! -e "$ENV/f""#);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -18,9 +18,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How old an unlocked `.new-*` directory (a crash between mkdir and
-/// rename) must be before a later run removes it.
-const NEW_DIR_GRACE: Duration = Duration::from_secs(60);
+/// How old a `.new-*` directory (a crash between its mkdir and its rename,
+/// a window of microseconds) must be before a later run removes it.
+const NEW_DIR_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct RunDir {
@@ -112,27 +112,25 @@ pub fn clean_stale(runs: &Path) {
         if !meta.is_dir() {
             continue;
         }
-        let stale = if name.starts_with(".new-") {
+        let old_enough = || {
             meta.modified()
                 .ok()
                 .and_then(|m| m.elapsed().ok())
                 .is_some_and(|age| age > NEW_DIR_GRACE)
-        } else {
-            match File::open(path.join("lock")) {
-                // Held while we remove the directory.
-                Ok(f) => match f.try_lock() {
-                    Ok(()) => {
-                        log_remove(&path, remove_run_dir(&path));
-                        continue;
-                    }
-                    Err(_) => false,
-                },
-                Err(e) if e.kind() == ErrorKind::NotFound => true,
-                Err(_) => false,
-            }
         };
-        if stale {
-            log_remove(&path, remove_run_dir(&path));
+        if name.starts_with(".new-") && !old_enough() {
+            continue;
+        }
+        match File::open(path.join("lock")) {
+            // Nobody holds it: a crashed run. Keep holding it while removing.
+            Ok(lock) => {
+                if lock.try_lock().is_ok() {
+                    log_remove(&path, remove_run_dir(&path));
+                }
+            }
+            // A directory a removal left half done.
+            Err(e) if e.kind() == ErrorKind::NotFound => log_remove(&path, remove_run_dir(&path)),
+            Err(_) => {}
         }
     }
 }
