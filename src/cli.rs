@@ -134,6 +134,11 @@ pub struct ExecArgs {
     /// Testing aid: a path the command sees read-only (repeatable).
     #[arg(long = "ro-path", hide = true, value_name = "PATH")]
     pub ro_paths: Vec<PathBuf>,
+    /// Testing aid: start N threads that allocate in a loop once the
+    /// namespaces exist (as FUSE workers would), to exercise forking from
+    /// a multi-threaded process.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
+    pub busy_threads: usize,
     /// Testing aid: a `sh -c` script run before the command in the same
     /// sandbox, as a preRunScript (repeatable; the first failure ends the run).
     #[arg(long = "pre-sh", hide = true, value_name = "SCRIPT")]

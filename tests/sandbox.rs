@@ -473,8 +473,9 @@ fn share_pids_runs_in_the_callers_pid_namespace() {
 #[test]
 fn sigterm_is_forwarded_to_the_task() {
     let fx = Fx::new();
+    // With threads running in vhrun, as FUSE workers will be.
     let mut child = spawn(fx.cmd(
-        &[],
+        &["--busy-threads", "2"],
         r#"trap 'exit 7' TERM; touch "$FX/ready"; while :; do sleep 0.02; done"#,
     ));
     fx.wait_ready(&mut child);
@@ -750,7 +751,7 @@ fn kills_at_any_moment_leave_nothing() {
     for i in 0..15u64 {
         let m = unique();
         let mut child = spawn(fx.cmd(
-            &[],
+            &["--busy-threads", "2"],
             &format!(r#"sleep 1000.{m}1 & echo x > "$ENV/f"; sleep 1000.{m}2"#),
         ));
         std::thread::sleep(Duration::from_micros(i * 700));
@@ -785,4 +786,24 @@ fn kills_at_any_moment_leave_nothing() {
     std::thread::sleep(Duration::from_millis(2100)); // past the .new-* grace
     let out = fx.run(&[], r#"test ! -e "$ENV/f""#);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The reaper is forked while other threads allocate: its post-fork code
+/// must never need a lock one of them held (it would hang forever).
+#[test]
+fn forking_next_to_busy_threads_never_hangs() {
+    let fx = Fx::new();
+    for i in 0..40 {
+        let mut child = spawn(fx.cmd(&["--busy-threads", "3"], "exit 9"));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "run {i} hangs");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(status.code(), Some(9), "run {i}");
+    }
+    fx.assert_clean();
 }
