@@ -123,6 +123,31 @@ pub struct ExecArgs {
     pub catalog: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// Testing aid: serve this plain directory as the environment instead
+    /// of a catalog (no robot.yaml; vhrun's own environment is inherited).
+    #[arg(
+        long,
+        hide = true,
+        value_name = "DIR",
+        requires = "env_path",
+        conflicts_with = "catalog"
+    )]
+    pub lower_dir: Option<PathBuf>,
+    /// Testing aid: where the environment appears (with --lower-dir).
+    #[arg(long, hide = true, value_name = "PATH", requires = "lower_dir")]
+    pub env_path: Option<PathBuf>,
+    /// Testing aid: a path the command sees read-only (repeatable).
+    #[arg(long = "ro-path", hide = true, value_name = "PATH")]
+    pub ro_paths: Vec<PathBuf>,
+    /// Testing aid: start N threads that allocate in a loop once the
+    /// namespaces exist (as FUSE workers would), to exercise forking from
+    /// a multi-threaded process.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 0)]
+    pub busy_threads: usize,
+    /// Testing aid: a `sh -c` script run before the command in the same
+    /// sandbox, as a preRunScript (repeatable; the first failure ends the run).
+    #[arg(long = "pre-sh", hide = true, value_name = "SCRIPT")]
+    pub pre_sh: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -1,6 +1,27 @@
-//! Raw system interfaces behind small safe APIs. Every `unsafe` block and
-//! every raw syscall of the crate lives under this module.
+//! The only place in vhrun with `unsafe` code and raw syscalls.
+//!
+//! Everything here has a safe API; nix's safe wrappers are used everywhere
+//! else (mount, unshare, prctl, signalfd, pipes). What is left for
+//! this module is what nix cannot offer safely:
+//! - [`fork`]: a raw `clone(2)` that works as `fork` but can also create a
+//!   PID namespace, from a process that already runs threads;
+//! - [`exec`]: `execve` over argv/envp arrays prepared before forking, so
+//!   the child allocates nothing;
+//! - [`watchdog`]: the fork of `vhrun mount`'s unmount watchdog;
+//! - [`mountinfo`], [`nsprobe`]: reading mounts, probing namespaces;
+//! - [`signal`]: resetting a disposition, `sigwaitinfo` with the sender's
+//!   `si_code`, and `kill` of real-time signals nix's `Signal` cannot name.
+//! - [`wait`]: `waitpid` keeping statuses nix cannot represent.
+//!
+//! Code that runs in a forked child of a multi-threaded process may only
+//! make system calls and touch memory prepared before the fork: another
+//! thread may have held the allocator's lock at the moment of the fork.
 
+pub mod exec;
+pub mod fork;
 pub mod mountinfo;
 pub mod nsprobe;
+pub mod signal;
+pub mod wait;
 pub mod watchdog;
+

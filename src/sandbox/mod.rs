@@ -1,0 +1,418 @@
+//! The sandbox a run executes in: private namespaces, an overlay over a
+//! read-only lower tree, the task under a PID-namespace reaper, and a
+//! teardown the kernel guarantees.
+//!
+//! # API
+//!
+//! ```ignore
+//! let mut spec = SandboxSpec::new(vhrun_home, env_path, vec![argv]);
+//! spec.env = task_env;                       // exactly the task's environment
+//! spec.cwd = robot_root;
+//! spec.readonly_paths = vec![hololib, blob_cache];
+//! spec.writable_paths = vec![pycache_dir];   // below a read-only path
+//! let outcome = run_sandboxed(&spec, |target: &LowerTarget| {
+//!     // mount the FUSE tree at target.mountpoint, start its threads,
+//!     // return whatever keeps the server alive
+//!     Ok(Box::new(fuse_handle) as LowerGuard)
+//! })?;
+//! std::process::exit(outcome.code());
+//! ```
+//! For a plain directory as the lower layer: `run_sandboxed(&spec, lower_dir(dir))`.
+//!
+//! # Sequence (and the constraints behind it)
+//!
+//! In the calling process, which must still be single-threaded
+//! (`unshare(CLONE_NEWUSER)` fails with a second thread; `CLONE_NEWNS`
+//! would move only the calling thread):
+//! 1. check `Threads: 1`; remove stale run directories; create and lock
+//!    `$VHRUN_HOME/runs/<id>/{lower,upper,work}`; create the environment's
+//!    mountpoint (host side, as rcc's restore creates the space dir);
+//! 2. block SIGINT/TERM/HUP/QUIT/CHLD in the main thread and open a
+//!    signalfd for them; threads created later inherit the mask, so the
+//!    signals wait for the supervisor loop instead of killing vhrun;
+//! 3. unshare the mount namespace (plus a user namespace mapping the
+//!    caller's uid/gid to themselves when not root) and make / rprivate;
+//! 4. **call `mount_lower(&LowerTarget)`**: threads may be started from
+//!    here on (FUSE workers). It mounts the lower tree at
+//!    `target.mountpoint` and returns a guard, dropped after the unmount;
+//! 5. mount the overlay at `env_path`;
+//! 6. resolve each command's program in the task's PATH, build argv/envp;
+//! 7. from the main thread (PDEATHSIG fires when the forking *thread*
+//!    exits), clone the reaper into a new PID namespace; see
+//!    [`reaper`] for what it does before exec'ing the task;
+//! 8. forward signals to the reaper, which forwards them to the task; a
+//!    second SIGINT kills the reaper, and with it the namespace;
+//! 9. when the reaper exits: unmount the overlay and the lower tree
+//!    (lazily), drop the guard, move the upper layer to `keep_overlay` if
+//!    asked, remove the run directory, restore the signal mask.
+//!
+//! The process stays in the private namespaces afterwards; it is meant to
+//! exit with [`RunOutcome::code`].
+//!
+//! # What callers must know
+//!
+//! - Every fd vhrun opens must be `O_CLOEXEC` (std and nix do it; open
+//!   `/dev/fuse` with it): the reaper inherits all of them, the task only
+//!   those without the flag.
+//! - Threads started in `mount_lower` or later inherit the blocked
+//!   signals: they never run signal handlers, the supervisor loop reads
+//!   the signals from its signalfd.
+//! - `spec.stdio` fds stay open in `spec` after the run: a thread teeing a
+//!   pipe to a log sees EOF only once the spec is dropped.
+//! - Mounts other processes (other runs) make are invisible here, and two
+//!   runs of the same environment path each see their own overlay.
+//! - With `share_pids`, vhrun is a child subreaper and kills every child it
+//!   has after the run; the task can reach other same-user runs' views
+//!   through `/proc/<pid>/root`, which the PID namespace otherwise hides.
+//!
+//! If vhrun is SIGKILLed, the kernel tears everything down: the mount
+//! namespace dies with its last process, PDEATHSIG kills the reaper, and
+//! the reaper's death (pid 1) kills every process of the PID namespace.
+//! Only the run directory stays, removed by the next run (its flock is
+//! free). With `share_pids` there is no PID namespace: processes the task
+//! left behind are killed at the end of the run, but survive a SIGKILL of
+//! vhrun.
+
+pub mod capabilities;
+pub mod isolation;
+pub mod namespaces;
+pub mod overlay;
+pub mod process;
+pub mod reaper;
+pub mod rundir;
+
+pub use crate::sys::wait::ExitKind;
+pub use isolation::Isolation;
+pub use namespaces::Identity;
+pub use process::RunOutcome;
+
+use crate::error::{Error, Result};
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rundir::RunDir;
+use std::any::Any;
+use std::ffi::{CString, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::info_span;
+
+/// What to run and how.
+#[derive(Debug)]
+pub struct SandboxSpec {
+    /// `$VHRUN_HOME`; run directories go to `<vhrun_home>/runs/<id>`.
+    pub vhrun_home: PathBuf,
+    /// Where the environment appears (absolute): the overlay's mountpoint.
+    pub env_path: PathBuf,
+    /// Commands run in order in the same sandbox (preRunScripts, then the
+    /// task); the first that fails ends the run. argv[0] is looked up in
+    /// the PATH of `env`.
+    pub commands: Vec<Vec<OsString>>,
+    /// The complete environment of every command (nothing is inherited).
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory of every command (absolute).
+    pub cwd: PathBuf,
+    /// No PID namespace: commands run in vhrun's (still reaped at the end).
+    pub share_pids: bool,
+    /// Move the overlay's upper directory here after the run (must not
+    /// exist, or be an empty directory).
+    pub keep_overlay: Option<PathBuf>,
+    /// Read-only for the task (hololib, blob cache), writable for vhrun.
+    pub readonly_paths: Vec<PathBuf>,
+    /// Writable for the task even below a read-only path (bytecode cache).
+    pub writable_paths: Vec<PathBuf>,
+    /// Covered by an empty read-only tmpfs for the task. `<vhrun_home>/runs`
+    /// is always hidden.
+    pub hidden_paths: Vec<PathBuf>,
+    /// stdin/stdout/stderr of the commands; `None` inherits vhrun's.
+    pub stdio: [Option<OwnedFd>; 3],
+}
+
+impl SandboxSpec {
+    /// A spec with vhrun's own environment and working directory.
+    pub fn new(vhrun_home: PathBuf, env_path: PathBuf, commands: Vec<Vec<OsString>>) -> Self {
+        SandboxSpec {
+            vhrun_home,
+            env_path,
+            commands,
+            env: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            share_pids: false,
+            keep_overlay: None,
+            readonly_paths: Vec::new(),
+            writable_paths: Vec::new(),
+            hidden_paths: Vec::new(),
+            stdio: [None, None, None],
+        }
+    }
+
+    fn runs_dir(&self) -> PathBuf {
+        self.vhrun_home.join("runs")
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.commands.is_empty() || self.commands.iter().any(|c| c.is_empty()) {
+            return Err(Error::Usage("sandbox: empty command".into()));
+        }
+        for (what, p) in [
+            ("environment path", &self.env_path),
+            ("working directory", &self.cwd),
+            ("VHRUN_HOME", &self.vhrun_home),
+        ] {
+            if !p.is_absolute() {
+                return Err(Error::Usage(format!(
+                    "sandbox: {what} must be absolute: {}",
+                    p.display()
+                )));
+            }
+        }
+        if let Some(keep) = &self.keep_overlay {
+            if !keep.is_absolute() {
+                return Err(Error::Usage(format!(
+                    "--keep-overlay must be absolute: {}",
+                    keep.display()
+                )));
+            }
+            match std::fs::read_dir(keep) {
+                Ok(mut rd) => {
+                    if rd.next().is_some() {
+                        return Err(Error::bad_input(
+                            keep,
+                            "--keep-overlay: directory is not empty",
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let parent = keep.parent().unwrap_or(Path::new("/"));
+                    if !parent.is_dir() {
+                        return Err(Error::NotFound {
+                            path: parent.to_path_buf(),
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::io(keep, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where and as whom the lower tree is mounted.
+#[derive(Debug, Clone)]
+pub struct LowerTarget {
+    /// An empty directory in the run directory; mount the tree here.
+    pub mountpoint: PathBuf,
+    /// The caller's ids (mapped to themselves in a user namespace): what
+    /// the tree should report as owner (kernel-facts.md, "Rootless").
+    pub uid: u32,
+    pub gid: u32,
+    /// In a user namespace: no FUSE passthrough, overlay with userxattr.
+    pub rootless: bool,
+}
+
+/// Keeps the lower tree served (e.g. the FUSE session); dropped after the
+/// tree is unmounted.
+pub type LowerGuard = Box<dyn Any>;
+
+/// A `mount_lower` for a plain directory: bind-mounted as the lower layer.
+pub fn lower_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<LowerGuard> {
+    move |target: &LowerTarget| {
+        if !dir.is_dir() {
+            return Err(Error::NotFound { path: dir });
+        }
+        overlay::bind_lower(&dir, &target.mountpoint)?;
+        Ok(Box::new(()) as LowerGuard)
+    }
+}
+
+/// Run `spec.commands` in the sandbox over the tree `mount_lower` mounts.
+/// See the module doc for the sequence. Must be called while the process
+/// is single-threaded.
+pub fn run_sandboxed<M>(spec: &SandboxSpec, mount_lower: M) -> Result<RunOutcome>
+where
+    M: FnOnce(&LowerTarget) -> Result<LowerGuard>,
+{
+    let started = Instant::now();
+    spec.validate()?;
+    namespaces::ensure_single_threaded()?;
+    let id = Identity::current();
+    let run = {
+        let _s = info_span!("sandbox_prepare").entered();
+        let run = RunDir::create(&spec.runs_dir())?;
+        overlay::ensure_mountpoint(&spec.env_path)?;
+        run
+    };
+    tracing::debug!(run = %run.path.display(), rootless = id.rootless, "run directory");
+    let signals = SignalGuard::block()?;
+    let mut mounts = Mounts::default();
+    let outcome = run_in(spec, &run, &id, mount_lower, &signals, &mut mounts, started);
+
+    let _s = info_span!("sandbox_teardown").entered();
+    let unmounted = mounts.teardown();
+    drop(signals);
+    let mut kept = Ok(());
+    if let Some(dest) = &spec.keep_overlay {
+        kept = run.keep_upper(dest);
+    }
+    match (&unmounted, &kept) {
+        (Ok(()), Ok(())) => {
+            if let Err(e) = run.remove() {
+                tracing::warn!("{e}");
+            }
+        }
+        (Err(e), _) => tracing::warn!("{e}; leaving the run directory to a later run"),
+        (_, Err(e)) => tracing::error!(
+            "--keep-overlay: {e}; the write layer stays in {}",
+            run.upper().display()
+        ),
+    }
+    let outcome = outcome?;
+    kept?;
+    Ok(outcome)
+}
+
+fn run_in<M>(
+    spec: &SandboxSpec,
+    run: &RunDir,
+    id: &Identity,
+    mount_lower: M,
+    signals: &SignalGuard,
+    mounts: &mut Mounts,
+    started: Instant,
+) -> Result<RunOutcome>
+where
+    M: FnOnce(&LowerTarget) -> Result<LowerGuard>,
+{
+    {
+        let _s = info_span!("sandbox_namespaces").entered();
+        namespaces::enter(id)?;
+    }
+    {
+        let _s = info_span!("sandbox_mount_lower").entered();
+        let target = LowerTarget {
+            mountpoint: run.lower(),
+            uid: id.uid,
+            gid: id.gid,
+            rootless: id.rootless,
+        };
+        mounts.lower = Some(run.lower());
+        mounts.guard = Some(mount_lower(&target)?);
+    }
+    {
+        let _s = info_span!("sandbox_overlay").entered();
+        let volatile = spec.keep_overlay.is_none();
+        overlay::mount_overlay(run, &spec.env_path, id.rootless, volatile)?;
+        mounts.env = Some(spec.env_path.clone());
+    }
+    let _s = info_span!("sandbox_prepare_exec").entered();
+    let path_var = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let commands = spec
+        .commands
+        .iter()
+        .map(|argv| process::prepare_command(argv, path_var, &spec.cwd))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = process::prepare_env(&spec.env)?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
+        .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
+    let mut hidden = spec.hidden_paths.clone();
+    hidden.push(spec.runs_dir());
+    let isolation = Isolation {
+        readonly: spec.readonly_paths.clone(),
+        writable: spec.writable_paths.clone(),
+        hidden,
+    }
+    .prepare()?;
+    let caps = capabilities::CapDrop::for_identity(id.rootless);
+    drop(_s);
+
+    let _s = info_span!("sandbox_run").entered();
+    process::spawn_and_supervise(&process::Supervision {
+        commands: &commands,
+        envp: &envp,
+        cwd: &cwd,
+        pid_ns: !spec.share_pids,
+        isolation: &isolation,
+        caps: caps.as_ref(),
+        task_mask: signals.original,
+        stdio: [
+            spec.stdio[0].as_ref(),
+            spec.stdio[1].as_ref(),
+            spec.stdio[2].as_ref(),
+        ],
+        signals: &signals.fd,
+        started,
+    })
+}
+
+/// What is mounted in the run's namespace, undone in reverse order.
+#[derive(Default)]
+struct Mounts {
+    env: Option<PathBuf>,
+    lower: Option<PathBuf>,
+    guard: Option<LowerGuard>,
+}
+
+impl Mounts {
+    /// Unmount the overlay, then the lower tree, then let its server go.
+    /// An error means the lower tree may still be mounted.
+    fn teardown(&mut self) -> Result<()> {
+        if let Some(env) = self.env.take() {
+            if let Err(e) = overlay::unmount(&env) {
+                tracing::warn!("{e}");
+            }
+        }
+        let mut result = Ok(());
+        if let Some(lower) = self.lower.take() {
+            match nix::mount::umount2(&lower, nix::mount::MntFlags::MNT_DETACH) {
+                // EINVAL: nothing mounted there (mount_lower failed early).
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(e) => {
+                    result = Err(Error::Internal(format!(
+                        "unmounting {}: {}",
+                        lower.display(),
+                        e.desc()
+                    )))
+                }
+            }
+        }
+        drop(self.guard.take());
+        result
+    }
+}
+
+/// The supervised signals blocked in the main thread (and so in every
+/// thread started later), readable from a signalfd; restored on drop.
+struct SignalGuard {
+    original: SigSet,
+    fd: SignalFd,
+}
+
+impl SignalGuard {
+    fn block() -> Result<SignalGuard> {
+        let set = process::supervised_signals();
+        // A SIG_IGN'd SIGCHLD (inherited) would make the kernel reap our
+        // children itself.
+        crate::sys::signal::set_default(libc::SIGCHLD)
+            .map_err(|e| Error::Internal(format!("resetting SIGCHLD: {}", e.desc())))?;
+        let original = set
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))?;
+        Ok(SignalGuard { original, fd })
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        // Signals that arrived after the run ended have nobody to go to.
+        while let Ok(Some(_)) = self.fd.read_signal() {}
+        let _ = self.original.thread_set_mask();
+    }
+}

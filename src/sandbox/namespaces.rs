@@ -1,0 +1,129 @@
+//! Entering the run's private mount namespace (and, without privileges, a
+//! user namespace mapping the caller to itself).
+//!
+//! `unshare(CLONE_NEWUSER)` fails once a process has a second thread, and
+//! `unshare(CLONE_NEWNS)` with threads moves only the calling thread
+//! (kernel-facts.md), so [`enter`] refuses to run in a multi-threaded
+//! process instead of producing a half-private sandbox.
+
+use crate::error::{Error, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{getegid, geteuid};
+
+/// Who runs the sandbox and whether it needs a user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Effective uid/gid of the caller; inside a user namespace they are
+    /// mapped to themselves, so the task sees the same numbers.
+    pub uid: u32,
+    pub gid: u32,
+    /// No CAP_SYS_ADMIN: the sandbox lives in a user namespace.
+    pub rootless: bool,
+}
+
+impl Identity {
+    pub fn current() -> Identity {
+        let uid = geteuid().as_raw();
+        let admin = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_ADMIN,
+        )
+        .unwrap_or(false);
+        Identity {
+            uid,
+            gid: getegid().as_raw(),
+            rootless: uid != 0 || !admin,
+        }
+    }
+}
+
+/// Number of threads of this process (`Threads:` of /proc/self/status).
+pub fn thread_count() -> Result<usize> {
+    let path = "/proc/self/status";
+    let status = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::Internal(format!("{path}: no Threads: line")))
+}
+
+/// Fail unless this process runs a single thread.
+pub fn ensure_single_threaded() -> Result<()> {
+    match thread_count()? {
+        1 => Ok(()),
+        n => Err(Error::Internal(format!(
+            "sandbox: the process already runs {n} threads; namespaces must be entered before \
+             any thread starts (a bug in vhrun)"
+        ))),
+    }
+}
+
+/// Unshare the mount namespace (plus a user namespace when rootless), map
+/// the caller's uid/gid to themselves, and make every mount private so
+/// nothing mounted from now on propagates to the host.
+pub fn enter(id: &Identity) -> Result<()> {
+    ensure_single_threaded()?;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if id.rootless {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    unshare(flags).map_err(|e| unshare_error(id, e))?;
+    if id.rootless {
+        // An unprivileged writer may map only its own ids, and only after
+        // giving up setgroups(2) (user_namespaces(7)).
+        write_proc("/proc/self/setgroups", "deny")?;
+        write_proc("/proc/self/uid_map", &format!("{0} {0} 1", id.uid))?;
+        write_proc("/proc/self/gid_map", &format!("{0} {0} 1", id.gid))?;
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::unavailable("making / private in the run's mount namespace", e.desc()))?;
+    Ok(())
+}
+
+fn write_proc(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| {
+        Error::unavailable(
+            format!("writing {value:?} to {path}"),
+            format!("{e}; the user namespace cannot map the caller"),
+        )
+    })
+}
+
+fn unshare_error(id: &Identity, e: nix::errno::Errno) -> Error {
+    if !id.rootless {
+        return Error::unavailable(
+            "unshare(CLONE_NEWNS)",
+            format!("{}; vhrun needs CAP_SYS_ADMIN or user namespaces", e.desc()),
+        );
+    }
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    let hint = if max.trim() == "0" {
+        "user namespaces are disabled: sysctl -w user.max_user_namespaces=15000".to_string()
+    } else if std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .is_ok_and(|v| v.trim() == "0")
+    {
+        "unprivileged user namespaces are disabled: sysctl -w kernel.unprivileged_userns_clone=1"
+            .to_string()
+    } else if std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+        .is_ok_and(|v| v.trim() == "1")
+    {
+        "AppArmor restricts unprivileged user namespaces: \
+         sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for vhrun)"
+            .to_string()
+    } else {
+        format!(
+            "{}; user namespaces are needed to run without root",
+            e.desc()
+        )
+    };
+    Error::unavailable("cannot create a user namespace", hint)
+}

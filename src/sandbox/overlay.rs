@@ -1,0 +1,149 @@
+//! The overlay at the environment's path: lower = the read-only tree
+//! (FUSE, or a bind-mounted directory), upper/work = the run's private
+//! write layer.
+
+use super::rundir::RunDir;
+use crate::error::{Error, IoContext, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Create the (empty) mountpoint where rcc's restore would create the
+/// space directory. Runs on the host side, before any namespace.
+pub fn ensure_mountpoint(env_path: &Path) -> Result<()> {
+    match std::fs::metadata(env_path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::bad_input(
+            env_path,
+            "environment path exists and is not a directory",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::hololib::layout::mkdir_all(env_path, 0o755)
+        }
+        Err(e) => Err(Error::io(env_path, e)),
+    }
+}
+
+/// Escape a path for overlayfs' option string, where `,` separates options,
+/// `:` separates lower layers, and `\` escapes either.
+pub fn escape(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | ',' | ':') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The mount data for the run's overlay. `volatile` (when the write layer
+/// is thrown away) skips overlayfs' sync of the whole upper filesystem at
+/// unmount, which costs hundreds of milliseconds on a busy disk.
+pub fn options(run: &RunDir, userxattr: bool, volatile: bool) -> String {
+    let mut data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        escape(&run.lower()),
+        escape(&run.upper()),
+        escape(&run.work())
+    );
+    if userxattr {
+        // Unprivileged overlayfs stores its metadata in user.overlay.*.
+        data.push_str(",userxattr");
+    }
+    if volatile {
+        data.push_str(",volatile");
+    }
+    data
+}
+
+/// Mount the overlay at `target`. The merged root takes its mode and times
+/// from the upper directory, so the upper root is given the lower root's
+/// first: the task then sees the environment's root as a restore has it.
+pub fn mount_overlay(run: &RunDir, target: &Path, userxattr: bool, volatile: bool) -> Result<()> {
+    let lower = run.lower();
+    let upper = run.upper();
+    let meta = std::fs::metadata(&lower).at(&lower)?;
+    std::fs::set_permissions(
+        &upper,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+    )
+    .at(&upper)?;
+    let times = std::fs::FileTimes::new()
+        .set_accessed(meta.accessed().at(&lower)?)
+        .set_modified(meta.modified().at(&lower)?);
+    std::fs::File::open(&upper)
+        .and_then(|f| f.set_times(times))
+        .at(&upper)?;
+
+    let try_mount = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data),
+        )
+    };
+    let mut data = options(run, userxattr, volatile);
+    let mut result = try_mount(&data);
+    if volatile && result == Err(nix::errno::Errno::EINVAL) {
+        // Kernels before 5.10 do not know `volatile`.
+        data = options(run, userxattr, false);
+        result = try_mount(&data);
+    }
+    result.map_err(|e| {
+        Error::unavailable(
+            format!("mounting overlayfs at {}", target.display()),
+            format!(
+                "{} (options {data}); overlayfs must be available (modprobe overlay){}",
+                e.desc(),
+                if userxattr {
+                    ", with userxattr support for unprivileged use (Linux >= 5.11)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    })
+}
+
+/// Bind-mount a plain directory as the lower layer (tests, debugging, a
+/// restored copy).
+pub fn bind_lower(dir: &Path, mountpoint: &Path) -> Result<()> {
+    mount(
+        Some(dir),
+        mountpoint,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::unavailable(
+            format!(
+                "bind-mounting {} at {}",
+                dir.display(),
+                mountpoint.display()
+            ),
+            e.desc(),
+        )
+    })
+}
+
+/// Lazily unmount `path` in this mount namespace.
+pub fn unmount(path: &Path) -> Result<()> {
+    umount2(path, MntFlags::MNT_DETACH)
+        .map_err(|e| Error::Internal(format!("unmounting {}: {}", path.display(), e.desc())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_separators() {
+        assert_eq!(escape(Path::new("/a,b:c\\d/e")), "/a\\,b\\:c\\\\d/e");
+        assert_eq!(escape(Path::new("/plain/path")), "/plain/path");
+    }
+}

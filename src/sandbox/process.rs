@@ -1,0 +1,480 @@
+//! The commands a run executes, prepared before the fork, and vhrun's side
+//! of the run: spawn the reaper, forward signals, wait, decode the result.
+
+use super::reaper::{self, Plan, Record, Stage, RECORD_LEN};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::sys::exec::CStringArray;
+use crate::sys::wait::ExitKind;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How the run ended: the status of the last command that ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: ExitKind,
+    /// Index in `SandboxSpec::commands` of the command that ended the run
+    /// (the first that failed, or the last one).
+    pub command: usize,
+}
+
+impl RunOutcome {
+    /// The task's exit code, or 128+N if it died of signal N.
+    pub fn code(&self) -> i32 {
+        self.status.code()
+    }
+}
+
+/// One command, with its program resolved and argv as C strings.
+#[derive(Debug)]
+pub struct PreparedCommand {
+    pub path: CString,
+    pub argv: CStringArray,
+    pub display: String,
+}
+
+fn cstring(s: &OsStr, what: &str) -> Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        Error::Usage(format!(
+            "{what} contains a NUL byte: {}",
+            s.to_string_lossy()
+        ))
+    })
+}
+
+/// The environment as `K=V` C strings.
+pub fn prepare_env(env: &[(OsString, OsString)]) -> Result<CStringArray> {
+    let mut out = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        if k.is_empty() || k.as_bytes().contains(&b'=') {
+            return Err(Error::Usage(format!(
+                "invalid environment variable name {:?}",
+                k.to_string_lossy()
+            )));
+        }
+        let mut kv = k.clone().into_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        out.push(cstring(OsStr::from_bytes(&kv), "environment variable")?);
+    }
+    Ok(CStringArray::new(out))
+}
+
+/// Resolve argv[0] as exec does with the *task's* PATH (not vhrun's):
+/// a name with a slash is used as given (relative to the task's cwd);
+/// otherwise the first executable regular file in PATH wins.
+pub fn resolve_program(name: &OsStr, path_var: Option<&OsStr>, cwd: &Path) -> Result<PathBuf> {
+    if name.is_empty() {
+        return Err(Error::Usage("empty command".into()));
+    }
+    if name.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    for dir in path_var.as_bytes().split(|b| *b == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = cwd.join(OsStr::from_bytes(dir)).join(name);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::NotFound {
+        path: PathBuf::from(format!(
+            "{} (command, searched the task's PATH)",
+            name.to_string_lossy()
+        )),
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub fn prepare_command(
+    argv: &[OsString],
+    path_var: Option<&OsStr>,
+    cwd: &Path,
+) -> Result<PreparedCommand> {
+    let first = argv
+        .first()
+        .ok_or_else(|| Error::Usage("empty command".into()))?;
+    let program = resolve_program(first, path_var, cwd)?;
+    let args = argv
+        .iter()
+        .map(|a| cstring(a, "argument"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PreparedCommand {
+        path: cstring(program.as_os_str(), "program path")?,
+        argv: CStringArray::new(args),
+        display: argv
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+    })
+}
+
+/// The signals vhrun forwards, plus SIGCHLD; blocked in every thread and
+/// read from a signalfd.
+pub fn supervised_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// The pipes between vhrun and the reaper.
+struct Pipes {
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+    exec_r: OwnedFd,
+    exec_w: OwnedFd,
+    alive_r: OwnedFd,
+    alive_w: OwnedFd,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Internal(format!("pipe2: {}", e.desc())))
+}
+
+impl Pipes {
+    fn new() -> Result<Pipes> {
+        let (report_r, report_w) = pipe()?;
+        nix::fcntl::fcntl(&report_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| Error::Internal(format!("fcntl(O_NONBLOCK): {}", e.desc())))?;
+        let (exec_r, exec_w) = pipe()?;
+        let (alive_r, alive_w) = pipe()?;
+        Ok(Pipes {
+            report_r,
+            report_w,
+            exec_r,
+            exec_w,
+            alive_r,
+            alive_w,
+        })
+    }
+}
+
+/// What the parent needs to spawn and supervise the reaper.
+pub struct Supervision<'a> {
+    pub commands: &'a [PreparedCommand],
+    pub envp: &'a CStringArray,
+    pub cwd: &'a CString,
+    pub pid_ns: bool,
+    pub isolation: &'a super::isolation::Prepared,
+    pub caps: Option<&'a super::capabilities::CapDrop>,
+    pub task_mask: SigSet,
+    pub stdio: [Option<&'a OwnedFd>; 3],
+    pub signals: &'a SignalFd,
+    pub started: Instant,
+}
+
+/// Fork the reaper, forward signals to it until it exits, and decode how
+/// the run ended. A post-fork setup failure becomes an `Error`.
+pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
+    let pipes = Pipes::new()?;
+    if !s.pid_ns {
+        // Orphans of a reaper that dies (second Ctrl-C) come to vhrun,
+        // which kills them after the run.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| Error::Internal(format!("PR_SET_CHILD_SUBREAPER: {}", e.desc())))?;
+    }
+    let plan = Plan {
+        commands: s.commands,
+        envp: s.envp,
+        cwd: s.cwd,
+        pid_ns: s.pid_ns,
+        isolation: s.isolation,
+        caps: s.caps,
+        task_mask: s.task_mask,
+        stdio: s.stdio.map(|o| o.map(|fd| fd.as_fd())),
+        report: pipes.report_w.as_fd(),
+        exec_marker: pipes.exec_w.as_raw_fd(),
+        alive_r: pipes.alive_r.as_fd(),
+        alive_w: pipes.alive_w.as_raw_fd(),
+    };
+    let pid = sys::fork::clone_child(s.pid_ns, || reaper::reaper_main(&plan)).map_err(|e| {
+        Error::unavailable(
+            if s.pid_ns {
+                "clone(CLONE_NEWPID) of the run's reaper"
+            } else {
+                "fork of the run's reaper"
+            },
+            e.desc(),
+        )
+    })?;
+    let Pipes {
+        report_r,
+        report_w,
+        exec_r,
+        exec_w,
+        alive_r,
+        alive_w,
+    } = pipes;
+    drop((report_w, exec_w, alive_r));
+    let result = supervise(s, pid, &report_r, exec_r);
+    // Held until the reaper is gone: its EOF would tell the reaper vhrun died.
+    drop(alive_w);
+    if !s.pid_ns {
+        kill_leftover_children();
+    }
+    result
+}
+
+fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> Result<RunOutcome> {
+    let mut exec_r = Some(exec_r);
+    let mut report_open = true;
+    let mut records: Vec<Record> = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut interrupts = 0;
+    let reaper_status = loop {
+        // A closed pipe stays readable (EOF): poll it with no events then.
+        let events = |open: bool| {
+            if open {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            }
+        };
+        let mut fds = vec![
+            PollFd::new(s.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(report_r.as_fd(), events(report_open)),
+        ];
+        if let Some(e) = &exec_r {
+            fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
+        }
+        let ready = |i: usize, fds: &[PollFd]| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, report_ready, exec_ready) =
+            (ready(0, &fds), ready(1, &fds), ready(2, &fds));
+        drop(fds);
+        if report_ready && report_open {
+            report_open = !read_records(report_r, &mut pending, &mut records);
+        }
+        if exec_ready {
+            // Only EOF ever arrives here: every holder closed it by exec.
+            exec_r = None;
+            tracing::info!(
+                "activation: {:.2} ms from sandbox start to the last command's exec",
+                s.started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        if sig_ready {
+            while let Ok(Some(info)) = s.signals.read_signal() {
+                let signo = info.ssi_signo as i32;
+                let from_tty = info.ssi_code == sys::signal::SI_KERNEL;
+                if signo == libc::SIGCHLD {
+                    continue;
+                }
+                if signo == libc::SIGINT {
+                    interrupts += 1;
+                    if interrupts >= 2 {
+                        tracing::warn!("second interrupt: killing the run");
+                        let _ = sys::signal::kill(pid, libc::SIGKILL);
+                        continue;
+                    }
+                }
+                // The terminal already signalled the whole foreground
+                // process group, the task included.
+                if !from_tty {
+                    let _ = sys::signal::kill(pid, signo);
+                }
+            }
+        }
+        match sys::wait::wait(Some(pid), true) {
+            Ok(Some((_, kind))) => break kind,
+            Ok(None) => {}
+            Err(e) => return Err(Error::Internal(format!("waitpid(reaper): {}", e.desc()))),
+        }
+    };
+    // The last records may still sit in the pipe.
+    if report_open {
+        read_records(report_r, &mut pending, &mut records);
+    }
+    decode_outcome(&records, reaper_status, s)
+}
+
+/// Read what the pipe holds into `out`; true at EOF.
+fn read_records(fd: &OwnedFd, pending: &mut Vec<u8>, out: &mut Vec<Record>) -> bool {
+    let mut buf = [0u8; RECORD_LEN * 16];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                while pending.len() >= RECORD_LEN {
+                    let rec: [u8; RECORD_LEN] = pending[..RECORD_LEN].try_into().unwrap_or([0; 12]);
+                    pending.drain(..RECORD_LEN);
+                    if let Some(r) = Record::decode(&rec) {
+                        out.push(r);
+                    }
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            // EAGAIN: drained (the read end is non-blocking).
+            Err(_) => break,
+        }
+    }
+    false
+}
+
+fn decode_outcome(records: &[Record], reaper: ExitKind, s: &Supervision) -> Result<RunOutcome> {
+    let command_name = |i: u32| {
+        s.commands
+            .get(i as usize)
+            .map(|c| c.display.clone())
+            .unwrap_or_else(|| format!("command #{i}"))
+    };
+    for r in records {
+        let errno = Errno::from_raw(r.value);
+        let err = match r.stage {
+            Stage::Exited | Stage::Signaled => continue,
+            Stage::Exec => {
+                let c = &s.commands[(r.index as usize).min(s.commands.len() - 1)];
+                let path = PathBuf::from(OsStr::from_bytes(c.path.as_bytes()));
+                Error::io(path, std::io::Error::from_raw_os_error(r.value))
+            }
+            Stage::Chdir => Error::io(
+                PathBuf::from(OsStr::from_bytes(s.cwd.as_bytes())),
+                std::io::Error::from_raw_os_error(r.value),
+            ),
+            Stage::Isolation => {
+                let op = s.isolation.ops.get(r.index as usize);
+                Error::unavailable(
+                    format!(
+                        "sandbox mount ({:?}) of {}",
+                        op.map(|o| o.kind),
+                        op.map(|o| o.path.display().to_string()).unwrap_or_default()
+                    ),
+                    errno.desc(),
+                )
+            }
+            Stage::MountProc => Error::unavailable(
+                "mounting /proc for the run's PID namespace",
+                format!(
+                    "{}; use --share-pids to run without a PID namespace",
+                    errno.desc()
+                ),
+            ),
+            stage => Error::unavailable(
+                format!("sandbox setup ({stage:?}) for {}", command_name(r.index)),
+                errno.desc(),
+            ),
+        };
+        return Err(err);
+    }
+    let last = records
+        .iter()
+        .rev()
+        .find(|r| matches!(r.stage, Stage::Exited | Stage::Signaled));
+    Ok(match last {
+        Some(r) if matches!(reaper, ExitKind::Exited(_)) => RunOutcome {
+            status: if r.stage == Stage::Exited {
+                ExitKind::Exited(r.value)
+            } else {
+                ExitKind::Signaled(r.value)
+            },
+            command: r.index as usize,
+        },
+        // The reaper itself was killed (second Ctrl-C, OOM, kill -9).
+        _ => RunOutcome {
+            status: reaper,
+            command: s.commands.len().saturating_sub(1),
+        },
+    })
+}
+
+/// Kill and reap every child vhrun has left (orphans that came to it as
+/// a subreaper). vhrun's own threads may each have children.
+pub fn kill_leftover_children() {
+    for _ in 0..1000 {
+        let mut pids = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+            for t in rd.flatten() {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                    pids.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                }
+            }
+        }
+        for p in &pids {
+            let _ = sys::signal::kill(Pid::from_raw(*p), libc::SIGKILL);
+        }
+        match sys::wait::wait(None, true) {
+            Err(_) => return,
+            Ok(Some(_)) => {}
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    tracing::warn!("children of the run are still alive after 1000 kill rounds");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_in_the_tasks_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let prog = bin.join("tool");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let noexec = dir.path().join("other");
+        std::fs::create_dir(&noexec).unwrap();
+        std::fs::write(noexec.join("tool"), "").unwrap();
+
+        let path = OsString::from(format!("{}:{}", noexec.display(), bin.display()));
+        let got = resolve_program(OsStr::new("tool"), Some(&path), dir.path()).unwrap();
+        assert_eq!(got, prog);
+        // Relative PATH entries are relative to the task's cwd.
+        let got = resolve_program(OsStr::new("tool"), Some(OsStr::new("bin")), dir.path()).unwrap();
+        assert_eq!(got, dir.path().join("bin/tool"));
+        assert!(matches!(
+            resolve_program(
+                OsStr::new("tool"),
+                Some(OsStr::new("/nonexistent")),
+                dir.path()
+            ),
+            Err(Error::NotFound { .. })
+        ));
+        assert_eq!(
+            resolve_program(OsStr::new("./x"), None, dir.path()).unwrap(),
+            PathBuf::from("./x")
+        );
+    }
+
+    #[test]
+    fn env_rejects_bad_names() {
+        assert!(prepare_env(&[("A=B".into(), "c".into())]).is_err());
+        let e = prepare_env(&[("A".into(), "b=c".into())]).unwrap();
+        assert_eq!(e.get(0).unwrap().to_bytes(), b"A=b=c");
+    }
+}

@@ -1,0 +1,245 @@
+//! The private per-run directory `$VHRUN_HOME/runs/<run-id>/`:
+//! `lock` (flock'ed for the run's life), `lower` (the lower layer's
+//! mountpoint), `upper` and `work` (the overlay's write layer).
+//!
+//! A crash (even SIGKILL) cannot leave a mount behind, since every mount
+//! lives in the run's mount namespace, but it does leave this directory.
+//! Each run therefore removes the run directories whose lock nobody holds.
+//! The lock's file description is inherited by the reaper, so a run whose
+//! vhrun died but whose reaper still lives is not touched.
+//!
+//! A directory is created as `.new-<id>` and renamed into place only once
+//! it is locked, so a concurrent cleaner never sees it unlocked.
+
+use crate::error::{Error, IoContext, Result};
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How old a `.new-*` directory (a crash between its mkdir and its rename,
+/// a window of microseconds) must be before a later run removes it.
+const NEW_DIR_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub struct RunDir {
+    pub id: String,
+    pub path: PathBuf,
+    // Held (flock LOCK_EX) until the RunDir is dropped.
+    _lock: File,
+}
+
+impl RunDir {
+    /// Remove stale run directories under `runs`, then create and lock a
+    /// fresh one.
+    pub fn create(runs: &Path) -> Result<RunDir> {
+        mkdir(runs, 0o700, true)?;
+        clean_stale(runs);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let id = format!("{:x}-{}", nanos, std::process::id());
+        let tmp = runs.join(format!(".new-{id}"));
+        mkdir(&tmp, 0o700, false)?;
+        let lock_path = tmp.join("lock");
+        let lock = File::create(&lock_path).at(&lock_path)?;
+        lock.try_lock()
+            .map_err(|e| Error::Internal(format!("{}: cannot lock: {e}", lock_path.display())))?;
+        mkdir(&tmp.join("lower"), 0o755, false)?;
+        mkdir(&tmp.join("upper"), 0o755, false)?;
+        mkdir(&tmp.join("work"), 0o700, false)?;
+        let path = runs.join(&id);
+        fs::rename(&tmp, &path).at(&path)?;
+        Ok(RunDir {
+            id,
+            path,
+            _lock: lock,
+        })
+    }
+    pub fn lower(&self) -> PathBuf {
+        self.path.join("lower")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.path.join("work")
+    }
+
+    /// Move the write layer to `dest` (must not exist, or be an empty
+    /// directory). Across filesystems the tree is copied.
+    pub fn keep_upper(&self, dest: &Path) -> Result<()> {
+        let upper = self.upper();
+        match fs::rename(&upper, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                copy_tree(&upper, dest)?;
+                Ok(())
+            }
+            Err(e) => Err(Error::io(dest, e)),
+        }
+    }
+
+    /// Remove the directory. Must be called only after the lower layer is
+    /// unmounted: `lower` is removed with rmdir, never recursively, so a
+    /// mount still in place fails here instead of losing its files.
+    pub fn remove(self) -> Result<()> {
+        remove_run_dir(&self.path)
+    }
+}
+
+fn mkdir(path: &Path, mode: u32, recursive: bool) -> Result<()> {
+    let r = fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(mode)
+        .create(path);
+    r.at(path)
+}
+
+/// Remove every run directory under `runs` that no live run holds.
+/// Best effort: problems are logged, never fatal.
+pub fn clean_stale(runs: &Path) {
+    let Ok(rd) = fs::read_dir(runs) else { return };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let old_enough = || {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > NEW_DIR_GRACE)
+        };
+        if name.starts_with(".new-") && !old_enough() {
+            continue;
+        }
+        match File::open(path.join("lock")) {
+            // Nobody holds it: a crashed run. Keep holding it while removing.
+            Ok(lock) => {
+                if lock.try_lock().is_ok() {
+                    log_remove(&path, remove_run_dir(&path));
+                }
+            }
+            // A directory a removal left half done.
+            Err(e) if e.kind() == ErrorKind::NotFound => log_remove(&path, remove_run_dir(&path)),
+            Err(_) => {}
+        }
+    }
+}
+
+fn log_remove(path: &Path, r: Result<()>) {
+    match r {
+        Ok(()) => tracing::info!("removed stale run directory {}", path.display()),
+        Err(e) => tracing::warn!("cannot remove stale run directory {}: {e}", path.display()),
+    }
+}
+
+fn remove_run_dir(path: &Path) -> Result<()> {
+    let lower = path.join("lower");
+    match fs::remove_dir(&lower) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "{}: {e}; not removing the run directory (is something still mounted there?)",
+                lower.display()
+            )))
+        }
+    }
+    remove_tree(path)
+}
+
+/// `rm -rf` that never follows symlinks, never leaves the filesystem of
+/// `root`, and makes unreadable directories (overlayfs leaves `work/work`
+/// mode 000; a task may leave 0500 directories) readable first.
+pub fn remove_tree(root: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(root, e)),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(root).at(root);
+    }
+    remove_dir_contents(root, meta.dev())?;
+    fs::remove_dir(root).at(root)
+}
+
+fn remove_dir_contents(dir: &Path, dev: u64) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)?;
+            fs::read_dir(dir).at(dir)?
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).at(&path)?;
+        if meta.is_dir() {
+            if meta.dev() != dev {
+                return Err(Error::Internal(format!(
+                    "{}: another filesystem is mounted here; not removing it",
+                    path.display()
+                )));
+            }
+            // Unlinking entries needs write permission on their directory.
+            if meta.permissions().mode() & 0o700 != 0o700 {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).at(&path)?;
+            }
+            remove_dir_contents(&path, dev)?;
+            fs::remove_dir(&path).at(&path)?;
+        } else {
+            fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy a write layer across filesystems: directories, regular files,
+/// symlinks and overlay whiteouts (0/0 character devices), with their
+/// permission bits. Extended attributes (opaque-directory marks) are not
+/// copied.
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(src).at(src)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        match fs::create_dir(dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && dst.is_dir() => {}
+            Err(e) => return Err(Error::io(dst, e)),
+        }
+        for entry in fs::read_dir(src).at(src)? {
+            let entry = entry.at(src)?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).at(dst)?;
+    } else if ft.is_symlink() {
+        let target = fs::read_link(src).at(src)?;
+        std::os::unix::fs::symlink(target, dst).at(dst)?;
+    } else if ft.is_file() {
+        fs::copy(src, dst).at(dst)?;
+    } else {
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+        if let Err(e) = mknod(
+            dst,
+            kind,
+            Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        ) {
+            tracing::warn!("--keep-overlay: cannot copy {}: {e}", src.display());
+        }
+    }
+    Ok(())
+}

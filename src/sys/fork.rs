@@ -1,0 +1,49 @@
+//! Child processes created with a raw `clone(2)`.
+//!
+//! glibc's `fork()` cannot create a PID namespace, and `unshare(CLONE_NEWPID)`
+//! would forbid the parent to create threads afterwards (kernel-facts.md), so
+//! the sandbox calls `clone(SIGCHLD | CLONE_NEWPID)` itself: the child
+//! continues on a copy-on-write copy of the calling thread's stack, exactly
+//! like after `fork`. No atfork handlers run, so the child must not
+//! allocate or take locks (see the module doc of `sys`).
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Run `child` in a new process (the child exits with its return value;
+/// a panic exits 70) and return the child's pid in the caller.
+///
+/// `new_pid_ns` puts the child in a new PID namespace, where it is pid 1.
+/// The closure runs in a single-threaded copy of the calling process: it
+/// must only use memory prepared before the call and async-signal-safe
+/// system calls (no allocation, no locks, no `tracing`).
+pub fn clone_child<F: FnOnce() -> i32>(new_pid_ns: bool, child: F) -> Result<Pid, Errno> {
+    let mut flags = libc::SIGCHLD as libc::c_ulong;
+    if new_pid_ns {
+        flags |= libc::CLONE_NEWPID as libc::c_ulong;
+    }
+    // SAFETY: clone without CLONE_VM and with a null stack pointer is fork:
+    // the child gets a copy of the address space and resumes here on its
+    // own copy of this thread's stack. No pointer arguments are passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => {
+            // Never unwind back into the parent's code path in the child.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(70);
+            // SAFETY: _exit runs no atexit handlers and no destructors: the
+            // parent's state copied into this child is left untouched.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(Pid::from_raw(pid as libc::pid_t)),
+    }
+}
