@@ -62,6 +62,10 @@ pub enum Error {
         hint: String,
     },
 
+    /// Building a missing environment failed (the build said why).
+    #[error("building the environment for blueprint {blueprint} failed (exit {code})")]
+    EnvBuildFailed { blueprint: String, code: i32 },
+
     #[error("no catalog matches {key:?} in {searched}")]
     NoSuchCatalog { key: String, searched: String },
 
@@ -92,6 +96,7 @@ impl Error {
             Error::NotFound { .. } => exit::NOT_FOUND,
             Error::BadInput { .. } | Error::Catalog { .. } => exit::BAD_INPUT,
             Error::CatalogMissing { .. } | Error::NoSuchCatalog { .. } => exit::ENV_MISSING,
+            Error::EnvBuildFailed { code, .. } => *code,
             Error::UnknownTask { .. } => exit::UNKNOWN_TASK,
             Error::Unavailable { .. } => exit::UNAVAILABLE,
             Error::Usage(_) => exit::USAGE,

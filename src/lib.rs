@@ -21,6 +21,7 @@ pub mod logging;
 pub mod relocate;
 pub mod resolve;
 pub mod robot;
+pub mod run;
 pub mod sandbox;
 pub mod sys;
 pub mod tree;

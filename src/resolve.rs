@@ -87,6 +87,36 @@ pub fn resolve_blueprint(
                 source.display()
             ),
         })?;
+    resolve_key(locations, hololib, key, bp, source, controller, space)
+}
+
+/// `vhrun exec --catalog KEY`: the environment of a catalog found by key
+/// (file name, blueprint hash or unique part of a name), without a robot.
+pub fn resolve_catalog(
+    locations: &Locations,
+    key: &str,
+    controller: &str,
+    space: &str,
+) -> Result<Resolved> {
+    let (hololib, key) = locations.find_catalog(key)?;
+    let path = hololib.catalog_path(&key);
+    let hash = key.split("v12.").next().unwrap_or_default().to_string();
+    let bp = Blueprint {
+        text: String::new(),
+        hash,
+    };
+    resolve_key(locations, hololib, key, bp, &path, controller, space)
+}
+
+fn resolve_key(
+    locations: &Locations,
+    hololib: Hololib,
+    key: String,
+    bp: Blueprint,
+    source: &Path,
+    controller: &str,
+    space: &str,
+) -> Result<Resolved> {
     let catalog_path = hololib.catalog_path(&key);
     let raw = {
         let _s = tracing::info_span!("catalog_read").entered();

@@ -38,12 +38,14 @@ pub fn blueprint_of(conda_file: &Path) -> Result<Blueprint> {
 /// The conda config file of a robot.yaml (rcc's environmentConfigs
 /// selection, else condaConfigFile).
 pub fn robot_conda_file(robot_yaml: &Path) -> Result<PathBuf> {
-    crate::robot::Robot::load(robot_yaml)?.conda_config().ok_or_else(|| {
-        Error::bad_input(
-            robot_yaml,
-            "no condaConfigFile: this robot has no environment to build",
-        )
-    })
+    crate::robot::Robot::load(robot_yaml)?
+        .conda_config()
+        .ok_or_else(|| {
+            Error::bad_input(
+                robot_yaml,
+                "no condaConfigFile: this robot has no environment to build",
+            )
+        })
 }
 
 /// Lift a staged environment into `hololib` (vhrun's own, for its builds)

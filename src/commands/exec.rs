@@ -1,5 +1,5 @@
 use crate::cli::ExecArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hololib::layout::{absolute, Locations};
 use crate::sandbox::{self, SandboxSpec};
 
@@ -7,7 +7,7 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     if let (Some(lower), Some(env_path)) = (&args.lower_dir, &args.env_path) {
         return exec_over_dir(args, &absolute(lower), &absolute(env_path));
     }
-    Err(Error::Internal("vhrun exec: not implemented yet".into()))
+    crate::run::exec(args)
 }
 
 /// `vhrun exec --lower-dir DIR --env-path PATH -- CMD`: the sandbox over a

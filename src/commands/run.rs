@@ -1,6 +1,6 @@
 use crate::cli::RunArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
-pub fn run(_args: &RunArgs) -> Result<i32> {
-    Err(Error::Internal("vhrun run: not implemented yet".into()))
+pub fn run(args: &RunArgs) -> Result<i32> {
+    crate::run::run(args)
 }

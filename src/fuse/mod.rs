@@ -333,8 +333,9 @@ impl MountedTree {
         }
         self.unmounted = true;
         let r = match nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH) {
-            // EINVAL: not a mount point any more (unmounted from outside).
-            Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+            // EINVAL/ENOENT: not a mount point any more (unmounted from outside,
+            // or the sandbox already removed it).
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()),
             Err(e) => Err(Error::io(&self.mountpoint, std::io::Error::from(e))),
         };
         if self.poll_ended(2000) {

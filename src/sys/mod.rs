@@ -24,4 +24,3 @@ pub mod nsprobe;
 pub mod signal;
 pub mod wait;
 pub mod watchdog;
-

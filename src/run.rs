@@ -1,0 +1,316 @@
+//! A run: robot.yaml -> task -> catalog -> sandbox over the FUSE tree.
+//!
+//! Everything that can fail on bad input (robot.yaml, env.json, a missing
+//! or broken catalog) is decided in [`prepare`], before any namespace
+//! exists, so errors are plain one-liners and nothing needs undoing. Only
+//! then [`execute`] enters the sandbox, mounts the tree inside it, runs
+//! the commands and tears everything down.
+
+use crate::cli::{ExecArgs, RobotArgs, RunArgs, SandboxArgs};
+use crate::environ::{self, EnvList};
+use crate::error::{Error, Result};
+use crate::fuse::{self, MountOptions, MountedTree, PassthroughMode, WorkingSet};
+use crate::hololib::layout::{absolute, mkdir_all};
+use crate::hololib::Locations;
+use crate::resolve::{self, EnvOptions, Resolved};
+use crate::robot::Robot;
+use crate::sandbox::{self, SandboxSpec};
+use crate::tree::Tree;
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// rcc's exit code for any failed task (`--rcc-exit-codes`).
+pub const RCC_TASK_FAILED: i32 = 10;
+
+/// What a run needs once the robot and its environment are resolved.
+pub struct Plan {
+    pub locations: Locations,
+    pub resolved: Resolved,
+    /// preRunScripts then the task (or the `exec` command).
+    pub commands: Vec<Vec<OsString>>,
+    pub env: EnvList,
+    pub cwd: PathBuf,
+    /// rcc's per-run TEMP/TMP directory, removed after the run.
+    pub temp_dir: PathBuf,
+    pub sandbox: SandboxArgs,
+}
+
+/// `vhrun run` / `vhrun -r robot.yaml -t task`.
+pub fn run(args: &RunArgs) -> Result<i32> {
+    let robot = Robot::load(&args.robot.robot)?;
+    let task = robot.task(args.task.as_deref(), args.dev)?;
+    let mut argv = task.argv()?;
+    argv.extend(args.args.iter().cloned());
+    let mut commands = if args.dev {
+        Vec::new()
+    } else {
+        robot.pre_run_scripts()?
+    };
+    commands.push(argv);
+    mkdir_all(&robot.artifacts_dir(), 0o750)?;
+
+    let locations = Locations::from_env();
+    let code = match resolve_or_build(&locations, &robot, &args.robot)? {
+        None => run_shell_robot(&robot, commands)?,
+        Some(resolved) => {
+            let plan = plan(
+                locations,
+                resolved,
+                Some(&robot),
+                &args.robot,
+                &args.sandbox,
+                commands,
+            )?;
+            execute(plan)?
+        }
+    };
+    Ok(if args.rcc_exit_codes && code != 0 {
+        RCC_TASK_FAILED
+    } else {
+        code
+    })
+}
+
+/// `vhrun exec (-r robot.yaml | --catalog KEY) -- CMD ARGS...`.
+pub fn exec(args: &ExecArgs) -> Result<i32> {
+    let locations = Locations::from_env();
+    let commands = vec![args.command.clone()];
+    let (resolved, robot) = match &args.catalog {
+        Some(key) => (
+            resolve::resolve_catalog(&locations, key, &args.robot.controller, &args.robot.space)?,
+            None,
+        ),
+        None => {
+            let robot = Robot::load(&args.robot.robot)?;
+            mkdir_all(&robot.artifacts_dir(), 0o750)?;
+            match resolve_or_build(&locations, &robot, &args.robot)? {
+                Some(resolved) => (resolved, Some(robot)),
+                None => return run_shell_robot(&robot, commands),
+            }
+        }
+    };
+    let plan = plan(
+        locations,
+        resolved,
+        robot.as_ref(),
+        &args.robot,
+        &args.sandbox,
+        commands,
+    )?;
+    execute(plan)
+}
+
+/// The robot's environment, built first when its catalog is missing.
+///
+/// The build runs as a child `vhrun build`: it starts threads (rayon, pip
+/// readers) that would forbid the user namespace this process still needs.
+fn resolve_or_build(
+    locations: &Locations,
+    robot: &Robot,
+    args: &RobotArgs,
+) -> Result<Option<Resolved>> {
+    match resolve::resolve_environment(locations, robot, &args.controller, &args.space) {
+        Err(Error::CatalogMissing {
+            blueprint, file, ..
+        }) => {
+            tracing::info!(
+                "no catalog for blueprint {blueprint} ({}): building it",
+                file.display()
+            );
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+            let status = std::process::Command::new(exe)
+                .arg("build")
+                .arg("-r")
+                .arg(robot.file())
+                .args(["--space", &args.space, "--controller", &args.controller])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map_err(|e| Error::Internal(format!("cannot start vhrun build: {e}")))?;
+            if !status.success() {
+                // The build printed its own one-line error.
+                return Err(Error::EnvBuildFailed {
+                    blueprint,
+                    code: status.code().unwrap_or(crate::error::exit::INTERNAL),
+                });
+            }
+            resolve::resolve_environment(locations, robot, &args.controller, &args.space)
+        }
+        other => other,
+    }
+}
+
+/// Decide everything the sandbox needs: environment variables, directories.
+fn plan(
+    locations: Locations,
+    resolved: Resolved,
+    robot: Option<&Robot>,
+    args: &RobotArgs,
+    sandbox: &SandboxArgs,
+    commands: Vec<Vec<String>>,
+) -> Result<Plan> {
+    let extra = match &args.environment {
+        Some(file) => environ::load_env_json(file)?,
+        None => Vec::new(),
+    };
+    let temp_dir = environ::rcc_temp_dir(&locations.robocorp_home);
+    let inputs = resolved.env_inputs(
+        &locations,
+        robot,
+        EnvOptions {
+            full: true,
+            rcc_env: sandbox.rcc_env,
+            extra,
+            temp_dir: temp_dir.clone(),
+        },
+    );
+    let env = environ::dedup_for_exec(&environ::build(&inputs));
+    let cwd = match robot {
+        Some(r) => r.root().to_path_buf(),
+        None => std::env::current_dir().map_err(|e| Error::io(".", e))?,
+    };
+    Ok(Plan {
+        locations,
+        resolved,
+        commands: commands
+            .into_iter()
+            .map(|c| c.into_iter().map(OsString::from).collect())
+            .collect(),
+        env,
+        cwd,
+        temp_dir,
+        sandbox: sandbox.clone(),
+    })
+}
+
+/// Enter the sandbox, serve the catalog, run the commands, tear down.
+pub fn execute(plan: Plan) -> Result<i32> {
+    let vhrun_home = plan.locations.vhrun_home.clone();
+    let resolved = &plan.resolved;
+    // Loaded before the namespaces exist: a broken catalog is a plain error.
+    let tree = Arc::new(Tree::load_indexed(
+        &resolved.catalog_path,
+        &vhrun_home.join("index"),
+    )?);
+    fuse::check_target_name(&tree, &resolved.space_name)?;
+    let workset_path = WorkingSet::path_for(&vhrun_home, &tree);
+    let previous = WorkingSet::load(&workset_path);
+
+    mkdir_all(&plan.temp_dir, 0o700)?;
+    if !plan.sandbox.rcc_env {
+        mkdir_all(&resolved.pycache_dir, 0o750)?;
+    }
+    let blobs = crate::blobcache::BlobCache::at_home(resolved.hololib.clone(), &vhrun_home);
+    mkdir_all(blobs.root(), 0o750)?;
+
+    let mut spec = SandboxSpec::new(
+        vhrun_home.clone(),
+        resolved.space_path.clone(),
+        plan.commands,
+    );
+    spec.env = plan.env;
+    spec.cwd = plan.cwd;
+    spec.share_pids = plan.sandbox.share_pids;
+    spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
+    // The task reads the store only through the tree: it may not write the
+    // hololibs, the blob cache or the index, whoever owns them.
+    spec.readonly_paths = plan
+        .locations
+        .hololibs()
+        .into_iter()
+        .map(|h| h.root)
+        .chain([blobs.root().to_path_buf(), vhrun_home.join("index")])
+        .filter(|p| p.exists())
+        .collect();
+    spec.writable_paths = vec![plan.temp_dir.clone()];
+    if !plan.sandbox.rcc_env {
+        spec.writable_paths.push(resolved.pycache_dir.clone());
+    }
+
+    let mounted: Rc<RefCell<Option<MountedTree>>> = Rc::default();
+    let slot = mounted.clone();
+    let target_name = resolved.space_name.clone();
+    let outcome = sandbox::run_sandboxed(&spec, move |target| {
+        let opts = MountOptions {
+            target_name,
+            uid: target.uid,
+            gid: target.gid,
+            threads: 2,
+            passthrough: if target.rootless {
+                PassthroughMode::Off
+            } else {
+                PassthroughMode::Auto
+            },
+        };
+        let tree_mount = fuse::mount(tree, blobs, &target.mountpoint, &opts)?;
+        if let Some(ws) = &previous {
+            let _s = tracing::info_span!("prefetch").entered();
+            tree_mount.prefetch(ws, 4);
+        }
+        *slot.borrow_mut() = Some(tree_mount);
+        Ok(Box::new(()) as sandbox::LowerGuard)
+    });
+    let tree_mount = mounted.borrow_mut().take();
+    if let Some(tree_mount) = tree_mount {
+        save_working_set(&tree_mount, &workset_path);
+        if let Err(e) = tree_mount.unmount() {
+            tracing::warn!("{e}");
+        }
+    }
+    remove_temp(&plan.temp_dir);
+    Ok(outcome?.code())
+}
+
+/// Remember what this run touched, so the next run's mount is warm.
+fn save_working_set(tree_mount: &MountedTree, path: &Path) {
+    let mut ws = WorkingSet::load(path).unwrap_or_default();
+    ws.merge(tree_mount.working_set());
+    if let Err(e) = ws.save(path) {
+        tracing::debug!("working set not saved: {e}");
+    }
+}
+
+fn remove_temp(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("{}: {e}", dir.display());
+        }
+    }
+}
+
+/// A robot without a conda config: rcc runs it directly with the robot's
+/// PATH in front (`ExecuteSimpleTask`); so does vhrun, without a sandbox.
+fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<i32> {
+    let locations = Locations::from_env();
+    let inherited: EnvList = std::env::vars_os().collect();
+    let cwd = robot.root().to_path_buf();
+    let uhi = crate::hololib::layout::user_home_identity(locations.user_home.as_deref());
+    // As rcc: no env.json, PYTHONPATH or ROBOT_* for shell robots.
+    let env = environ::build_shell(&inherited, true, &cwd, &uhi, &robot.path_entries());
+    let env = environ::dedup_for_exec(&env);
+    for argv in commands {
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let status = cmd
+            .status()
+            .map_err(|e| Error::io(PathBuf::from(&argv[0]), e))?;
+        let code = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => crate::error::exit::INTERNAL,
+        };
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    Ok(0)
+}
