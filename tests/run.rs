@@ -571,3 +571,73 @@ fn bad_robot_yaml_is_one_line_naming_the_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(66));
 }
+
+/// The example robots, each from a clean ROBOCORP_HOME: `vhrun run` finds
+/// no catalog, builds the environment with vhrun's own builder (pip from
+/// PyPI), lifts it and runs the task over the FUSE tree; a second run
+/// reuses the catalog.
+#[test]
+fn example_robots_build_and_run_from_a_clean_home() {
+    home();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let expected: &[(&str, &[&str], &str)] = &[
+        ("hello", &["hello.txt"], "Hello from a robot!"),
+        (
+            "report",
+            &["report.html", "report.xlsx"],
+            "total revenue 72,075.25",
+        ),
+        (
+            "rpa",
+            &[
+                "log.html",
+                "output.xml",
+                "purchase-orders/po-gadget-wholesale.csv",
+            ],
+            "5 items to reorder, 4 purchase orders",
+        ),
+    ];
+    for (name, artifacts, says) in expected {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = Home {
+            robocorp_home: tmp.path().join("rh"),
+            vhrun_home: tmp.path().join("vh"),
+            _dir: tmp,
+        };
+        let robot = h.robocorp_home.parent().unwrap().join(name);
+        common::copy_robot(&repo.join("robots").join(name), &robot);
+        let out = cmd(&h)
+            .env("VHRUN_RCC", "")
+            .args(["run", "-r"])
+            .arg(robot.join("robot.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(says), "{name}: {}", stdout(&out));
+        for a in *artifacts {
+            let p = robot.join("output").join(a);
+            assert!(
+                fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+                "{name}: no {}",
+                p.display()
+            );
+        }
+        let again = cmd(&h)
+            .env("VHRUN_RCC", "")
+            .args(["run", "-r"])
+            .arg(robot.join("robot.yaml"))
+            .output()
+            .unwrap();
+        assert!(again.status.success(), "{name}: {}", stderr(&again));
+        assert!(
+            !stderr(&again).contains("building"),
+            "{name} rebuilt: {}",
+            stderr(&again)
+        );
+    }
+}
