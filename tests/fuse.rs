@@ -1016,10 +1016,10 @@ fn short_hash(files: &[PathBuf]) -> String {
 /// Stage name of the heavy environment (24 bytes, last byte unique in it).
 const HEAVY_STAGE: &str = "h0000000_vhrunenvcore11t";
 
-/// The make-env.sh environment lifted by pack-store.py, cached under
-/// /tmp/vhrun-testenv/<hash of make-env.sh>/ (building takes minutes the
-/// first time). Returns (cache dir, hololib, catalog key).
-fn heavy_env() -> (PathBuf, PathBuf, String) {
+/// The make-env.sh environment, cached under /tmp/vhrun-testenv/<hash of
+/// make-env.sh>/ (building takes minutes the first time). Returns (cache
+/// dir, environment dir).
+fn heavy_env() -> (PathBuf, PathBuf) {
     let make_env = bench("make-env.sh");
     let base =
         PathBuf::from("/tmp/vhrun-testenv").join(short_hash(std::slice::from_ref(&make_env)));
@@ -1050,41 +1050,33 @@ fn heavy_env() -> (PathBuf, PathBuf, String) {
         );
         fs::write(base.join("env.ok"), "").unwrap();
     }
-    let packer = [bench("pack-store.py"), bench("hololib.py")];
-    let hololib = base.join(format!("hololib-{}", short_hash(&packer)));
-    let key_file = hololib.join("key.txt");
-    if !key_file.exists() {
-        if hololib.exists() {
-            fs::remove_dir_all(&hololib).unwrap();
-        }
-        let blueprint = base.join("blueprint.yaml");
-        fs::write(
-            &blueprint,
-            "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - pandas\n",
-        )
+    (base, env)
+}
+
+/// `vhrun lift` of the heavy environment into `hololib`: the catalog key.
+fn lift_heavy(base: &Path, env: &Path, hololib: &Path) -> String {
+    let blueprint = base.join("blueprint.yaml");
+    fs::write(
+        &blueprint,
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - pandas\n",
+    )
+    .unwrap();
+    let out = Command::new(vhrun())
+        .arg("lift")
+        .arg(env)
+        .arg("--blueprint")
+        .arg(&blueprint)
+        .arg("--hololib")
+        .arg(hololib)
+        .arg("--no-identity-yaml")
+        .output()
         .unwrap();
-        let out = Command::new(python())
-            .arg(&packer[0])
-            .arg(&env)
-            .arg(&hololib)
-            .arg("--blueprint-file")
-            .arg(&blueprint)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pack-store.py: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(
-            summary["files_with_rewrite"].as_u64().unwrap() > 10,
-            "{summary}"
-        );
-        fs::write(&key_file, summary["catalog_key"].as_str().unwrap()).unwrap();
-    }
-    let key = fs::read_to_string(&key_file).unwrap();
-    (base, hololib, key)
+    assert!(
+        out.status.success(),
+        "vhrun lift: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[test]
@@ -1094,10 +1086,9 @@ fn python_environment_imports_from_the_mount() {
         return;
     }
     require_fuse();
-    let (base, hololib, key) = heavy_env();
+    let (base, env) = heavy_env();
     let w = World::new();
-    fs::remove_dir(w.hololib()).unwrap();
-    std::os::unix::fs::symlink(&hololib, w.hololib()).unwrap();
+    let key = lift_heavy(&base, &env, &w.hololib());
     // A sibling of the lifted stage: relocation rewrites only the basename.
     let mountpoint = base.join(format!(
         "m{:07}_vhrunenvcore11t",
