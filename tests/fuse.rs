@@ -634,11 +634,12 @@ fn bad_invocations_are_refused_before_mounting() {
     );
     let out = w
         .command()
-        .args(["mount", "-r", "robot.yaml"])
+        .args(["mount", "-r", "/nonexistent/robot.yaml"])
         .arg(&full)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet"));
+    assert_eq!(out.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/robot.yaml"));
 }
 
 /// Identity of the generated stage: 24 bytes, its last byte unique in it

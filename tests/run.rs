@@ -641,3 +641,43 @@ fn example_robots_build_and_run_from_a_clean_home() {
         );
     }
 }
+
+/// `vhrun mount -r robot.yaml`: the robot's environment, resolved as a
+/// run resolves it, served at a mountpoint until SIGTERM.
+#[test]
+fn mount_by_robot_serves_the_robots_environment() {
+    let h = home();
+    let dir = robot_dir(h, "mount", "tasks:\n  T:\n    shell: \"true\"\n");
+    // A sibling of the environment's path, with a 24-byte name as rewrites need.
+    let mountpoint = h
+        .robocorp_home
+        .join("holotree")
+        .join("m0000000_mountbyrobot00t");
+    let mut child = cmd(h)
+        .args(["mount", "-r"])
+        .arg(dir.join("robot.yaml"))
+        .arg(&mountpoint)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let python = mountpoint.join("bin/python3");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !python.exists() {
+        assert!(Instant::now() < deadline, "mount never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(&python)
+        .args(["-c", "import sys, json; print(sys.prefix)"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), mountpoint.to_str().unwrap());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!mountpoint.exists());
+}

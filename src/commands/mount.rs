@@ -14,20 +14,27 @@ use std::sync::Arc;
 
 pub fn run(args: &MountArgs) -> Result<i32> {
     let t0 = std::time::Instant::now();
-    let key = match (&args.catalog, &args.robot) {
-        (Some(key), _) => key,
-        // TODO(integration): resolve robot.yaml -> blueprint -> catalog
-        // (the robot/blueprint modules are being written in parallel).
-        (None, Some(robot)) => {
-            return Err(Error::Usage(format!(
-                "vhrun mount -r {}: not yet supported; use --catalog KEY (see `vhrun catalogs`)",
-                robot.display()
-            )))
-        }
-        (None, None) => return Err(Error::Usage("vhrun mount needs --catalog KEY".into())),
-    };
     let loc = Locations::from_env();
-    let (lib, name) = loc.find_catalog(key)?;
+    let (lib, name) = match (&args.catalog, &args.robot) {
+        (Some(key), _) => loc.find_catalog(key)?,
+        // The robot's environment, resolved as `vhrun run` does (no build).
+        (None, Some(robot)) => {
+            let robot = crate::robot::Robot::load(robot)?;
+            let resolved = crate::resolve::resolve_environment(&loc, &robot, "user", "user")?
+                .ok_or_else(|| {
+                    Error::bad_input(
+                        robot.file(),
+                        "no condaConfigFile: a shell robot has no environment to mount",
+                    )
+                })?;
+            (resolved.hololib, resolved.catalog_key)
+        }
+        (None, None) => {
+            return Err(Error::Usage(
+                "vhrun mount needs --catalog KEY or -r robot.yaml".into(),
+            ))
+        }
+    };
     let tree = Arc::new(Tree::load_indexed(
         &lib.catalog_path(&name),
         &loc.vhrun_home.join("index"),
