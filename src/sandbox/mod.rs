@@ -110,6 +110,7 @@ pub struct SandboxSpec {
     /// the PATH of `env`.
     pub commands: Vec<Vec<OsString>>,
     /// The complete environment of every command (nothing is inherited).
+    /// A name given twice takes its last value, as in rcc (Go's exec).
     pub env: Vec<(OsString, OsString)>,
     /// Working directory of every command (absolute).
     pub cwd: PathBuf,
@@ -249,10 +250,11 @@ where
     let outcome = run_in(spec, &run, &id, mount_lower, &signals, &mut mounts, started);
 
     let _s = info_span!("sandbox_teardown").entered();
+    let overlay_mounted = mounts.env.is_some();
     let unmounted = mounts.teardown();
     drop(signals);
     let mut kept = Ok(());
-    if let Some(dest) = &spec.keep_overlay {
+    if let (Some(dest), true) = (&spec.keep_overlay, overlay_mounted) {
         kept = run.keep_upper(dest);
     }
     match (&unmounted, &kept) {
@@ -263,7 +265,7 @@ where
         }
         (Err(e), _) => tracing::warn!("{e}; leaving the run directory to a later run"),
         (_, Err(e)) => tracing::error!(
-            "--keep-overlay: {e}; the write layer stays in {}",
+            "--keep-overlay: {e}; the write layer stays in {} until the next run",
             run.upper().display()
         ),
     }

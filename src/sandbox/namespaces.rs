@@ -127,3 +127,23 @@ fn unshare_error(id: &Identity, e: nix::errno::Errno) -> Error {
     };
     Error::unavailable("cannot create a user namespace", hint)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_multi_threaded_process() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv().ok());
+        assert!(thread_count().unwrap() >= 2);
+        let err = ensure_single_threaded().unwrap_err();
+        assert!(err.to_string().contains("threads"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::exit::INTERNAL);
+        // enter() checks first and unshares nothing.
+        let me = Identity::current();
+        assert!(enter(&me).is_err());
+        drop(tx);
+        t.join().unwrap();
+    }
+}

@@ -51,10 +51,18 @@ fn cstring(s: &OsStr, what: &str) -> Result<CString> {
     })
 }
 
-/// The environment as `K=V` C strings.
+/// The environment as `K=V` C strings; a name given twice keeps its last
+/// value (at the place of its last occurrence).
 pub fn prepare_env(env: &[(OsString, OsString)]) -> Result<CStringArray> {
     let mut out = Vec::with_capacity(env.len());
-    for (k, v) in env {
+    let mut seen = std::collections::HashSet::new();
+    let mut last: Vec<&(OsString, OsString)> = env
+        .iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.as_os_str()))
+        .collect();
+    last.reverse();
+    for (k, v) in last {
         if k.is_empty() || k.as_bytes().contains(&b'=') {
             return Err(Error::Usage(format!(
                 "invalid environment variable name {:?}",
@@ -246,18 +254,11 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
     let mut pending: Vec<u8> = Vec::new();
     let mut interrupts = 0;
     let reaper_status = loop {
-        // A closed pipe stays readable (EOF): poll it with no events then.
-        let events = |open: bool| {
-            if open {
-                PollFlags::POLLIN
-            } else {
-                PollFlags::empty()
-            }
-        };
-        let mut fds = vec![
-            PollFd::new(s.signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(report_r.as_fd(), events(report_open)),
-        ];
+        // Pipes at EOF leave the set: poll would report their HUP forever.
+        let mut fds = vec![PollFd::new(s.signals.as_fd(), PollFlags::POLLIN)];
+        if report_open {
+            fds.push(PollFd::new(report_r.as_fd(), PollFlags::POLLIN));
+        }
         if let Some(e) = &exec_r {
             fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
         }
@@ -266,13 +267,12 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
         }
-        let ready = |i: usize, fds: &[PollFd]| {
-            fds.get(i)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (sig_ready, report_ready, exec_ready) =
-            (ready(0, &fds), ready(1, &fds), ready(2, &fds));
+        let mut ready = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()));
+        let sig_ready = ready.next().unwrap_or(false);
+        let report_ready = report_open && ready.next().unwrap_or(false);
+        let exec_ready = exec_r.is_some() && ready.next().unwrap_or(false);
         drop(fds);
         if report_ready && report_open {
             report_open = !read_records(report_r, &mut pending, &mut records);
@@ -476,5 +476,14 @@ mod tests {
         assert!(prepare_env(&[("A=B".into(), "c".into())]).is_err());
         let e = prepare_env(&[("A".into(), "b=c".into())]).unwrap();
         assert_eq!(e.get(0).unwrap().to_bytes(), b"A=b=c");
+        let e = prepare_env(&[
+            ("A".into(), "1".into()),
+            ("B".into(), "2".into()),
+            ("A".into(), "3".into()),
+        ])
+        .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.get(0).unwrap().to_bytes(), b"B=2");
+        assert_eq!(e.get(1).unwrap().to_bytes(), b"A=3");
     }
 }
