@@ -111,6 +111,14 @@ pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
             let msg = match e.raw_os_error() {
                 Some(libc::ELOOP) => "is a symlink, refused".to_string(),
                 Some(libc::ENOENT) => "missing".to_string(),
+                // Out of descriptors or memory says nothing about the
+                // blob: keep it an I/O error the caller can tell apart.
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR) => {
+                    return Error::Io {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                }
                 _ => e.to_string(),
             };
             Error::blob(digest, path, msg)
