@@ -233,7 +233,18 @@ pub fn execute(plan: Plan) -> Result<i32> {
     let mounted: Rc<RefCell<Option<MountedTree>>> = Rc::default();
     let slot = mounted.clone();
     let target_name = resolved.space_name.clone();
+    let shown_as = resolved.space_path.clone();
+    let catalog_path = resolved.catalog_path.clone();
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
+        // `vhrun gc` spares the blobs of the catalog a live run names in
+        // `runs/<id>/catalog` (the run directory holds `lower`); without
+        // it, gc leaves the whole blob cache alone while any run lives.
+        if let Some(run_dir) = target.mountpoint.parent() {
+            let note = run_dir.join("catalog");
+            if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
+                tracing::debug!("{}: {e}", note.display());
+            }
+        }
         let opts = MountOptions {
             target_name,
             uid: target.uid,
@@ -244,6 +255,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
             } else {
                 PassthroughMode::Auto
             },
+            shown_as: Some(shown_as),
         };
         let tree_mount = fuse::mount(tree, blobs, &target.mountpoint, &opts)?;
         if let Some(ws) = &previous {

@@ -424,7 +424,8 @@ impl Tree {
             len: self.rewrites.len() as u32 - off,
         };
         self.files += 1;
-        self.bytes += size;
+        // Saturating: a hostile catalog may record sizes near i64::MAX.
+        self.bytes = self.bytes.saturating_add(size);
         // Only rwx and sticky: setuid/setgid are dropped on purpose, and
         // type bits other than dir/symlink mean nothing for a restored file.
         let perm = (gomode::to_chmod(f.mode) & 0o1777) as u16;

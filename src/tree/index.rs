@@ -135,7 +135,8 @@ pub fn decode(buf: &[u8], catalog_path: &Path) -> Option<Tree> {
             .is_some_and(|e| e <= n_rw)
     };
     let mut nodes = Vec::with_capacity(n_nodes);
-    for r in recs.chunks_exact(RECORD) {
+    for (i, r) in recs.chunks_exact(RECORD).enumerate() {
+        let ino = i + 1;
         let span = |at: usize| {
             Some(Span {
                 off: u32_at(r, at)?,
@@ -149,7 +150,9 @@ pub fn decode(buf: &[u8], catalog_path: &Path) -> Option<Tree> {
             0 => {
                 // Children are inodes first..first+count, inside the arena.
                 let end = (a.off as usize).checked_add(a.len as usize)?;
-                if a.len > 0 && (a.off < 2 || end > n_nodes + 1) {
+                // Numbered breadth first: children come after their
+                // directory, so walks towards the leaves always end.
+                if a.len > 0 && ((a.off as usize) <= ino || end > n_nodes + 1) {
                     return None;
                 }
                 Payload::Dir {
@@ -171,13 +174,21 @@ pub fn decode(buf: &[u8], catalog_path: &Path) -> Option<Tree> {
             2 if in_text(a) => Payload::Symlink { target: a },
             _ => return None,
         };
-        if !in_text(name) || parent == 0 || parent as usize > n_nodes {
+        // A parent comes before its children (the root is its own), so
+        // `Tree::path` and other walks to the root always end.
+        let parent_ok = if ino == 1 {
+            parent == 1
+        } else {
+            parent != 0 && (parent as usize) < ino
+        };
+        if !in_text(name) || !parent_ok {
             return None;
         }
         nodes.push(Node {
             name,
             parent,
-            perm: u16::from_le_bytes([r[12], r[13]]),
+            // As from a catalog: setuid/setgid never served.
+            perm: u16::from_le_bytes([r[12], r[13]]) & 0o1777,
             nlink: u32_at(r, 16)?,
             size: u64_at(r, 20)?,
             payload,
