@@ -15,12 +15,10 @@ use crate::hololib::Locations;
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::sandbox::{self, SandboxSpec};
-use crate::tree::Tree;
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// rcc's exit code for any failed task (`--rcc-exit-codes`).
 pub const RCC_TASK_FAILED: i32 = 10;
@@ -190,13 +188,11 @@ fn plan(
 pub fn execute(plan: Plan) -> Result<i32> {
     let vhrun_home = plan.locations.vhrun_home.clone();
     let resolved = &plan.resolved;
-    // Loaded before the namespaces exist: a broken catalog is a plain error.
-    let tree = Arc::new(Tree::load_indexed(
-        &resolved.catalog_path,
-        &vhrun_home.join("index"),
-    )?);
+    // Loaded by resolve, before the namespaces exist: a broken catalog is
+    // a plain error.
+    let tree = resolved.tree.clone();
     fuse::check_target_name(&tree, &resolved.space_name)?;
-    let workset_path = WorkingSet::path_for(&vhrun_home, &tree);
+    let workset_path = WorkingSet::path_for_commands(&vhrun_home, &tree, &plan.commands);
     let previous = WorkingSet::load(&workset_path);
 
     mkdir_all(&plan.temp_dir, 0o700)?;
@@ -235,6 +231,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
     let target_name = resolved.space_name.clone();
     let shown_as = resolved.space_path.clone();
     let catalog_path = resolved.catalog_path.clone();
+    let replay = previous.clone();
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
         // `vhrun gc` spares the blobs of the catalog a live run names in
         // `runs/<id>/catalog` (the run directory holds `lower`); without
@@ -250,7 +247,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
             uid: target.uid,
             gid: target.gid,
             threads: 2,
-            passthrough: if target.rootless {
+            passthrough: if target.rootless || switched_off("VHRUN_PASSTHROUGH") {
                 PassthroughMode::Off
             } else {
                 PassthroughMode::Auto
@@ -258,7 +255,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
             shown_as: Some(shown_as),
         };
         let tree_mount = fuse::mount(tree, blobs, &target.mountpoint, &opts)?;
-        if let Some(ws) = &previous {
+        if let Some(ws) = replay.as_ref().filter(|_| !switched_off("VHRUN_PREFETCH")) {
             let _s = tracing::info_span!("prefetch").entered();
             tree_mount.prefetch(ws, 4);
         }
@@ -267,7 +264,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
     });
     let tree_mount = mounted.borrow_mut().take();
     if let Some(tree_mount) = tree_mount {
-        save_working_set(&tree_mount, &workset_path);
+        save_working_set(&tree_mount, previous, &workset_path);
         if let Err(e) = tree_mount.unmount() {
             tracing::warn!("{e}");
         }
@@ -276,10 +273,21 @@ pub fn execute(plan: Plan) -> Result<i32> {
     Ok(outcome?.code())
 }
 
-/// Remember what this run touched, so the next run's mount is warm.
-fn save_working_set(tree_mount: &MountedTree, path: &Path) {
-    let mut ws = WorkingSet::load(path).unwrap_or_default();
+/// Hidden switches for benchmarks and diagnosis: `VHRUN_PASSTHROUGH=off`
+/// serves reads from vhrun even where passthrough works, `VHRUN_PREFETCH=off`
+/// skips replaying the previous working set.
+fn switched_off(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v == "off" || v == "0")
+}
+
+/// Remember what this run touched, so the next run's mount is warm (not
+/// rewritten when the run touched nothing new).
+fn save_working_set(tree_mount: &MountedTree, previous: Option<WorkingSet>, path: &Path) {
+    let mut ws = previous.clone().unwrap_or_default();
     ws.merge(tree_mount.working_set());
+    if previous.as_ref() == Some(&ws) {
+        return;
+    }
     if let Err(e) = ws.save(path) {
         tracing::debug!("working set not saved: {e}");
     }
