@@ -715,6 +715,12 @@ fn kill_anywhere_leaves_nothing_and_loses_nothing() {
         let what =
             format!("round {round} (seed {seed}, kill of the {victim_name} after {delay:?})");
         let ran = finish(child, started, HANG, &what);
+        if !killed {
+            // An unkilled run is a fresh sample of the whole run: narrow
+            // the range (the calibration may have run on a busier machine).
+            let r = &mut span[big_round as usize][cold as usize];
+            *r = (*r).min(ran.took);
+        }
         eprintln!(
             "  round {round:3}: {} {}, {} cache, SIGKILL to the {victim_name} at {:>7.1} ms -> {}",
             if big_round { "exec" } else { "run " },
@@ -797,10 +803,7 @@ fn kill_anywhere_leaves_nothing_and_loses_nothing() {
         tally.cache_files_verified,
         tally.temps_left
     );
-    assert!(
-        tally.tried >= rounds * 2 / 3,
-        "too few kills landed: {tally:?}"
-    );
+    assert!(tally.tried >= rounds / 2, "too few kills landed: {tally:?}");
 }
 
 /// vhrun itself reads its tree before the task starts (the working-set
