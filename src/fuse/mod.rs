@@ -217,6 +217,7 @@ pub fn mount(
     // The kernel already admits only user_id/group_id (no allow_other);
     // fuser's own uid filter would also reject root.
     config.acl = fuser::SessionACL::All;
+    let dev_fd = dev.as_raw_fd();
     let session = match fuser::Session::from_fd(fs, OwnedFd::from(dev), config.acl, config) {
         Ok(s) => s,
         Err(e) => {
@@ -229,9 +230,22 @@ pub fn mount(
     };
     let (ended, ended_tx) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+    let ended_tx_fd = ended_tx.as_raw_fd();
+    // The server threads get a descriptor table of their own, and the
+    // caller's table drops /dev/fuse. Why: a thread of this process that
+    // uses the mount (prefetch, the overlay mount, PATH lookups) and is
+    // waiting for an answer when the process is SIGKILLed waits
+    // uninterruptibly for a server that is gone; the kernel only aborts
+    // the connection when the last /dev/fuse descriptor closes, which that
+    // thread's table would prevent forever (a process stuck in D state
+    // with its namespace and mounts). With the tables split, the server
+    // threads' exit closes /dev/fuse and releases such a waiter.
+    let (split_tx, split_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("vhrun-fuse".into())
         .spawn(move || {
+            let split = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES);
+            let _ = split_tx.send(split.is_ok());
             let r = session.run();
             drop(ended_tx);
             r
@@ -245,6 +259,18 @@ pub fn mount(
             )));
         }
     };
+    match split_rx.recv() {
+        // Our copies only: the server's table keeps its own (and the end
+        // of the session is still seen as EOF on `ended`).
+        Ok(true) => {
+            let _ = nix::unistd::close(dev_fd);
+            let _ = nix::unistd::close(ended_tx_fd);
+        }
+        _ => tracing::warn!(
+            "the FUSE server shares this process's descriptor table: a SIGKILL while \
+             vhrun itself reads the tree could leave the process hanging"
+        ),
+    }
     Ok(MountedTree {
         mountpoint: mountpoint.to_path_buf(),
         tree,
