@@ -244,7 +244,6 @@ class Contender:
             self.env.update(ROBOCORP_HOME=str(VH / variant), KEY=keys[variant])
         elif name == "b":
             self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "b")
-            self.cold_dir = VH / "pyc" / "b-cold"
         elif name.startswith("c"):
             variant = "raw" if name == "c-raw" else "gz"
             self.key = keys[variant]
@@ -255,7 +254,6 @@ class Contender:
         elif name == "d":
             self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "d")
             self.env["ROBOT_ARTIFACTS"] = str(VH / "out" / "d")
-            self.cold_dir = VH / "pyc" / "d-cold"
 
     def label(self):
         return LABELS[self.name]
@@ -288,16 +286,21 @@ class Contender:
             # the previous copy's removal and writeback are not this run's
             steps.append(f"rm -rf {SPACE}; sync")
         if cold and self.cold_dir:
-            steps.append(f"rm -rf {self.cold_dir}")
+            steps.append(f"rm -rf {self.cold_dir}/blobs")
         if cold:
             steps.append(DROP)
         return f"sh -c '{'; '.join(steps)}'" if steps else None
 
     def cold_env(self):
+        """Cold = page cache dropped and vhrun's blob cache emptied (issue 6);
+        the bytecode caches stay, as they do across reboots. vhrun runs in a
+        copy of its warm home, so emptying the blob cache costs the warm
+        figures nothing."""
         env = dict(self.env)
-        if self.name == "b" or self.name == "d":
-            env["PYTHONPYCACHEPREFIX"] = str(self.cold_dir)
-        elif self.name.startswith("c"):
+        if self.name.startswith("c"):
+            warm = Path(self.env["VHRUN_HOME"])
+            shutil.rmtree(self.cold_dir, ignore_errors=True)
+            shutil.copytree(warm, self.cold_dir, symlinks=True, ignore=shutil.ignore_patterns("runs", "blobs"))
             env["VHRUN_HOME"] = str(self.cold_dir)
         return env
 
@@ -602,8 +605,8 @@ private mount namespace (mount + run + unmount); (c) `vhrun exec --catalog` (`vh
 robot), FUSE passthrough on / off (`VHRUN_PASSTHROUGH=off`), gzip or raw hololib; (d) the environment
 as a plain directory: the floor. (b), (c) and (d) keep bytecode in a persistent cache
 (`PYTHONPYCACHEPREFIX`; vhrun's own per-catalog cache for (c)); "warm" = page cache and bytecode
-cache filled; "cold first run" = page cache dropped and every cache emptied (vhrun: blob cache,
-bytecode cache, index; (b)/(d): bytecode cache; (a): the space).
+cache filled; "cold first run" = page cache dropped (`drop_caches`) and vhrun's blob cache emptied,
+bytecode caches kept (as after a reboot); for (a) a fresh restore, as always.
 
 {table}"""
 
