@@ -616,6 +616,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-build", action="store_true", help="(handled by bench/run)")
     ap.add_argument("--no-write", action="store_true", help="print only; no BENCHMARKS.md / SVG")
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md / SVG even with --quick")
     ap.add_argument("--only", help="comma-separated metrics (true,pass,import,robot,cold,conc)")
     args = ap.parse_args()
     quick = args.quick
@@ -718,7 +719,7 @@ def main():
     (RES / "results.json").write_text(json.dumps(data, indent=1))
     table = tables(data)
     print(table)
-    if not args.no_write:
+    if args.write or not (args.no_write or quick):
         (REPO / "BENCHMARKS.md").write_text(benchmarks_md(data, table))
         svg = REPO / "bench" / "ratios.svg"
         env = dict(base_env(), PYTHONDONTWRITEBYTECODE="1", MPLCONFIGDIR=str(VH / "mpl"))
