@@ -166,7 +166,7 @@ impl BlobCache {
         }
         if !relocated {
             let file = blob::open_blob_file(&blob_path, digest)?;
-            if sniff(&file).map_err(|e| Error::blob(digest, &blob_path, e.to_string()))?
+            if sniff(&file, digest).map_err(|e| Error::blob(digest, &blob_path, e.to_string()))?
                 == Codec::Raw
             {
                 return self.open_raw(file, digest, size, &blob_path);
@@ -301,7 +301,7 @@ fn open_if_size(path: &Path, size: u64) -> Option<File> {
     Some(f)
 }
 
-fn sniff(file: &File) -> io::Result<Codec> {
+fn sniff(file: &File, digest: &str) -> io::Result<Codec> {
     let mut head = [0u8; 4];
     let mut n = 0;
     while n < head.len() {
@@ -310,7 +310,7 @@ fn sniff(file: &File) -> io::Result<Codec> {
             k => n += k,
         }
     }
-    Ok(Codec::sniff(&head[..n]))
+    Ok(Codec::of_blob(digest, &head[..n]))
 }
 
 #[cfg(test)]
@@ -368,6 +368,13 @@ mod tests {
             assert_eq!((read(f), s), (raw.clone(), Source::Raw));
         }
         assert_eq!(cache.stats().raw_verified, 1);
+        // A raw blob that is itself a gzip file (botocore's `.json.gz`):
+        // served as stored, never decoded.
+        let gz = crate::hololib::catalog::gzip_bytes(b"{}");
+        let gd = DigestKind::Sip128.digest(&gz);
+        put_blob(&lib, &gz, &gd);
+        let (f, s) = cache.open(&gd, gz.len() as u64, &[], "").unwrap();
+        assert_eq!((read(f), s), (gz.clone(), Source::Raw));
 
         // Corrupt blob: error naming the blob, nothing cached, no temp left.
         let bad = b"good content".to_vec();

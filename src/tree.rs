@@ -200,11 +200,45 @@ impl<'a> NodeRef<'a> {
     }
 }
 
+/// The byte pool of names, digests and link texts: built in memory, or a
+/// window of a mapped index file (no copy on a warm load).
+#[derive(Debug)]
+enum Pool {
+    Owned(Vec<u8>),
+    Mapped {
+        map: std::sync::Arc<crate::sys::mmap::MappedFile>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl std::ops::Deref for Pool {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pool::Owned(v) => v,
+            Pool::Mapped { map, start, len } => &map[*start..*start + *len],
+        }
+    }
+}
+
+impl Pool {
+    fn owned(&mut self) -> &mut Vec<u8> {
+        if let Pool::Mapped { .. } = self {
+            *self = Pool::Owned(self.to_vec());
+        }
+        match self {
+            Pool::Owned(v) => v,
+            Pool::Mapped { .. } => unreachable!("converted above"),
+        }
+    }
+}
+
 /// The immutable tree of one catalog.
 #[derive(Debug)]
 pub struct Tree {
     nodes: Vec<Node>,
-    text: Vec<u8>,
+    text: Pool,
     rewrites: Vec<u64>,
     identity: String,
     /// The catalog's recorded `path` (where it was lifted).
@@ -257,10 +291,7 @@ impl Tree {
         let t0 = std::time::Instant::now();
         let meta = std::fs::metadata(catalog_path).at(catalog_path)?;
         let by_stat = index::stat_path(index_dir, catalog_path, &meta);
-        if let Some(tree) = std::fs::read(&by_stat)
-            .ok()
-            .and_then(|buf| index::decode(&buf, catalog_path))
-        {
+        if let Some(tree) = index::load(&by_stat, catalog_path) {
             tracing::info!(
                 nodes = tree.len(),
                 ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -271,8 +302,8 @@ impl Tree {
         }
         let raw = std::fs::read(catalog_path).at(catalog_path)?;
         let idx = index::index_path(index_dir, &raw);
-        if let Ok(buf) = std::fs::read(&idx) {
-            if let Some(tree) = index::decode(&buf, catalog_path) {
+        if idx.exists() {
+            if let Some(tree) = index::load(&idx, catalog_path) {
                 index::link_stat_path(&by_stat, &idx);
                 tracing::info!(
                     nodes = tree.len(),
@@ -306,7 +337,7 @@ impl Tree {
     pub fn from_catalog(catalog: &Catalog, source: &Path) -> Result<Tree> {
         let mut t = Tree {
             nodes: Vec::new(),
-            text: Vec::new(),
+            text: Pool::Owned(Vec::new()),
             rewrites: Vec::new(),
             identity: catalog.identity.clone(),
             recorded_path: catalog.path.clone(),
@@ -402,14 +433,14 @@ impl Tree {
             return Err(Error::catalog(source, "catalog too large"));
         }
         t.nodes.shrink_to_fit();
-        t.text.shrink_to_fit();
+        t.text.owned().shrink_to_fit();
         t.rewrites.shrink_to_fit();
         Ok(t)
     }
 
     fn push_text(&mut self, bytes: &[u8]) -> Span {
         let off = self.text.len() as u32;
-        self.text.extend_from_slice(bytes);
+        self.text.owned().extend_from_slice(bytes);
         Span {
             off,
             len: bytes.len() as u32,

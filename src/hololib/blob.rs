@@ -1,6 +1,8 @@
 //! Blob codecs. rcc writes gzip (mainline), zstd (its zstd line of work) or
 //! raw bytes (`compress.no`); readers tell them apart by magic bytes, and the
-//! digest is always of the decoded content.
+//! digest is always of the decoded content. A siphash128 digest means a
+//! `compress.no` hololib, whose blobs are raw whatever their first bytes
+//! (a `.gz` or `.zst` file stored raw starts with a codec's magic).
 
 use crate::digest::DigestKind;
 use crate::error::{Error, Result};
@@ -24,10 +26,29 @@ impl Codec {
             Codec::Raw
         }
     }
+
+    /// The codec of the stored blob with this digest: rcc uses siphash128
+    /// digests (32 hex) only in `compress.no` hololibs, which store every
+    /// blob raw, so those are never decoded; other blobs are sniffed.
+    pub fn of_blob(digest: &str, head: &[u8]) -> Codec {
+        if DigestKind::from_hex_len(digest.len()) == Some(DigestKind::Sip128) {
+            Codec::Raw
+        } else {
+            Codec::sniff(head)
+        }
+    }
 }
 
 /// A reader of the decoded content of `reader`, whose codec is sniffed.
-pub fn decoder<'a, R: Read + Seek + 'a>(mut reader: R) -> io::Result<(Codec, Box<dyn Read + 'a>)> {
+pub fn decoder<'a, R: Read + Seek + 'a>(reader: R) -> io::Result<(Codec, Box<dyn Read + 'a>)> {
+    decoder_of(reader, None)
+}
+
+/// `decoder` for the blob with `digest` (see [`Codec::of_blob`]).
+fn decoder_of<'a, R: Read + Seek + 'a>(
+    mut reader: R,
+    digest: Option<&str>,
+) -> io::Result<(Codec, Box<dyn Read + 'a>)> {
     let mut head = [0u8; 4];
     let mut n = 0;
     while n < head.len() {
@@ -37,7 +58,10 @@ pub fn decoder<'a, R: Read + Seek + 'a>(mut reader: R) -> io::Result<(Codec, Box
         }
     }
     reader.seek(SeekFrom::Start(0))?;
-    let codec = Codec::sniff(&head[..n]);
+    let codec = match digest {
+        Some(d) => Codec::of_blob(d, &head[..n]),
+        None => Codec::sniff(&head[..n]),
+    };
     let r: Box<dyn Read> = match codec {
         Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
             128 * 1024,
@@ -65,7 +89,8 @@ pub fn copy_verified(path: &Path, digest: &str, sink: &mut dyn Write) -> Result<
     let kind = DigestKind::from_hex_len(digest.len())
         .ok_or_else(|| Error::blob(digest, path, "digest is neither sha256 nor siphash128 hex"))?;
     let file = open_blob_file(path, digest)?;
-    let (_, mut r) = decoder(file).map_err(|e| Error::blob(digest, path, e.to_string()))?;
+    let (_, mut r) =
+        decoder_of(file, Some(digest)).map_err(|e| Error::blob(digest, path, e.to_string()))?;
     let mut hasher = kind.hasher();
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
@@ -155,6 +180,23 @@ mod tests {
         assert_eq!(Codec::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Codec::Zstd);
         assert_eq!(Codec::sniff(b"#!/bin"), Codec::Raw);
         assert_eq!(Codec::sniff(b""), Codec::Raw);
+        let sip = "0".repeat(32);
+        let sha = "0".repeat(64);
+        assert_eq!(Codec::of_blob(&sip, &[0x1f, 0x8b, 8]), Codec::Raw);
+        assert_eq!(Codec::of_blob(&sip, &[0x28, 0xb5, 0x2f, 0xfd]), Codec::Raw);
+        assert_eq!(Codec::of_blob(&sha, &[0x1f, 0x8b, 8]), Codec::Gzip);
+    }
+
+    #[test]
+    fn raw_blob_of_a_gzip_file_is_not_decoded() {
+        // A `.json.gz` in a compress.no hololib: stored as is, named by the
+        // siphash128 of those (gzip) bytes.
+        let gz = crate::hololib::catalog::gzip_bytes(b"{\"a\": 1}");
+        let digest = DigestKind::Sip128.digest(&gz);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, &gz).unwrap();
+        assert_eq!(read_verified(&path, &digest).unwrap(), gz);
     }
 
     #[test]

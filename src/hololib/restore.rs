@@ -326,7 +326,7 @@ fn drop_file(
             blob_file
                 .read_to_end(raw)
                 .map_err(|e| Error::blob(&f.digest, &blob_path, e.to_string()))?;
-            let data: &mut Vec<u8> = match Codec::sniff(raw) {
+            let data: &mut Vec<u8> = match Codec::of_blob(&f.digest, raw) {
                 Codec::Raw => raw,
                 codec => {
                     content.clear();

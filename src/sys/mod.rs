@@ -12,6 +12,7 @@
 //! - [`signal`]: resetting a disposition, `sigwaitinfo` with the sender's
 //!   `si_code`, and `kill` of real-time signals nix's `Signal` cannot name.
 //! - [`wait`]: `waitpid` keeping statuses nix cannot represent.
+//! - [`mmap`]: a read-only mapping of a whole file (the tree indexes).
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
@@ -19,6 +20,7 @@
 
 pub mod exec;
 pub mod fork;
+pub mod mmap;
 pub mod mountinfo;
 pub mod nsprobe;
 pub mod signal;

@@ -1,0 +1,736 @@
+#!/usr/bin/env python3
+"""The side-by-side benchmark behind `bench/run` (read bench/README.md).
+
+Contenders, all serving the same environment at an rcc-shaped path:
+  a      rcc's copy model: `vhrun restore` into a fresh space, then the task
+         with PYTHONDONTWRITEBYTECODE=1 (rcc forbids bytecode writes)
+  a-raw  the same from the --no-compress hololib               (full run)
+  b      squashfs image (zstd), squashfuse + overlay at the env's own path
+  c      `vhrun exec` / `vhrun run`, FUSE passthrough on
+  c-nopt the same with VHRUN_PASSTHROUGH=off (vhrun serves the reads)
+  c-raw  `vhrun exec` over the --no-compress hololib           (full run)
+  d      the environment as a plain directory: the floor
+b, c and d keep bytecode in a persistent PYTHONPYCACHEPREFIX (vhrun's own
+per-catalog cache for c).
+
+Stdlib only; bench/plot.py draws the chart with the benchmark
+environment's own interpreter (matplotlib is in it).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+W = Path(os.environ.get("W", "/tmp/vhbench"))
+ENV = W / "holotree" / "hbe7c0de_0123456789abcdt"  # rcc-shaped identity, as make-env.sh builds it
+BLUEPRINT = W / "blueprint.yaml"
+VH = W / "vh"
+BIN = VH / "bin"
+RES = VH / "results"
+SPACE = W / "holotree" / "0a1b2c3_4d5e6f7_89abcdef"  # (a)'s space: rcc name shape, same parent
+IMPORTS = "import pandas, numpy, sqlalchemy"
+DROP = "sync; echo 3 > /proc/sys/vm/drop_caches"
+VHRUN = os.environ.get("VHRUN", "vhrun")
+CORES = os.cpu_count() or 1
+
+LABELS = {
+    "a": "(a) copy restore",
+    "a-raw": "(a) copy, raw hololib",
+    "b": "(b) squashfuse+overlay",
+    "c": "(c) vhrun",
+    "c-nopt": "(c) vhrun, no passthrough",
+    "c-raw": "(c) vhrun, raw hololib",
+    "d": "(d) plain dir",
+}
+METRICS = {
+    "true": "activation (`true`)",
+    "pass": "`python -c pass`, warm",
+    "import": "heavy import, warm",
+    "robot": "robot run (report), warm",
+    "cold": "cold first run (heavy import)",
+    "conc": "8 concurrent heavy imports",
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
+
+
+def du(path):
+    """Apparent bytes and file count under path (0, 0 if absent)."""
+    total = files = 0
+    for root, dirs, names in os.walk(path):
+        for n in names + dirs:
+            try:
+                st = os.lstat(os.path.join(root, n))
+            except FileNotFoundError:
+                continue
+            if n in names:
+                files += 1
+                total += st.st_size
+    return total, files
+
+
+# ---------------------------------------------------------------- setup
+
+
+def find_shared():
+    for c in [os.environ.get("VHRUN_SHARED"), REPO.parent / "shared", "/work/shared"]:
+        if c and (Path(c) / "bench" / "make-env.sh").is_file():
+            return Path(c)
+    raise SystemExit("bench: make-env.sh not found (set VHRUN_SHARED to the shared/ directory)")
+
+
+def ensure_env():
+    hist = ENV / "conda-meta" / "history"
+    if (ENV / "bin" / "python3").exists() and hist.is_file() and "# cmd: make-env.sh" in hist.read_text():
+        return
+    log(f"building the benchmark environment at {ENV} (make-env.sh, several minutes)")
+    env = dict(os.environ, PYTHON=os.environ.get("PYTHON", "python3"))
+    sh([str(find_shared() / "bench" / "make-env.sh"), str(ENV)], env=env)
+
+
+def ensure_blueprint():
+    if BLUEPRINT.is_file():
+        return
+    # As bench/run-baseline.sh: conda-style yaml from the env's pip pins.
+    ver = subprocess.run([str(ENV / "bin" / "python3"), "-c", "import platform; print(platform.python_version())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    lines = ["channels:", "- conda-forge", "dependencies:", f"- python={ver}", "- pip:"]
+    for l in (ENV / "conda-meta" / "history").read_text().splitlines():
+        if l.startswith("+pypi::"):
+            name, _, v = l[len("+pypi::"):].rpartition("-")
+            lines.append(f"  - {name}=={v}")
+    BLUEPRINT.write_text("\n".join(lines) + "\n")
+
+
+def ensure_lift(variant):
+    """Lift ENV into VH/<variant>/hololib once; returns (catalog key, seconds or None if cached)."""
+    root = VH / variant
+    key_file = root / "key"
+    if key_file.is_file() and (root / "hololib" / "catalog" / key_file.read_text().strip()).is_file():
+        return key_file.read_text().strip(), None
+    shutil.rmtree(root / "hololib", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    args = [VHRUN, "lift", str(ENV), "--blueprint", str(BLUEPRINT), "--hololib", str(root / "hololib"),
+            "--no-identity-yaml"] + (["--no-compress"] if variant == "raw" else [])
+    log(f"lifting {ENV} into {root}/hololib ({variant})")
+    t = time.perf_counter()
+    out = subprocess.run(args, env=dict(os.environ, ROBOCORP_HOME=str(root)), capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"bench: vhrun lift failed: {out.stderr.strip()}")
+    secs = time.perf_counter() - t
+    key = out.stdout.strip().splitlines()[-1]
+    key_file.write_text(key + "\n")
+    (root / "lift-seconds").write_text(f"{secs:.2f}\n")
+    return key, secs
+
+
+def ensure_squashfs():
+    img = VH / "sq" / "env.sqfs"
+    (VH / "sq" / "runs").mkdir(parents=True, exist_ok=True)
+    if img.is_file():
+        return img, None
+    log(f"mksquashfs {ENV} (zstd)")
+    t = time.perf_counter()
+    sh(["mksquashfs", str(ENV), str(img) + ".tmp", "-comp", "zstd", "-noappend", "-quiet", "-no-progress"],
+       stdout=subprocess.DEVNULL)
+    os.rename(str(img) + ".tmp", img)
+    return img, time.perf_counter() - t
+
+
+def ensure_robot():
+    """robots/report with the benchmark environment's blueprint as conda.yaml, so
+    `vhrun run -r` resolves it to the lifted catalog (the report needs pandas and
+    openpyxl, both in the benchmark env)."""
+    robot = VH / "robot"
+    shutil.rmtree(robot, ignore_errors=True)
+    shutil.copytree(REPO / "robots" / "report", robot)
+    shutil.copy(BLUEPRINT, robot / "conda.yaml")
+    return robot
+
+
+SCRIPTS = {
+    # kind.sh PREFIX KIND: the workload, with the interpreter of PREFIX.
+    "kind.sh": r'''#!/bin/bash
+. "$(dirname "$0")/bench.env"
+case $2 in
+  true) exec true ;;
+  pass) exec "$1/bin/python3" -c pass ;;
+  import) exec "$1/bin/python3" -c "$IMPORTS" ;;
+  robot) cd "$ROBOT" && ROBOT_ARTIFACTS=$OUT exec "$1/bin/python3" report.py data/sales.csv ;;
+  *) echo "kind.sh: unknown kind $2" >&2; exit 2 ;;
+esac
+''',
+    # a.sh KIND [SPACE]: rcc's copy model: restore into a fresh space (the
+    # caller removed it), then the workload without bytecode writes.
+    "a.sh": r'''#!/bin/bash
+. "$(dirname "$0")/bench.env"
+space=${2:-$SPACE}
+"$VHRUN" restore --no-meta --catalog "$KEY" "$space" >/dev/null || exit 96
+PYTHONDONTWRITEBYTECODE=1 exec "$BIN/kind.sh" "$space" "$1"
+''',
+    # sq.sh KIND: squashfuse + overlay mounted at the env's own path in a
+    # private mount namespace, the workload, both unmounted. SQ_KEEP=1 keeps
+    # (and prints) the run directory; SQ_STATS=FILE records the squashfuse
+    # daemon's peak RSS (kB) and CPU ticks before unmounting.
+    "sq.sh": r'''#!/bin/bash
+. "$(dirname "$0")/bench.env"
+run=$(mktemp -d "$VH/sq/runs/r.XXXXXX")
+mkdir "$run/lower" "$run/upper" "$run/work"
+unshare -m --propagation private bash -c '
+  squashfuse "$SQ_IMG" "$1/lower" || exit 97
+  mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$ENV" || { umount "$1/lower"; exit 98; }
+  "$BIN/kind.sh" "$ENV" "$2"; rc=$?
+  if [ -n "$SQ_STATS" ]; then
+    for d in /proc/[0-9]*; do
+      c=$(tr "\0" " " < $d/cmdline 2>/dev/null)
+      case $c in squashfuse*"$1/lower"*) pid=${d#/proc/} ;; esac
+    done
+    echo "$(grep VmHWM /proc/$pid/status | tr -s " " | cut -d" " -f2) $(cut -d" " -f14,15 /proc/$pid/stat)" > "$SQ_STATS"
+  fi
+  umount "$ENV"; umount "$1/lower"; exit $rc' sq "$run" "$1"
+rc=$?
+if [ -n "$SQ_KEEP" ]; then echo "$run"; else rm -rf "$run"; fi
+exit $rc
+''',
+}
+
+
+def write_scripts(keys, robot, img):
+    BIN.mkdir(parents=True, exist_ok=True)
+    (VH / "out").mkdir(exist_ok=True)
+    env = {
+        "VHRUN": VHRUN, "VH": VH, "BIN": BIN, "ENV": ENV, "SPACE": SPACE, "KEY": keys["gz"],
+        "ROBOT": robot, "IMPORTS": IMPORTS, "SQ_IMG": img, "OUT": VH / "out" / "script",
+    }
+    (BIN / "bench.env").write_text("".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in env.items()))
+    for name, text in SCRIPTS.items():
+        p = BIN / name
+        p.write_text(text)
+        p.chmod(0o755)
+
+
+# ---------------------------------------------------------------- contenders
+
+
+def base_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VHRUN_"))}
+    env["VHRUN_BENCH"] = "1"
+    return env
+
+
+class Contender:
+    def __init__(self, name, keys, robot):
+        self.name = name
+        self.robot = robot
+        self.env = base_env()
+        self.cold_dir = None
+        if name.startswith("a"):
+            variant = "raw" if name == "a-raw" else "gz"
+            self.env.update(ROBOCORP_HOME=str(VH / variant), KEY=keys[variant])
+        elif name == "b":
+            self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "b")
+        elif name.startswith("c"):
+            variant = "raw" if name == "c-raw" else "gz"
+            self.key = keys[variant]
+            self.env.update(ROBOCORP_HOME=str(VH / variant), VHRUN_HOME=str(VH / variant / "vhrun"))
+            if name == "c-nopt":
+                self.env["VHRUN_PASSTHROUGH"] = "off"
+            self.cold_dir = VH / variant / "vhrun-cold"
+        elif name == "d":
+            self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "d")
+            self.env["ROBOT_ARTIFACTS"] = str(VH / "out" / "d")
+
+    def label(self):
+        return LABELS[self.name]
+
+    def command(self, kind, slot=None):
+        """(argv string for hyperfine -N, cwd)."""
+        n = self.name
+        if n.startswith("a"):
+            space = f" {str(SPACE)[:-1]}{slot}" if slot is not None else ""
+            return f"{BIN}/a.sh {kind}{space}", None
+        if n == "b":
+            return f"{BIN}/sq.sh {kind}", None
+        if n.startswith("c"):
+            if kind == "robot":
+                return f"{VHRUN} run -r {self.robot}/robot.yaml", None
+            task = {"true": "true", "pass": "python3 -c pass", "import": f"python3 -c '{IMPORTS}'"}[kind]
+            return f"{VHRUN} exec --catalog {self.key} -- {task}", None
+        py = ENV / "bin" / "python3"
+        return {
+            "true": ("true", None),
+            "pass": (f"{py} -c pass", None),
+            "import": (f"{py} -c '{IMPORTS}'", None),
+            "robot": (f"{py} report.py data/sales.csv", str(self.robot)),
+        }[kind]
+
+    def prepare(self, cold=False):
+        """Shell snippet run before every timed run (not timed)."""
+        steps = []
+        if self.name.startswith("a"):
+            # the previous copy's removal and writeback are not this run's
+            steps.append(f"rm -rf {SPACE}; sync")
+        if cold and self.cold_dir:
+            steps.append(f"rm -rf {self.cold_dir}/blobs")
+        if cold:
+            steps.append(DROP)
+        return f"sh -c '{'; '.join(steps)}'" if steps else None
+
+    def cold_env(self):
+        """Cold = page cache dropped and vhrun's blob cache emptied (issue 6);
+        the bytecode caches stay, as they do across reboots. vhrun runs in a
+        copy of its warm home, so emptying the blob cache costs the warm
+        figures nothing."""
+        env = dict(self.env)
+        if self.name.startswith("c"):
+            warm = Path(self.env["VHRUN_HOME"])
+            shutil.rmtree(self.cold_dir, ignore_errors=True)
+            shutil.copytree(warm, self.cold_dir, symlinks=True, ignore=shutil.ignore_patterns("runs", "blobs"))
+            env["VHRUN_HOME"] = str(self.cold_dir)
+        return env
+
+
+def hyperfine(name, cmd, env, runs, warmup, prepare, cwd):
+    out = RES / f"{name}.json"
+    args = ["hyperfine", "-N", "--style", "none", "--runs", str(runs), "--warmup", str(warmup),
+            "--export-json", str(out)]
+    if prepare:
+        args += ["--prepare", prepare]
+    args.append(cmd)
+    r = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode:
+        return {"error": r.stdout.strip().splitlines()[-1] if r.stdout.strip() else f"exit {r.returncode}"}
+    times = json.loads(out.read_text())["results"][0]["times"]
+    return summary(times)
+
+
+def summary(times):
+    return {"n": len(times), "min": min(times), "median": statistics.median(times), "max": max(times),
+            "mean": statistics.mean(times)}
+
+
+def fmt_s(v):
+    if v is None:
+        return "-"
+    if v < 0.1:
+        return f"{v * 1e3:.1f} ms"
+    return f"{v:.3f} s"
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def measure_proc(argv, env, cwd=None):
+    """Run argv; its own peak RSS (VmHWM, sampled) and CPU time (utime+stime of
+    the process itself, all threads, without children) read before reaping."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    hwm = 0
+    while True:
+        try:
+            st = os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            break
+        if st is not None:
+            break
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for l in f:
+                    if l.startswith("VmHWM:"):
+                        hwm = max(hwm, int(l.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    with open(f"/proc/{p.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    err = p.stderr.read().decode(errors="replace")
+    rc = p.wait()
+    return {"rc": rc, "wall": time.perf_counter() - t, "rss_kib": hwm, "cpu_s": cpu, "stderr": err[-400:]}
+
+
+def concurrent(c, rounds, n=8):
+    walls, errors = [], 0
+    for _ in range(rounds):
+        if c.name.startswith("a"):
+            for i in range(n):
+                shutil.rmtree(f"{str(SPACE)[:-1]}{i}", ignore_errors=True)
+        cmds = [c.command("import", slot=i if c.name.startswith("a") else None) for i in range(n)]
+        t = time.perf_counter()
+        procs = [subprocess.Popen(shlex.split(cmd), env=c.env, cwd=cwd, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for cmd, cwd in cmds]
+        rcs = [p.wait() for p in procs]
+        walls.append(time.perf_counter() - t)
+        errors += sum(rc != 0 for rc in rcs)
+    if c.name.startswith("a"):
+        for i in range(n):
+            shutil.rmtree(f"{str(SPACE)[:-1]}{i}", ignore_errors=True)
+    s = summary(walls)
+    s["errors"] = errors
+    s["runs_total"] = rounds * n
+    return s
+
+
+def stats_pass(cs, quick):
+    """Disk, memory and CPU figures (one measured run each)."""
+    st = {}
+    for c in cs:
+        s = {}
+        if c.name.startswith("c"):
+            # a home of its own, empty: the first run is a first run ever
+            home = Path(f"{c.env['VHRUN_HOME']}-stats-{c.name}")
+            shutil.rmtree(home, ignore_errors=True)
+            env = dict(c.env, VHRUN_HOME=str(home))
+            cmd = shlex.split(c.command("import")[0])
+            first = measure_proc(cmd, env)
+            s["first"] = first
+            s["blob_cache"] = du(home / "blobs")
+            s["pycache"] = du(home / "pycache")
+            s["index"] = du(home / "index")
+            s["warm"] = measure_proc(cmd, env)
+            keep = VH / "keep" / c.name
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.parent.mkdir(exist_ok=True)
+            kept = measure_proc(cmd[:2] + ["--keep-overlay", str(keep)] + cmd[2:], env)
+            s["upper"] = du(keep) if kept["rc"] == 0 else None
+            s["robot"] = measure_proc(shlex.split(c.command("robot")[0]), env)
+        elif c.name.startswith("a"):
+            shutil.rmtree(SPACE, ignore_errors=True)
+            s["restore"] = measure_proc([VHRUN, "restore", "--no-meta", "--catalog", c.env["KEY"], str(SPACE)], c.env)
+            s["copy"] = du(SPACE)
+            shutil.rmtree(SPACE, ignore_errors=True)
+        elif c.name == "b":
+            stats_file = VH / "sq" / "stats"
+            env = dict(c.env, SQ_STATS=str(stats_file), SQ_KEEP="1")
+            r = subprocess.run([str(BIN / "sq.sh"), "import"], env=env, capture_output=True, text=True)
+            run = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else None
+            if r.returncode == 0 and run:
+                s["upper"] = du(Path(run) / "upper")
+                kb, ut, stt = stats_file.read_text().split()
+                s["server"] = {"rss_kib": int(kb), "cpu_s": (int(ut) + int(stt)) / os.sysconf("SC_CLK_TCK")}
+            if run:
+                shutil.rmtree(run, ignore_errors=True)
+            s["pycache"] = du(VH / "pyc" / "b")
+        elif c.name == "d":
+            s["pycache"] = du(VH / "pyc" / "d")
+        st[c.name] = s
+    return st
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+    cpu = out("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+    mem = out("awk '/MemTotal/ {printf \"%.0f GiB\", $2/1048576}' /proc/meminfo")
+    src = out(f"findmnt -no SOURCE -T {W}")
+    dev = os.path.basename(src)
+    rota = out(f"cat /sys/block/{dev}/queue/rotational 2>/dev/null")
+    return {
+        "kernel": platform.release(),
+        "cores": CORES,
+        "cpu": cpu,
+        "memory": mem,
+        "disk": f"{src} {out(f'findmnt -no FSTYPE,OPTIONS -T {W}')}"
+                + (f", rotational={rota}" if rota else "")
+                + (f", {out(f'cat /sys/block/{dev}/device/model 2>/dev/null')}".rstrip(", ") if dev else ""),
+        "virt": out("systemd-detect-virt 2>/dev/null") or "unknown",
+        "hyperfine": out("hyperfine --version"),
+        "squashfuse": out("dpkg-query -W -f='${Version}' squashfuse 2>/dev/null"),
+        "vhrun": out(f"git -C {REPO} describe --always --dirty"),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def med(res, metric, c):
+    r = res.get(metric, {}).get(c)
+    return r.get("median") if r and "error" not in r else None
+
+
+def targets(res, st, names):
+    t = []
+    c_true, a_true = med(res, "true", "c"), med(res, "true", "a")
+    if c_true:
+        t.append(("activation <= 10 ms warm", fmt_s(c_true), c_true <= 0.010))
+    if c_true and a_true:
+        t.append(("activation >= 50x faster than (a)", f"{a_true / c_true:.0f}x", a_true / c_true >= 50))
+    for m in ("pass", "import"):
+        c, d = med(res, m, "c"), med(res, m, "d")
+        if c and d:
+            t.append((f"{METRICS[m]} within 5% of (d)", f"{(c / d - 1) * 100:+.1f}%", c / d <= 1.05))
+    c, a = med(res, "robot", "c"), med(res, "robot", "a")
+    if c and a:
+        t.append(("warm robot run >= 5x faster than (a)", f"{a / c:.1f}x", a / c >= 5))
+    c, a = med(res, "cold", "c"), med(res, "cold", "a")
+    if c and a:
+        t.append(("cold first run >= 3x faster than (a)", f"{a / c:.1f}x", a / c >= 3))
+    if c:
+        t.append(("cold first run <= 3 s (DESIGN.md)", fmt_s(c), c <= 3))
+    up = st.get("c", {}).get("upper")
+    if up is not None:
+        t.append(("bytes written into the environment per run: 0", f"{up[0]} B ({up[1]} files)", up[0] == 0))
+    rss = [st.get("c", {}).get(k, {}).get("rss_kib") for k in ("first", "warm")]
+    rss = [r for r in rss if r]
+    if rss:
+        t.append(("peak server RSS <= 32 MiB", f"{max(rss) / 1024:.1f} MiB", max(rss) <= 32 * 1024))
+    conc, single = res.get("conc", {}).get("c"), med(res, "import", "c")
+    if conc and single and "error" not in conc:
+        limit = 1.5 * single * 8 / CORES
+        t.append((f"8 concurrent <= 1.5 x single x 8 / {CORES} cores ({fmt_s(limit)})",
+                  f"{fmt_s(conc['median'])}, {conc['errors']} errors",
+                  conc["median"] <= limit and conc["errors"] == 0))
+    return t
+
+
+def tables(data):
+    res, st, names = data["results"], data["stats"], data["contenders"]
+    metrics = [m for m in METRICS if m in res]
+    L = []
+    L.append("### Time (median, min-max, runs)\n")
+    L.append("| metric | " + " | ".join(LABELS[c] for c in names) + " |")
+    L.append("|---|" + "---:|" * len(names))
+    for m in metrics:
+        cells = []
+        for c in names:
+            r = res[m].get(c)
+            if not r:
+                cells.append("-")
+            elif "error" in r:
+                cells.append(f"failed: {r['error'][:60]}")
+            else:
+                extra = f", {r['errors']} err" if "errors" in r else ""
+                cells.append(f"**{fmt_s(r['median'])}** ({fmt_s(r['min'])}-{fmt_s(r['max'])}, n={r['n']}{extra})")
+        L.append(f"| {METRICS[m]} | " + " | ".join(cells) + " |")
+    for ref, title, how in (("d", "Slowdown vs (d) the plain directory", lambda x, r: x / r),
+                            ("a", "Speedup vs (a) copy restore", lambda x, r: r / x)):
+        others = [c for c in names if c != ref]
+        L.append(f"\n### {title} (median / median{'' if ref == 'd' else ', inverted: times faster'})\n")
+        L.append("| metric | " + " | ".join(LABELS[c] for c in others) + " |")
+        L.append("|---|" + "---:|" * len(others))
+        for m in metrics:
+            r = med(res, m, ref)
+            cells = [f"{how(med(res, m, c), r):.2f}x" if r and med(res, m, c) else "-" for c in others]
+            L.append(f"| {METRICS[m]} | " + " | ".join(cells) + " |")
+    L.append("\n### Disk, memory, CPU (one measured run each)\n")
+    L.append("| figure | value |")
+    L.append("|---|---:|")
+
+    def row(k, v):
+        L.append(f"| {k} | {v} |")
+
+    def mib(b):
+        return f"{b / 1048576:.1f} MiB"
+    for c in names:
+        s = st.get(c, {})
+        if c.startswith("a") and "copy" in s:
+            row(f"{LABELS[c]}: bytes written per run (the restored copy)", f"{mib(s['copy'][0])} ({s['copy'][1]} files)")
+            r = s["restore"]
+            row(f"{LABELS[c]}: restore peak RSS / CPU / wall",
+                f"{r['rss_kib'] / 1024:.1f} MiB / {r['cpu_s']:.2f} s / {r['wall']:.2f} s")
+        if c == "b":
+            if "upper" in s:
+                row(f"{LABELS[c]}: bytes written into the env per run (overlay upper)", f"{s['upper'][0]} B ({s['upper'][1]} files)")
+            if "server" in s:
+                row(f"{LABELS[c]}: squashfuse peak RSS / CPU (heavy import)",
+                    f"{s['server']['rss_kib'] / 1024:.1f} MiB / {s['server']['cpu_s']:.2f} s")
+            row(f"{LABELS[c]}: bytecode cache (once)", mib(s["pycache"][0]))
+        if c.startswith("c") and "first" in s:
+            if s.get("upper") is not None:
+                row(f"{LABELS[c]}: bytes written into the env per run (overlay upper, heavy import)",
+                    f"{s['upper'][0]} B ({s['upper'][1]} files)")
+            row(f"{LABELS[c]}: blob cache after the first heavy import (once per machine)",
+                f"{mib(s['blob_cache'][0])} ({s['blob_cache'][1]} files)")
+            row(f"{LABELS[c]}: bytecode cache (once per catalog)", mib(s["pycache"][0]))
+            for k, what in (("first", "first run"), ("warm", "warm run"), ("robot", "robot run")):
+                r = s[k]
+                row(f"{LABELS[c]}: vhrun peak RSS / CPU, heavy import {what}" if k != "robot"
+                    else f"{LABELS[c]}: vhrun peak RSS / CPU, robot run",
+                    f"{r['rss_kib'] / 1024:.1f} MiB / {r['cpu_s']:.3f} s" + ("" if r["rc"] == 0 else f" (exit {r['rc']})"))
+        if c == "d" and "pycache" in s:
+            row(f"{LABELS[c]}: bytes written per run / bytecode cache (once)", f"0 B / {mib(s['pycache'][0])}")
+    tg = targets(res, st, names)
+    if tg:
+        L.append("\n### Targets (DESIGN.md, issue 6)\n")
+        L.append("| target | measured | |")
+        L.append("|---|---:|---|")
+        for what, val, ok in tg:
+            L.append(f"| {what} | {val} | {'met' if ok else '**missed**'} |")
+    return "\n".join(L) + "\n"
+
+
+def benchmarks_md(data, table):
+    m, s = data["machine"], data["setup"]
+    return f"""# Benchmarks
+
+Generated by `bench/run{' --quick' if data['quick'] else ''}` ({m['date']}, vhrun {m['vhrun']}); rerun it to
+refresh this file and `bench/ratios.svg`. What each figure means and how it
+is measured: `bench/README.md`.
+
+**Machine**: Linux {m['kernel']}, {m['cores']} cores ({m['cpu']}), {m['memory']} RAM,
+virtualisation: {m['virt']}; disk: {m['disk']}. {m['hyperfine']}, squashfuse {m['squashfuse']}.
+Load average at start / end: {data['load'][0]} / {data['load'][1]} (the machine may be shared: compare
+medians of one run of the harness only).
+
+**Environment**: `{ENV}` ({s['env_files']} files, {s['env_bytes'] / 1e6:.0f} MB), CPython 3.11 with
+numpy, pandas, sqlalchemy, scipy, matplotlib, boto3 ... (`make-env.sh`), lifted with `vhrun lift` into a
+gzip hololib ({s['gz_bytes'] / 1e6:.0f} MB) and a `--no-compress` one ({s['raw_bytes'] / 1e6:.0f} MB);
+squashfs image (zstd) {s['sq_bytes'] / 1e6:.0f} MB. Heavy import = `python -c "{IMPORTS}"`;
+robot run = `robots/report` (pandas reads a CSV, writes HTML and xlsx).
+
+**Contenders**: (a) rcc's copy model: `vhrun restore` of the catalog into a fresh space, then the task
+with `PYTHONDONTWRITEBYTECODE=1` (rcc forbids bytecode writes and the hololib holds none);
+(b) the squashfs image mounted with squashfuse plus an overlay at the environment's own path, in a
+private mount namespace (mount + run + unmount); (c) `vhrun exec --catalog` (`vhrun run -r` for the
+robot), FUSE passthrough on / off (`VHRUN_PASSTHROUGH=off`), gzip or raw hololib; (d) the environment
+as a plain directory: the floor. (b), (c) and (d) keep bytecode in a persistent cache
+(`PYTHONPYCACHEPREFIX`; vhrun's own per-catalog cache for (c)); "warm" = page cache and bytecode
+cache filled; "cold first run" = page cache dropped (`drop_caches`) and vhrun's blob cache emptied,
+bytecode caches kept (as after a reboot); for (a) a fresh restore, as always.
+
+{table}"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description="vhrun side-by-side benchmark (see bench/README.md)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="(handled by bench/run)")
+    ap.add_argument("--no-write", action="store_true", help="print only; no BENCHMARKS.md / SVG")
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md / SVG even with --quick")
+    ap.add_argument("--only", help="comma-separated metrics (true,pass,import,robot,cold,conc)")
+    args = ap.parse_args()
+    quick = args.quick
+    started = time.perf_counter()
+    load0 = " ".join(open("/proc/loadavg").read().split()[:3])
+
+    RES.mkdir(parents=True, exist_ok=True)
+    ensure_env()
+    ensure_blueprint()
+    keys = {"gz": ensure_lift("gz")[0], "raw": ensure_lift("raw")[0]}
+    img, _ = ensure_squashfs()
+    robot = ensure_robot()
+    write_scripts(keys, robot, img)
+    for d in ("pyc/b", "pyc/d", "out/d"):
+        (VH / d).mkdir(parents=True, exist_ok=True)
+
+    # (a) last in each metric: its 500 MB copies leave writeback behind (synced after).
+    names = ["d", "c", "c-nopt", "b", "a"] if quick else ["d", "c", "c-nopt", "c-raw", "b", "a", "a-raw"]
+    cs = [Contender(n, keys, robot) for n in names]
+    metrics = ["true", "pass", "import", "robot"] + ([] if quick else ["cold"]) + ["conc"]
+    if args.only:
+        metrics = [m for m in metrics if m in args.only.split(",")]
+
+    # Sanity: every contender runs the heavy import (also fills the caches;
+    # (a) is checked by its own measurements).
+    broken = {}
+    for c in cs:
+        if c.name.startswith("a") and quick:
+            continue
+        cmd, cwd = c.command("import")
+        if c.name.startswith("a"):
+            shutil.rmtree(SPACE, ignore_errors=True)
+        r = subprocess.run(shlex.split(cmd), env=c.env, cwd=cwd, capture_output=True, text=True)
+        if r.returncode:
+            broken[c.name] = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            log(f"{c.label()}: heavy import fails: {broken[c.name]}")
+    shutil.rmtree(SPACE, ignore_errors=True)
+
+    log("disk / memory / CPU figures")
+    st = stats_pass([c for c in cs if c.name not in broken and not (quick and c.name == "c-nopt")], quick)
+
+    def runs(c, m):
+        slow = c.name.startswith("a")
+        if m == "cold":
+            return (3, 0)
+        table = {  # (runs, warmup) quick / full; (a) pays a whole restore per run
+            "true": ((2, 0), (5, 1)) if slow else ((10, 3), (30, 5)),
+            "pass": ((1, 0), (5, 1)) if slow else ((5, 2), (20, 3)),
+            "import": ((1, 0), (5, 1)) if slow else ((3, 1), (10, 2)),
+            "robot": ((1, 0), (5, 1)) if slow else ((3, 1), (10, 2)),
+        }[m]
+        return table[0 if quick else 1]
+
+    res = {}
+    for m in metrics:
+        res[m] = {}
+        for c in cs:
+            if c.name in broken:
+                res[m][c.name] = {"error": broken[c.name]}
+                continue
+            if m == "conc":
+                if quick and c.name not in ("c", "d"):
+                    continue
+                r = concurrent(c, rounds=1 if (quick or c.name.startswith("a")) else 3)
+            else:
+                n, w = runs(c, m)
+                cold = m == "cold"
+                cmd, cwd = c.command("import" if cold else m)
+                env = c.cold_env() if cold else c.env
+                r = hyperfine(f"{m}-{c.name}", cmd, env, n, w, c.prepare(cold), cwd)
+            res[m][c.name] = r
+            if c.name.startswith("a"):
+                sh("sync")
+            if "error" in r:
+                log(f"  {METRICS[m]:32s} {c.label():28s} failed: {r['error']}")
+            else:
+                log(f"  {METRICS[m]:32s} {c.label():28s} {fmt_s(r['median']):>9s} "
+                    f"({fmt_s(r['min'])}-{fmt_s(r['max'])}, n={r['n']})"
+                    + (f", {r['errors']} errors" if "errors" in r else ""))
+    shutil.rmtree(SPACE, ignore_errors=True)
+    # bytecode caches are final only now
+    for c in ("b", "d"):
+        if c in st:
+            st[c]["pycache"] = du(VH / "pyc" / c)
+
+    data = {
+        "quick": quick,
+        "machine": machine(),
+        "load": [load0, " ".join(open("/proc/loadavg").read().split()[:3])],
+        "setup": {
+            "env_bytes": du(ENV)[0], "env_files": du(ENV)[1],
+            "gz_bytes": du(VH / "gz" / "hololib")[0], "raw_bytes": du(VH / "raw" / "hololib")[0],
+            "sq_bytes": img.stat().st_size,
+        },
+        "contenders": [c.name for c in cs],
+        "results": res,
+        "stats": st,
+        "seconds": time.perf_counter() - started,
+    }
+    (RES / "results.json").write_text(json.dumps(data, indent=1))
+    table = tables(data)
+    print(table)
+    if args.write or not (args.no_write or quick):
+        (REPO / "BENCHMARKS.md").write_text(benchmarks_md(data, table))
+        svg = REPO / "bench" / "ratios.svg"
+        env = dict(base_env(), PYTHONDONTWRITEBYTECODE="1", MPLCONFIGDIR=str(VH / "mpl"))
+        r = subprocess.run([str(ENV / "bin" / "python3"), str(REPO / "bench" / "plot.py"), str(RES / "results.json"),
+                            str(svg)], env=env, capture_output=True, text=True)
+        if r.returncode:
+            log(f"plot failed: {r.stderr.strip()[-500:]}")
+        else:
+            log(f"wrote {REPO / 'BENCHMARKS.md'} and {svg}")
+    log(f"bench: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
