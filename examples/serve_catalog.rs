@@ -79,11 +79,18 @@ fn run(args: Vec<OsString>) -> Result<()> {
     });
     println!("{} catalog(s) in {}:", rows.len(), locations.searched());
     for r in &rows {
-        println!("  {}  {} files, {} bytes  ({})", r.key, r.files, r.bytes, r.hololib);
+        println!(
+            "  {}  {} files, {} bytes  ({})",
+            r.key, r.files, r.bytes, r.hololib
+        );
     }
     let key = match key.or_else(|| rows.first().map(|r| r.key.clone())) {
         Some(k) => k,
-        None => return Err(Error::Usage("no catalog to serve: pass --import ZIP".into())),
+        None => {
+            return Err(Error::Usage(
+                "no catalog to serve: pass --import ZIP".into(),
+            ))
+        }
     };
 
     let (hololib, name) = locations.find_catalog(&key)?;

@@ -174,8 +174,12 @@ impl RunStats {
             environment: i.environment.to_path_buf(),
             exit_code: i.exit_code,
             time_ms: Times {
-                activation: o.exec_at.map(|e| ms(e.saturating_duration_since(i.started))),
-                task: o.exec_at.map(|e| ms(o.ended_at.saturating_duration_since(e))),
+                activation: o
+                    .exec_at
+                    .map(|e| ms(e.saturating_duration_since(i.started))),
+                task: o
+                    .exec_at
+                    .map(|e| ms(o.ended_at.saturating_duration_since(e))),
                 teardown: ms(now.saturating_duration_since(o.ended_at)),
                 total: ms(now.saturating_duration_since(i.started)),
             },
@@ -278,10 +282,7 @@ impl RunStats {
         .map(|(k, n)| format!("{k} {n}"))
         .collect::<Vec<_>>()
         .join(", ");
-        let mut s = format!(
-            "vhrun stats: {} (exit {})\n",
-            self.catalog, self.exit_code
-        );
+        let mut s = format!("vhrun stats: {} (exit {})\n", self.catalog, self.exit_code);
         s += &format!(
             "  time          activation {}, task {}, teardown {:.1} ms, total {:.1} ms\n",
             opt(t.activation),
@@ -328,7 +329,11 @@ impl RunStats {
             } else {
                 String::new()
             },
-            if f.eio > 0 { format!("; {} EIO", f.eio) } else { String::new() },
+            if f.eio > 0 {
+                format!("; {} EIO", f.eio)
+            } else {
+                String::new()
+            },
         );
         s
     }

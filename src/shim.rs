@@ -89,9 +89,9 @@ pub fn install(dir: &Path, vhrun: &Path) -> Result<PathBuf> {
         .tempfile_in(dir)
         .at(dir)?;
     std::io::Write::write_all(&mut tmp, script(vhrun).as_bytes()).at(tmp.path())?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-        .at(tmp.path())?;
-    tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).at(tmp.path())?;
+    tmp.persist(&target)
+        .map_err(|e| Error::io(&target, e.error))?;
     Ok(target)
 }
 
@@ -263,7 +263,10 @@ fn scan(args: &[OsString], strict: bool) -> Result<(Vec<Seen>, Vec<OsString>)> {
         }
         if let Some(rest) = b.strip_prefix(b"--") {
             let (name, inline) = match memchr::memchr(b'=', rest) {
-                Some(i) => (&rest[..i], Some(OsStr::from_bytes(&rest[i + 1..]).to_owned())),
+                Some(i) => (
+                    &rest[..i],
+                    Some(OsStr::from_bytes(&rest[i + 1..]).to_owned()),
+                ),
                 None => (rest, None),
             };
             let name = String::from_utf8_lossy(name);
@@ -301,9 +304,9 @@ fn scan(args: &[OsString], strict: bool) -> Result<(Vec<Seen>, Vec<OsString>)> {
                 let rest = &b[i + 1..];
                 let rest = rest.strip_prefix(b"=").unwrap_or(rest);
                 let value = if rest.is_empty() {
-                    it.next().cloned().ok_or_else(|| {
-                        Error::Usage(format!("rcc: flag needs an argument: -{c}"))
-                    })?
+                    it.next()
+                        .cloned()
+                        .ok_or_else(|| Error::Usage(format!("rcc: flag needs an argument: -{c}")))?
                 } else {
                     OsStr::from_bytes(rest).to_owned()
                 };
@@ -321,7 +324,10 @@ fn scan(args: &[OsString], strict: bool) -> Result<(Vec<Seen>, Vec<OsString>)> {
 }
 
 fn truthy(v: &Option<OsString>) -> Result<bool> {
-    match v.as_deref().map(|v| v.to_string_lossy().to_ascii_lowercase()) {
+    match v
+        .as_deref()
+        .map(|v| v.to_string_lossy().to_ascii_lowercase())
+    {
         None => Ok(true),
         Some(s) if matches!(s.as_str(), "1" | "t" | "true") => Ok(true),
         Some(s) if matches!(s.as_str(), "0" | "f" | "false") => Ok(false),
@@ -424,7 +430,9 @@ pub fn dispatch(shim: &Path, args: &[OsString]) -> Result<i32> {
                         "rcc shim {}: no real rcc on PATH for `rcc {}` (the shim itself only \
                          runs `rcc run --virtual` and `rcc task run --virtual`)",
                         shim.display(),
-                        args.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+                        args.first()
+                            .map(|a| a.to_string_lossy())
+                            .unwrap_or_default()
                     ),
                     crate::builder::rcc::INSTALL_HINT,
                 ));
@@ -449,7 +457,10 @@ pub fn dispatch(shim: &Path, args: &[OsString]) -> Result<i32> {
             // A build the run needs goes straight to the real rcc (or to
             // vhrun's own builder when there is none), never back here.
             if std::env::var_os("VHRUN_RCC").is_none() {
-                cmd.env("VHRUN_RCC", real.map(PathBuf::into_os_string).unwrap_or_default());
+                cmd.env(
+                    "VHRUN_RCC",
+                    real.map(PathBuf::into_os_string).unwrap_or_default(),
+                );
             }
             tracing::debug!("rcc shim: {} {:?}", exe.display(), vargs);
             let e = cmd.exec();
@@ -469,7 +480,9 @@ mod tests {
     fn vhrun_args(v: &[&str]) -> (Vec<String>, Vec<String>) {
         match parse(&os(v)).unwrap() {
             Dispatch::Vhrun { args, notes, .. } => (
-                args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+                args.iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
                 notes,
             ),
             Dispatch::Rcc => panic!("{v:?} went to rcc"),
@@ -495,14 +508,42 @@ mod tests {
     #[test]
     fn run_flags_are_mapped() {
         let (a, notes) = vhrun_args(&[
-            "--controller", "ci", "run", "--virtual", "-r", "r.yaml", "--task=Main", "-e",
-            "env.json", "-s", "space1", "--dev", "extra", "--", "-x", "two words",
+            "--controller",
+            "ci",
+            "run",
+            "--virtual",
+            "-r",
+            "r.yaml",
+            "--task=Main",
+            "-e",
+            "env.json",
+            "-s",
+            "space1",
+            "--dev",
+            "extra",
+            "--",
+            "-x",
+            "two words",
         ]);
         assert_eq!(
             a,
             [
-                "run", "--controller", "ci", "-r", "r.yaml", "-t", "Main", "-e", "env.json",
-                "--space", "space1", "--dev", "--rcc-exit-codes", "--", "extra", "-x",
+                "run",
+                "--controller",
+                "ci",
+                "-r",
+                "r.yaml",
+                "-t",
+                "Main",
+                "-e",
+                "env.json",
+                "--space",
+                "space1",
+                "--dev",
+                "--rcc-exit-codes",
+                "--",
+                "extra",
+                "-x",
                 "two words"
             ]
         );
@@ -511,8 +552,18 @@ mod tests {
 
     #[test]
     fn aliases_shorthands_and_last_wins() {
-        let (a, _) = vhrun_args(&["t", "r", "--virtual", "-rfirst.yaml", "-r=second.yaml", "-tT"]);
-        assert_eq!(a, ["run", "-r", "second.yaml", "-t", "T", "--rcc-exit-codes"]);
+        let (a, _) = vhrun_args(&[
+            "t",
+            "r",
+            "--virtual",
+            "-rfirst.yaml",
+            "-r=second.yaml",
+            "-tT",
+        ]);
+        assert_eq!(
+            a,
+            ["run", "-r", "second.yaml", "-t", "T", "--rcc-exit-codes"]
+        );
         let (a, _) = vhrun_args(&["r", "--virtual=true", "--silent", "--debug"]);
         assert_eq!(a, ["-q", "run", "--rcc-exit-codes"]);
         let (a, _) = vhrun_args(&["task", "run", "--virtual", "--trace", "--dev=false"]);
@@ -522,8 +573,19 @@ mod tests {
     #[test]
     fn inapplicable_flags_are_noted() {
         let (a, notes) = vhrun_args(&[
-            "run", "--virtual", "-f", "-w", "ws", "--minutes", "30", "--interactive",
-            "--no-outputs", "--tag", "ci", "--externally-managed", "--colorless",
+            "run",
+            "--virtual",
+            "-f",
+            "-w",
+            "ws",
+            "--minutes",
+            "30",
+            "--interactive",
+            "--no-outputs",
+            "--tag",
+            "ci",
+            "--externally-managed",
+            "--colorless",
         ]);
         assert_eq!(a, ["run", "--rcc-exit-codes"]);
         assert_eq!(notes.len(), 4, "{notes:?}");

@@ -46,7 +46,12 @@ impl Setup {
                 argv_file.display()
             ),
         );
-        let out = fx.vhrun().arg("install-shim").arg(&shim_dir).output().unwrap();
+        let out = fx
+            .vhrun()
+            .arg("install-shim")
+            .arg(&shim_dir)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), shim_dir.join("rcc").to_str().unwrap());
         Setup {
@@ -109,9 +114,15 @@ fn run_virtual_goes_to_vhrun_and_everything_else_to_the_real_rcc() {
     let s = Setup::new();
     let path = [s.shim_dir.as_path(), s.real_dir.as_path()];
 
-    let out = s.rcc(&path, &["run", "--virtual", "-r", "robot.yaml", "-t", "Task"]);
+    let out = s.rcc(
+        &path,
+        &["run", "--virtual", "-r", "robot.yaml", "-t", "Task"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(s.recorded().is_none(), "the real rcc was called for run --virtual");
+    assert!(
+        s.recorded().is_none(),
+        "the real rcc was called for run --virtual"
+    );
     let m = marker(&s);
     let prefix = &m[0];
     assert!(
@@ -191,7 +202,18 @@ fn task_run_maps_rccs_flags_and_exit_codes() {
     assert!(!err.contains("--interactive"), "{err}");
 
     // rcc's exit code for a failed task is 10; the task's output passes.
-    let out = s.rcc(&path, &["run", "--virtual", "-r", "other.yaml", "-t", "Fail", "--silent"]);
+    let out = s.rcc(
+        &path,
+        &[
+            "run",
+            "--virtual",
+            "-r",
+            "other.yaml",
+            "-t",
+            "Fail",
+            "--silent",
+        ],
+    );
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     assert_eq!(stdout(&out), "failing\n");
     assert_eq!(stderr(&out), "");
@@ -199,7 +221,11 @@ fn task_run_maps_rccs_flags_and_exit_codes() {
     // An unknown flag is an error, as in rcc, and reaches nobody.
     let out = s.rcc(&path, &["run", "--virtual", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown flag --bogus"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown flag --bogus"),
+        "{}",
+        stderr(&out)
+    );
     assert!(s.recorded().is_none());
 }
 
@@ -208,7 +234,12 @@ fn without_a_real_rcc_only_virtual_runs_work() {
     let s = Setup::new();
     // A second shim further down PATH is skipped too.
     let other = s.fx.tmp.path().join("other-shim");
-    let out = s.fx.vhrun().arg("install-shim").arg(&other).output().unwrap();
+    let out =
+        s.fx.vhrun()
+            .arg("install-shim")
+            .arg(&other)
+            .output()
+            .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let path = [s.shim_dir.as_path(), other.as_path()];
 
@@ -216,7 +247,10 @@ fn without_a_real_rcc_only_virtual_runs_work() {
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("no real rcc on PATH") && err.contains("install rcc"), "{err}");
+    assert!(
+        err.contains("no real rcc on PATH") && err.contains("install rcc"),
+        "{err}"
+    );
 
     let out = s.rcc(&path, &["run", "--virtual", "-t", "Task"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -231,7 +265,12 @@ fn without_a_real_rcc_only_virtual_runs_work() {
 fn install_never_replaces_a_real_rcc_and_upgrades_a_shim() {
     let s = Setup::new();
     let before = fs::read(s.real_dir.join("rcc")).unwrap();
-    let out = s.fx.vhrun().arg("install-shim").arg(&s.real_dir).output().unwrap();
+    let out =
+        s.fx.vhrun()
+            .arg("install-shim")
+            .arg(&s.real_dir)
+            .output()
+            .unwrap();
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(s.real_dir.join("rcc").to_str().unwrap()),
@@ -243,15 +282,14 @@ fn install_never_replaces_a_real_rcc_and_upgrades_a_shim() {
     // Reinstalling over a shim is an upgrade; --vhrun names the binary.
     let link = s.fx.tmp.path().join("vhrun-link");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vhrun"), &link).unwrap();
-    let out = s
-        .fx
-        .vhrun()
-        .arg("install-shim")
-        .arg(&s.shim_dir)
-        .arg("--vhrun")
-        .arg(&link)
-        .output()
-        .unwrap();
+    let out =
+        s.fx.vhrun()
+            .arg("install-shim")
+            .arg(&s.shim_dir)
+            .arg("--vhrun")
+            .arg(&link)
+            .output()
+            .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = fs::read_to_string(s.shim_dir.join("rcc")).unwrap();
     assert!(text.contains(link.to_str().unwrap()), "{text}");
@@ -264,6 +302,9 @@ fn install_never_replaces_a_real_rcc_and_upgrades_a_shim() {
     let out = s.rcc(&path, &["run", "--virtual", "-t", "Task"]);
     assert_eq!(out.status.code(), Some(127));
     let err = stderr(&out);
-    assert!(err.contains("vhrun is no longer at") && err.contains("vhrun-link"), "{err}");
+    assert!(
+        err.contains("vhrun is no longer at") && err.contains("vhrun-link"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -15,6 +15,10 @@ need=()
 command -v patchelf >/dev/null || need+=(patchelf)
 command -v python3 >/dev/null || need+=(python3)
 [ -e /dev/fuse ] || need+=(fuse3)
+# Debian's python3 ships ensurepip (which the builder uses) in python3-venv.
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip' 2>/dev/null; then
+    need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "prepare-host: installing ${need[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
