@@ -27,6 +27,11 @@
 //! `--unmanaged`. Accepted silently (vhrun already behaves so, or they do
 //! not change a run): `--interactive`, `--no-outputs`, and the remaining
 //! global flags. An unknown flag is an error, as in rcc.
+//!
+//! The run started through a shim gets `VHRUN_RCC_EXE` = the shim, so the
+//! task's `RCC_EXE` is the shim (a task calling `$RCC_EXE holotree ...`
+//! reaches the real rcc), and `VHRUN_RCC` = the real rcc (or empty), so a
+//! build goes straight to it. User documentation: docs/shim.md.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hololib::layout::absolute;
