@@ -287,13 +287,18 @@ impl BlobCache {
 
 /// Open a cache entry read-only if it is a regular file of `size` bytes.
 fn open_if_size(path: &Path, size: u64) -> Option<File> {
+    // O_NONBLOCK: a FIFO at the entry's name must not block the open.
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
     let meta = f.metadata().ok()?;
-    (meta.is_file() && meta.len() == size).then_some(f)
+    if !(meta.is_file() && meta.len() == size) {
+        return None;
+    }
+    blob::clear_nonblock(&f).ok()?;
+    Some(f)
 }
 
 fn sniff(file: &File) -> io::Result<Codec> {

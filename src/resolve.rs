@@ -2,14 +2,20 @@
 //! `vhrun run`, `exec` and `vars` all need before they do anything, and the
 //! facts about the space that rcc's environment depends on, read from the
 //! catalog without mounting it.
+//!
+//! The catalog is read once, as the tree the run will serve, from its
+//! binary index (`Tree::load_indexed`): a warm run never decodes the gzip
+//! JSON, which costs ~27 ms for a 12k-file environment.
 
 use crate::blueprint::{self, Blueprint};
 use crate::environ::{self, Bytecode, EnvInputs, RobotEnv, SpaceFacts};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hololib::catalog::{catalog_name, host_platform};
-use crate::hololib::{Catalog, Dir, File, Hololib, Locations};
+use crate::hololib::{Hololib, Locations};
 use crate::robot::Robot;
-use std::path::{Path, PathBuf};
+use crate::tree::{Kind, NodeRef, Tree};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// A robot's environment, found in a hololib.
 #[derive(Debug, Clone)]
@@ -22,7 +28,8 @@ pub struct Resolved {
     /// Catalog file name, `<hash>v12.<platform>`.
     pub catalog_key: String,
     pub catalog_path: PathBuf,
-    pub catalog: Catalog,
+    /// The catalog as the tree the run serves (loaded once per process).
+    pub tree: Arc<Tree>,
     /// rcc's space name for the controller and space (24 chars).
     pub space_name: String,
     /// Where rcc would restore the space, and so where vhrun serves it.
@@ -118,28 +125,24 @@ fn resolve_key(
     space: &str,
 ) -> Result<Resolved> {
     let catalog_path = hololib.catalog_path(&key);
-    let raw = {
-        let _s = tracing::info_span!("catalog_read").entered();
-        std::fs::read(&catalog_path).at(&catalog_path)?
-    };
-    let catalog = {
-        let _s = tracing::info_span!("catalog_decode", bytes = raw.len()).entered();
-        Catalog::from_bytes(&raw).map_err(|msg| Error::catalog(&catalog_path, msg))?
-    };
+    let tree = Arc::new(Tree::load_indexed(
+        &catalog_path,
+        &locations.vhrun_home.join("index"),
+    )?);
     let space_name = locations.space_name(controller, space);
-    let space_path = locations.space_path(&catalog, controller, space);
-    let facts = space_facts(&catalog, &hololib, &space_name).map_err(|e| match e {
+    let space_path = locations.space_path(tree.recorded_path(), controller, space);
+    let facts = space_facts(&tree, &hololib, &space_name).map_err(|e| match e {
         Error::Blob { .. } => e,
         other => Error::catalog(&catalog_path, other.to_string()),
     })?;
-    let pycache_dir = pycache_dir(locations, &key, &raw);
+    let pycache_dir = pycache_dir(locations, &key, tree.fingerprint());
     Ok(Resolved {
         conda_file: source.to_path_buf(),
         blueprint: bp,
         hololib,
         catalog_key: key,
         catalog_path,
-        catalog,
+        tree,
         space_name,
         space_path,
         facts,
@@ -147,12 +150,13 @@ fn resolve_key(
     })
 }
 
-/// `<VHRUN_HOME>/pycache/<catalog key>/<16 hex of the catalog's bytes>`: a
+/// `<VHRUN_HOME>/pycache/<catalog key>/<16 hex of the catalog's bytes>`
+/// (`fingerprint` = `Tree::fingerprint`, rcc's Sipit of those bytes): a
 /// catalog re-imported with other contents gets a fresh cache (Python
 /// validates .pyc files by source mtime and size, and every restored file
 /// has the same mtime).
-pub fn pycache_dir(locations: &Locations, catalog_key: &str, catalog_bytes: &[u8]) -> PathBuf {
-    let version = crate::digest::textual(crate::digest::sipit(catalog_bytes), 0);
+pub fn pycache_dir(locations: &Locations, catalog_key: &str, fingerprint: u64) -> PathBuf {
+    let version = crate::digest::textual(fingerprint, 0);
     locations
         .vhrun_home
         .join("pycache")
@@ -195,27 +199,41 @@ impl Resolved {
 }
 
 /// What rcc's environment builder asks of the space, answered from the
-/// catalog: `bin/python3` or `bin/python`, `pyvenv.cfg`, and the contents of
-/// `rcc_activate.json` (its blob, relocated to `space_name`).
-pub fn space_facts(catalog: &Catalog, lib: &Hololib, space_name: &str) -> Result<SpaceFacts> {
-    let tree = &catalog.tree;
-    let python = match lookup(tree, "bin") {
-        Some(Entry::Dir(bin)) => ["python3", "python"]
+/// catalog's tree: `bin/python3` or `bin/python`, `pyvenv.cfg`, and the
+/// contents of `rcc_activate.json` (its blob, relocated to `space_name`).
+pub fn space_facts(tree: &Tree, lib: &Hololib, space_name: &str) -> Result<SpaceFacts> {
+    let python = tree.resolve(Path::new("bin")).and_then(|bin| {
+        ["python3", "python"]
             .into_iter()
-            .find(|n| bin.files.get(*n).is_some_and(resolvable))
-            .map(str::to_string),
-        _ => None,
-    };
-    let pyvenv_cfg = matches!(lookup(tree, "pyvenv.cfg"), Some(Entry::File(f)) if resolvable(f));
-    let activation = match lookup(tree, "rcc_activate.json") {
-        Some(Entry::File(f)) if resolvable(f) => {
-            let mut content =
-                crate::hololib::blob::read_verified(&lib.blob_path(&f.digest), &f.digest)?;
-            crate::relocate::patch_slice(&mut content, &f.rewrite, space_name.as_bytes())
+            .find(|n| {
+                tree.lookup(bin.ino(), n.as_bytes())
+                    .is_some_and(|f| f.stats_as_file())
+            })
+            .map(str::to_string)
+    });
+    let pyvenv_cfg = tree
+        .resolve(Path::new("pyvenv.cfg"))
+        .is_some_and(|f| f.stats_as_file());
+    let activation = match tree
+        .resolve(Path::new("rcc_activate.json"))
+        .filter(|f| f.stats_as_file())
+        .and_then(|f| follow(tree, f))
+    {
+        Some(f) => {
+            if let Some(d) = f.defect() {
+                return Err(Error::Internal(format!(
+                    "rcc_activate.json: {}",
+                    d.describe()
+                )));
+            }
+            let digest = f.digest().unwrap_or_default();
+            let mut content = crate::hololib::blob::read_verified(&lib.blob_path(digest), digest)?;
+            let offsets: Vec<i64> = f.rewrite().iter().map(|&o| o as i64).collect();
+            crate::relocate::patch_slice(&mut content, &offsets, space_name.as_bytes())
                 .map_err(|e| Error::Internal(format!("rcc_activate.json: {e}")))?;
             environ::parse_activation(&content)
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     Ok(SpaceFacts {
         python,
@@ -224,28 +242,33 @@ pub fn space_facts(catalog: &Catalog, lib: &Hololib, space_name: &str) -> Result
     })
 }
 
-/// A file that `stat` would find: everything but a dangling symlink (the
-/// only entries lifted with the symlink bit in their mode).
-fn resolvable(f: &File) -> bool {
-    !crate::gomode::is_symlink(f.mode)
-}
-
-enum Entry<'a> {
-    Dir(&'a Dir),
-    File(&'a File),
-}
-
-fn lookup<'a>(root: &'a Dir, rel: &str) -> Option<Entry<'a>> {
-    let mut dir = root;
-    let mut parts = rel.split('/').peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            if let Some(f) = dir.files.get(part) {
-                return Some(Entry::File(f));
+/// The file a node stands for: itself, or the file its symlink chain ends
+/// at inside the tree (the catalog records a symlinked file with its
+/// target's digest; the tree keeps only the link). `None` if the chain
+/// leaves the tree or loops.
+fn follow<'t>(tree: &'t Tree, mut node: NodeRef<'t>) -> Option<NodeRef<'t>> {
+    use std::os::unix::ffi::OsStrExt;
+    for _ in 0..40 {
+        let target = match node.kind() {
+            Kind::File => return Some(node),
+            Kind::Dir => return None,
+            Kind::Symlink => node.symlink_target()?,
+        };
+        let target = Path::new(std::ffi::OsStr::from_bytes(target));
+        let mut path = tree.path(node.parent());
+        for c in target.components() {
+            match c {
+                Component::Normal(n) => path.push(n),
+                Component::ParentDir => {
+                    if !path.pop() {
+                        return None;
+                    }
+                }
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return None,
             }
-            return dir.dirs.get(part).map(Entry::Dir);
         }
-        dir = dir.dirs.get(part)?;
+        node = tree.resolve(&path)?;
     }
     None
 }

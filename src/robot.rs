@@ -415,10 +415,16 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
                 mut m: A,
             ) -> std::result::Result<Self::Value, A::Error> {
                 let mut out: Vec<(String, V)> = Vec::new();
+                // Position of each key: a linear search per key made a
+                // large (hostile) robot.yaml quadratic.
+                let mut at: std::collections::HashMap<String, usize> = Default::default();
                 while let Some((k, v)) = m.next_entry::<String, V>()? {
-                    match out.iter_mut().find(|(key, _)| *key == k) {
-                        Some(slot) => slot.1 = v,
-                        None => out.push((k, v)),
+                    match at.get(&k) {
+                        Some(&i) => out[i].1 = v,
+                        None => {
+                            at.insert(k.clone(), out.len());
+                            out.push((k, v));
+                        }
                     }
                 }
                 Ok(OrderedMap(out))

@@ -15,12 +15,10 @@ use crate::hololib::Locations;
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::sandbox::{self, SandboxSpec};
-use crate::tree::Tree;
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// rcc's exit code for any failed task (`--rcc-exit-codes`).
 pub const RCC_TASK_FAILED: i32 = 10;
@@ -191,13 +189,11 @@ fn plan(
 pub fn execute(plan: Plan) -> Result<i32> {
     let vhrun_home = plan.locations.vhrun_home.clone();
     let resolved = &plan.resolved;
-    // Loaded before the namespaces exist: a broken catalog is a plain error.
-    let tree = Arc::new(Tree::load_indexed(
-        &resolved.catalog_path,
-        &vhrun_home.join("index"),
-    )?);
+    // Loaded by resolve, before the namespaces exist: a broken catalog is
+    // a plain error.
+    let tree = resolved.tree.clone();
     fuse::check_target_name(&tree, &resolved.space_name)?;
-    let workset_path = WorkingSet::path_for(&vhrun_home, &tree);
+    let workset_path = WorkingSet::path_for_commands(&vhrun_home, &tree, &plan.commands);
     let previous = WorkingSet::load(&workset_path);
 
     mkdir_all(&plan.temp_dir, 0o700)?;
@@ -236,20 +232,33 @@ pub fn execute(plan: Plan) -> Result<i32> {
     let mounted: Rc<RefCell<Option<MountedTree>>> = Rc::default();
     let slot = mounted.clone();
     let target_name = resolved.space_name.clone();
+    let shown_as = resolved.space_path.clone();
+    let catalog_path = resolved.catalog_path.clone();
+    let replay = previous.clone();
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
+        // `vhrun gc` spares the blobs of the catalog a live run names in
+        // `runs/<id>/catalog` (the run directory holds `lower`); without
+        // it, gc leaves the whole blob cache alone while any run lives.
+        if let Some(run_dir) = target.mountpoint.parent() {
+            let note = run_dir.join("catalog");
+            if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
+                tracing::debug!("{}: {e}", note.display());
+            }
+        }
         let opts = MountOptions {
             target_name,
             uid: target.uid,
             gid: target.gid,
             threads: 2,
-            passthrough: if target.rootless {
+            passthrough: if target.rootless || switched_off("VHRUN_PASSTHROUGH") {
                 PassthroughMode::Off
             } else {
                 PassthroughMode::Auto
             },
+            shown_as: Some(shown_as),
         };
         let tree_mount = fuse::mount(tree, blobs, &target.mountpoint, &opts)?;
-        if let Some(ws) = &previous {
+        if let Some(ws) = replay.as_ref().filter(|_| !switched_off("VHRUN_PREFETCH")) {
             let _s = tracing::info_span!("prefetch").entered();
             tree_mount.prefetch(ws, 4);
         }
@@ -257,7 +266,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
         Ok(Box::new(()) as sandbox::LowerGuard)
     });
     let tree_mount = mounted.borrow_mut().take();
-    let served = tree_mount.map(|m| finish_mount(m, &workset_path));
+    let served = tree_mount.map(|m| finish_mount(m, previous, &workset_path));
     remove_temp(&plan.temp_dir);
     let outcome = outcome?;
     if let Some((fuse, totals)) = served.filter(|_| plan.sandbox.wants_stats()) {
@@ -281,8 +290,12 @@ pub fn execute(plan: Plan) -> Result<i32> {
 
 /// Save the working set and unmount; the mount's final counters and the
 /// catalog's (files, bytes) totals, for `--stats`.
-fn finish_mount(tree_mount: MountedTree, workset_path: &Path) -> (fuse::Stats, (u64, u64)) {
-    save_working_set(&tree_mount, workset_path);
+fn finish_mount(
+    tree_mount: MountedTree,
+    previous: Option<WorkingSet>,
+    workset_path: &Path,
+) -> (fuse::Stats, (u64, u64)) {
+    save_working_set(&tree_mount, previous, workset_path);
     let totals = tree_mount.tree().totals();
     let so_far = tree_mount.stats();
     match tree_mount.unmount() {
@@ -294,10 +307,21 @@ fn finish_mount(tree_mount: MountedTree, workset_path: &Path) -> (fuse::Stats, (
     }
 }
 
-/// Remember what this run touched, so the next run's mount is warm.
-fn save_working_set(tree_mount: &MountedTree, path: &Path) {
-    let mut ws = WorkingSet::load(path).unwrap_or_default();
+/// Hidden switches for benchmarks and diagnosis: `VHRUN_PASSTHROUGH=off`
+/// serves reads from vhrun even where passthrough works, `VHRUN_PREFETCH=off`
+/// skips replaying the previous working set.
+fn switched_off(var: &str) -> bool {
+    std::env::var_os(var).is_some_and(|v| v == "off" || v == "0")
+}
+
+/// Remember what this run touched, so the next run's mount is warm (not
+/// rewritten when the run touched nothing new).
+fn save_working_set(tree_mount: &MountedTree, previous: Option<WorkingSet>, path: &Path) {
+    let mut ws = previous.clone().unwrap_or_default();
     ws.merge(tree_mount.working_set());
+    if previous.as_ref() == Some(&ws) {
+        return;
+    }
     if let Err(e) = ws.save(path) {
         tracing::debug!("working set not saved: {e}");
     }

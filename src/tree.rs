@@ -84,10 +84,7 @@ impl Span {
 #[derive(Debug, Clone, Copy)]
 enum Payload {
     /// Children are inodes `first .. first + count`, sorted by name.
-    Dir {
-        first: u32,
-        count: u32,
-    },
+    Dir { first: u32, count: u32 },
     File {
         digest: Span,
         rewrite: Span,
@@ -95,6 +92,9 @@ enum Payload {
     },
     Symlink {
         target: Span,
+        /// Lifted as a file (its target's mode and digest, no `ModeSymlink`
+        /// bit): `stat` through it finds a file, as in a restored space.
+        file: bool,
     },
 }
 
@@ -185,9 +185,18 @@ impl<'a> NodeRef<'a> {
     }
     pub fn symlink_target(&self) -> Option<&'a [u8]> {
         match self.node.payload {
-            Payload::Symlink { target } => Some(&self.tree.text[target.range()]),
+            Payload::Symlink { target, .. } => Some(&self.tree.text[target.range()]),
             _ => None,
         }
+    }
+    /// What `stat` (following links) would find a regular file: a file, or
+    /// a symlink the catalog recorded as a file (not a dangling link nor a
+    /// symlinked directory).
+    pub fn stats_as_file(&self) -> bool {
+        matches!(
+            self.node.payload,
+            Payload::File { .. } | Payload::Symlink { file: true, .. }
+        )
     }
 }
 
@@ -198,6 +207,11 @@ pub struct Tree {
     text: Vec<u8>,
     rewrites: Vec<u64>,
     identity: String,
+    /// The catalog's recorded `path` (where it was lifted).
+    recorded_path: String,
+    /// rcc's Sipit of the catalog file's bytes (0 when built from a decoded
+    /// catalog without them).
+    fingerprint: u64,
     catalog_path: PathBuf,
     files: u64,
     bytes: u64,
@@ -215,9 +229,11 @@ impl Tree {
         let span = tracing::info_span!("tree.load", catalog = %catalog_path.display());
         let _g = span.enter();
         let t0 = std::time::Instant::now();
-        let catalog = Catalog::load(catalog_path)?;
+        let raw = std::fs::read(catalog_path).at(catalog_path)?;
+        let catalog = Catalog::from_bytes(&raw).map_err(|msg| Error::catalog(catalog_path, msg))?;
         let t1 = std::time::Instant::now();
-        let tree = Tree::from_catalog(&catalog, catalog_path)?;
+        let mut tree = Tree::from_catalog(&catalog, catalog_path)?;
+        tree.fingerprint = crate::digest::sipit(&raw);
         tracing::info!(
             nodes = tree.len(),
             decode_ms = (t1 - t0).as_secs_f64() * 1e3,
@@ -230,14 +246,34 @@ impl Tree {
     /// Like `load`, through a binary index of the arena kept in
     /// `index_dir` (`$VHRUN_HOME/index`), keyed by the catalog's sha256:
     /// the first load writes it, later loads skip the catalog decode.
+    ///
+    /// A warm load does not even read the catalog: a symlink named after
+    /// the catalog file's identity (path, device, inode, size, mtime and
+    /// ctime in ns, which no rewrite or replacement of the file keeps)
+    /// leads straight to its index.
     pub fn load_indexed(catalog_path: &Path, index_dir: &Path) -> Result<Tree> {
         let span = tracing::info_span!("tree.load", catalog = %catalog_path.display());
         let _g = span.enter();
         let t0 = std::time::Instant::now();
+        let meta = std::fs::metadata(catalog_path).at(catalog_path)?;
+        let by_stat = index::stat_path(index_dir, catalog_path, &meta);
+        if let Some(tree) = std::fs::read(&by_stat)
+            .ok()
+            .and_then(|buf| index::decode(&buf, catalog_path))
+        {
+            tracing::info!(
+                nodes = tree.len(),
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "catalog loaded from index {}",
+                by_stat.display()
+            );
+            return Ok(tree);
+        }
         let raw = std::fs::read(catalog_path).at(catalog_path)?;
         let idx = index::index_path(index_dir, &raw);
         if let Ok(buf) = std::fs::read(&idx) {
             if let Some(tree) = index::decode(&buf, catalog_path) {
+                index::link_stat_path(&by_stat, &idx);
                 tracing::info!(
                     nodes = tree.len(),
                     ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -249,11 +285,13 @@ impl Tree {
             tracing::warn!("{}: damaged index, rebuilding it", idx.display());
         }
         let catalog = Catalog::from_bytes(&raw).map_err(|msg| Error::catalog(catalog_path, msg))?;
-        let tree = Tree::from_catalog(&catalog, catalog_path)?;
+        let mut tree = Tree::from_catalog(&catalog, catalog_path)?;
+        tree.fingerprint = crate::digest::sipit(&raw);
         let saved = crate::hololib::layout::mkdir_all(index_dir, 0o750)
             .and_then(|()| crate::hololib::catalog::write_atomic(&idx, &index::encode(&tree)));
-        if let Err(e) = saved {
-            tracing::debug!("cannot save the tree index: {e}");
+        match saved {
+            Ok(()) => index::link_stat_path(&by_stat, &idx),
+            Err(e) => tracing::debug!("cannot save the tree index: {e}"),
         }
         tracing::info!(
             nodes = tree.len(),
@@ -271,6 +309,8 @@ impl Tree {
             text: Vec::new(),
             rewrites: Vec::new(),
             identity: catalog.identity.clone(),
+            recorded_path: catalog.path.clone(),
+            fingerprint: 0,
             catalog_path: source.to_path_buf(),
             files: 0,
             bytes: 0,
@@ -340,10 +380,10 @@ impl Tree {
                         }
                     }
                     Pending::Dir(d) => t
-                        .symlink_node(name_span, ino, &d.symlink)
+                        .symlink_node(name_span, ino, &d.symlink, false)
                         .map_err(|msg| t.bad_entry(i, name, msg))?,
                     Pending::File(f) if !f.symlink.is_empty() || gomode::is_symlink(f.mode) => t
-                        .symlink_node(name_span, ino, &f.symlink)
+                        .symlink_node(name_span, ino, &f.symlink, !gomode::is_symlink(f.mode))
                         .map_err(|msg| t.bad_entry(i, name, msg))?,
                     Pending::File(f) => t.file_node(name_span, ino, f, id_len),
                 };
@@ -381,6 +421,7 @@ impl Tree {
         name: Span,
         parent: u32,
         target: &str,
+        file: bool,
     ) -> std::result::Result<Node, &'static str> {
         if target.is_empty() {
             return Err("is a symlink without a target");
@@ -395,7 +436,7 @@ impl Tree {
             perm: 0o777,
             nlink: 1,
             size: target.len as u64,
-            payload: Payload::Symlink { target },
+            payload: Payload::Symlink { target, file },
         })
     }
 
@@ -424,7 +465,8 @@ impl Tree {
             len: self.rewrites.len() as u32 - off,
         };
         self.files += 1;
-        self.bytes += size;
+        // Saturating: a hostile catalog may record sizes near i64::MAX.
+        self.bytes = self.bytes.saturating_add(size);
         // Only rwx and sticky: setuid/setgid are dropped on purpose, and
         // type bits other than dir/symlink mean nothing for a restored file.
         let perm = (gomode::to_chmod(f.mode) & 0o1777) as u16;
@@ -466,6 +508,18 @@ impl Tree {
 
     pub fn catalog_path(&self) -> &Path {
         &self.catalog_path
+    }
+
+    /// The `path` the catalog records (where the environment was lifted).
+    pub fn recorded_path(&self) -> &str {
+        &self.recorded_path
+    }
+
+    /// rcc's Sipit of the catalog file's bytes: a short fingerprint of
+    /// this exact catalog, for naming per-catalog caches. Set by `load` and
+    /// `load_indexed`; 0 for a tree built with `from_catalog`.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Regular (non-symlink) file count and their total size.
@@ -644,11 +698,15 @@ mod tests {
             t.resolve(Path::new("bin/py")).unwrap().symlink_target(),
             Some(&b"python"[..])
         );
+        assert!(t.resolve(Path::new("bin/py")).unwrap().stats_as_file());
+        assert!(py.stats_as_file());
         let gone = t.resolve(Path::new("bin/gone")).unwrap();
         assert_eq!(gone.kind(), Kind::Symlink);
+        assert!(!gone.stats_as_file(), "a dangling link");
         assert_eq!(gone.size(), 4);
         let lib64 = t.resolve(Path::new("lib64")).unwrap();
         assert_eq!(lib64.kind(), Kind::Symlink);
+        assert!(!lib64.stats_as_file(), "a symlinked directory");
         assert!(t.resolve(Path::new("lib64/shadowed")).is_none());
         assert_eq!(
             t.resolve(Path::new("lib/a")).unwrap().defect(),
@@ -675,7 +733,7 @@ mod tests {
             .map(|i| {
                 let n = t.get(i).unwrap();
                 format!(
-                    "{} {:?} {:o} {} {} {:?} {:?} {:?} {:?} {:?}",
+                    "{} {:?} {:o} {} {} {:?} {:?} {:?} {:?} {:?} {}",
                     t.path(i).display(),
                     n.kind(),
                     n.st_mode(),
@@ -685,7 +743,8 @@ mod tests {
                     n.digest(),
                     n.rewrite(),
                     n.defect(),
-                    n.symlink_target()
+                    n.symlink_target(),
+                    n.stats_as_file()
                 )
             })
             .collect()
@@ -698,6 +757,7 @@ mod tests {
         let back = index::decode(&buf, Path::new("cat")).unwrap();
         assert_eq!(walk(&t), walk(&back));
         assert_eq!((back.identity(), back.totals()), (t.identity(), t.totals()));
+        assert_eq!(back.recorded_path(), "/x/h59acff1_493f813dad24d3t");
         for i in [0, 9, 30, buf.len() / 2, buf.len() - 1] {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
@@ -712,9 +772,43 @@ mod tests {
         let cat = dir.path().join("k");
         sample().save(&cat).unwrap();
         let a = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
-        let written = std::fs::read_dir(dir.path().join("index")).unwrap().count();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path().join("index"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let written = names();
         let b = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
-        assert_eq!((written, walk(&a)), (1, walk(&b)));
+        assert_eq!((written.len(), walk(&a)), (2, walk(&b)), "{written:?}");
+        assert!(
+            written[1].starts_with("s-"),
+            "index + its stat link: {written:?}"
+        );
+        assert_eq!(names(), written, "a warm load writes nothing");
+        let raw = std::fs::read(&cat).unwrap();
+        assert_eq!(a.fingerprint(), crate::digest::sipit(&raw));
+        assert_eq!(b.fingerprint(), a.fingerprint(), "kept in the index");
+        // The catalog replaced (as rcc and vhrun write them: a new file
+        // renamed over it): the stat link no longer matches, the new
+        // contents are served.
+        let mut changed = sample();
+        changed
+            .tree
+            .files
+            .insert("new".into(), file("new", 1, 0o644));
+        changed.save(&cat).unwrap();
+        let c = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
+        assert!(c.resolve(Path::new("new")).is_some());
+        assert!(b.resolve(Path::new("new")).is_none());
+        // A damaged index behind the stat link is rebuilt, not trusted.
+        let idx = index::index_path(&dir.path().join("index"), &std::fs::read(&cat).unwrap());
+        std::fs::write(&idx, b"VHRUNTR4 damaged").unwrap();
+        let d = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
+        assert_eq!(walk(&d), walk(&c));
+        assert!(std::fs::read(&idx).unwrap().len() > 100, "rebuilt");
     }
 
     #[test]

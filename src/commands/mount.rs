@@ -76,6 +76,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
         } else {
             PassthroughMode::Auto
         },
+        shown_as: None,
     };
     let cache = BlobCache::at_home(lib, &loc.vhrun_home);
     // Caught from before the mount exists: a Ctrl-C at any point unmounts

@@ -56,6 +56,9 @@ pub struct MountOptions {
     /// Server threads (at least 1).
     pub threads: usize,
     pub passthrough: PassthroughMode,
+    /// Where users see the tree (a run's environment path, above the
+    /// overlay), used in messages instead of the private mountpoint.
+    pub shown_as: Option<PathBuf>,
 }
 
 impl MountOptions {
@@ -67,6 +70,7 @@ impl MountOptions {
             gid: nix::unistd::getgid().as_raw(),
             threads: 2,
             passthrough: PassthroughMode::Auto,
+            shown_as: None,
         }
     }
 }
@@ -200,7 +204,9 @@ pub fn mount(
         opts.target_name.clone(),
         opts.uid,
         opts.gid,
-        mountpoint.to_path_buf(),
+        opts.shown_as
+            .clone()
+            .unwrap_or_else(|| mountpoint.to_path_buf()),
         opts.passthrough == PassthroughMode::Auto,
         counters.clone(),
         recorder.clone(),

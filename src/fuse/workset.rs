@@ -97,6 +97,30 @@ impl WorkingSet {
         vhrun_home.join("workset").join(name)
     }
 
+    /// The set of one command line on a catalog:
+    /// `<vhrun_home>/workset/<catalog file name>.<16 hex of the commands>`.
+    /// Different commands touch different files: a `true` must not pay for
+    /// replaying the thousand paths an import touched (~10 ms), nor a
+    /// `python -c pass` for a robot's whole working set.
+    pub fn path_for_commands<S: AsRef<OsStr>>(
+        vhrun_home: &Path,
+        tree: &Tree,
+        commands: &[Vec<S>],
+    ) -> PathBuf {
+        let mut key = Vec::new();
+        for argv in commands {
+            for a in argv {
+                key.extend_from_slice(a.as_ref().as_bytes());
+                key.push(0);
+            }
+            key.push(b'\n');
+        }
+        let mut p = Self::path_for(vhrun_home, tree).into_os_string();
+        p.push(".");
+        p.push(crate::digest::textual(crate::digest::sipit(&key), 0));
+        PathBuf::from(p)
+    }
+
     /// NUL-separated records `L<path>` / `D<path>` (names may hold newlines).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -199,6 +223,17 @@ mod tests {
         assert_eq!(bad.dirs, vec![PathBuf::from("")]);
         let mut m = ws.clone();
         m.merge(bad);
+        let t = Tree::from_catalog(&Default::default(), Path::new("/lib/catalog/k")).unwrap();
+        let one = WorkingSet::path_for_commands(Path::new("/h"), &t, &[vec!["true"]]);
+        let two = WorkingSet::path_for_commands(Path::new("/h"), &t, &[vec!["tr", "ue"]]);
+        assert!(
+            one.starts_with("/h/workset") && one != two,
+            "{one:?} {two:?}"
+        );
+        assert!(
+            one.to_string_lossy().starts_with("/h/workset/k."),
+            "{one:?}"
+        );
         assert_eq!(m.lookups.len(), 3);
         assert_eq!(m.dirs, ws.dirs);
     }

@@ -105,12 +105,22 @@ pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO planted in the library would wait
+        // for a writer forever (it is refused below as not a file).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| {
             let msg = match e.raw_os_error() {
                 Some(libc::ELOOP) => "is a symlink, refused".to_string(),
                 Some(libc::ENOENT) => "missing".to_string(),
+                // Out of descriptors or memory says nothing about the
+                // blob: keep it an I/O error the caller can tell apart.
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR) => {
+                    return Error::Io {
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                }
                 _ => e.to_string(),
             };
             Error::blob(digest, path, msg)
@@ -121,7 +131,18 @@ pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
     if !meta.is_file() {
         return Err(Error::blob(digest, path, "not a regular file"));
     }
+    clear_nonblock(&file).map_err(|e| Error::blob(digest, path, e.to_string()))?;
     Ok(file)
+}
+
+/// Back to blocking reads once the file is known to be regular (the file
+/// may be handed to the kernel as a FUSE passthrough backing file).
+pub fn clear_nonblock(file: &std::fs::File) -> std::io::Result<()> {
+    nix::fcntl::fcntl(
+        file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

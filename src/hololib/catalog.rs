@@ -55,9 +55,9 @@ pub struct Dir {
     pub symlink: String,
     #[serde(default)]
     pub mode: u32,
-    #[serde(rename = "subdirs", default, deserialize_with = "null_default")]
+    #[serde(rename = "subdirs", default, deserialize_with = "unique_names")]
     pub dirs: BTreeMap<String, Dir>,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "unique_names")]
     pub files: BTreeMap<String, File>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub shadow: bool,
@@ -90,6 +90,48 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A directory's `subdirs` or `files` (`null` is empty). A name twice in
+/// one object is refused: Go's encoder cannot write it (map keys are
+/// unique), and keeping either entry would serve a tree no restore gives.
+fn unique_names<'de, D, V>(d: D) -> std::result::Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(BTreeMap<String, V>);
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Unique<V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Names<V>(std::marker::PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Names<V> {
+                type Value = Unique<V>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a map of entry names")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> std::result::Result<Self::Value, A::Error> {
+                    let mut out = BTreeMap::new();
+                    while let Some(name) = m.next_key::<String>()? {
+                        if out.contains_key(&name) {
+                            return Err(serde::de::Error::custom(format!(
+                                "entry name {name:?} appears twice in one directory"
+                            )));
+                        }
+                        let v = m.next_value()?;
+                        out.insert(name, v);
+                    }
+                    Ok(Unique(out))
+                }
+            }
+            d.deserialize_map(Names(std::marker::PhantomData))
+        }
+    }
+    Ok(Option::<Unique<V>>::deserialize(d)?
+        .map(|u| u.0)
+        .unwrap_or_default())
 }
 
 /// `<blueprint>v12.<platform>`
@@ -173,7 +215,8 @@ impl Catalog {
         let (mut n, mut bytes) = (0u64, 0u64);
         self.walk_files(|_, f, _| {
             n += 1;
-            bytes += f.size.max(0) as u64;
+            // Saturating: a hostile catalog may record sizes near i64::MAX.
+            bytes = bytes.saturating_add(f.size.max(0) as u64);
         });
         (n, bytes)
     }

@@ -232,13 +232,8 @@ impl Locations {
     /// Where rcc would restore `catalog` for this controller and space, and
     /// so where vhrun serves it: next to the catalog's recorded `path`
     /// (relocation only rewrites the basename, so the parent must match).
-    pub fn space_path(
-        &self,
-        catalog: &crate::hololib::Catalog,
-        controller: &str,
-        space: &str,
-    ) -> PathBuf {
-        let recorded = Path::new(&catalog.path);
+    pub fn space_path(&self, recorded_path: &str, controller: &str, space: &str) -> PathBuf {
+        let recorded = Path::new(recorded_path);
         let parent = recorded
             .parent()
             .filter(|p| p.is_absolute())
