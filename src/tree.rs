@@ -25,7 +25,7 @@
 //! Setuid, setgid and device bits are never served (the mount is also
 //! nosuid,nodev).
 
-mod index;
+pub mod index;
 
 use crate::error::{Error, IoContext, Result};
 use crate::gomode;

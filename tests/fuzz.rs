@@ -810,8 +810,7 @@ fn fuzz_tree_index_decoder() {
     let gz = gzip_bytes(&seed);
     std::fs::write(&cat_path, &gz).unwrap();
     let reference = Tree::load_indexed(&cat_path, &index_dir).unwrap();
-    let key = vhrun::digest::DigestKind::Sha256.digest(&gz);
-    let index_file = index_dir.join(format!("{}.tree3", &key[..32]));
+    let index_file = vhrun::tree::index::index_path(&index_dir, &gz);
     let valid = std::fs::read(&index_file).expect("the first load writes the index");
     let kept = AtomicU64::new(0);
     let strategy = (
@@ -823,11 +822,8 @@ fn fuzz_tree_index_decoder() {
     );
     fuzz("tree index", strategy, |(muts, fix_checksum)| {
         let mut bytes = apply(valid.clone(), &muts);
-        if fix_checksum && bytes.len() >= 48 {
-            let mut crc = flate2::Crc::new();
-            crc.update(&bytes[..40]);
-            crc.update(&bytes[48..]);
-            bytes[40..48].copy_from_slice(&(crc.sum() as u64).to_le_bytes());
+        if fix_checksum && bytes.len() >= HEADER {
+            forge_checksum(&mut bytes);
         }
         std::fs::write(&index_file, &bytes).unwrap();
         let t = Tree::load_indexed(&cat_path, &index_dir).map_err(|e| e.to_string())?;
@@ -846,6 +842,18 @@ fn fuzz_tree_index_decoder() {
     );
 }
 
+/// Index layout (src/tree/index.rs, format 4): magic, five u32 counts,
+/// three u64 totals, then the u64 checksum over everything else.
+const HEADER: usize = 60;
+const SUM_AT: usize = HEADER - 8;
+
+fn forge_checksum(bytes: &mut [u8]) {
+    let mut crc = flate2::Crc::new();
+    crc.update(&bytes[..SUM_AT]);
+    crc.update(&bytes[HEADER..]);
+    bytes[SUM_AT..HEADER].copy_from_slice(&(crc.sum() as u64).to_le_bytes());
+}
+
 /// An index forged with a valid checksum whose parent links form a cycle
 /// (or point at a later node) is rebuilt from the catalog: trusting it
 /// would make every walk towards the root (error messages, `Tree::path`)
@@ -862,20 +870,17 @@ fn forged_index_with_a_parent_cycle_is_rebuilt() {
     let gz = gzip_bytes(&seed);
     std::fs::write(&cat_path, &gz).unwrap();
     let reference = describe(&Tree::load_indexed(&cat_path, &index_dir).unwrap());
-    let key = vhrun::digest::DigestKind::Sha256.digest(&gz);
-    let index_file = index_dir.join(format!("{}.tree3", &key[..32]));
+    let index_file = vhrun::tree::index::index_path(&index_dir, &gz);
     let valid = std::fs::read(&index_file).unwrap();
     let n_id = u32::from_le_bytes(valid[20..24].try_into().unwrap()) as usize;
-    let record = |ino: usize| 48 + n_id + (ino - 1) * 44;
+    let n_path = u32::from_le_bytes(valid[24..28].try_into().unwrap()) as usize;
+    let record = |ino: usize| HEADER + n_id + n_path + (ino - 1) * 44;
     for (a, b) in [(2u32, 3u32), (3, 3), (4, 5)] {
         let mut forged = valid.clone();
         // node a's parent := b, node b's parent := a
         forged[record(a as usize) + 8..][..4].copy_from_slice(&b.to_le_bytes());
         forged[record(b as usize) + 8..][..4].copy_from_slice(&a.to_le_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(&forged[..40]);
-        crc.update(&forged[48..]);
-        forged[40..48].copy_from_slice(&(crc.sum() as u64).to_le_bytes());
+        forge_checksum(&mut forged);
         std::fs::write(&index_file, &forged).unwrap();
         let t = Tree::load_indexed(&cat_path, &index_dir).unwrap();
         assert_eq!(describe(&t), reference, "cycle {a}<->{b}");
