@@ -63,6 +63,12 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Remove unused blob-cache entries and stale run directories (never the hololib).
     Gc(GcArgs),
+    /// Install an `rcc` wrapper into DIR: `rcc run --virtual` runs through
+    /// vhrun, every other rcc command goes to the real rcc further down PATH.
+    InstallShim(InstallShimArgs),
+    /// What the installed `rcc` wrapper runs (not for direct use).
+    #[command(hide = true)]
+    RccShim(RccShimArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -92,6 +98,20 @@ pub struct SandboxArgs {
     /// Reproduce rcc's variables exactly (no persistent bytecode cache).
     #[arg(long)]
     pub rcc_env: bool,
+    /// After the task, print what the run cost on stderr: activation time,
+    /// files and bytes opened, blobs decompressed, overlay writes, FUSE requests.
+    #[arg(long)]
+    pub stats: bool,
+    /// Write the same as JSON to FILE (keys: docs/stats.md).
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+impl SandboxArgs {
+    /// `--stats` or `--stats-json` was given.
+    pub fn wants_stats(&self) -> bool {
+        self.stats || self.stats_json.is_some()
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -300,4 +320,23 @@ pub struct GcArgs {
     /// The report as JSON.
     #[arg(short = 'j', long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InstallShimArgs {
+    /// Directory for the `rcc` script (created if missing); put it first on PATH.
+    pub dir: PathBuf,
+    /// The vhrun the wrapper calls (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub vhrun: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RccShimArgs {
+    /// The wrapper script's own path (its `$0`), skipped when looking for rcc.
+    #[arg(long, value_name = "PATH")]
+    pub shim: PathBuf,
+    /// rcc's arguments, unchanged.
+    #[arg(last = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
 }

@@ -22,7 +22,9 @@ pub mod relocate;
 pub mod resolve;
 pub mod robot;
 pub mod run;
+pub mod runstats;
 pub mod sandbox;
+pub mod shim;
 pub mod sys;
 pub mod tree;
 

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    vhrun::runstats::mark_start();
     let cli = vhrun::cli::Cli::parse();
     vhrun::logging::init(cli.global.verbose, cli.global.quiet);
     let code = match vhrun::commands::dispatch(cli) {

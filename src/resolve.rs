@@ -185,7 +185,7 @@ impl Resolved {
             blueprint_hash: self.blueprint.hash.clone(),
             robocorp_home: locations.robocorp_home.clone(),
             installation_id: environ::installation_id(&locations.robocorp_home),
-            rcc_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vhrun")),
+            rcc_exe: crate::shim::rcc_exe(),
             rcc_version: environ::rcc_version(),
             temp_dir: opts.temp_dir,
             bytecode: if opts.rcc_env {

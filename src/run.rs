@@ -122,6 +122,7 @@ fn resolve_or_build(
                 .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
             let status = std::process::Command::new(exe)
                 .arg("build")
+                .args(crate::logging::verbosity_args())
                 .arg("-r")
                 .arg(robot.file())
                 .args(["--space", &args.space, "--controller", &args.controller])
@@ -202,6 +203,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
     let blobs = crate::blobcache::BlobCache::at_home(resolved.hololib.clone(), &vhrun_home);
     mkdir_all(blobs.root(), 0o750)?;
 
+    let started = crate::runstats::started();
     let mut spec = SandboxSpec::new(
         vhrun_home.clone(),
         resolved.space_path.clone(),
@@ -211,6 +213,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
     spec.cwd = plan.cwd;
     spec.share_pids = plan.sandbox.share_pids;
     spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
+    spec.measure_upper = plan.sandbox.wants_stats();
     // The task reads the store only through the tree: it may not write the
     // hololibs, the blob cache or the index, whoever owns them.
     spec.readonly_paths = plan
@@ -285,14 +288,45 @@ pub fn execute(plan: Plan) -> Result<i32> {
         Ok(guard)
     });
     let tree_mount = mounted.borrow_mut().take();
-    if let Some(tree_mount) = tree_mount {
-        save_working_set(&tree_mount, previous, &workset_path);
-        if let Err(e) = tree_mount.unmount() {
-            tracing::warn!("{e}");
+    let served = tree_mount.map(|m| finish_mount(m, previous, &workset_path));
+    remove_temp(&plan.temp_dir);
+    let outcome = outcome?;
+    if let Some((fuse, totals)) = served.filter(|_| plan.sandbox.wants_stats()) {
+        let stats = crate::runstats::RunStats::collect(&crate::runstats::Inputs {
+            started,
+            catalog_path: &resolved.catalog_path,
+            environment: &resolved.space_path,
+            totals,
+            fuse: &fuse,
+            outcome: &outcome,
+            exit_code: outcome.code(),
+            kept: spec.keep_overlay.as_deref(),
+        });
+        let json = plan.sandbox.stats_json.as_deref();
+        if let Err(e) = crate::runstats::report(&stats, plan.sandbox.stats, json) {
+            tracing::error!("--stats-json: {e}");
         }
     }
-    remove_temp(&plan.temp_dir);
-    Ok(outcome?.code())
+    Ok(outcome.code())
+}
+
+/// Save the working set and unmount; the mount's final counters and the
+/// catalog's (files, bytes) totals, for `--stats`.
+fn finish_mount(
+    tree_mount: MountedTree,
+    previous: Option<WorkingSet>,
+    workset_path: &Path,
+) -> (fuse::Stats, (u64, u64)) {
+    save_working_set(&tree_mount, previous, workset_path);
+    let totals = tree_mount.tree().totals();
+    let so_far = tree_mount.stats();
+    match tree_mount.unmount() {
+        Ok(stats) => (stats, totals),
+        Err(e) => {
+            tracing::warn!("{e}");
+            (so_far, totals)
+        }
+    }
 }
 
 /// Joins the working-set replay when the sandbox drops the lower guard.

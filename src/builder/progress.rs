@@ -1,9 +1,9 @@
 //! What a build shows while it works: one spinner per phase on a terminal,
-//! nothing when stderr is not a terminal, NO_COLOR is set or `-q` was given.
+//! nothing when stderr is not a terminal, NO_COLOR is set or `-q` was given
+//! (`logging::decorations`).
 //! Each phase is also an info-level `tracing` span, so `-v` times it.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -16,8 +16,7 @@ pub struct Progress {
 impl Progress {
     /// Spinners only on an interactive terminal; `quiet` also silences notes.
     pub fn new(quiet: bool) -> Progress {
-        let bars =
-            !quiet && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+        let bars = !quiet && crate::logging::decorations();
         Progress {
             bars: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             quiet,

@@ -4,7 +4,6 @@ use crate::hololib::layout::absolute;
 use crate::hololib::lift::{self, LiftOptions};
 use crate::hololib::lock::holotree_lock;
 use crate::hololib::{Hololib, Locations};
-use std::io::IsTerminal;
 
 pub fn run(args: &LiftArgs) -> Result<i32> {
     let locs = Locations::from_env();
@@ -27,7 +26,7 @@ pub fn run(args: &LiftArgs) -> Result<i32> {
             blueprint_hash: bp.hash,
             no_compress: args.no_compress,
             identity_yaml: !args.no_identity_yaml,
-            progress: std::io::stderr().is_terminal(),
+            progress: crate::logging::decorations() && !crate::logging::quiet(),
         },
     )?;
     println!("{}", lifted.key);

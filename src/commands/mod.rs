@@ -18,6 +18,7 @@ pub mod lift;
 pub mod mount;
 pub mod restore;
 pub mod run;
+pub mod shim;
 pub mod vars;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -37,5 +38,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Build(a)) => build::run(&a, &cli.global),
         Some(Command::Doctor(a)) => doctor::run(&a),
         Some(Command::Gc(a)) => gc::run(&a),
+        Some(Command::InstallShim(a)) => shim::install(&a),
+        Some(Command::RccShim(a)) => shim::dispatch(&a),
     }
 }

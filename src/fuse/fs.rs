@@ -369,6 +369,7 @@ impl Filesystem for VhFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
+        self.counters.opened(ino.0, n.size());
         let fh = self.next_fh.fetch_add(1, Relaxed);
         self.handles.lock().unwrap().insert(fh, f.clone());
         match &f.backing {

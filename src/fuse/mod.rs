@@ -195,7 +195,7 @@ pub fn mount(
         ),
         _ => Error::io(mountpoint, std::io::Error::from(e)),
     })?;
-    let counters = Arc::new(stats::Counters::default());
+    let counters = Arc::new(stats::Counters::for_tree(tree.len()));
     let recorder = Arc::new(workset::Recorder::default());
     let cache = Arc::new(cache);
     let fs = fs::VhFs::new(
@@ -281,6 +281,23 @@ pub fn mount(
         thread: Some(thread),
         unmounted: false,
     })
+}
+
+/// Serve `tree` at `mountpoint` while `f` runs, then unmount: `f`'s
+/// result and the final counters. A panic in `f` still unmounts (the
+/// mount's drop); a SIGKILL does not, so mount in a private mount
+/// namespace (`sandbox::namespaces::enter`) when nothing may be left.
+pub fn serve_while<R>(
+    tree: Arc<Tree>,
+    cache: BlobCache,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    f: impl FnOnce(&MountedTree) -> R,
+) -> Result<(R, Stats)> {
+    let mounted = mount(tree, cache, mountpoint, opts)?;
+    let r = f(&mounted);
+    let stats = mounted.unmount()?;
+    Ok((r, stats))
 }
 
 impl MountedTree {

@@ -34,11 +34,55 @@ pub(crate) struct Counters {
     pub access: AtomicU64,
     pub rejected_writes: AtomicU64,
     pub eio: AtomicU64,
+    /// Distinct files opened, and the sum of their sizes.
+    pub files_opened: AtomicU64,
+    pub bytes_opened: AtomicU64,
+    opened: OpenedSet,
     /// `ReadMode` as u8.
     pub read_mode: AtomicU8,
 }
 
+/// One bit per inode, set by its first successful open: a distinct-file
+/// count costs one atomic `or` per OPEN request.
+#[derive(Debug, Default)]
+struct OpenedSet {
+    bits: Box<[AtomicU64]>,
+}
+
+impl OpenedSet {
+    fn with_inodes(max_ino: u64) -> OpenedSet {
+        let words = (max_ino / 64 + 1) as usize;
+        OpenedSet {
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// True the first time `ino` is marked.
+    fn first(&self, ino: u64) -> bool {
+        let bit = 1u64 << (ino % 64);
+        self.bits
+            .get((ino / 64) as usize)
+            .is_some_and(|w| w.fetch_or(bit, Relaxed) & bit == 0)
+    }
+}
+
 impl Counters {
+    /// Counters for a tree whose inodes are `1..=nodes`.
+    pub fn for_tree(nodes: usize) -> Counters {
+        Counters {
+            opened: OpenedSet::with_inodes(nodes as u64),
+            ..Counters::default()
+        }
+    }
+
+    /// A file of `size` bytes was opened; counted once per inode.
+    pub fn opened(&self, ino: u64, size: u64) {
+        if self.opened.first(ino) {
+            self.files_opened.fetch_add(1, Relaxed);
+            self.bytes_opened.fetch_add(size, Relaxed);
+        }
+    }
+
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
     }
@@ -78,6 +122,10 @@ pub struct Stats {
     pub rejected_writes: u64,
     /// Requests answered EIO (missing or corrupt blobs, bad catalog entries).
     pub eio: u64,
+    /// Distinct regular files opened at least once.
+    pub files_opened: u64,
+    /// Sum of the sizes of those files (what the run could have read).
+    pub bytes_opened: u64,
     pub cache: CacheStats,
 }
 
@@ -102,6 +150,8 @@ impl Stats {
             access: g(&c.access),
             rejected_writes: g(&c.rejected_writes),
             eio: g(&c.eio),
+            files_opened: g(&c.files_opened),
+            bytes_opened: g(&c.bytes_opened),
             cache,
         }
     }

@@ -128,6 +128,9 @@ pub struct SandboxSpec {
     pub hidden_paths: Vec<PathBuf>,
     /// stdin/stdout/stderr of the commands; `None` inherits vhrun's.
     pub stdio: [Option<OwnedFd>; 3],
+    /// Measure the write layer before it goes (`RunOutcome::upper`): a
+    /// walk of what the run wrote, so only when asked (`--stats`).
+    pub measure_upper: bool,
 }
 
 impl SandboxSpec {
@@ -145,6 +148,7 @@ impl SandboxSpec {
             writable_paths: Vec::new(),
             hidden_paths: Vec::new(),
             stdio: [None, None, None],
+            measure_upper: false,
         }
     }
 
@@ -253,6 +257,9 @@ where
     let overlay_mounted = mounts.env.is_some();
     let unmounted = mounts.teardown();
     drop(signals);
+    let upper = spec
+        .measure_upper
+        .then(|| overlay::measure_upper(&run.upper()));
     let mut kept = Ok(());
     if let (Some(dest), true) = (&spec.keep_overlay, overlay_mounted) {
         kept = run.keep_upper(dest);
@@ -269,8 +276,9 @@ where
             run.upper().display()
         ),
     }
-    let outcome = outcome?;
+    let mut outcome = outcome?;
     kept?;
+    outcome.upper = upper;
     Ok(outcome)
 }
 

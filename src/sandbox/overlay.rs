@@ -137,9 +137,80 @@ pub fn unmount(path: &Path) -> Result<()> {
         .map_err(|e| Error::Internal(format!("unmounting {}: {}", path.display(), e.desc())))
 }
 
+/// What a run wrote: the overlay's upper directory, measured after the
+/// overlay is unmounted and before the directory is kept or removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpperUsage {
+    /// Regular files created or modified (a modified file is copied up whole).
+    pub files: u64,
+    /// Directories created or copied up (the root not counted).
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Entries of the environment deleted (overlayfs whiteouts).
+    pub whiteouts: u64,
+    /// Sum of the regular files' sizes.
+    pub bytes: u64,
+    /// Space allocated on disk (st_blocks), directories included.
+    pub disk_bytes: u64,
+}
+
+/// Walk `upper` (never following symlinks). Best effort: an entry that
+/// cannot be read is left out.
+pub fn measure_upper(upper: &Path) -> UpperUsage {
+    let mut u = UpperUsage::default();
+    let mut stack = vec![upper.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            u.disk_bytes += m.blocks() * 512;
+            let t = m.file_type();
+            if t.is_dir() {
+                u.dirs += 1;
+                stack.push(e.path());
+            } else if t.is_file() {
+                u.files += 1;
+                u.bytes += m.len();
+            } else if t.is_symlink() {
+                u.symlinks += 1;
+            } else if std::os::unix::fs::FileTypeExt::is_char_device(&t) && m.rdev() == 0 {
+                u.whiteouts += 1;
+            }
+        }
+    }
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measures_what_a_run_wrote() {
+        let d = tempfile::tempdir().unwrap();
+        let up = d.path();
+        std::fs::create_dir_all(up.join("lib/site")).unwrap();
+        std::fs::write(up.join("lib/site/new.py"), vec![b'x'; 5000]).unwrap();
+        std::fs::write(up.join("top"), b"abc").unwrap();
+        std::os::unix::fs::symlink("top", up.join("link")).unwrap();
+        let u = measure_upper(up);
+        assert_eq!((u.files, u.dirs, u.symlinks, u.whiteouts), (2, 2, 1, 0));
+        assert_eq!(u.bytes, 5003);
+        assert!(u.disk_bytes >= 8192, "{u:?}");
+        // A whiteout: the character device 0/0 (root only).
+        if nix::unistd::geteuid().is_root() {
+            nix::sys::stat::mknod(
+                &up.join("gone"),
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .unwrap();
+            assert_eq!(measure_upper(up).whiteouts, 1);
+        }
+    }
 
     #[test]
     fn escapes_separators() {

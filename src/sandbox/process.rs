@@ -25,6 +25,12 @@ pub struct RunOutcome {
     /// Index in `SandboxSpec::commands` of the command that ended the run
     /// (the first that failed, or the last one).
     pub command: usize,
+    /// When vhrun saw the last command exec (`None` if it never did).
+    pub exec_at: Option<Instant>,
+    /// When vhrun saw the run end (the reaper exited).
+    pub ended_at: Instant,
+    /// What the run wrote to the overlay (with `SandboxSpec::measure_upper`).
+    pub upper: Option<super::overlay::UpperUsage>,
 }
 
 impl RunOutcome {
@@ -262,6 +268,7 @@ fn raise_nofile_limit() {
 
 fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> Result<RunOutcome> {
     let mut exec_r = Some(exec_r);
+    let mut exec_at = None;
     let mut report_open = true;
     let mut records: Vec<Record> = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
@@ -293,6 +300,7 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
         if exec_ready {
             // Only EOF ever arrives here: every holder closed it by exec.
             exec_r = None;
+            exec_at = Some(Instant::now());
             tracing::info!(
                 "activation: {:.2} ms from sandbox start to the last command's exec",
                 s.started.elapsed().as_secs_f64() * 1e3
@@ -330,7 +338,10 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
     if report_open {
         read_records(report_r, &mut pending, &mut records);
     }
-    decode_outcome(&records, reaper_status, s)
+    let ended_at = Instant::now();
+    let mut outcome = decode_outcome(&records, reaper_status, s, ended_at)?;
+    outcome.exec_at = exec_at;
+    Ok(outcome)
 }
 
 /// Read what the pipe holds into `out`; true at EOF.
@@ -357,7 +368,12 @@ fn read_records(fd: &OwnedFd, pending: &mut Vec<u8>, out: &mut Vec<Record>) -> b
     false
 }
 
-fn decode_outcome(records: &[Record], reaper: ExitKind, s: &Supervision) -> Result<RunOutcome> {
+fn decode_outcome(
+    records: &[Record],
+    reaper: ExitKind,
+    s: &Supervision,
+    ended_at: Instant,
+) -> Result<RunOutcome> {
     let command_name = |i: u32| {
         s.commands
             .get(i as usize)
@@ -414,11 +430,17 @@ fn decode_outcome(records: &[Record], reaper: ExitKind, s: &Supervision) -> Resu
                 ExitKind::Signaled(r.value)
             },
             command: r.index as usize,
+            exec_at: None,
+            ended_at,
+            upper: None,
         },
         // The reaper itself was killed (second Ctrl-C, OOM, kill -9).
         _ => RunOutcome {
             status: reaper,
             command: s.commands.len().saturating_sub(1),
+            exec_at: None,
+            ended_at,
+            upper: None,
         },
     })
 }

@@ -28,3 +28,83 @@ pub fn copy_robot(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A temporary ROBOCORP_HOME holding the fixture export simple_linux.zip
+/// (imported with `vhrun import`), and a robot directory whose conda.yaml
+/// is a copy of simple.yaml, so its environment is the fixture catalog.
+///
+/// The catalog records `/home/user/.robocorp/holotree/...`: commands run
+/// with HOME=/home/user, so the space (and the mountpoint vhrun creates on
+/// the host, as rcc's restore would) is under /home/user/.robocorp.
+pub struct FixtureRobot {
+    pub tmp: tempfile::TempDir,
+    pub robocorp_home: PathBuf,
+    pub vhrun_home: PathBuf,
+    /// The robot directory (robot.yaml, conda.yaml).
+    pub dir: PathBuf,
+}
+
+pub const FIXTURE_HOME: &str = "/home/user";
+
+impl FixtureRobot {
+    /// `tasks` is the robot.yaml text before `condaConfigFile` (the tasks).
+    pub fn new(tasks: &str) -> FixtureRobot {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (FUSE mounts, namespaces); CI runs as root"
+        );
+        let tmp = tempfile::Builder::new()
+            .prefix("vhrun-fx-")
+            .tempdir()
+            .unwrap();
+        let fx = FixtureRobot {
+            robocorp_home: tmp.path().join("rh"),
+            vhrun_home: tmp.path().join("rh/vhrun"),
+            dir: tmp.path().join("robot"),
+            tmp,
+        };
+        let fixtures = shared_dir().join("fixtures/rcc");
+        std::fs::create_dir_all(&fx.dir).unwrap();
+        let out = fx
+            .vhrun()
+            .arg("import")
+            .arg(fixtures.join("simple_linux.zip"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vhrun import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::copy(fixtures.join("simple.yaml"), fx.dir.join("conda.yaml")).unwrap();
+        std::fs::write(
+            fx.dir.join("robot.yaml"),
+            format!("{tasks}condaConfigFile: conda.yaml\nartifactsDir: output\n"),
+        )
+        .unwrap();
+        fx
+    }
+
+    pub fn robot_yaml(&self) -> PathBuf {
+        self.dir.join("robot.yaml")
+    }
+
+    /// A command with this fixture's environment (no inherited logging or
+    /// colour settings, stdin closed, in the robot directory).
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        c.env("ROBOCORP_HOME", &self.robocorp_home)
+            .env("VHRUN_HOME", &self.vhrun_home)
+            .env("HOME", FIXTURE_HOME)
+            .env("VHRUN_RCC", "")
+            .env_remove("VHRUN_LOG")
+            .env_remove("NO_COLOR")
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    pub fn vhrun(&self) -> std::process::Command {
+        self.cmd(env!("CARGO_BIN_EXE_vhrun"))
+    }
+}

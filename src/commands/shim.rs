@@ -1,0 +1,45 @@
+use crate::cli::{InstallShimArgs, RccShimArgs};
+use crate::error::{Error, Result};
+use crate::hololib::layout::absolute;
+use crate::shim;
+
+/// `vhrun install-shim DIR`: prints the wrapper's path on stdout, and on
+/// stderr what PATH needs when DIR does not come first.
+pub fn install(args: &InstallShimArgs) -> Result<i32> {
+    let vhrun = match &args.vhrun {
+        Some(p) => absolute(p),
+        None => std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?,
+    };
+    let dir = absolute(&args.dir);
+    let path = shim::install(&dir, &vhrun)?;
+    println!("{}", path.display());
+    if crate::logging::quiet() {
+        return Ok(0);
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let first = std::env::split_paths(&path_var)
+        .map(|d| d.join("rcc"))
+        .find(|p| p.is_file());
+    let real = shim::find_real_rcc(Some(&path_var), Some(&path));
+    match first {
+        Some(f) if shim::is_shim(&f) => {}
+        _ => eprintln!(
+            "vhrun: note: put {} first on PATH (export PATH=\"{}:$PATH\") so that `rcc` finds the wrapper",
+            dir.display(),
+            dir.display()
+        ),
+    }
+    match real {
+        Some(r) => eprintln!("vhrun: other rcc commands go to {}", r.display()),
+        None => eprintln!(
+            "vhrun: note: no real rcc on PATH: only `rcc run --virtual` / `rcc task run --virtual` will work"
+        ),
+    }
+    Ok(0)
+}
+
+pub fn dispatch(args: &RccShimArgs) -> Result<i32> {
+    shim::dispatch(&args.shim, &args.args)
+}
