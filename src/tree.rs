@@ -258,6 +258,31 @@ enum Pending<'c> {
 }
 
 impl Tree {
+    /// One line per node with everything served from it (path, kind, mode,
+    /// size, links, children, digest, rewrites, defect, link target): two
+    /// trees that serve the same answer the same. For tests and debugging.
+    pub fn describe(&self) -> Vec<String> {
+        (1..=self.len() as u64)
+            .filter_map(|i| {
+                let n = self.get(i)?;
+                Some(format!(
+                    "{} {:?} {:o} {} {} {:?} {:?} {:?} {:?} {:?} {}",
+                    self.path(i).display(),
+                    n.kind(),
+                    n.st_mode(),
+                    n.size(),
+                    n.nlink(),
+                    n.children(),
+                    n.digest(),
+                    n.rewrite(),
+                    n.defect(),
+                    n.symlink_target(),
+                    n.stats_as_file()
+                ))
+            })
+            .collect()
+    }
+
     /// Read and decode a catalog file into a tree.
     pub fn load(catalog_path: &Path) -> Result<Tree> {
         let span = tracing::info_span!("tree.load", catalog = %catalog_path.display());
@@ -759,34 +784,12 @@ mod tests {
         assert!(t.has_rewrites());
     }
 
-    fn walk(t: &Tree) -> Vec<String> {
-        (1..=t.len() as u64)
-            .map(|i| {
-                let n = t.get(i).unwrap();
-                format!(
-                    "{} {:?} {:o} {} {} {:?} {:?} {:?} {:?} {:?} {}",
-                    t.path(i).display(),
-                    n.kind(),
-                    n.st_mode(),
-                    n.size(),
-                    n.nlink(),
-                    n.children(),
-                    n.digest(),
-                    n.rewrite(),
-                    n.defect(),
-                    n.symlink_target(),
-                    n.stats_as_file()
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn index_round_trip_and_damage() {
         let t = Tree::from_catalog(&sample(), Path::new("cat")).unwrap();
         let buf = index::encode(&t);
         let back = index::decode(&buf, Path::new("cat")).unwrap();
-        assert_eq!(walk(&t), walk(&back));
+        assert_eq!(t.describe(), back.describe());
         assert_eq!((back.identity(), back.totals()), (t.identity(), t.totals()));
         assert_eq!(back.recorded_path(), "/x/h59acff1_493f813dad24d3t");
         for i in [0, 9, 30, buf.len() / 2, buf.len() - 1] {
@@ -813,7 +816,11 @@ mod tests {
         };
         let written = names();
         let b = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
-        assert_eq!((written.len(), walk(&a)), (2, walk(&b)), "{written:?}");
+        assert_eq!(
+            (written.len(), a.describe()),
+            (2, b.describe()),
+            "{written:?}"
+        );
         assert!(
             written[1].starts_with("s-"),
             "index + its stat link: {written:?}"
@@ -838,7 +845,7 @@ mod tests {
         let idx = index::index_path(&dir.path().join("index"), &std::fs::read(&cat).unwrap());
         std::fs::write(&idx, b"VHRUNTR4 damaged").unwrap();
         let d = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
-        assert_eq!(walk(&d), walk(&c));
+        assert_eq!(d.describe(), c.describe());
         assert!(std::fs::read(&idx).unwrap().len() > 100, "rebuilt");
     }
 

@@ -761,7 +761,7 @@ fn fuzz_structured_catalogs_and_index_round_trip() {
         let first = Tree::load_indexed(&cat_path, &index_dir).map_err(|e| e.to_string())?;
         let second = Tree::load_indexed(&cat_path, &index_dir).map_err(|e| e.to_string())?;
         for t in [&first, &second] {
-            if describe(t) != describe(&tree) {
+            if t.describe() != tree.describe() {
                 return Err("index round trip changed the tree".into());
             }
         }
@@ -771,27 +771,6 @@ fn fuzz_structured_catalogs_and_index_round_trip() {
         "fuzz structured catalogs: {} built a tree",
         built.load(Ordering::Relaxed)
     );
-}
-
-fn describe(t: &Tree) -> Vec<String> {
-    (1..=t.len() as u64)
-        .map(|i| {
-            let n = t.get(i).unwrap();
-            format!(
-                "{} {:?} {:o} {} {} {:?} {:?} {:?} {:?} {:?}",
-                t.path(i).display(),
-                n.kind(),
-                n.st_mode(),
-                n.size(),
-                n.nlink(),
-                n.children(),
-                n.digest(),
-                n.rewrite(),
-                n.defect(),
-                n.symlink_target()
-            )
-        })
-        .collect()
 }
 
 /// Mutations of a valid index whose checksum is then recomputed, so they
@@ -831,7 +810,7 @@ fn fuzz_tree_index_decoder() {
         if trusted && bytes != valid {
             kept.fetch_add(1, Ordering::Relaxed);
         }
-        if !trusted && describe(&t) != describe(&reference) {
+        if !trusted && t.describe() != reference.describe() {
             return Err("a rebuilt index differs from the catalog".into());
         }
         exercise_tree(&t, false)
@@ -869,7 +848,9 @@ fn forged_index_with_a_parent_cycle_is_rebuilt() {
     .unwrap();
     let gz = gzip_bytes(&seed);
     std::fs::write(&cat_path, &gz).unwrap();
-    let reference = describe(&Tree::load_indexed(&cat_path, &index_dir).unwrap());
+    let reference = Tree::load_indexed(&cat_path, &index_dir)
+        .unwrap()
+        .describe();
     let index_file = vhrun::tree::index::index_path(&index_dir, &gz);
     let valid = std::fs::read(&index_file).unwrap();
     let n_id = u32::from_le_bytes(valid[20..24].try_into().unwrap()) as usize;
@@ -883,7 +864,7 @@ fn forged_index_with_a_parent_cycle_is_rebuilt() {
         forge_checksum(&mut forged);
         std::fs::write(&index_file, &forged).unwrap();
         let t = Tree::load_indexed(&cat_path, &index_dir).unwrap();
-        assert_eq!(describe(&t), reference, "cycle {a}<->{b}");
+        assert_eq!(t.describe(), reference, "cycle {a}<->{b}");
         assert_eq!(
             std::fs::read(&index_file).unwrap(),
             valid,
