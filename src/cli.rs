@@ -69,6 +69,9 @@ pub enum Command {
     /// What the installed `rcc` wrapper runs (not for direct use).
     #[command(hide = true)]
     RccShim(RccShimArgs),
+    /// The warm server of one catalog, started by runs (not for direct use).
+    #[command(name = "__serve", hide = true)]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -339,4 +342,25 @@ pub struct RccShimArgs {
     /// rcc's arguments, unchanged.
     #[arg(last = true, allow_hyphen_values = true)]
     pub args: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub key: String,
+    #[arg(long)]
+    pub catalog: PathBuf,
+    #[arg(long)]
+    pub hololib: PathBuf,
+    #[arg(long)]
+    pub blobs: PathBuf,
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub shown_as: PathBuf,
+    /// Seconds without a run before the server exits.
+    #[arg(long, default_value_t = 60.0)]
+    pub idle: f64,
+    #[arg(long)]
+    pub no_passthrough: bool,
 }

@@ -8,6 +8,8 @@
 //! - `runs/<id>/`: one directory per run (overlay upper/work dirs). A live
 //!   run holds flock(2) on `runs/<id>/lock` for its whole life, and writes
 //!   the path of the catalog it serves to `runs/<id>/catalog`.
+//! - `servers/<id>/`: the same for a warm server (`crate::server`), next
+//!   to its socket, lock and log files (`servers/<key>.*`, left alone).
 //!
 //! Removed: run directories older than N days whose lock can be taken;
 //! cache entries that no catalog of any hololib references, or that were
@@ -184,12 +186,19 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     // Runs first: they tell which catalogs are in use right now.
     let mut live_digests = HashSet::new();
     let mut live_unknown = false;
-    let runs = runs_dir(&locations.vhrun_home);
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(&runs) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io(&runs, e)),
-    };
+    // Warm servers keep a run directory of their own, with the same lock
+    // and catalog note, among their sockets.
+    let mut entries = Vec::new();
+    for dir in [
+        runs_dir(&locations.vhrun_home),
+        crate::server::servers_dir(&locations.vhrun_home),
+    ] {
+        match std::fs::read_dir(&dir) {
+            Ok(rd) => entries.extend(rd.flatten().map(|e| e.path())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
     entries.sort();
     let mounts = mount_points();
     for run in entries {

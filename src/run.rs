@@ -229,66 +229,109 @@ pub fn execute(plan: Plan) -> Result<i32> {
         spec.writable_paths.push(resolved.pycache_dir.clone());
     }
 
+    let passthrough = if switched_off("VHRUN_PASSTHROUGH") {
+        PassthroughMode::Off
+    } else {
+        PassthroughMode::Auto
+    };
+    let mut server = if crate::server::enabled() {
+        let req = crate::server::Request {
+            vhrun_home: &vhrun_home,
+            tree: &tree,
+            hololib: &resolved.hololib,
+            blobs: &blobs,
+            target_name: &resolved.space_name,
+            shown_as: &resolved.space_path,
+            passthrough,
+            identity: sandbox::Identity::current(),
+        };
+        match crate::server::connect_or_spawn(&req) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("no warm server ({e}); mounting the tree for this run only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    spec.join = server.as_mut().and_then(|c| c.take_namespaces());
+    // A warm server's kernel caches already hold what earlier runs
+    // touched: replaying is for a tree nobody has read yet.
+    let replay = previous
+        .clone()
+        .filter(|_| !switched_off("VHRUN_PREFETCH"))
+        .filter(|_| server.as_ref().is_none_or(|c| c.fresh()));
+
     let mounted: Rc<RefCell<Option<MountedTree>>> = Rc::default();
     let slot = mounted.clone();
     let target_name = resolved.space_name.clone();
     let shown_as = resolved.space_path.clone();
     let catalog_path = resolved.catalog_path.clone();
-    let replay = previous.clone();
+    let per_run = spec.join.is_none();
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
         // `vhrun gc` spares the blobs of the catalog a live run names in
-        // `runs/<id>/catalog` (the run directory holds `lower`); without
-        // it, gc leaves the whole blob cache alone while any run lives.
-        if let Some(run_dir) = target.mountpoint.parent() {
+        // `runs/<id>/catalog`; without it, gc leaves the whole blob cache
+        // alone while any run lives.
+        if let Some(run_dir) = spec_run_dir(target, per_run) {
             let note = run_dir.join("catalog");
             if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
                 tracing::debug!("{}: {e}", note.display());
             }
         }
-        let opts = MountOptions {
-            target_name,
-            uid: target.uid,
-            gid: target.gid,
-            threads: 2,
-            passthrough: if target.rootless || switched_off("VHRUN_PASSTHROUGH") {
-                PassthroughMode::Off
-            } else {
-                PassthroughMode::Auto
-            },
-            shown_as: Some(shown_as),
-        };
-        let tree_mount = fuse::mount(tree, blobs, &target.mountpoint, &opts)?;
-        let mut guard: sandbox::LowerGuard = Box::new(());
-        if let Some(ws) = replay.filter(|_| !switched_off("VHRUN_PREFETCH")) {
-            // A thread per 64 paths, at most 4: spawning 4 threads for the
-            // few paths of a small command costs more than it saves.
-            let paths = ws.lookups.len() + ws.dirs.len();
-            let threads = paths.div_ceil(64).clamp(1, 4);
-            if std::env::var_os("VHRUN_PREFETCH").is_some_and(|v| v == "sync") {
-                let _s = tracing::info_span!("prefetch").entered();
-                tree_mount.prefetch(&ws, threads);
-            } else {
-                // Alongside the task: its exec and interpreter start-up
-                // overlap the replay (a `python -c pass` 5 ms sooner, the
-                // heavy import no slower than replaying first). Joined
-                // when the guard drops, after the unmount.
-                let mountpoint = target.mountpoint.clone();
-                let replay = std::thread::Builder::new()
-                    .name("vhrun-prefetch".into())
-                    .spawn(move || {
-                        let _s = tracing::info_span!("prefetch", paths).entered();
-                        let done = ws.prefetch(&mountpoint, threads);
-                        tracing::info!("working set replayed in {:?}", done.elapsed);
-                    })
-                    .ok();
-                guard = Box::new(JoinOnDrop(replay));
-            }
+        if per_run {
+            let opts = MountOptions {
+                target_name,
+                uid: target.uid,
+                gid: target.gid,
+                threads: 2,
+                passthrough: if target.rootless {
+                    PassthroughMode::Off
+                } else {
+                    passthrough
+                },
+                shown_as: Some(shown_as),
+            };
+            *slot.borrow_mut() = Some(fuse::mount(tree, blobs, &target.mountpoint, &opts)?);
         }
-        *slot.borrow_mut() = Some(tree_mount);
-        Ok(guard)
+        let Some(ws) = replay else {
+            return Ok(Box::new(()) as sandbox::LowerGuard);
+        };
+        // A thread per 64 paths, at most 4: spawning 4 threads for the
+        // few paths of a small command costs more than it saves.
+        let paths = ws.lookups.len() + ws.dirs.len();
+        let threads = paths.div_ceil(64).clamp(1, 4);
+        if std::env::var_os("VHRUN_PREFETCH").is_some_and(|v| v == "sync") {
+            let _s = tracing::info_span!("prefetch").entered();
+            ws.prefetch(&target.mountpoint, threads);
+            return Ok(Box::new(()) as sandbox::LowerGuard);
+        }
+        // Alongside the task: its exec and interpreter start-up overlap
+        // the replay (a `python -c pass` 5 ms sooner, the heavy import no
+        // slower than replaying first). Joined when the guard drops, after
+        // the unmount.
+        let mountpoint = target.mountpoint.clone();
+        let replay = std::thread::Builder::new()
+            .name("vhrun-prefetch".into())
+            .spawn(move || {
+                let _s = tracing::info_span!("prefetch", paths).entered();
+                let done = ws.prefetch(&mountpoint, threads);
+                tracing::info!("working set replayed in {:?}", done.elapsed);
+            })
+            .ok();
+        Ok(Box::new(JoinOnDrop(replay)) as sandbox::LowerGuard)
     });
     let tree_mount = mounted.borrow_mut().take();
-    let served = tree_mount.map(|m| finish_mount(m, previous, &workset_path));
+    let served = match (tree_mount, server.as_mut()) {
+        (Some(m), _) => Some(finish_mount(m, previous, &workset_path)),
+        (None, Some(conn)) => finish_server(conn, previous, &workset_path, &resolved.tree),
+        (None, None) => None,
+    };
+    let served_by = server.as_ref().map(|c| crate::runstats::Server {
+        pid: c.hello.pid,
+        runs_before: c.hello.served,
+    });
+    drop(server);
     remove_temp(&plan.temp_dir);
     let outcome = outcome?;
     if let Some((fuse, totals)) = served.filter(|_| plan.sandbox.wants_stats()) {
@@ -301,6 +344,7 @@ pub fn execute(plan: Plan) -> Result<i32> {
             outcome: &outcome,
             exit_code: outcome.code(),
             kept: spec.keep_overlay.as_deref(),
+            server: served_by,
         });
         let json = plan.sandbox.stats_json.as_deref();
         if let Err(e) = crate::runstats::report(&stats, plan.sandbox.stats, json) {
@@ -310,6 +354,38 @@ pub fn execute(plan: Plan) -> Result<i32> {
     Ok(outcome.code())
 }
 
+/// The run directory, when the lower tree is mounted in it (per-run
+/// mounts); a warm server's mountpoint is in its own directory.
+fn spec_run_dir(target: &sandbox::LowerTarget, per_run: bool) -> Option<&Path> {
+    per_run.then(|| target.mountpoint.parent()).flatten()
+}
+
+/// A warm server's share of the run: its counters' difference, and the
+/// working set it recorded when this run was its first.
+fn finish_server(
+    conn: &mut crate::server::Connection,
+    previous: Option<WorkingSet>,
+    workset_path: &Path,
+    tree: &crate::tree::Tree,
+) -> Option<(fuse::Stats, (u64, u64))> {
+    let now = match conn.stats() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(
+                "{e}: it ended during the run, and the environment with it (files read \
+                 after that failed with ENOTCONN)"
+            );
+            return None;
+        }
+    };
+    if conn.fresh() {
+        match conn.working_set() {
+            Ok(ws) => save_merged(ws, previous, workset_path),
+            Err(e) => tracing::debug!("working set not saved: {e}"),
+        }
+    }
+    Some((now.since(&conn.hello.stats), tree.totals()))
+}
 /// Save the working set and unmount; the mount's final counters and the
 /// catalog's (files, bytes) totals, for `--stats`.
 fn finish_mount(
@@ -350,8 +426,12 @@ fn switched_off(var: &str) -> bool {
 /// Remember what this run touched, so the next run's mount is warm (not
 /// rewritten when the run touched nothing new).
 fn save_working_set(tree_mount: &MountedTree, previous: Option<WorkingSet>, path: &Path) {
+    save_merged(tree_mount.working_set(), previous, path);
+}
+
+fn save_merged(touched: WorkingSet, previous: Option<WorkingSet>, path: &Path) {
     let mut ws = previous.clone().unwrap_or_default();
-    ws.merge(tree_mount.working_set());
+    ws.merge(touched);
     if previous.as_ref() == Some(&ws) {
         return;
     }

@@ -43,6 +43,14 @@
 //! | `fuse.lookup`, `lookup_negative`, `getattr`, `readlink`, `open`, `open_passthrough`, `opendir`, `readdir`, `readdirplus`, `read`, `release`, `statfs`, `access`, `rejected_writes` | requests by kind (`lookup_negative` and `open_passthrough` are subsets) |
 //! | `fuse.bytes_read` | bytes vhrun returned to READ requests (0 under passthrough) |
 //! | `fuse.eio` | requests answered EIO |
+//! | `server` | the warm server that served the tree (`null`: mounted for this run only) |
+//! | `server.pid` | its process id |
+//! | `server.runs_before` | runs it served before this one (`0`: started for this run, cold caches) |
+//!
+//! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
+//! `blobs` figures are what the server did while the run was connected:
+//! what earlier runs left in the kernel's caches costs no request, and
+//! runs at the same time count in each other's figures.
 
 use crate::error::{Error, Result};
 use crate::fuse::{ReadMode, Stats};
@@ -83,6 +91,14 @@ pub struct RunStats {
     pub blobs: Blobs,
     pub overlay: Overlay,
     pub fuse: Fuse,
+    pub server: Option<Server>,
+}
+
+/// The warm server behind a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Server {
+    pub pid: u32,
+    pub runs_before: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,6 +167,7 @@ pub struct Inputs<'a> {
     pub outcome: &'a RunOutcome,
     pub exit_code: i32,
     pub kept: Option<&'a Path>,
+    pub server: Option<Server>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -224,6 +241,7 @@ impl RunStats {
                 bytes_read: f.bytes_read,
                 eio: f.eio,
             },
+            server: i.server,
         }
     }
 
@@ -335,6 +353,18 @@ impl RunStats {
                 String::new()
             },
         );
+        s += &match self.server {
+            Some(Server {
+                pid,
+                runs_before: 0,
+            }) => {
+                format!("  server        pid {pid}, started for this run\n")
+            }
+            Some(Server { pid, runs_before }) => {
+                format!("  server        pid {pid}, warm ({runs_before} runs before)\n")
+            }
+            None => "  server        none (tree mounted for this run only)\n".to_string(),
+        };
         s
     }
 }

@@ -19,6 +19,7 @@
 //! (`--nocapture` shows them).
 
 mod common;
+use common::{chown_tree, DevFuseOpen};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1851,41 +1852,7 @@ fn five_hundred_children() {
 // 6. Isolation as an unprivileged user.
 
 /// /dev/fuse opened to everyone for the test, its mode restored after.
-struct DevFuseOpen(u32);
-
-impl DevFuseOpen {
-    fn new() -> DevFuseOpen {
-        let mode = fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
-        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
-        DevFuseOpen(mode)
-    }
-}
-
-impl Drop for DevFuseOpen {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(self.0));
-    }
-}
-
 static DEV_FUSE: Mutex<()> = Mutex::new(());
-
-fn chown_tree(p: &Path, uid: u32) {
-    let id = Some(nix::unistd::Uid::from_raw(uid));
-    let gid = Some(nix::unistd::Gid::from_raw(uid));
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        id,
-        gid,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-    if fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path(), uid);
-        }
-    }
-}
 
 /// `vhrun exec` as uid 4321 (setpriv; no passwd entry needed), from a copy
 /// of the binary that user can execute. The lab (hololib included) belongs

@@ -18,6 +18,7 @@ pub mod lift;
 pub mod mount;
 pub mod restore;
 pub mod run;
+pub mod serve;
 pub mod shim;
 pub mod vars;
 
@@ -40,5 +41,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Gc(a)) => gc::run(&a),
         Some(Command::InstallShim(a)) => shim::install(&a),
         Some(Command::RccShim(a)) => shim::dispatch(&a),
+        Some(Command::Serve(a)) => serve::run(&a),
     }
 }

@@ -5,7 +5,7 @@ use crate::blobcache::CacheStats;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// How file contents reach readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadMode {
     /// Not decided yet (before INIT).
@@ -101,7 +101,7 @@ impl Counters {
 }
 
 /// A snapshot of a mounted tree's counters.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub read_mode: ReadMode,
     pub lookup: u64,
@@ -153,6 +153,45 @@ impl Stats {
             files_opened: g(&c.files_opened),
             bytes_opened: g(&c.bytes_opened),
             cache,
+        }
+    }
+
+    /// What was counted between `earlier` and this snapshot of the same
+    /// mount (a run's share of a warm server's work; runs at the same time
+    /// are counted in each other's share).
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        let c = &self.cache;
+        let e = &earlier.cache;
+        Stats {
+            read_mode: self.read_mode,
+            lookup: d(self.lookup, earlier.lookup),
+            lookup_negative: d(self.lookup_negative, earlier.lookup_negative),
+            getattr: d(self.getattr, earlier.getattr),
+            readlink: d(self.readlink, earlier.readlink),
+            open: d(self.open, earlier.open),
+            open_passthrough: d(self.open_passthrough, earlier.open_passthrough),
+            opendir: d(self.opendir, earlier.opendir),
+            readdir: d(self.readdir, earlier.readdir),
+            readdirplus: d(self.readdirplus, earlier.readdirplus),
+            read: d(self.read, earlier.read),
+            bytes_read: d(self.bytes_read, earlier.bytes_read),
+            release: d(self.release, earlier.release),
+            statfs: d(self.statfs, earlier.statfs),
+            access: d(self.access, earlier.access),
+            rejected_writes: d(self.rejected_writes, earlier.rejected_writes),
+            eio: d(self.eio, earlier.eio),
+            files_opened: d(self.files_opened, earlier.files_opened),
+            bytes_opened: d(self.bytes_opened, earlier.bytes_opened),
+            cache: CacheStats {
+                hits: d(c.hits, e.hits),
+                decoded: d(c.decoded, e.decoded),
+                relocated: d(c.relocated, e.relocated),
+                raw_verified: d(c.raw_verified, e.raw_verified),
+                raw_opened: d(c.raw_opened, e.raw_opened),
+                bytes_written: d(c.bytes_written, e.bytes_written),
+                failures: d(c.failures, e.failures),
+            },
         }
     }
 

@@ -131,6 +131,10 @@ pub struct SandboxSpec {
     /// Measure the write layer before it goes (`RunOutcome::upper`): a
     /// walk of what the run wrote, so only when asked (`--stats`).
     pub measure_upper: bool,
+    /// Enter a warm server's namespaces, where the tree is already mounted,
+    /// instead of creating fresh ones (`crate::server`). `mount_lower` is
+    /// still called, with the server's mountpoint, and must not mount.
+    pub join: Option<namespaces::Joined>,
 }
 
 impl SandboxSpec {
@@ -149,6 +153,7 @@ impl SandboxSpec {
             hidden_paths: Vec::new(),
             stdio: [None, None, None],
             measure_upper: false,
+            join: None,
         }
     }
 
@@ -244,7 +249,13 @@ where
     let id = Identity::current();
     let run = {
         let _s = info_span!("sandbox_prepare").entered();
-        let run = RunDir::create(&spec.runs_dir())?;
+        // A warm server's run writes in memory unless its write layer is
+        // to be kept: no directory to create and remove on disk.
+        let run = if spec.join.is_some() && spec.keep_overlay.is_none() && memory_layer_ok(&id) {
+            RunDir::in_memory(&spec.runs_dir())?
+        } else {
+            RunDir::create(&spec.runs_dir())?
+        };
         overlay::ensure_mountpoint(&spec.env_path)?;
         run
     };
@@ -294,25 +305,38 @@ fn run_in<M>(
 where
     M: FnOnce(&LowerTarget) -> Result<LowerGuard>,
 {
-    {
-        let _s = info_span!("sandbox_namespaces").entered();
-        namespaces::enter(id)?;
-    }
+    let lower = match &spec.join {
+        Some(joined) => {
+            let _s = info_span!("sandbox_join").entered();
+            let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+            namespaces::join(id, joined, &here)?;
+            joined.lower.clone()
+        }
+        None => {
+            let _s = info_span!("sandbox_namespaces").entered();
+            namespaces::enter(id)?;
+            // Ours to unmount at the end.
+            mounts.lower = Some(run.lower());
+            run.lower()
+        }
+    };
     {
         let _s = info_span!("sandbox_mount_lower").entered();
         let target = LowerTarget {
-            mountpoint: run.lower(),
+            mountpoint: lower.clone(),
             uid: id.uid,
             gid: id.gid,
             rootless: id.rootless,
         };
-        mounts.lower = Some(run.lower());
         mounts.guard = Some(mount_lower(&target)?);
     }
     {
         let _s = info_span!("sandbox_overlay").entered();
+        if run.is_in_memory() {
+            run.mount_memory()?;
+        }
         let volatile = spec.keep_overlay.is_none();
-        overlay::mount_overlay(run, &spec.env_path, id.rootless, volatile)?;
+        overlay::mount_overlay(run, &lower, &spec.env_path, id.rootless, volatile)?;
         mounts.env = Some(spec.env_path.clone());
     }
     let _s = info_span!("sandbox_prepare_exec").entered();
@@ -358,6 +382,23 @@ where
         signals: &signals.fd,
         started,
     })
+}
+
+/// Whether the overlay's write layer may live on a tmpfs: in a user
+/// namespace, overlayfs keeps its metadata in `user.*` xattrs, which tmpfs
+/// stores only from Linux 6.6 on.
+fn memory_layer_ok(id: &Identity) -> bool {
+    if !id.rootless {
+        return true;
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
 }
 
 /// What is mounted in the run's namespace, undone in reverse order.

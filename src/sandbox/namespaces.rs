@@ -8,8 +8,10 @@
 
 use crate::error::{Error, Result};
 use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{getegid, geteuid};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 /// Who runs the sandbox and whether it needs a user namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +63,25 @@ pub fn ensure_single_threaded() -> Result<()> {
     }
 }
 
+/// How mounts made after entering propagate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Nothing in either direction: a run's namespace.
+    Private,
+    /// Host mounts made later still appear inside, nothing goes out: the
+    /// warm server's namespace, which runs enter long after it was made.
+    Slave,
+}
+
 /// Unshare the mount namespace (plus a user namespace when rootless), map
 /// the caller's uid/gid to themselves, and make every mount private so
 /// nothing mounted from now on propagates to the host.
 pub fn enter(id: &Identity) -> Result<()> {
+    enter_with(id, Propagation::Private)
+}
+
+/// [`enter`] with the propagation of the new namespace's mounts chosen.
+pub fn enter_with(id: &Identity, propagation: Propagation) -> Result<()> {
     ensure_single_threaded()?;
     let mut flags = CloneFlags::CLONE_NEWNS;
     if id.rootless {
@@ -78,14 +95,71 @@ pub fn enter(id: &Identity) -> Result<()> {
         write_proc("/proc/self/uid_map", &format!("{0} {0} 1", id.uid))?;
         write_proc("/proc/self/gid_map", &format!("{0} {0} 1", id.gid))?;
     }
+    set_propagation(propagation)
+}
+
+fn set_propagation(propagation: Propagation) -> Result<()> {
+    let (flag, what) = match propagation {
+        Propagation::Private => (MsFlags::MS_PRIVATE, "private"),
+        Propagation::Slave => (MsFlags::MS_SLAVE, "slave"),
+    };
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | flag,
         None::<&str>,
     )
-    .map_err(|e| Error::unavailable("making / private in the run's mount namespace", e.desc()))?;
+    .map_err(|e| {
+        Error::unavailable(
+            format!("making / {what} in a new mount namespace"),
+            e.desc(),
+        )
+    })?;
+    Ok(())
+}
+
+/// The namespaces of a warm server, handed to a run (see `crate::server`).
+#[derive(Debug)]
+pub struct Joined {
+    /// The server's user namespace (rootless servers only).
+    pub userns: Option<OwnedFd>,
+    /// The server's mount namespace, where the tree is mounted.
+    pub mntns: OwnedFd,
+    /// Where the tree is mounted in that namespace.
+    pub lower: PathBuf,
+}
+
+/// Enter a warm server's namespaces, then unshare a private mount
+/// namespace of our own from its: the tree (and its warm kernel caches)
+/// is there, and nothing this run mounts reaches the server or the host.
+///
+/// `setns` into a mount namespace resets the working directory to its
+/// root; it is set back to `cwd` (the same directory: the server's
+/// namespace sees the host's filesystems).
+pub fn join(id: &Identity, ns: &Joined, cwd: &Path) -> Result<()> {
+    ensure_single_threaded()?;
+    if let Some(userns) = &ns.userns {
+        setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| {
+            Error::unavailable("entering the warm server's user namespace", e.desc())
+        })?;
+    } else if id.rootless {
+        return Err(Error::Internal(
+            "a rootless run needs the warm server's user namespace".into(),
+        ));
+    }
+    setns(&ns.mntns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::unavailable("entering the warm server's mount namespace", e.desc()))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| {
+        Error::unavailable(
+            "unshare(CLONE_NEWNS) in the warm server's namespace",
+            e.desc(),
+        )
+    })?;
+    set_propagation(Propagation::Private)?;
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        tracing::debug!("{}: {e}", cwd.display());
+    }
     Ok(())
 }
 

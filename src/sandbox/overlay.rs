@@ -41,10 +41,10 @@ pub fn escape(path: &Path) -> String {
 /// The mount data for the run's overlay. `volatile` (when the write layer
 /// is thrown away) skips overlayfs' sync of the whole upper filesystem at
 /// unmount, which costs hundreds of milliseconds on a busy disk.
-pub fn options(run: &RunDir, userxattr: bool, volatile: bool) -> String {
+pub fn options(run: &RunDir, lower: &Path, userxattr: bool, volatile: bool) -> String {
     let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
-        escape(&run.lower()),
+        escape(lower),
         escape(&run.upper()),
         escape(&run.work())
     );
@@ -61,18 +61,23 @@ pub fn options(run: &RunDir, userxattr: bool, volatile: bool) -> String {
 /// Mount the overlay at `target`. The merged root takes its mode and times
 /// from the upper directory, so the upper root is given the lower root's
 /// first: the task then sees the environment's root as a restore has it.
-pub fn mount_overlay(run: &RunDir, target: &Path, userxattr: bool, volatile: bool) -> Result<()> {
-    let lower = run.lower();
+pub fn mount_overlay(
+    run: &RunDir,
+    lower: &Path,
+    target: &Path,
+    userxattr: bool,
+    volatile: bool,
+) -> Result<()> {
     let upper = run.upper();
-    let meta = std::fs::metadata(&lower).at(&lower)?;
+    let meta = std::fs::metadata(lower).at(lower)?;
     std::fs::set_permissions(
         &upper,
         std::fs::Permissions::from_mode(meta.mode() & 0o7777),
     )
     .at(&upper)?;
     let times = std::fs::FileTimes::new()
-        .set_accessed(meta.accessed().at(&lower)?)
-        .set_modified(meta.modified().at(&lower)?);
+        .set_accessed(meta.accessed().at(lower)?)
+        .set_modified(meta.modified().at(lower)?);
     std::fs::File::open(&upper)
         .and_then(|f| f.set_times(times))
         .at(&upper)?;
@@ -86,11 +91,11 @@ pub fn mount_overlay(run: &RunDir, target: &Path, userxattr: bool, volatile: boo
             Some(data),
         )
     };
-    let mut data = options(run, userxattr, volatile);
+    let mut data = options(run, lower, userxattr, volatile);
     let mut result = try_mount(&data);
     if volatile && result == Err(nix::errno::Errno::EINVAL) {
         // Kernels before 5.10 do not know `volatile`.
-        data = options(run, userxattr, false);
+        data = options(run, lower, userxattr, false);
         result = try_mount(&data);
     }
     result.map_err(|e| {

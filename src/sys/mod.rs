@@ -13,12 +13,15 @@
 //!   `si_code`, and `kill` of real-time signals nix's `Signal` cannot name.
 //! - [`wait`]: `waitpid` keeping statuses nix cannot represent.
 //! - [`mmap`]: a read-only mapping of a whole file (the tree indexes).
+//! - [`fdpass`]: namespace descriptors sent over a Unix socket (the warm
+//!   server hands its namespaces to runs).
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
 //! thread may have held the allocator's lock at the moment of the fork.
 
 pub mod exec;
+pub mod fdpass;
 pub mod fork;
 pub mod mmap;
 pub mod mountinfo;

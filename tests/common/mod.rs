@@ -108,3 +108,43 @@ impl FixtureRobot {
         self.cmd(env!("CARGO_BIN_EXE_vhrun"))
     }
 }
+
+/// `/dev/fuse` opened to everyone while it lives (it is 0600 on this
+/// machine; distributions ship 0666), for tests that run as a user.
+/// Serialise its users: the mode is machine-wide.
+pub struct DevFuseOpen(u32);
+
+impl DevFuseOpen {
+    pub fn new() -> DevFuseOpen {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        DevFuseOpen(mode)
+    }
+}
+
+impl Drop for DevFuseOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// `chown -hR uid:uid p`.
+pub fn chown_tree(p: &Path, uid: u32) {
+    let id = Some(nix::unistd::Uid::from_raw(uid));
+    let gid = Some(nix::unistd::Gid::from_raw(uid));
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        id,
+        gid,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}

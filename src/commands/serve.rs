@@ -1,0 +1,26 @@
+use crate::cli::ServeArgs;
+use crate::error::Result;
+use crate::fuse::PassthroughMode;
+use crate::hololib::Locations;
+use crate::server::daemon::{self, ServeConfig};
+use std::time::Duration;
+
+/// `vhrun __serve`: a catalog's warm server (see `crate::server`).
+pub fn run(a: &ServeArgs) -> Result<i32> {
+    crate::sys::fdpass::close_inherited();
+    daemon::serve(&ServeConfig {
+        vhrun_home: Locations::from_env().vhrun_home,
+        key: a.key.clone(),
+        catalog: a.catalog.clone(),
+        hololib: a.hololib.clone(),
+        blobs: a.blobs.clone(),
+        target_name: a.target.clone(),
+        shown_as: a.shown_as.clone(),
+        idle: Duration::try_from_secs_f64(a.idle).unwrap_or(Duration::from_secs(60)),
+        passthrough: if a.no_passthrough {
+            PassthroughMode::Off
+        } else {
+            PassthroughMode::Auto
+        },
+    })
+}

@@ -1,0 +1,335 @@
+//! The server side: `vhrun __serve`, started by the first run that needs
+//! it (see the parent module for the why and the protocol).
+
+use super::{servers_dir, short_socket_path, write_frame, Hello, Paths};
+use crate::blobcache::BlobCache;
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::{self, MountOptions, MountedTree, PassthroughMode};
+use crate::hololib::Hololib;
+use crate::sandbox::namespaces::{self, Identity, Propagation};
+use crate::sandbox::rundir::RunDir;
+use crate::tree::Tree;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a new server waits for its first run, whatever its idle time.
+const FIRST_RUN_GRACE: Duration = Duration::from_secs(10);
+
+/// What `vhrun __serve` is told by the run that starts it.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub vhrun_home: PathBuf,
+    pub key: String,
+    pub catalog: PathBuf,
+    pub hololib: PathBuf,
+    pub blobs: PathBuf,
+    pub target_name: String,
+    pub shown_as: PathBuf,
+    pub idle: Duration,
+    pub passthrough: PassthroughMode,
+}
+
+/// Detach and serve. Returns in the starter's child at once (exit 0); the
+/// server itself runs in a grandchild, so that the starting run never has
+/// it as a child (its reaper would wait for or kill it).
+pub fn serve(cfg: &ServeConfig) -> Result<i32> {
+    namespaces::ensure_single_threaded()?;
+    // Out of the caller's session: a terminal's ^C or hangup is not ours.
+    let _ = nix::unistd::setsid();
+    // The process is single-threaded here, so the child may run ordinary
+    // code (the restriction of `clone_child` is about other threads).
+    crate::sys::fork::clone_child(false, || match serve_detached(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            e.exit_code()
+        }
+    })
+    .map_err(|e| Error::Internal(format!("cannot detach the warm server: {}", e.desc())))?;
+    Ok(0)
+}
+
+fn serve_detached(cfg: &ServeConfig) -> Result<()> {
+    let dir = servers_dir(&cfg.vhrun_home);
+    let paths = Paths::new(&dir, &cfg.key);
+    let _key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
+    let id = Identity::current();
+    // Blocked before any thread starts, so every thread inherits it.
+    let signals = block_signals()?;
+    namespaces::enter_with(&id, Propagation::Slave)?;
+    let userns = if id.rootless {
+        Some(std::fs::File::open("/proc/self/ns/user").at("/proc/self/ns/user")?)
+    } else {
+        None
+    };
+    let mntns = std::fs::File::open("/proc/self/ns/mnt").at("/proc/self/ns/mnt")?;
+
+    let tree = Arc::new(Tree::load_indexed(
+        &cfg.catalog,
+        &cfg.vhrun_home.join("index"),
+    )?);
+    let blobs = BlobCache::new(Hololib::new(&cfg.hololib), &cfg.blobs);
+    // A run directory of its own: gc sees the catalog in use, and a
+    // crashed server's directory is removed by the next one.
+    let run = RunDir::create(&dir)?;
+    let note = run.path.join("catalog");
+    std::fs::write(&note, cfg.catalog.as_os_str().as_encoded_bytes()).at(&note)?;
+    let opts = MountOptions {
+        target_name: cfg.target_name.clone(),
+        uid: id.uid,
+        gid: id.gid,
+        threads: 2,
+        passthrough: if id.rootless {
+            PassthroughMode::Off
+        } else {
+            cfg.passthrough
+        },
+        shown_as: Some(cfg.shown_as.clone()),
+    };
+    let mounted = fuse::mount(tree, blobs, &run.lower(), &opts)?;
+
+    // Bound under a temporary name and renamed: a run never connects to
+    // a socket whose server is not ready.
+    let dirf = std::fs::File::open(&dir).at(&dir)?;
+    let tmp = format!(".{}.{}.sock", cfg.key, std::process::id());
+    let listener = UnixListener::bind(short_socket_path(&dirf, &tmp)).at(dir.join(&tmp))?;
+    let sock = dir.join(&paths.socket_name);
+    std::fs::rename(dir.join(&tmp), &sock).at(&sock)?;
+    let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
+    listener.set_nonblocking(true).at(&sock)?;
+    tracing::info!(
+        pid = std::process::id(),
+        lower = %run.lower().display(),
+        idle = ?cfg.idle,
+        "warm server ready for {}",
+        cfg.catalog.display()
+    );
+    announce_ready();
+
+    let state = Served {
+        mounted: &mounted,
+        lower: run.lower(),
+        userns: userns.as_ref().map(|f| f.as_fd()),
+        mntns: mntns.as_fd(),
+        uid: id.uid,
+    };
+    let why = state.run(&listener, &signals, cfg.idle);
+    tracing::info!("warm server exits: {why}");
+
+    // No new run from here on; those already queued are turned away and
+    // start a server of their own.
+    if std::fs::metadata(&sock).is_ok_and(|m| m.ino() == sock_ino) {
+        let _ = std::fs::remove_file(&sock);
+    }
+    drop(listener);
+    drop(signals);
+    if let Err(e) = mounted.unmount() {
+        tracing::warn!("{e}");
+    }
+    if let Err(e) = run.remove() {
+        tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
+/// One server per key: wait a little for one that is exiting.
+fn lock_key(path: &std::path::Path) -> Result<Flock<std::fs::File>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let f = std::fs::File::create(path).at(path)?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(g) => return Ok(g),
+            Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(Error::unavailable(
+                    format!("{}: another warm server holds this key", path.display()),
+                    "it did not exit within 10 s",
+                ))
+            }
+            Err((_, e)) => return Err(Error::io(path, e.into())),
+        }
+    }
+}
+
+fn block_signals() -> Result<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))
+}
+
+/// Tell the starter we serve, then let go of its pipe.
+fn announce_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"ready\n");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+struct Served<'a> {
+    mounted: &'a MountedTree,
+    lower: PathBuf,
+    userns: Option<std::os::fd::BorrowedFd<'a>>,
+    mntns: std::os::fd::BorrowedFd<'a>,
+    uid: u32,
+}
+
+struct Client {
+    stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl Served<'_> {
+    /// Serve runs until idle, signalled, or unmounted; says which.
+    fn run(&self, listener: &UnixListener, signals: &SignalFd, idle: Duration) -> String {
+        let mut clients: Vec<Client> = Vec::new();
+        let mut served: u64 = 0;
+        let mut idle_since = Instant::now();
+        loop {
+            if !self.mounted.is_serving() {
+                return "the tree was unmounted".into();
+            }
+            // The run that started the server is on its way: wait for it
+            // even with a zero idle time.
+            let idle = if served == 0 {
+                idle.max(FIRST_RUN_GRACE)
+            } else {
+                idle
+            };
+            if clients.is_empty() && idle_since.elapsed() >= idle {
+                return format!("no run for {idle:?}");
+            }
+            // Wake at least once a second to notice an unmount.
+            let wait = if clients.is_empty() {
+                idle.saturating_sub(idle_since.elapsed())
+            } else {
+                Duration::from_secs(1)
+            }
+            .min(Duration::from_secs(1));
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            ];
+            fds.extend(
+                clients
+                    .iter()
+                    .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)),
+            );
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(1000);
+            match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return format!("poll: {}", e.desc()),
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let listener_ready = ready(0);
+            let signalled = ready(1);
+            let readable: Vec<usize> = (0..clients.len()).filter(|&i| ready(i + 2)).collect();
+            drop(fds);
+            if signalled {
+                if let Ok(Some(s)) = signals.read_signal() {
+                    return format!("signal {}", s.ssi_signo);
+                }
+            }
+            // Newest first, so removing keeps the other indexes right.
+            for i in readable.into_iter().rev() {
+                if !self.answer(&mut clients[i]) {
+                    clients.swap_remove(i);
+                    if clients.is_empty() {
+                        idle_since = Instant::now();
+                    }
+                }
+            }
+            if listener_ready {
+                while let Ok((stream, _)) = listener.accept() {
+                    if let Some(c) = self.greet(stream, served) {
+                        served += 1;
+                        clients.push(c);
+                    }
+                }
+            }
+        }
+    }
+
+    fn greet(&self, stream: UnixStream, served: u64) -> Option<Client> {
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()?;
+        if peer.uid() != self.uid {
+            tracing::warn!(uid = peer.uid(), "refused a connection from another user");
+            return None;
+        }
+        stream.set_nonblocking(false).ok()?;
+        let hello = Hello {
+            pid: std::process::id(),
+            lower: self.lower.clone(),
+            served,
+            userns: self.userns.is_some(),
+            stats: self.mounted.stats(),
+        };
+        let json = serde_json::to_vec(&hello).ok()?;
+        let mut fds = Vec::new();
+        fds.extend(self.userns);
+        fds.push(self.mntns);
+        match crate::sys::fdpass::send(&stream, &super::frame(&json), &fds) {
+            Ok(()) => {
+                tracing::debug!(peer = peer.pid(), served, "run connected");
+                Some(Client {
+                    stream,
+                    pending: Vec::new(),
+                })
+            }
+            Err(e) => {
+                tracing::debug!("greeting a run: {}", e.desc());
+                None
+            }
+        }
+    }
+
+    /// Read what a run asks and answer it; false once it is gone.
+    fn answer(&self, c: &mut Client) -> bool {
+        let mut buf = [0u8; 256];
+        let n = match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        c.pending.extend_from_slice(&buf[..n]);
+        if c.pending.len() > 4096 {
+            return false;
+        }
+        while let Some(end) = c.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = c.pending.drain(..=end).collect();
+            let payload = match &line[..line.len() - 1] {
+                b"stats" => serde_json::to_vec(&self.mounted.stats()).unwrap_or_default(),
+                b"workset" => self.mounted.working_set().to_bytes(),
+                _ => return false,
+            };
+            if write_frame(&mut c.stream, &payload).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}

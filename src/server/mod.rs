@@ -1,0 +1,413 @@
+//! The warm server: one FUSE mount per catalog, shared by the runs that
+//! follow each other, so the kernel's dentry, attribute and page caches
+//! of the tree outlive a single run (DESIGN.md, "Warm runs", step 2).
+//!
+//! A run asks [`connect_or_spawn`] for the server of its catalog. The
+//! server (`vhrun __serve`, started on first use, detached) lives in a
+//! mount namespace of its own (plus a user namespace when rootless) with
+//! the tree mounted at a private mountpoint; it is never mounted in the
+//! host's namespace. Over a Unix socket in `$VHRUN_HOME/servers/` it hands
+//! each run descriptors of its namespaces; the run `setns`-es into them
+//! and unshares a private mount namespace of its own for its overlay
+//! (`sandbox::namespaces::join`). Nothing a run mounts reaches the server.
+//!
+//! Lifetime: a run keeps its connection open until it ends; the server
+//! exits when no run has been connected for the idle time
+//! (`VHRUN_SERVER_IDLE`, seconds, default [`DEFAULT_IDLE`]), and with it
+//! its namespace and mount. If it is killed, a run in flight sees its
+//! environment vanish (`ENOTCONN`) and vhrun says so; the next run starts
+//! a new server. `VHRUN_SERVER=off` mounts a tree per run instead.
+//!
+//! A server is keyed by everything that shapes what it serves or where it
+//! is seen: the catalog's content fingerprint, the hololib and blob cache,
+//! the target name and environment path, the caller's ids, passthrough,
+//! the vhrun executable, and the caller's mount table (a run must see the
+//! filesystems it would see without the server).
+//!
+//! Wire protocol (local, same user only, checked with `SO_PEERCRED`): the
+//! server greets each connection with a length-prefixed JSON [`Hello`]
+//! carrying the namespace descriptors (`SCM_RIGHTS`); the run may then send
+//! `stats\n` or `workset\n` and reads a length-prefixed answer.
+
+pub mod daemon;
+
+use crate::blobcache::BlobCache;
+use crate::error::{Error, IoContext, Result};
+use crate::fuse::{PassthroughMode, Stats, WorkingSet};
+use crate::hololib::layout::mkdir_all;
+use crate::hololib::Hololib;
+use crate::sandbox::namespaces::{Identity, Joined};
+use crate::tree::Tree;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Seconds a server waits for the next run after the last one ended.
+pub const DEFAULT_IDLE: u64 = 60;
+
+/// How long a run waits for a server to answer or to become ready before
+/// mounting the tree itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Largest answer accepted from a server (a working set of a big run is a
+/// few hundred KiB).
+const MAX_ANSWER: usize = 64 << 20;
+
+/// What a run wants served.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub vhrun_home: &'a Path,
+    pub tree: &'a Tree,
+    pub hololib: &'a Hololib,
+    pub blobs: &'a BlobCache,
+    /// Basename written at relocation offsets.
+    pub target_name: &'a str,
+    /// The environment's path (above the overlay), for messages.
+    pub shown_as: &'a Path,
+    pub passthrough: PassthroughMode,
+    pub identity: Identity,
+}
+
+/// The server's greeting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub pid: u32,
+    /// Where the tree is mounted in the server's namespace.
+    pub lower: PathBuf,
+    /// Runs connected before this one, over the server's life.
+    pub served: u64,
+    pub userns: bool,
+    /// The server's counters when this run connected.
+    pub stats: Stats,
+}
+
+/// A run's connection to its server; the server stays while it is open.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    pub hello: Hello,
+    joined: Option<Joined>,
+}
+
+impl Connection {
+    /// The first run of this server: its caches are cold.
+    pub fn fresh(&self) -> bool {
+        self.hello.served == 0
+    }
+
+    /// The namespaces to join (once).
+    pub fn take_namespaces(&mut self) -> Option<Joined> {
+        self.joined.take()
+    }
+
+    /// The server's counters now.
+    pub fn stats(&mut self) -> Result<Stats> {
+        let bytes = self.ask("stats")?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("warm server: bad stats answer: {e}")))
+    }
+
+    /// What the server's tree has been asked for so far.
+    pub fn working_set(&mut self) -> Result<WorkingSet> {
+        Ok(WorkingSet::from_bytes(&self.ask("workset")?))
+    }
+
+    fn ask(&mut self, what: &str) -> Result<Vec<u8>> {
+        let lost = |e: std::io::Error| {
+            Error::unavailable(
+                format!("the warm server (pid {}) is gone", self.hello.pid),
+                e.to_string(),
+            )
+        };
+        self.stream
+            .write_all(format!("{what}\n").as_bytes())
+            .map_err(lost)?;
+        read_frame(&mut self.stream).map_err(lost)
+    }
+}
+
+/// Whether runs should use a warm server (`VHRUN_SERVER=off` says no).
+pub fn enabled() -> bool {
+    !std::env::var_os("VHRUN_SERVER").is_some_and(|v| v == "off" || v == "0")
+}
+
+/// The idle time servers started now get.
+pub fn idle_time() -> Duration {
+    let secs = std::env::var("VHRUN_SERVER_IDLE")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(DEFAULT_IDLE as f64);
+    Duration::from_secs_f64(secs)
+}
+
+/// Where servers keep their sockets, locks, logs and mountpoints.
+pub fn servers_dir(vhrun_home: &Path) -> PathBuf {
+    vhrun_home.join("servers")
+}
+
+/// The key of the server for `req`: equal keys serve identical trees at
+/// identical paths to the same user.
+pub fn key(req: &Request) -> String {
+    let mut parts: Vec<Vec<u8>> = vec![
+        b"vhrun-server-1".to_vec(),
+        req.tree.fingerprint().to_le_bytes().to_vec(),
+        req.tree
+            .catalog_path()
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec(),
+        req.hololib.root.as_os_str().as_encoded_bytes().to_vec(),
+        req.blobs.root().as_os_str().as_encoded_bytes().to_vec(),
+        req.target_name.as_bytes().to_vec(),
+        req.shown_as.as_os_str().as_encoded_bytes().to_vec(),
+        format!(
+            "{} {} {} {:?}",
+            req.identity.uid, req.identity.gid, req.identity.rootless, req.passthrough
+        )
+        .into_bytes(),
+    ];
+    // A rebuilt vhrun gets servers running its own code.
+    if let Ok(m) = std::fs::metadata("/proc/self/exe") {
+        parts.push(format!("{} {} {} {}", m.dev(), m.ino(), m.size(), m.mtime_nsec()).into_bytes());
+    }
+    // The server's namespace is a copy of the mount table it started with.
+    parts.push(std::fs::read("/proc/self/mountinfo").unwrap_or_default());
+    let mut all = Vec::new();
+    for p in parts {
+        all.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        all.extend_from_slice(&p);
+    }
+    format!("{:016x}", crate::digest::sipit(&all))
+}
+
+/// Connect to the warm server of `req`, starting it if none answers.
+pub fn connect_or_spawn(req: &Request) -> Result<Connection> {
+    let _s = tracing::info_span!("server.connect").entered();
+    let dir = servers_dir(req.vhrun_home);
+    mkdir_all(&dir, 0o700)?;
+    let key = key(req);
+    let paths = Paths::new(&dir, &key);
+    if let Ok(c) = connect(&paths, req) {
+        tracing::debug!(
+            pid = c.hello.pid,
+            served = c.hello.served,
+            "warm server answered"
+        );
+        return Ok(c);
+    }
+    // One starter per key; whoever waited behind it finds it running.
+    let spawn_lock = std::fs::File::create(&paths.spawn_lock).at(&paths.spawn_lock)?;
+    let _guard = Flock::lock(spawn_lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(&paths.spawn_lock, e.into()))?;
+    if let Ok(c) = connect(&paths, req) {
+        return Ok(c);
+    }
+    spawn(req, &key, &paths)?;
+    connect(&paths, req)
+}
+
+/// The files of one server key.
+struct Paths {
+    dir: PathBuf,
+    socket_name: String,
+    spawn_lock: PathBuf,
+    log: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path, key: &str) -> Paths {
+        Paths {
+            dir: dir.to_path_buf(),
+            socket_name: format!("{key}.sock"),
+            spawn_lock: dir.join(format!("{key}.spawn")),
+            log: dir.join(format!("{key}.log")),
+        }
+    }
+}
+
+/// A socket address is limited to 108 bytes; `$VHRUN_HOME` may be longer.
+/// The directory is reached through a descriptor instead.
+fn short_socket_path(dir: &std::fs::File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
+    let dir = std::fs::File::open(&paths.dir).at(&paths.dir)?;
+    let path = short_socket_path(&dir, &paths.socket_name);
+    let sock_path = paths.dir.join(&paths.socket_name);
+    let stream = UnixStream::connect(&path).at(&sock_path)?;
+    drop(dir);
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .at(&sock_path)?;
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| Error::io(&sock_path, e.into()))?;
+    if peer.uid() != req.identity.uid {
+        return Err(Error::bad_input(
+            &sock_path,
+            format!(
+                "the server socket belongs to uid {}, not to this user",
+                peer.uid()
+            ),
+        ));
+    }
+    let (hello, mut fds) = read_hello(&stream).at(&sock_path)?;
+    let mntns = fds
+        .pop()
+        .ok_or_else(|| Error::bad_input(&sock_path, "the server sent no mount namespace"))?;
+    let userns = if hello.userns { fds.pop() } else { None };
+    if hello.userns && userns.is_none() {
+        return Err(Error::bad_input(
+            &sock_path,
+            "the server sent no user namespace",
+        ));
+    }
+    stream.set_read_timeout(None).at(&sock_path)?;
+    let joined = Joined {
+        userns,
+        mntns,
+        lower: hello.lower.clone(),
+    };
+    Ok(Connection {
+        stream,
+        hello,
+        joined: Some(joined),
+    })
+}
+
+/// The greeting: a 4-byte little-endian length, then JSON; the
+/// descriptors come with the first bytes (user namespace first).
+fn read_hello(stream: &UnixStream) -> std::io::Result<(Hello, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; 64 << 10];
+    let (n, fds) = crate::sys::fdpass::recv(stream, &mut buf)?;
+    if n < 4 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection (it is exiting)",
+        ));
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > buf.len() - 4 {
+        return Err(std::io::Error::other("oversized greeting"));
+    }
+    let mut have = n - 4;
+    let mut s = stream;
+    while have < len {
+        let m = s.read(&mut buf[4 + have..4 + len])?;
+        if m == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        have += m;
+    }
+    let hello = serde_json::from_slice(&buf[4..4 + len]).map_err(std::io::Error::other)?;
+    Ok((hello, fds))
+}
+
+fn read_frame(stream: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_ANSWER {
+        return Err(std::io::Error::other("oversized answer"));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Start the server for `key` and wait until it serves (or says why not).
+fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
+    let _s = tracing::info_span!("server.spawn", key).entered();
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+    let log = std::fs::File::create(&paths.log).at(&paths.log)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__serve")
+        .args(crate::logging::verbosity_args())
+        .arg("--key")
+        .arg(key)
+        .arg("--catalog")
+        .arg(req.tree.catalog_path())
+        .arg("--hololib")
+        .arg(&req.hololib.root)
+        .arg("--blobs")
+        .arg(req.blobs.root())
+        .arg("--target")
+        .arg(req.target_name)
+        .arg("--shown-as")
+        .arg(req.shown_as)
+        .arg("--idle")
+        .arg(idle_time().as_secs_f64().to_string())
+        .env("VHRUN_HOME", req.vhrun_home)
+        // Its own output would keep a caller's pipe open for its whole
+        // life: only its log.
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    if req.passthrough == PassthroughMode::Off {
+        cmd.arg("--no-passthrough");
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Internal(format!("cannot start the warm server: {e}")))?;
+    let stdout = child.stdout.take();
+    // The direct child only detaches the server and exits at once.
+    let status = child
+        .wait()
+        .map_err(|e| Error::Internal(format!("warm server start: {e}")))?;
+    let failed = |why: String| {
+        let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        Error::unavailable(
+            format!("the warm server did not start ({why})"),
+            format!("{last} (log: {})", paths.log.display()),
+        )
+    };
+    if !status.success() {
+        return Err(failed(format!("exit {}", status.code().unwrap_or(-1))));
+    }
+    let Some(stdout) = stdout else {
+        return Err(failed("no pipe".into()));
+    };
+    let fd = OwnedFd::from(stdout);
+    let mut pfd = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&fd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = START_TIMEOUT.as_millis() as u16;
+    match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+        Ok(0) => return Err(failed("no answer in time".into())),
+        Ok(_) => {}
+        Err(e) => return Err(failed(e.desc().to_string())),
+    }
+    let mut line = [0u8; 64];
+    let n = nix::unistd::read(&fd, &mut line).unwrap_or(0);
+    if !line[..n].starts_with(b"ready") {
+        return Err(failed("it exited".into()));
+    }
+    Ok(())
+}
+
+/// Write one answer frame.
+pub(crate) fn write_frame(stream: &mut UnixStream, payload: &[u8]) -> std::io::Result<()> {
+    stream.write_all(&frame(payload))
+}

@@ -1,0 +1,315 @@
+//! The warm server: runs of one environment share one FUSE mount kept in
+//! a namespace of its own, so the second run finds the kernel's caches
+//! warm; it never shows on the host, ends after its idle time, and a run
+//! survives its absence (a new one starts) but not its death mid-run.
+//!
+//! These tests need root (CI is root); the rootless one drops to uid 4321
+//! with setpriv.
+
+mod common;
+
+use common::{chown_tree, DevFuseOpen, FixtureRobot};
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TASKS: &str =
+    "tasks:\n  Read:\n    shell: sh -c \"cat $CONDA_PREFIX/identity.yaml | head -c 8; echo\"\n";
+
+const UNPRIVILEGED: u32 = 4321;
+
+/// /dev/fuse's mode is machine-wide: the rootless test changes it.
+static DEV_FUSE: Mutex<()> = Mutex::new(());
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn host_mounts() -> BTreeSet<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(3).take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// A run of the robot's task with `--stats-json`: its output and stats.
+fn run(fx: &FixtureRobot, env: &[(&str, &str)], name: &str) -> (Output, serde_json::Value) {
+    let json = fx.tmp.path().join(format!("{name}.json"));
+    let mut c = fx.vhrun();
+    c.args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .arg("--stats-json")
+        .arg(&json);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let stats = fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (out, stats)
+}
+
+/// Warm servers serving `vhrun_home` (their environment names it).
+fn server_pids(vhrun_home: &Path) -> Vec<u32> {
+    let want = format!("VHRUN_HOME={}", vhrun_home.display());
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !cmdline.split(|&b| b == 0).any(|a| a == b"__serve") {
+            continue;
+        }
+        let environ = fs::read(e.path().join("environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no cmdline.
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+fn sockets(vhrun_home: &Path) -> Vec<PathBuf> {
+    fs::read_dir(vhrun_home.join("servers"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+#[test]
+fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
+    let fx = FixtureRobot::new(TASKS);
+    let before = host_mounts();
+    let idle = [("VHRUN_SERVER_IDLE", "60")];
+
+    let (first, s1) = run(&fx, &idle, "first");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "channels\n");
+    let pid = s1["server"]["pid"]
+        .as_u64()
+        .expect("served by a warm server") as u32;
+    assert_eq!(s1["server"]["runs_before"], 0, "{s1}");
+    assert!(s1["fuse"]["lookup"].as_u64().unwrap() > 0, "{s1}");
+
+    // The server lives on, with the tree mounted in its own namespace only.
+    assert_eq!(server_pids(&fx.vhrun_home), vec![pid]);
+    assert_eq!(host_mounts(), before, "a mount appeared on the host");
+    let its = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(its.contains(" fuse.vhrun "), "{its}");
+
+    // The second run: no lookup reaches the server, the kernel has them all.
+    let (second, s2) = run(&fx, &idle, "second");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(s2["server"]["pid"].as_u64(), Some(pid as u64), "{s2}");
+    assert_eq!(s2["server"]["runs_before"], 1, "{s2}");
+    assert_eq!(s2["fuse"]["lookup"], 0, "{s2}");
+    assert_eq!(s2["fuse"]["readdirplus"], 0, "{s2}");
+
+    // gc sees the server's catalog in use and spares its blobs.
+    let cached = || {
+        let mut n = 0;
+        let mut stack = vec![fx.vhrun_home.join("blobs")];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert!(cached() > 0);
+    let gc = fx.vhrun().args(["gc", "--days", "0"]).output().unwrap();
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(cached() > 0, "gc removed the live server's blobs");
+
+    // SIGTERM: it unmounts, removes its socket and directory, and goes.
+    kill(pid, nix::sys::signal::Signal::SIGTERM);
+    wait_until("the server exits", || !alive(pid));
+    assert!(sockets(&fx.vhrun_home).is_empty());
+    let dirs: Vec<_> = fs::read_dir(fx.vhrun_home.join("servers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.path())
+        .collect();
+    assert!(dirs.is_empty(), "server directories left: {dirs:?}");
+    assert_eq!(host_mounts(), before);
+
+    // Switched off: the tree is mounted for the run, no server starts.
+    let (third, s3) = run(&fx, &[("VHRUN_SERVER", "off")], "third");
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(s3["server"], serde_json::Value::Null, "{s3}");
+    assert!(server_pids(&fx.vhrun_home).is_empty());
+}
+
+#[test]
+fn the_server_exits_after_its_idle_time() {
+    let fx = FixtureRobot::new(TASKS);
+    let (out, stats) = run(&fx, &[("VHRUN_SERVER_IDLE", "0.3")], "idle");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = stats["server"]["pid"].as_u64().unwrap() as u32;
+    wait_until("the idle server exits", || !alive(pid));
+    assert!(sockets(&fx.vhrun_home).is_empty());
+    // The next run starts a new one.
+    let (again, stats) = run(&fx, &[("VHRUN_SERVER_IDLE", "0.3")], "again");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stats["server"]["runs_before"], 0, "{stats}");
+    assert_ne!(stats["server"]["pid"].as_u64(), Some(pid as u64));
+}
+
+#[test]
+fn a_killed_server_fails_the_run_in_flight_loudly_and_the_next_run_starts_another() {
+    let fx = FixtureRobot::new(
+        "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/started; while [ ! -e $GATE/go ]; do sleep 0.02; done; cat $CONDA_PREFIX/identity.yaml\"\n",
+    );
+    let gate = fx.tmp.path().join("gate");
+    fs::create_dir_all(&gate).unwrap();
+    let mut c = fx.vhrun();
+    c.args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .env("GATE", &gate)
+        .env("VHRUN_SERVER_IDLE", "60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_until("the task starts", || gate.join("started").exists());
+    let pids = server_pids(&fx.vhrun_home);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    kill(pids[0], nix::sys::signal::Signal::SIGKILL);
+    wait_until("the server is gone", || !alive(pids[0]));
+    fs::write(gate.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the run read a vanished tree");
+    let err = stderr(&out);
+    assert!(err.contains("warm server") && err.contains("gone"), "{err}");
+
+    fs::remove_file(gate.join("started")).unwrap();
+    let (next, stats) = run(&fx, &[("GATE", gate.to_str().unwrap())], "next");
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert_eq!(stats["server"]["runs_before"], 0, "{stats}");
+    let new = server_pids(&fx.vhrun_home);
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0], pids[0]);
+    kill(new[0], nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn concurrent_first_runs_start_one_server() {
+    let fx = FixtureRobot::new(TASKS);
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let json = fx.tmp.path().join(format!("c{i}.json"));
+            let mut c = fx.vhrun();
+            c.args(["run", "-r"])
+                .arg(fx.robot_yaml())
+                .arg("--stats-json")
+                .arg(&json)
+                .env("VHRUN_SERVER_IDLE", "2")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            (c.spawn().unwrap(), json)
+        })
+        .collect();
+    let mut pids = BTreeSet::new();
+    let mut first_runs = 0;
+    for (child, json) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "channels\n");
+        let stats: serde_json::Value = serde_json::from_slice(&fs::read(json).unwrap()).unwrap();
+        pids.insert(stats["server"]["pid"].as_u64().unwrap());
+        if stats["server"]["runs_before"] == 0 {
+            first_runs += 1;
+        }
+    }
+    assert_eq!(pids.len(), 1, "several servers: {pids:?}");
+    assert_eq!(first_runs, 1);
+}
+
+#[test]
+fn rootless_runs_share_a_rootless_server() {
+    let _serial = DEV_FUSE.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = FixtureRobot::new(TASKS);
+    // As root first: creates the space's mountpoint (as rcc's restore
+    // would) and fills the blob cache; its own server is told to go.
+    let (warm, s) = run(&fx, &[("VHRUN_SERVER_IDLE", "0")], "root");
+    assert!(warm.status.success(), "{}", stderr(&warm));
+    let root_server = s["server"]["pid"].as_u64().unwrap() as u32;
+    wait_until("the root server exits", || !alive(root_server));
+
+    let bin = fx.tmp.path().join("bin/vhrun");
+    fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    fs::copy(env!("CARGO_BIN_EXE_vhrun"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    chown_tree(fx.tmp.path(), UNPRIVILEGED);
+    fs::set_permissions(fx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let _fuse = DevFuseOpen::new();
+    let as_user = |name: &str| {
+        let json = fx.tmp.path().join(format!("{name}.json"));
+        let mut c = fx.cmd("setpriv");
+        c.arg(format!("--reuid={UNPRIVILEGED}"))
+            .arg(format!("--regid={UNPRIVILEGED}"))
+            .arg("--clear-groups")
+            .arg(&bin)
+            .args(["run", "-r"])
+            .arg(fx.robot_yaml())
+            .arg("--stats-json")
+            .arg(&json)
+            .env("VHRUN_SERVER_IDLE", "30");
+        let out = c.output().unwrap();
+        let stats: serde_json::Value =
+            serde_json::from_slice(&fs::read(&json).unwrap_or_default()).unwrap_or_default();
+        (out, stats)
+    };
+    let (one, s1) = as_user("u1");
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert_eq!(String::from_utf8_lossy(&one.stdout), "channels\n");
+    let (two, s2) = as_user("u2");
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert_eq!(s1["server"]["pid"], s2["server"]["pid"], "{s1} {s2}");
+    assert_eq!(s2["server"]["runs_before"], 1, "{s2}");
+    assert_eq!(s2["fuse"]["lookup"], 0, "{s2}");
+    let pid = s2["server"]["pid"].as_u64().unwrap() as u32;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains(&UNPRIVILEGED.to_string()), "{uid_line}");
+    // The server runs in a user namespace of its own.
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/user")).unwrap(),
+        fs::read_link("/proc/self/ns/user").unwrap()
+    );
+    kill(pid, nix::sys::signal::Signal::SIGTERM);
+    wait_until("the rootless server exits", || !alive(pid));
+}
