@@ -20,19 +20,22 @@ LABELS = {
     "c": "(c) vhrun",
     "c-nopt": "(c) vhrun, no passthrough",
     "c-raw": "(c) vhrun, raw hololib",
+    "c-perrun": "(c) vhrun, per-run mount (VHRUN_SERVER=off)",
     "d": "(d) plain dir",
 }
 METRICS = {
     "true": "activation (true)",
-    "pass": "python -c pass",
-    "import": "heavy import",
+    "pass": "python -c pass (end to end)",
+    "pass-in": "python -c pass (in env)",
+    "import": "heavy import (end to end)",
+    "import-in": "heavy import (in env)",
     "robot": "robot run",
     "cold": "cold first run",
     "conc": "8 concurrent imports",
 }
 COLORS = {
     "a": "#b0413e", "a-raw": "#d98c8a", "b": "#e0a030", "c": "#2f6db5",
-    "c-nopt": "#7ea6d9", "c-raw": "#1b3f6b", "d": "#6a6a6a",
+    "c-nopt": "#7ea6d9", "c-raw": "#1b3f6b", "c-perrun": "#4fa3a5", "d": "#6a6a6a",
 }
 
 
@@ -50,7 +53,7 @@ def panel(ax, res, names, ref, invert, title):
     # contenders with at least one figure (a failed one gets no bar)
     others = [c for c in names if c != ref and any(median(res, m, c) for m in metrics)]
     width = 0.8 / max(len(others), 1)
-    top = 1.0
+    top = low = 1.0
     for i, c in enumerate(others):
         xs, ys = [], []
         for j, m in enumerate(metrics):
@@ -59,13 +62,14 @@ def panel(ax, res, names, ref, invert, title):
                 xs.append(j + (i - (len(others) - 1) / 2) * width)
                 ys.append(r / v if invert else v / r)
         top = max([top] + ys)
+        low = min([low] + ys)
         bars = ax.bar(xs, ys, width, label=LABELS[c], color=COLORS.get(c))
         for b, y in zip(bars, ys):
             ax.annotate(label(y), (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom",
                         fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set_yscale("log")
-    ax.set_ylim(0.8, top * 4)
+    ax.set_ylim(min(0.8, low * 0.8), top * 4)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([METRICS[m] for m in metrics], rotation=20, ha="right", fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -75,9 +79,10 @@ def panel(ax, res, names, ref, invert, title):
 def main():
     data = json.load(open(sys.argv[1]))
     res, names = data["results"], data["contenders"]
+    LABELS.update(data.get("labels", {}))
     plt.rcParams["svg.hashsalt"] = "vhrun-bench"
     plt.rcParams["svg.fonttype"] = "none"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))
     panel(left, res, names, "d", False, "time / plain directory (d)  (lower is better, 1 = floor)")
     panel(right, res, names, "a", True, "times faster than copy restore (a)  (higher is better)")
     handles = {}
@@ -85,12 +90,12 @@ def main():
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     order = [LABELS[c] for c in names if LABELS[c] in handles]
-    fig.legend([handles[k] for k in order], order, loc="lower center", ncol=len(order), fontsize=8,
+    fig.legend([handles[k] for k in order], order, loc="lower center", ncol=min(len(order), 4), fontsize=8,
                frameon=False)
     m = data["machine"]
     fig.suptitle(f"vhrun benchmark: ~12k-file CPython env, medians; Linux {m['kernel']}, {m['cores']} cores",
                  fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(sys.argv[2], format="svg", metadata={"Date": None})
 
 
