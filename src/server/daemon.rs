@@ -119,6 +119,10 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let state = Served {
         mounted: &mounted,
         lower: run.lower(),
+        catalog: cfg.catalog.clone(),
+        shown_as: cfg.shown_as.clone(),
+        idle: cfg.idle,
+        served: std::cell::Cell::new(0),
         userns: userns.as_ref().map(|f| f.as_fd()),
         mntns: mntns.as_fd(),
         uid: id.uid,
@@ -188,6 +192,11 @@ fn announce_ready() {
 struct Served<'a> {
     mounted: &'a MountedTree,
     lower: PathBuf,
+    catalog: PathBuf,
+    shown_as: PathBuf,
+    idle: Duration,
+    /// Runs greeted so far.
+    served: std::cell::Cell<u64>,
     userns: Option<std::os::fd::BorrowedFd<'a>>,
     mntns: std::os::fd::BorrowedFd<'a>,
     uid: u32,
@@ -198,13 +207,19 @@ struct Client {
     pending: Vec<u8>,
 }
 
+/// A greeting carries the namespaces only to a run.
+enum Greeting {
+    Run,
+    Info,
+}
+
 impl Served<'_> {
     /// Serve runs until idle, signalled, or unmounted; says which.
     fn run(&self, listener: &UnixListener, signals: &SignalFd, idle: Duration) -> String {
         let mut clients: Vec<Client> = Vec::new();
-        let mut served: u64 = 0;
         let mut idle_since = Instant::now();
         loop {
+            let served = self.served.get();
             if !self.mounted.is_serving() {
                 return "the tree was unmounted".into();
             }
@@ -264,8 +279,7 @@ impl Served<'_> {
             }
             if listener_ready {
                 while let Ok((stream, _)) = listener.accept() {
-                    if let Some(c) = self.greet(stream, served) {
-                        served += 1;
+                    if let Some(c) = self.admit(stream) {
                         clients.push(c);
                     }
                 }
@@ -273,7 +287,8 @@ impl Served<'_> {
         }
     }
 
-    fn greet(&self, stream: UnixStream, served: u64) -> Option<Client> {
+    /// Same user only; the greeting waits for the client to say who it is.
+    fn admit(&self, stream: UnixStream) -> Option<Client> {
         let peer =
             nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
                 .ok()?;
@@ -282,28 +297,44 @@ impl Served<'_> {
             return None;
         }
         stream.set_nonblocking(false).ok()?;
+        Some(Client {
+            stream,
+            pending: Vec::new(),
+        })
+    }
+
+    fn greet(&self, c: &mut Client, what: Greeting) -> bool {
+        let served = self.served.get();
         let hello = Hello {
             pid: std::process::id(),
             lower: self.lower.clone(),
             served,
             userns: self.userns.is_some(),
             stats: self.mounted.stats(),
+            catalog: self.catalog.clone(),
+            environment: self.shown_as.clone(),
+            idle_s: self.idle.as_secs_f64(),
         };
-        let json = serde_json::to_vec(&hello).ok()?;
-        let mut fds = Vec::new();
-        fds.extend(self.userns);
-        fds.push(self.mntns);
-        match crate::sys::fdpass::send(&stream, &super::frame(&json), &fds) {
-            Ok(()) => {
-                tracing::debug!(peer = peer.pid(), served, "run connected");
-                Some(Client {
-                    stream,
-                    pending: Vec::new(),
-                })
-            }
-            Err(e) => {
-                tracing::debug!("greeting a run: {}", e.desc());
-                None
+        let Ok(json) = serde_json::to_vec(&hello) else {
+            return false;
+        };
+        match what {
+            Greeting::Info => write_frame(&mut c.stream, &json).is_ok(),
+            Greeting::Run => {
+                let mut fds = Vec::new();
+                fds.extend(self.userns);
+                fds.push(self.mntns);
+                match crate::sys::fdpass::send(&c.stream, &super::frame(&json), &fds) {
+                    Ok(()) => {
+                        tracing::debug!(served, "run connected");
+                        self.served.set(served + 1);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!("greeting a run: {}", e.desc());
+                        false
+                    }
+                }
             }
         }
     }
@@ -322,6 +353,18 @@ impl Served<'_> {
         while let Some(end) = c.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = c.pending.drain(..=end).collect();
             let payload = match &line[..line.len() - 1] {
+                b"run" => {
+                    if !self.greet(c, Greeting::Run) {
+                        return false;
+                    }
+                    continue;
+                }
+                b"info" => {
+                    if !self.greet(c, Greeting::Info) {
+                        return false;
+                    }
+                    continue;
+                }
                 b"stats" => serde_json::to_vec(&self.mounted.stats()).unwrap_or_default(),
                 b"workset" => self.mounted.working_set().to_bytes(),
                 _ => return false,

@@ -24,10 +24,12 @@
 //! the vhrun executable, and the caller's mount table (a run must see the
 //! filesystems it would see without the server).
 //!
-//! Wire protocol (local, same user only, checked with `SO_PEERCRED`): the
-//! server greets each connection with a length-prefixed JSON [`Hello`]
-//! carrying the namespace descriptors (`SCM_RIGHTS`); the run may then send
-//! `stats\n` or `workset\n` and reads a length-prefixed answer.
+//! Wire protocol (local, same user only, checked with `SO_PEERCRED` on
+//! both sides): requests are lines, answers length-prefixed frames. A run
+//! sends `run\n` and gets a JSON [`Hello`] carrying the namespace
+//! descriptors (`SCM_RIGHTS`); it may then send `stats\n` or `workset\n`.
+//! `info\n` gets the [`Hello`] alone (`vhrun servers`), and does not count
+//! as a run.
 
 pub mod daemon;
 
@@ -86,6 +88,11 @@ pub struct Hello {
     pub userns: bool,
     /// The server's counters when this run connected.
     pub stats: Stats,
+    pub catalog: PathBuf,
+    /// The environment's path the tree is relocated for.
+    pub environment: PathBuf,
+    /// Seconds it waits for a run before exiting.
+    pub idle_s: f64,
 }
 
 /// A run's connection to its server; the server stays while it is open.
@@ -259,6 +266,7 @@ fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
             ),
         ));
     }
+    (&stream).write_all(b"run\n").at(&sock_path)?;
     let (hello, mut fds) = read_hello(&stream).at(&sock_path)?;
     let mntns = fds
         .pop()
