@@ -263,8 +263,15 @@ pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
             .by_index(*i)
             .map_err(|e| bad(name, &e.to_string()))?;
         let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut raw)
+        let cap = crate::hololib::catalog::MAX_DECODED_CAP;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, cap + 1), &mut raw)
             .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
+        if raw.len() as u64 > cap {
+            return Err(bad(
+                name,
+                &format!("more than {} MiB: not a catalog", cap >> 20),
+            ));
+        }
         let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(name, &m))?;
         catalog.validate_names().map_err(|m| bad(name, &m))?;
         let missing: Vec<_> = needed_digests(&catalog)
