@@ -126,7 +126,8 @@ pub struct RunArgs {
     pub dev: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// Exit 10 on any task failure, as rcc does.
+    /// Exit as rcc does: 10 when the task fails, 12 when a preRunScript
+    /// fails, 11 when one cannot be split into words.
     #[arg(long)]
     pub rcc_exit_codes: bool,
     /// Arguments appended to the task's command (after `--`).

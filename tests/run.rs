@@ -681,3 +681,67 @@ fn mount_by_robot_serves_the_robots_environment() {
     assert!(child.wait().unwrap().success());
     assert!(!mountpoint.exists());
 }
+
+/// `--rcc-exit-codes` says which command failed, as rcc does: 12 for a
+/// preRunScript, 11 for one that cannot be split into words, 10 for the
+/// task. Without it the failing command's own code (65 for the script
+/// that cannot be split). Over the fixture environment (shell commands)
+/// and for a shell robot (no environment, no sandbox).
+#[test]
+fn rcc_exit_codes_tell_a_failed_pre_run_script_from_a_failed_task() {
+    let fx = common::FixtureRobot::new("");
+    let robot = |pre: &str, env: bool| {
+        let conda = if env {
+            "condaConfigFile: conda.yaml\n"
+        } else {
+            ""
+        };
+        fs::write(
+            fx.robot_yaml(),
+            format!(
+                "tasks:\n  Ok:\n    shell: sh -c \"echo ran > output/ran\"\n  Fail:\n    shell: sh -c \"exit 3\"\n\
+                 preRunScripts:\n{pre}{conda}artifactsDir: output\n"
+            ),
+        )
+        .unwrap();
+        let _ = fs::remove_file(fx.dir.join("output/ran"));
+    };
+    let run = |task: &str, rcc: bool| {
+        let mut c = fx.vhrun();
+        c.args(["run", "-t", task]);
+        if rcc {
+            c.arg("--rcc-exit-codes");
+        }
+        let out = c.output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code().unwrap(), err)
+    };
+    let ran = || fx.dir.join("output/ran").exists();
+    for env in [true, false] {
+        // a preRunScript fails: the task never runs
+        robot("- \"true\"\n- sh -c \"exit 4\"\n", env);
+        assert_eq!(run("Ok", false).0, 4, "env {env}");
+        assert!(!ran());
+        assert_eq!(run("Ok", true).0, 12, "env {env}");
+        assert!(!ran());
+        // the scripts pass, the task fails
+        robot("- \"true\"\n", env);
+        assert_eq!(run("Fail", false).0, 3, "env {env}");
+        assert_eq!(run("Fail", true).0, 10, "env {env}");
+        assert_eq!(run("Ok", true).0, 0, "env {env}");
+        assert!(ran(), "env {env}");
+        // a script that cannot be split: one line naming robot.yaml
+        robot("- sh -c \"unclosed\n", env);
+        for (rcc, code) in [(false, 65), (true, 11)] {
+            let (got, err) = run("Ok", rcc);
+            assert_eq!(got, code, "env {env}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains("robot.yaml") && err.contains("preRunScripts"),
+                "{err}"
+            );
+            assert!(!ran());
+        }
+    }
+}
