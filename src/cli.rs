@@ -85,6 +85,11 @@ pub struct RobotArgs {
     /// env.json whose variables are added to the task's environment.
     #[arg(short = 'e', long = "environment")]
     pub environment: Option<PathBuf>,
+    /// Control Room workspace id (rcc's -w): sets RC_WORKSPACE_ID. vhrun
+    /// does not authorize with Control Room: RC_API_* hosts and tokens must
+    /// come from its own environment.
+    #[arg(short = 'w', long, value_name = "ID")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

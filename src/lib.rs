@@ -24,6 +24,7 @@ pub mod robot;
 pub mod run;
 pub mod runstats;
 pub mod sandbox;
+pub mod settings;
 pub mod shim;
 pub mod sys;
 pub mod tree;

@@ -197,8 +197,9 @@ fn plan(
             rcc_env: sandbox.rcc_env,
             extra,
             temp_dir: temp_dir.clone(),
+            workspace: args.workspace.clone(),
         },
-    );
+    )?;
     let env = environ::dedup_for_exec(&environ::build(&inputs));
     let cwd = match robot {
         Some(r) => r.root().to_path_buf(),

@@ -745,3 +745,76 @@ fn rcc_exit_codes_tell_a_failed_pre_run_script_from_a_failed_task() {
         }
     }
 }
+
+/// A run's environment holds what `vhrun vars` prints, value for value
+/// (TEMP/TMP aside: rcc makes one per process), settings.yaml's network
+/// variables and `-w`'s RC_WORKSPACE_ID included. Control Room variables
+/// the caller exports pass through to the task, and then `-w` does not
+/// warn.
+#[test]
+fn run_environment_matches_vars_with_settings_and_workspace() {
+    let fx =
+        common::FixtureRobot::new("tasks:\n  Env:\n    shell: sh -c \"env -0 > output/env\"\n");
+    fs::write(
+        fx.robocorp_home.join("settings.yaml"),
+        "certificates:\n  legacy-renegotiation-allowed: yes\n  verify-ssl: true\nnetwork:\n  http-proxy: http://proxy.corp:3128\n",
+    )
+    .unwrap();
+    fs::write(fx.robocorp_home.join("ca-bundle.pem"), "pem\n").unwrap();
+    let vars = fx.vhrun().args(["vars", "-w", "ws-1"]).output().unwrap();
+    assert!(vars.status.success(), "{}", stderr(&vars));
+    let mut expected = BTreeMap::new();
+    for line in stdout(&vars).lines() {
+        let (k, v) = line
+            .strip_prefix("export ")
+            .unwrap()
+            .split_once('=')
+            .unwrap();
+        expected.insert(k.to_string(), v.to_string());
+    }
+    for k in [
+        "RC_TLS_LEGACY_RENEGOTIATION_ALLOWED",
+        "http_proxy",
+        "HTTP_PROXY",
+        "SSL_CERT_FILE",
+        "RC_WORKSPACE_ID",
+    ] {
+        assert!(expected.contains_key(k), "{k}: {}", stdout(&vars));
+    }
+    assert!(!expected.contains_key("MAMBA_SSL_VERIFY"));
+    let out = fx
+        .vhrun()
+        .args(["run", "-w", "ws-1"])
+        .env("RC_API_SECRET_HOST", "https://cr.example")
+        .env("RC_API_WORKITEM_HOST", "https://cr.example")
+        .env("RC_API_SECRET_TOKEN", "secret")
+        .env("RC_API_WORKITEM_TOKEN", "workitem")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--workspace"), "{}", stderr(&out));
+    let raw = fs::read(fx.dir.join("output/env")).unwrap();
+    let got: BTreeMap<String, String> = raw
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (k, v) = std::str::from_utf8(e).unwrap().split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    for (k, v) in &expected {
+        if k != "TEMP" && k != "TMP" {
+            assert_eq!(got.get(k), Some(v), "{k}");
+        }
+    }
+    assert_eq!(got["RC_WORKSPACE_ID"], "ws-1");
+    assert_eq!(got["RC_API_SECRET_TOKEN"], "secret");
+    // without them, the run says what -w does not give
+    let out = fx.vhrun().args(["run", "-w", "ws-1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RC_API_SECRET_HOST"),
+        "{}",
+        stderr(&out)
+    );
+}
