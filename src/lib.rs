@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod gc;
 pub mod gomode;
 pub mod hololib;
+pub mod holozip;
 pub mod logging;
 pub mod relocate;
 pub mod resolve;

@@ -143,7 +143,8 @@ fn resolve_or_build(
     robot: &Robot,
     args: &RobotArgs,
 ) -> Result<Option<Resolved>> {
-    match resolve::resolve_environment(locations, robot, &args.controller, &args.space) {
+    // A hololib.zip beside robot.yaml is imported before anything is built.
+    match crate::holozip::resolve_environment(locations, robot, &args.controller, &args.space) {
         Err(Error::CatalogMissing {
             blueprint, file, ..
         }) => {

@@ -818,3 +818,68 @@ fn run_environment_matches_vars_with_settings_and_workspace() {
         stderr(&out)
     );
 }
+
+/// A robot shipped with `hololib.zip` beside robot.yaml (rcc restores from
+/// it): with its catalog missing, vhrun imports the zip and runs, and the
+/// next run finds the catalog without it. A zip without the robot's
+/// catalog is one line naming it, and nothing is imported; with the
+/// catalog present the zip is not even read.
+#[test]
+fn hololib_zip_beside_robot_yaml_provides_the_environment() {
+    let fixtures = common::shared_dir().join("fixtures/rcc");
+    let catalog = |fx: &common::FixtureRobot| {
+        fx.robocorp_home
+            .join("hololib/catalog/c34ed96c2d8a459av12.linux_amd64")
+    };
+    let task = "tasks:\n  T:\n    shell: sh -c \"cat $CONDA_PREFIX/identity.yaml\"\n";
+
+    let fx = common::FixtureRobot::without_import(task);
+    fs::copy(
+        fixtures.join("simple_linux.zip"),
+        fx.dir.join("hololib.zip"),
+    )
+    .unwrap();
+    assert!(!catalog(&fx).exists());
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+    assert!(catalog(&fx).is_file());
+    // imported for good: the zip is no longer needed
+    fs::remove_file(fx.dir.join("hololib.zip")).unwrap();
+    let out = fx.vhrun().args(["exec", "--", "true"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // another platform's export: refused before anything is imported
+    let fx = common::FixtureRobot::without_import(task);
+    let zip = fx.dir.join("hololib.zip");
+    fs::copy(fixtures.join("simple_darwin.zip"), &zip).unwrap();
+    let out = fx
+        .vhrun()
+        .args(["run", "--rcc-exit-codes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(zip.to_str().unwrap()) && err.contains("c34ed96c2d8a459av12.linux_amd64"),
+        "{err}"
+    );
+    assert!(!fx.robocorp_home.join("hololib/catalog").exists());
+
+    // a broken zip is the import's error, naming it
+    fs::write(&zip, b"PK not a zip").unwrap();
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(zip.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+
+    // the catalog is there already: the zip is left alone
+    let fx = common::FixtureRobot::new(task);
+    fs::write(fx.dir.join("hololib.zip"), b"PK not a zip").unwrap();
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

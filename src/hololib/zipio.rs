@@ -145,6 +145,23 @@ pub fn needed_digests(catalog: &Catalog) -> Vec<(String, String)> {
     out
 }
 
+/// The catalog names a hololib zip holds (read from its entry names only;
+/// entries that are not hololib entries are skipped here, `import_zip`
+/// refuses them).
+pub fn catalog_names(zip_path: &Path) -> Result<Vec<String>> {
+    let mut archive = open_zip(zip_path)?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| Error::bad_input(zip_path, format!("entry #{i}: {e}")))?;
+        if let Ok(EntryKind::Catalog(c)) = classify(&String::from_utf8_lossy(entry.name_raw())) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// Import one `rcc holotree export` zip into `lib`.
 pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
     let _span = tracing::info_span!("import", zip = %zip_path.display()).entered();
