@@ -88,6 +88,11 @@ pub struct RobotArgs {
     /// env.json whose variables are added to the task's environment.
     #[arg(short = 'e', long = "environment")]
     pub environment: Option<PathBuf>,
+    /// Control Room workspace id (rcc's -w): sets RC_WORKSPACE_ID. vhrun
+    /// does not authorize with Control Room: RC_API_* hosts and tokens must
+    /// come from its own environment.
+    #[arg(short = 'w', long, value_name = "ID")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -129,7 +134,8 @@ pub struct RunArgs {
     pub dev: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// Exit 10 on any task failure, as rcc does.
+    /// Exit as rcc does: 10 when the task fails, 12 when a preRunScript
+    /// fails, 11 when one cannot be split into words.
     #[arg(long)]
     pub rcc_exit_codes: bool,
     /// Arguments appended to the task's command (after `--`).

@@ -14,8 +14,9 @@
 //! - `RCC_INSTALLATION_ID` comes from rcc's `rcc.yaml` when it has one;
 //!   otherwise it is derived from the machine id and ROBOCORP_HOME (stable,
 //!   and nothing is written: rcc would generate one and save it);
-//! - settings.yaml network/CA variables and workspace (`-w`) variables are
-//!   not produced;
+//! - `-w` workspace: only `RC_WORKSPACE_ID`; rcc's `RC_API_SECRET_HOST`,
+//!   `RC_API_WORKITEM_HOST` and their tokens come from authorizing with
+//!   Control Room, which vhrun does not do;
 //! - env.json and rcc_activate.json keep their file order (rcc iterates Go
 //!   maps, i.e. a random order).
 
@@ -156,6 +157,11 @@ pub struct EnvInputs {
     /// The robot's PATH, PYTHONPATH, ROBOT_ROOT, ROBOT_ARTIFACTS; `None`
     /// when only environment files were given.
     pub robot: Option<RobotEnv>,
+    /// The network and CA variables of rcc's settings.yaml and profile
+    /// files (`settings::NetworkSettings::variables`).
+    pub network: Vec<(String, String)>,
+    /// `-w`: the Control Room workspace id.
+    pub workspace: Option<String>,
 }
 
 /// `RCC_VERSION` as vhrun reports it.
@@ -230,6 +236,9 @@ pub fn build(inp: &EnvInputs) -> EnvList {
     for (k, v) in &inp.facts.activation {
         push(k, OsStr::new(v));
     }
+    for (k, v) in &inp.network {
+        push(k, OsStr::new(v));
+    }
     if let Some(robot) = &inp.robot {
         let mut search = robot.paths.clone();
         search.extend(conda_path);
@@ -237,6 +246,9 @@ pub fn build(inp: &EnvInputs) -> EnvList {
         push("PYTHONPATH", &join_absolute(&robot.pythonpaths, &inp.cwd));
         push("ROBOT_ROOT", robot.root.as_os_str());
         push("ROBOT_ARTIFACTS", robot.artifacts.as_os_str());
+    }
+    if let Some(id) = &inp.workspace {
+        push("RC_WORKSPACE_ID", OsStr::new(id));
     }
     if !inp.full {
         env.retain(|(k, _)| k != "PS1");
@@ -554,6 +566,8 @@ mod tests {
                 root: "/robot".into(),
                 artifacts: "/robot/output".into(),
             }),
+            network: Vec::new(),
+            workspace: None,
         }
     }
 
@@ -625,6 +639,29 @@ mod tests {
             get(&env, "PYTHONPYCACHEPREFIX").unwrap(),
             "/h/temp/0123456789abcdef"
         );
+    }
+
+    #[test]
+    fn network_after_activation_and_workspace_last() {
+        let mut inp = inputs(os(&[("PATH", "/usr/bin")]), false, Bytecode::Rcc);
+        inp.network = vec![
+            ("HTTPS_PROXY".into(), "http://p".into()),
+            ("SSL_CERT_FILE".into(), "/h/ca-bundle.pem".into()),
+        ];
+        inp.workspace = Some("1234".into());
+        let env = build(&inp);
+        let k = keys(&env);
+        let at = |key: &str| k.iter().position(|x| x == key).unwrap();
+        assert_eq!(at("HTTPS_PROXY"), at("SHLVL") + 1);
+        assert_eq!(at("SSL_CERT_FILE"), at("SHLVL") + 2);
+        assert_eq!(k[at("SSL_CERT_FILE") + 1], "PATH");
+        assert_eq!(k.last().unwrap(), "RC_WORKSPACE_ID");
+        assert_eq!(get(&env, "RC_WORKSPACE_ID").unwrap(), "1234");
+        // without a robot too
+        inp.robot = None;
+        let env = build(&inp);
+        assert_eq!(keys(&env).last().unwrap(), "RC_WORKSPACE_ID");
+        assert_eq!(get(&env, "HTTPS_PROXY").unwrap(), "http://p");
     }
 
     #[test]

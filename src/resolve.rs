@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::hololib::catalog::{catalog_name, host_platform};
 use crate::hololib::{Hololib, Locations};
 use crate::robot::Robot;
+use crate::settings::NetworkSettings;
 use crate::tree::{Kind, NodeRef, Tree};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct EnvOptions {
     pub extra: Vec<(String, String)>,
     /// TEMP/TMP (and rcc's PYTHONPYCACHEPREFIX with `rcc_env`).
     pub temp_dir: PathBuf,
+    /// `-w`: the Control Room workspace id (`RC_WORKSPACE_ID`).
+    pub workspace: Option<String>,
 }
 
 /// Resolve a robot's environment for `--controller` and `--space`.
@@ -165,15 +168,21 @@ pub fn pycache_dir(locations: &Locations, catalog_key: &str, fingerprint: u64) -
 }
 
 impl Resolved {
-    /// The inputs of `environ::build` for this environment.
+    /// The inputs of `environ::build` for this environment. Fails on a
+    /// malformed `settings.yaml` in ROBOCORP_HOME.
     pub fn env_inputs(
         &self,
         locations: &Locations,
         robot: Option<&Robot>,
         opts: EnvOptions,
-    ) -> EnvInputs {
-        EnvInputs {
-            inherited: std::env::vars_os().collect(),
+    ) -> Result<EnvInputs> {
+        let network = NetworkSettings::load(&locations.robocorp_home)?.variables();
+        let inherited: environ::EnvList = std::env::vars_os().collect();
+        if opts.workspace.is_some() {
+            warn_no_control_room(&inherited, opts.full);
+        }
+        Ok(EnvInputs {
+            inherited,
             full: opts.full,
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             user_home_identity: crate::hololib::layout::user_home_identity(
@@ -194,7 +203,33 @@ impl Resolved {
                 Bytecode::Cache(self.pycache_dir.clone())
             },
             robot: robot.map(RobotEnv::from),
-        }
+            network,
+            workspace: opts.workspace,
+        })
+    }
+}
+
+/// rcc's variables of a `-w` run that only Control Room can give.
+const CONTROL_ROOM_VARS: [&str; 4] = [
+    "RC_API_SECRET_HOST",
+    "RC_API_WORKITEM_HOST",
+    "RC_API_SECRET_TOKEN",
+    "RC_API_WORKITEM_TOKEN",
+];
+
+/// `-w` sets only `RC_WORKSPACE_ID`: say so, unless the task inherits the
+/// rest from vhrun's own environment.
+fn warn_no_control_room(inherited: &environ::EnvList, full: bool) {
+    let missing: Vec<&str> = CONTROL_ROOM_VARS
+        .into_iter()
+        .filter(|k| !full || !inherited.iter().any(|(key, _)| key == k))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "--workspace: vhrun does not authorize with Control Room, so only RC_WORKSPACE_ID is set; \
+             {} must come from vhrun's own environment",
+            missing.join(", ")
+        );
     }
 }
 

@@ -22,6 +22,31 @@ use std::rc::Rc;
 
 /// rcc's exit code for any failed task (`--rcc-exit-codes`).
 pub const RCC_TASK_FAILED: i32 = 10;
+/// rcc's exit code when a preRunScript cannot be split into words.
+pub const RCC_PRE_RUN_UNPARSABLE: i32 = 11;
+/// rcc's exit code when a preRunScript fails.
+pub const RCC_PRE_RUN_FAILED: i32 = 12;
+
+/// How a run ended: the exit code (128+N for signal N) and the index in
+/// `Plan::commands` of the command that ended it (the first that failed,
+/// else the last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    pub code: i32,
+    pub command: usize,
+}
+
+impl RunEnd {
+    /// rcc's exit code for this end when the first `pre_run` commands were
+    /// preRunScripts: 0, 12 for a failed script, 10 for a failed task.
+    pub fn rcc_code(self, pre_run: usize) -> i32 {
+        match self.code {
+            0 => 0,
+            _ if self.command < pre_run => RCC_PRE_RUN_FAILED,
+            _ => RCC_TASK_FAILED,
+        }
+    }
+}
 
 /// What a run needs once the robot and its environment are resolved.
 pub struct Plan {
@@ -45,13 +70,21 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let mut commands = if args.dev {
         Vec::new()
     } else {
-        robot.pre_run_scripts()?
+        match robot.pre_run_scripts() {
+            Ok(scripts) => scripts,
+            Err(e) if args.rcc_exit_codes => {
+                eprintln!("vhrun: {e}");
+                return Ok(RCC_PRE_RUN_UNPARSABLE);
+            }
+            Err(e) => return Err(e),
+        }
     };
+    let pre_run = commands.len();
     commands.push(argv);
     mkdir_all(&robot.artifacts_dir(), 0o750)?;
 
     let locations = Locations::from_env();
-    let code = match resolve_or_build(&locations, &robot, &args.robot)? {
+    let end = match resolve_or_build(&locations, &robot, &args.robot)? {
         None => run_shell_robot(&robot, commands)?,
         Some(resolved) => {
             let plan = plan(
@@ -62,13 +95,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 &args.sandbox,
                 commands,
             )?;
-            execute(plan)?
+            execute_to_end(plan)?
         }
     };
-    Ok(if args.rcc_exit_codes && code != 0 {
-        RCC_TASK_FAILED
+    Ok(if args.rcc_exit_codes {
+        end.rcc_code(pre_run)
     } else {
-        code
+        end.code
     })
 }
 
@@ -86,7 +119,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             mkdir_all(&robot.artifacts_dir(), 0o750)?;
             match resolve_or_build(&locations, &robot, &args.robot)? {
                 Some(resolved) => (resolved, Some(robot)),
-                None => return run_shell_robot(&robot, commands),
+                None => return run_shell_robot(&robot, commands).map(|end| end.code),
             }
         }
     };
@@ -110,7 +143,8 @@ fn resolve_or_build(
     robot: &Robot,
     args: &RobotArgs,
 ) -> Result<Option<Resolved>> {
-    match resolve::resolve_environment(locations, robot, &args.controller, &args.space) {
+    // A hololib.zip beside robot.yaml is imported before anything is built.
+    match crate::holozip::resolve_environment(locations, robot, &args.controller, &args.space) {
         Err(Error::CatalogMissing {
             blueprint, file, ..
         }) => {
@@ -164,8 +198,9 @@ fn plan(
             rcc_env: sandbox.rcc_env,
             extra,
             temp_dir: temp_dir.clone(),
+            workspace: args.workspace.clone(),
         },
-    );
+    )?;
     let env = environ::dedup_for_exec(&environ::build(&inputs));
     let cwd = match robot {
         Some(r) => r.root().to_path_buf(),
@@ -187,6 +222,11 @@ fn plan(
 
 /// Enter the sandbox, serve the catalog, run the commands, tear down.
 pub fn execute(plan: Plan) -> Result<i32> {
+    execute_to_end(plan).map(|end| end.code)
+}
+
+/// [`execute`], saying which command ended the run.
+pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     let vhrun_home = plan.locations.vhrun_home.clone();
     let resolved = &plan.resolved;
     // Loaded by resolve, before the namespaces exist: a broken catalog is
@@ -351,7 +391,10 @@ pub fn execute(plan: Plan) -> Result<i32> {
             tracing::error!("--stats-json: {e}");
         }
     }
-    Ok(outcome.code())
+    Ok(RunEnd {
+        code: outcome.code(),
+        command: outcome.command,
+    })
 }
 
 /// The run directory, when the lower tree is mounted in it (per-run
@@ -450,7 +493,7 @@ fn remove_temp(dir: &Path) {
 
 /// A robot without a conda config: rcc runs it directly with the robot's
 /// PATH in front (`ExecuteSimpleTask`); so does vhrun, without a sandbox.
-fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<i32> {
+fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<RunEnd> {
     let locations = Locations::from_env();
     let inherited: EnvList = std::env::vars_os().collect();
     let cwd = robot.root().to_path_buf();
@@ -458,7 +501,8 @@ fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<i32> {
     // As rcc: no env.json, PYTHONPATH or ROBOT_* for shell robots.
     let env = environ::build_shell(&inherited, true, &cwd, &uhi, &robot.path_entries());
     let env = environ::dedup_for_exec(&env);
-    for argv in commands {
+    let last = commands.len().saturating_sub(1);
+    for (index, argv) in commands.into_iter().enumerate() {
         let mut cmd = std::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .current_dir(&cwd)
@@ -476,8 +520,30 @@ fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<i32> {
             (None, None) => crate::error::exit::INTERNAL,
         };
         if code != 0 {
-            return Ok(code);
+            return Ok(RunEnd {
+                code,
+                command: index,
+            });
         }
     }
-    Ok(0)
+    Ok(RunEnd {
+        code: 0,
+        command: last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcc_codes_say_which_command_failed() {
+        let end = |code, command| RunEnd { code, command };
+        // two preRunScripts (0, 1), then the task (2)
+        assert_eq!(end(0, 2).rcc_code(2), 0);
+        assert_eq!(end(3, 0).rcc_code(2), RCC_PRE_RUN_FAILED);
+        assert_eq!(end(137, 1).rcc_code(2), RCC_PRE_RUN_FAILED);
+        assert_eq!(end(1, 2).rcc_code(2), RCC_TASK_FAILED);
+        assert_eq!(end(1, 0).rcc_code(0), RCC_TASK_FAILED);
+    }
 }

@@ -18,11 +18,12 @@
 //! rcc's flags (rcc-facts.md §8) are parsed as cobra/pflag does
 //! (`--flag value`, `--flag=value`, `-r value`, `-rvalue`, `-r=value`,
 //! flags anywhere, `--` ends them). Mapped: `-r/--robot`, `-t/--task`,
-//! `-e/--environment`, `-s/--space`, `--controller`, `--dev`, positional
+//! `-e/--environment`, `-s/--space`, `--controller`, `--dev`, `-w/--workspace`
+//! (only `RC_WORKSPACE_ID`), positional
 //! arguments (appended to the task), `--silent` (-q), `--debug` (-v),
 //! `--trace` (-vv). Always added: `--rcc-exit-codes` (rcc's 10 for a failed
 //! task). Accepted with a note on stderr because vhrun cannot honour them:
-//! `--force`, `--workspace`, `--minutes`, `--graceperiod`, `--account`,
+//! `--force`, `--minutes`, `--graceperiod`, `--account`,
 //! `--externally-managed`, `--no-build`, `--config`, `--liveonly`,
 //! `--unmanaged`. Accepted silently (vhrun already behaves so, or they do
 //! not change a run): `--interactive`, `--no-outputs`, and the remaining
@@ -203,7 +204,7 @@ static FLAGS: &[Flag] = &[
     flag("space", Some('s'), Value, Map("--space")),
     flag("dev", None, Bool, Map("--dev")),
     flag("force", Some('f'), Bool, Note("ignored: environments are immutable; a missing one is built")),
-    flag("workspace", Some('w'), Value, Note(TOKENS)),
+    flag("workspace", Some('w'), Value, Map("-w")),
     flag("minutes", Some('m'), Value, Note(TOKENS)),
     flag("graceperiod", None, Value, Note(TOKENS)),
     flag("account", None, Value, Note(TOKENS)),
@@ -592,10 +593,10 @@ mod tests {
             "--externally-managed",
             "--colorless",
         ]);
-        assert_eq!(a, ["run", "--rcc-exit-codes"]);
-        assert_eq!(notes.len(), 4, "{notes:?}");
+        assert_eq!(a, ["run", "-w", "ws", "--rcc-exit-codes"]);
+        assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(notes[0].starts_with("--force: ignored"));
-        assert!(notes[1].starts_with("--workspace: ignored"));
+        assert!(notes[1].starts_with("--minutes: ignored"));
     }
 
     #[test]

@@ -635,6 +635,90 @@ fn vars_rcc_env_and_text_output() {
     assert!(text.contains("export CONDA_PROMPT_MODIFIER=(rcc) \n"));
 }
 
+/// rcc's network variables from ROBOCORP_HOME's settings.yaml, piprc and
+/// ca-bundle.pem come after the activation variables, right before the
+/// robot's PATH; `-w` adds RC_WORKSPACE_ID last, with a warning that the
+/// Control Room hosts and tokens are not fetched. A malformed settings.yaml
+/// is one line naming it.
+#[test]
+fn vars_with_settings_yaml_profile_files_and_workspace() {
+    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let rh = fx.root().join("rh");
+    write(
+        &rh.join("settings.yaml"),
+        "certificates:\n  verify-ssl: false\n  ssl-no-revoke: true\n\
+         network:\n  https-proxy: http://proxy.corp:8443\n  no-proxy: localhost,.corp\n",
+    );
+    write(&rh.join("ca-bundle.pem"), "-----BEGIN CERTIFICATE-----\n");
+    write(&rh.join("piprc"), "[global]\n");
+    let out = fx.vars(&["-w", "1234"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let entries: Vec<(&str, &str)> = out
+        .stdout
+        .lines()
+        .map(|l| l.strip_prefix("export ").unwrap().split_once('=').unwrap())
+        .collect();
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
+    let robot_path = keys.iter().rposition(|k| *k == "PATH").unwrap();
+    let network = [
+        "MAMBA_SSL_NO_REVOKE",
+        "MAMBA_SSL_VERIFY",
+        "RC_DISABLE_SSL",
+        "WDM_SSL_VERIFY",
+        "NODE_TLS_REJECT_UNAUTHORIZED",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "PIP_CONFIG_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+    ];
+    assert_eq!(keys[robot_path - network.len()..robot_path], network);
+    // the activation variables come right before them
+    assert_eq!(keys[robot_path - network.len() - 1], "SHLVL");
+    let get = |k: &str| entries.iter().rev().find(|(key, _)| *key == k).unwrap().1;
+    let bundle = rh.join("ca-bundle.pem").display().to_string();
+    assert_eq!(get("SSL_CERT_FILE"), bundle);
+    assert_eq!(get("NODE_EXTRA_CA_CERTS"), bundle);
+    assert_eq!(
+        get("PIP_CONFIG_FILE"),
+        rh.join("piprc").display().to_string()
+    );
+    assert_eq!(get("HTTPS_PROXY"), "http://proxy.corp:8443");
+    assert_eq!(get("no_proxy"), "localhost,.corp");
+    assert_eq!(get("MAMBA_SSL_VERIFY"), "false");
+    assert_eq!(entries.last().unwrap(), &("RC_WORKSPACE_ID", "1234"));
+    assert!(!keys.iter().any(|k| k.starts_with("RC_API_")));
+    assert!(
+        out.stderr.contains("--workspace") && out.stderr.contains("RC_API_SECRET_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    // without -w: no workspace variable, no warning
+    let out = fx.vars(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("RC_WORKSPACE_ID"));
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+
+    write(
+        &rh.join("settings.yaml"),
+        "certificates:\n  verify-ssl: maybe\n",
+    );
+    let out = fx.vars(&[]);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&rh.join("settings.yaml").display().to_string())
+            && out.stderr.contains("verify-ssl"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn vars_without_a_catalog_says_what_to_do() {
     let fx = FixtureRobot::new(FIXTURE_ROBOT);

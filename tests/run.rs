@@ -681,3 +681,205 @@ fn mount_by_robot_serves_the_robots_environment() {
     assert!(child.wait().unwrap().success());
     assert!(!mountpoint.exists());
 }
+
+/// `--rcc-exit-codes` says which command failed, as rcc does: 12 for a
+/// preRunScript, 11 for one that cannot be split into words, 10 for the
+/// task. Without it the failing command's own code (65 for the script
+/// that cannot be split). Over the fixture environment (shell commands)
+/// and for a shell robot (no environment, no sandbox).
+#[test]
+fn rcc_exit_codes_tell_a_failed_pre_run_script_from_a_failed_task() {
+    let fx = common::FixtureRobot::new("");
+    let robot = |pre: &str, env: bool| {
+        let conda = if env {
+            "condaConfigFile: conda.yaml\n"
+        } else {
+            ""
+        };
+        fs::write(
+            fx.robot_yaml(),
+            format!(
+                "tasks:\n  Ok:\n    shell: sh -c \"echo ran > output/ran\"\n  Fail:\n    shell: sh -c \"exit 3\"\n\
+                 preRunScripts:\n{pre}{conda}artifactsDir: output\n"
+            ),
+        )
+        .unwrap();
+        let _ = fs::remove_file(fx.dir.join("output/ran"));
+    };
+    let run = |task: &str, rcc: bool| {
+        let mut c = fx.vhrun();
+        c.args(["run", "-t", task]);
+        if rcc {
+            c.arg("--rcc-exit-codes");
+        }
+        let out = c.output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code().unwrap(), err)
+    };
+    let ran = || fx.dir.join("output/ran").exists();
+    for env in [true, false] {
+        // a preRunScript fails: the task never runs
+        robot("- \"true\"\n- sh -c \"exit 4\"\n", env);
+        assert_eq!(run("Ok", false).0, 4, "env {env}");
+        assert!(!ran());
+        assert_eq!(run("Ok", true).0, 12, "env {env}");
+        assert!(!ran());
+        // the scripts pass, the task fails
+        robot("- \"true\"\n", env);
+        assert_eq!(run("Fail", false).0, 3, "env {env}");
+        assert_eq!(run("Fail", true).0, 10, "env {env}");
+        assert_eq!(run("Ok", true).0, 0, "env {env}");
+        assert!(ran(), "env {env}");
+        // a script that cannot be split: one line naming robot.yaml
+        robot("- sh -c \"unclosed\n", env);
+        for (rcc, code) in [(false, 65), (true, 11)] {
+            let (got, err) = run("Ok", rcc);
+            assert_eq!(got, code, "env {env}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains("robot.yaml") && err.contains("preRunScripts"),
+                "{err}"
+            );
+            assert!(!ran());
+        }
+    }
+}
+
+/// A run's environment holds what `vhrun vars` prints, value for value
+/// (TEMP/TMP aside: rcc makes one per process), settings.yaml's network
+/// variables and `-w`'s RC_WORKSPACE_ID included. Control Room variables
+/// the caller exports pass through to the task, and then `-w` does not
+/// warn.
+#[test]
+fn run_environment_matches_vars_with_settings_and_workspace() {
+    let fx =
+        common::FixtureRobot::new("tasks:\n  Env:\n    shell: sh -c \"env -0 > output/env\"\n");
+    fs::write(
+        fx.robocorp_home.join("settings.yaml"),
+        "certificates:\n  legacy-renegotiation-allowed: yes\n  verify-ssl: true\nnetwork:\n  http-proxy: http://proxy.corp:3128\n",
+    )
+    .unwrap();
+    fs::write(fx.robocorp_home.join("ca-bundle.pem"), "pem\n").unwrap();
+    let vars = fx.vhrun().args(["vars", "-w", "ws-1"]).output().unwrap();
+    assert!(vars.status.success(), "{}", stderr(&vars));
+    let mut expected = BTreeMap::new();
+    for line in stdout(&vars).lines() {
+        let (k, v) = line
+            .strip_prefix("export ")
+            .unwrap()
+            .split_once('=')
+            .unwrap();
+        expected.insert(k.to_string(), v.to_string());
+    }
+    for k in [
+        "RC_TLS_LEGACY_RENEGOTIATION_ALLOWED",
+        "http_proxy",
+        "HTTP_PROXY",
+        "SSL_CERT_FILE",
+        "RC_WORKSPACE_ID",
+    ] {
+        assert!(expected.contains_key(k), "{k}: {}", stdout(&vars));
+    }
+    assert!(!expected.contains_key("MAMBA_SSL_VERIFY"));
+    let out = fx
+        .vhrun()
+        .args(["run", "-w", "ws-1"])
+        .env("RC_API_SECRET_HOST", "https://cr.example")
+        .env("RC_API_WORKITEM_HOST", "https://cr.example")
+        .env("RC_API_SECRET_TOKEN", "secret")
+        .env("RC_API_WORKITEM_TOKEN", "workitem")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--workspace"), "{}", stderr(&out));
+    let raw = fs::read(fx.dir.join("output/env")).unwrap();
+    let got: BTreeMap<String, String> = raw
+        .split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (k, v) = std::str::from_utf8(e).unwrap().split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    for (k, v) in &expected {
+        if k != "TEMP" && k != "TMP" {
+            assert_eq!(got.get(k), Some(v), "{k}");
+        }
+    }
+    assert_eq!(got["RC_WORKSPACE_ID"], "ws-1");
+    assert_eq!(got["RC_API_SECRET_TOKEN"], "secret");
+    // without them, the run says what -w does not give
+    let out = fx.vhrun().args(["run", "-w", "ws-1"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RC_API_SECRET_HOST"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A robot shipped with `hololib.zip` beside robot.yaml (rcc restores from
+/// it): with its catalog missing, vhrun imports the zip and runs, and the
+/// next run finds the catalog without it. A zip without the robot's
+/// catalog is one line naming it, and nothing is imported; with the
+/// catalog present the zip is not even read.
+#[test]
+fn hololib_zip_beside_robot_yaml_provides_the_environment() {
+    let fixtures = common::shared_dir().join("fixtures/rcc");
+    let catalog = |fx: &common::FixtureRobot| {
+        fx.robocorp_home
+            .join("hololib/catalog/c34ed96c2d8a459av12.linux_amd64")
+    };
+    let task = "tasks:\n  T:\n    shell: sh -c \"cat $CONDA_PREFIX/identity.yaml\"\n";
+
+    let fx = common::FixtureRobot::without_import(task);
+    fs::copy(
+        fixtures.join("simple_linux.zip"),
+        fx.dir.join("hololib.zip"),
+    )
+    .unwrap();
+    assert!(!catalog(&fx).exists());
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+    assert!(catalog(&fx).is_file());
+    // imported for good: the zip is no longer needed
+    fs::remove_file(fx.dir.join("hololib.zip")).unwrap();
+    let out = fx.vhrun().args(["exec", "--", "true"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // another platform's export: refused before anything is imported
+    let fx = common::FixtureRobot::without_import(task);
+    let zip = fx.dir.join("hololib.zip");
+    fs::copy(fixtures.join("simple_darwin.zip"), &zip).unwrap();
+    let out = fx
+        .vhrun()
+        .args(["run", "--rcc-exit-codes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(zip.to_str().unwrap()) && err.contains("c34ed96c2d8a459av12.linux_amd64"),
+        "{err}"
+    );
+    assert!(!fx.robocorp_home.join("hololib/catalog").exists());
+
+    // a broken zip is the import's error, naming it
+    fs::write(&zip, b"PK not a zip").unwrap();
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(zip.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+
+    // the catalog is there already: the zip is left alone
+    let fx = common::FixtureRobot::new(task);
+    fs::write(fx.dir.join("hololib.zip"), b"PK not a zip").unwrap();
+    let out = fx.vhrun().arg("run").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

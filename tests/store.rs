@@ -131,6 +131,17 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// A gzip stream of `mib` MiB of `{` (~1000x smaller on disk): what a
+/// catalog must never be decoded in full.
+fn gzip_bomb(mib: usize) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = vec![b'{'; 1 << 20];
+    for _ in 0..mib {
+        e.write_all(&chunk).unwrap();
+    }
+    e.finish().unwrap()
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
@@ -1082,6 +1093,17 @@ fn bad_zips_are_refused_before_anything_is_placed() {
             }),
             "invalid entry name",
         ),
+        (
+            "catalog bomb",
+            Box::new(|e| {
+                let c = e
+                    .iter_mut()
+                    .find(|(n, _)| n.starts_with("catalog/"))
+                    .unwrap();
+                c.1 = gzip_bomb(100);
+            }),
+            "compression bomb",
+        ),
     ];
     for (what, edit, needle) in cases {
         doctored_zip(&bad, edit);
@@ -1094,6 +1116,48 @@ fn bad_zips_are_refused_before_anything_is_placed() {
     let line = env.fails(&["import", s(&bad)], 65);
     assert!(line.contains("not a readable zip"), "{line}");
     env.fails(&["import", s(&env.root.join("nope.zip"))], 66);
+}
+
+/// A catalog that decompresses without end (100 MiB of JSON-ish bytes
+/// from ~100 KB) is refused with a line naming it, not decoded in full:
+/// by the run's path (`exec --catalog` loads the tree), restore and check.
+#[test]
+fn a_catalog_bomb_is_one_line_naming_the_file() {
+    let env = Env::new();
+    let catalog = env
+        .hololib()
+        .join("catalog")
+        .join("0123456789abcdefv12.linux_amd64");
+    std::fs::create_dir_all(catalog.parent().unwrap()).unwrap();
+    let bomb = gzip_bomb(100);
+    assert!(bomb.len() < 200 << 10, "{}", bomb.len());
+    std::fs::write(&catalog, &bomb).unwrap();
+    let target = env.root.join("restored");
+    for args in [
+        vec!["exec", "--catalog", "0123456789abcdef", "--", "true"],
+        vec![
+            "restore",
+            "--no-meta",
+            "--catalog",
+            "0123456789abcdef",
+            s(&target),
+        ],
+    ] {
+        let line = env.fails(&args, 65);
+        assert!(line.contains(s(&catalog)), "{args:?}: {line}");
+        assert!(
+            line.contains("decompresses to more than 64 MiB"),
+            "{args:?}: {line}"
+        );
+    }
+    assert!(!target.exists());
+    // check reports it as a broken catalog (and exits non-zero) without
+    // decoding it in full
+    let out = env.run(&["check"]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("compression bomb"), "{text}");
 }
 
 #[test]

@@ -38,8 +38,9 @@ pub fn run(args: &VarsArgs) -> Result<i32> {
                 rcc_env: args.rcc_env,
                 extra,
                 temp_dir,
+                workspace: args.robot.workspace.clone(),
             };
-            build(&resolved.env_inputs(&locations, Some(&robot), opts))
+            build(&resolved.env_inputs(&locations, Some(&robot), opts)?)
         }
     };
     if args.json {

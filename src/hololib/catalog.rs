@@ -139,6 +139,43 @@ pub fn catalog_name(blueprint: &str, platform: &str) -> String {
     format!("{blueprint}{CATALOG_VERSION}.{platform}")
 }
 
+/// The most a catalog may decompress to, for `compressed` bytes on disk:
+/// 64 times that, at least 64 MiB, at most 1 GiB. Real catalogs decompress
+/// about 5x (their digests do not compress): a 12k-file environment is a
+/// 1 MiB file of 5 MiB JSON, and 1 GiB is some two million files. A gzip
+/// bomb (~1000x) stops here instead of taking the machine's memory.
+pub fn max_decoded_len(compressed: usize) -> u64 {
+    (compressed as u64)
+        .saturating_mul(64)
+        .clamp(MIN_DECODED_CAP, MAX_DECODED_CAP)
+}
+
+const MIN_DECODED_CAP: u64 = 64 << 20;
+/// The most any catalog decodes to; also the most a catalog entry of a
+/// hololib zip may hold.
+pub const MAX_DECODED_CAP: u64 = 1 << 30;
+
+/// Decode a catalog's bytes (gzip, zstd or raw), refusing to go past
+/// [`max_decoded_len`].
+fn decode_capped(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let limit = max_decoded_len(raw.len());
+    let (_, reader) =
+        crate::hololib::blob::decoder(std::io::Cursor::new(raw)).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(6).min(limit as usize));
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > limit {
+        return Err(format!(
+            "decompresses to more than {} MiB from {} bytes: not a catalog (a compression bomb?)",
+            limit >> 20,
+            raw.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// rcc's platform string for this machine (`GOOS_GOARCH`).
 pub fn host_platform() -> &'static str {
     match std::env::consts::ARCH {
@@ -156,7 +193,7 @@ impl Catalog {
     }
 
     pub fn from_bytes(raw: &[u8]) -> std::result::Result<Catalog, String> {
-        let json = crate::hololib::blob::decode_all(raw).map_err(|e| e.to_string())?;
+        let json = decode_capped(raw)?;
         let catalog: Catalog =
             serde_json::from_slice(&json).map_err(|e| format!("not a catalog: {e}"))?;
         Ok(catalog)
@@ -373,6 +410,27 @@ pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compression_bomb_is_refused_past_the_cap() {
+        // 80 MiB of zeros in ~80 KB: past the 64 MiB floor of the cap.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..80 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let err = Catalog::from_bytes(&bomb).unwrap_err();
+        assert!(err.contains("more than 64 MiB"), "{err}");
+        // the cap scales with the compressed size, within its bounds
+        assert_eq!(max_decoded_len(0), 64 << 20);
+        assert_eq!(max_decoded_len(2 << 20), 128 << 20);
+        assert_eq!(max_decoded_len(usize::MAX), 1 << 30);
+        // a real catalog is far below it
+        let json = go_json(&Catalog::default());
+        assert!(Catalog::from_bytes(&gzip_bytes(&json)).is_ok());
+    }
 
     #[test]
     fn go_escaping_and_layout() {

@@ -145,6 +145,23 @@ pub fn needed_digests(catalog: &Catalog) -> Vec<(String, String)> {
     out
 }
 
+/// The catalog names a hololib zip holds (read from its entry names only;
+/// entries that are not hololib entries are skipped here, `import_zip`
+/// refuses them).
+pub fn catalog_names(zip_path: &Path) -> Result<Vec<String>> {
+    let mut archive = open_zip(zip_path)?;
+    let mut out = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| Error::bad_input(zip_path, format!("entry #{i}: {e}")))?;
+        if let Ok(EntryKind::Catalog(c)) = classify(&String::from_utf8_lossy(entry.name_raw())) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// Import one `rcc holotree export` zip into `lib`.
 pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
     let _span = tracing::info_span!("import", zip = %zip_path.display()).entered();
@@ -263,8 +280,15 @@ pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
             .by_index(*i)
             .map_err(|e| bad(name, &e.to_string()))?;
         let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut raw)
+        let cap = crate::hololib::catalog::MAX_DECODED_CAP;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, cap + 1), &mut raw)
             .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
+        if raw.len() as u64 > cap {
+            return Err(bad(
+                name,
+                &format!("more than {} MiB: not a catalog", cap >> 20),
+            ));
+        }
         let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(name, &m))?;
         catalog.validate_names().map_err(|m| bad(name, &m))?;
         let missing: Vec<_> = needed_digests(&catalog)

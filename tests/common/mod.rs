@@ -49,6 +49,24 @@ pub const FIXTURE_HOME: &str = "/home/user";
 impl FixtureRobot {
     /// `tasks` is the robot.yaml text before `condaConfigFile` (the tasks).
     pub fn new(tasks: &str) -> FixtureRobot {
+        let fx = FixtureRobot::without_import(tasks);
+        let fixtures = shared_dir().join("fixtures/rcc");
+        let out = fx
+            .vhrun()
+            .arg("import")
+            .arg(fixtures.join("simple_linux.zip"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vhrun import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fx
+    }
+
+    /// The same robot over an empty ROBOCORP_HOME (nothing imported).
+    pub fn without_import(tasks: &str) -> FixtureRobot {
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test needs root (FUSE mounts, namespaces); CI runs as root"
@@ -65,17 +83,6 @@ impl FixtureRobot {
         };
         let fixtures = shared_dir().join("fixtures/rcc");
         std::fs::create_dir_all(&fx.dir).unwrap();
-        let out = fx
-            .vhrun()
-            .arg("import")
-            .arg(fixtures.join("simple_linux.zip"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vhrun import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         std::fs::copy(fixtures.join("simple.yaml"), fx.dir.join("conda.yaml")).unwrap();
         std::fs::write(
             fx.dir.join("robot.yaml"),
