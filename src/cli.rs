@@ -63,6 +63,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Remove unused blob-cache entries and stale run directories (never the hololib).
     Gc(GcArgs),
+    /// List the warm servers (one per environment in use), or stop them.
+    Servers(ServersArgs),
     /// Install an `rcc` wrapper into DIR: `rcc run --virtual` runs through
     /// vhrun, every other rcc command goes to the real rcc further down PATH.
     InstallShim(InstallShimArgs),
@@ -369,4 +371,14 @@ pub struct ServeArgs {
     pub idle: f64,
     #[arg(long)]
     pub no_passthrough: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServersArgs {
+    /// Ask them to exit (no new run; each exits once its runs in flight end).
+    #[arg(long)]
+    pub stop: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -342,7 +342,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         let paths = ws.lookups.len() + ws.dirs.len();
         let threads = paths.div_ceil(64).clamp(1, 4);
         if std::env::var_os("VHRUN_PREFETCH").is_some_and(|v| v == "sync") {
-            let _s = tracing::info_span!("prefetch").entered();
+            let _s = tracing::info_span!("fuse.prefetch", paths).entered();
             ws.prefetch(&target.mountpoint, threads);
             return Ok(Box::new(()) as sandbox::LowerGuard);
         }

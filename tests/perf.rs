@@ -4,6 +4,10 @@
 //! the same either way, working sets are kept per command, and the hidden
 //! benchmark switches work. A real lift, real FUSE + overlay runs: needs
 //! root (CI is root).
+//!
+//! Prefetch and working sets are the per-run mount's mechanics, so these
+//! runs mount a tree each (`VHRUN_SERVER=off`); a warm server replays a
+//! working set only for its first run (tests/server.rs covers it).
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -96,6 +100,7 @@ impl Fx {
         c.env("HOME", self.home())
             .env("ROBOCORP_HOME", self.root().join("rh"))
             .env("VHRUN_HOME", self.vhrun_home())
+            .env("VHRUN_SERVER", "off")
             .env_remove("VHRUN_PASSTHROUGH")
             .env_remove("VHRUN_PREFETCH")
             .current_dir(self.root());

@@ -154,9 +154,27 @@ fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
     assert!(gc.status.success(), "{}", stderr(&gc));
     assert!(cached() > 0, "gc removed the live server's blobs");
 
-    // SIGTERM: it unmounts, removes its socket and directory, and goes.
-    kill(pid, nix::sys::signal::Signal::SIGTERM);
-    wait_until("the server exits", || !alive(pid));
+    // `vhrun servers` lists it; `--stop` makes it unmount, remove its
+    // socket and directory, and go.
+    let listed = fx.vhrun().args(["servers", "--json"]).output().unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        listed[0]["hello"]["pid"].as_u64(),
+        Some(pid as u64),
+        "{listed}"
+    );
+    assert_eq!(
+        listed[0]["hello"]["served"], 2,
+        "listing is not a run: {listed}"
+    );
+    let stop = fx.vhrun().args(["servers", "--stop"]).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert!(
+        !alive(pid),
+        "servers --stop returned before the server exited"
+    );
     assert!(sockets(&fx.vhrun_home).is_empty());
     let dirs: Vec<_> = fs::read_dir(fx.vhrun_home.join("servers"))
         .unwrap()
@@ -312,4 +330,42 @@ fn rootless_runs_share_a_rootless_server() {
     );
     kill(pid, nix::sys::signal::Signal::SIGTERM);
     wait_until("the rootless server exits", || !alive(pid));
+}
+
+#[test]
+fn stopping_a_server_lets_the_run_in_flight_finish() {
+    let fx = FixtureRobot::new(
+        "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/started; while [ ! -e $GATE/go ]; do sleep 0.02; done; head -c 8 $CONDA_PREFIX/identity.yaml\"\n",
+    );
+    let gate = fx.tmp.path().join("gate");
+    fs::create_dir_all(&gate).unwrap();
+    let mut c = fx.vhrun();
+    c.args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .env("GATE", &gate)
+        .env("VHRUN_SERVER_IDLE", "60")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    wait_until("the task starts", || gate.join("started").exists());
+    let pid = server_pids(&fx.vhrun_home)[0];
+    let stopper = fx
+        .vhrun()
+        .args(["servers", "--stop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Draining: no new run gets it (its socket is gone), the old one lives.
+    wait_until("the socket is withdrawn", || {
+        sockets(&fx.vhrun_home).is_empty()
+    });
+    assert!(alive(pid));
+    fs::write(gate.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "channels");
+    let stopped = stopper.wait_with_output().unwrap();
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    wait_until("the drained server exits", || !alive(pid));
 }

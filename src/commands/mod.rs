@@ -19,6 +19,7 @@ pub mod mount;
 pub mod restore;
 pub mod run;
 pub mod serve;
+pub mod servers;
 pub mod shim;
 pub mod vars;
 
@@ -42,5 +43,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::InstallShim(a)) => shim::install(&a),
         Some(Command::RccShim(a)) => shim::dispatch(&a),
         Some(Command::Serve(a)) => serve::run(&a),
+        Some(Command::Servers(a)) => servers::run(&a),
     }
 }

@@ -127,14 +127,16 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         mntns: mntns.as_fd(),
         uid: id.uid,
     };
-    let why = state.run(&listener, &signals, cfg.idle);
-    tracing::info!("warm server exits: {why}");
-
-    // No new run from here on; those already queued are turned away and
+    // No new run once it goes; those already queued are turned away and
     // start a server of their own.
-    if std::fs::metadata(&sock).is_ok_and(|m| m.ino() == sock_ino) {
-        let _ = std::fs::remove_file(&sock);
-    }
+    let withdraw = || {
+        if std::fs::metadata(&sock).is_ok_and(|m| m.ino() == sock_ino) {
+            let _ = std::fs::remove_file(&sock);
+        }
+    };
+    let why = state.run(&listener, &signals, cfg.idle, &withdraw);
+    tracing::info!("warm server exits: {why}");
+    withdraw();
     drop(listener);
     drop(signals);
     if let Err(e) = mounted.unmount() {
@@ -215,10 +217,23 @@ enum Greeting {
 
 impl Served<'_> {
     /// Serve runs until idle, signalled, or unmounted; says which.
-    fn run(&self, listener: &UnixListener, signals: &SignalFd, idle: Duration) -> String {
+    /// A first SIGTERM/SIGINT/SIGHUP drains: `withdraw` removes the socket
+    /// and the server exits when the runs in flight have ended; a second
+    /// one exits at once (those runs lose their environment).
+    fn run(
+        &self,
+        listener: &UnixListener,
+        signals: &SignalFd,
+        idle: Duration,
+        withdraw: &dyn Fn(),
+    ) -> String {
         let mut clients: Vec<Client> = Vec::new();
         let mut idle_since = Instant::now();
+        let mut draining: Option<String> = None;
         loop {
+            if let (Some(why), true) = (&draining, clients.is_empty()) {
+                return why.clone();
+            }
             let served = self.served.get();
             if !self.mounted.is_serving() {
                 return "the tree was unmounted".into();
@@ -265,7 +280,16 @@ impl Served<'_> {
             drop(fds);
             if signalled {
                 if let Ok(Some(s)) = signals.read_signal() {
-                    return format!("signal {}", s.ssi_signo);
+                    let why = format!("signal {}", s.ssi_signo);
+                    if draining.is_some() {
+                        return why;
+                    }
+                    tracing::info!(
+                        "{why}: no new run; exiting after {} in flight",
+                        clients.len()
+                    );
+                    withdraw();
+                    draining = Some(why);
                 }
             }
             // Newest first, so removing keeps the other indexes right.
@@ -277,7 +301,7 @@ impl Served<'_> {
                     }
                 }
             }
-            if listener_ready {
+            if listener_ready && draining.is_none() {
                 while let Ok((stream, _)) = listener.accept() {
                     if let Some(c) = self.admit(stream) {
                         clients.push(c);

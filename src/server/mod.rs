@@ -246,18 +246,19 @@ fn short_socket_path(dir: &std::fs::File, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
-fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
-    let dir = std::fs::File::open(&paths.dir).at(&paths.dir)?;
-    let path = short_socket_path(&dir, &paths.socket_name);
-    let sock_path = paths.dir.join(&paths.socket_name);
+/// Connect to a socket of `dir`, checking that the same user serves it.
+fn dial(dir: &Path, socket_name: &str, uid: u32) -> Result<(UnixStream, i32)> {
+    let dirf = std::fs::File::open(dir).at(dir)?;
+    let path = short_socket_path(&dirf, socket_name);
+    let sock_path = dir.join(socket_name);
     let stream = UnixStream::connect(&path).at(&sock_path)?;
-    drop(dir);
+    drop(dirf);
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .at(&sock_path)?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| Error::io(&sock_path, e.into()))?;
-    if peer.uid() != req.identity.uid {
+    if peer.uid() != uid {
         return Err(Error::bad_input(
             &sock_path,
             format!(
@@ -266,6 +267,12 @@ fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
             ),
         ));
     }
+    Ok((stream, peer.pid()))
+}
+
+fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
+    let sock_path = paths.dir.join(&paths.socket_name);
+    let (stream, _) = dial(&paths.dir, &paths.socket_name, req.identity.uid)?;
     (&stream).write_all(b"run\n").at(&sock_path)?;
     let (hello, mut fds) = read_hello(&stream).at(&sock_path)?;
     let mntns = fds
@@ -413,6 +420,70 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
         return Err(failed("it exited".into()));
     }
     Ok(())
+}
+
+/// A live server, as `vhrun servers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub key: String,
+    pub hello: Hello,
+}
+
+/// The servers of `vhrun_home` that answer (sockets of dead ones are left
+/// to the next server of their key).
+pub fn list(vhrun_home: &Path) -> Vec<Listed> {
+    let dir = servers_dir(vhrun_home);
+    let uid = nix::unistd::geteuid().as_raw();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".sock") && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let Ok((mut stream, pid)) = dial(&dir, &name, uid) else {
+            continue;
+        };
+        let hello = stream
+            .write_all(b"info\n")
+            .and_then(|_| read_frame(&mut stream))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Hello>(&b).ok());
+        if let Some(mut hello) = hello {
+            // The kernel's word for who serves the socket.
+            hello.pid = pid as u32;
+            let key = name.trim_end_matches(".sock").to_string();
+            out.push(Listed { key, hello });
+        }
+    }
+    out
+}
+
+/// Ask every server of `vhrun_home` to exit (SIGTERM: no new run, exit
+/// once the runs in flight end) and wait up to 10 s for them; the ones
+/// asked.
+pub fn stop(vhrun_home: &Path) -> Vec<Listed> {
+    let listed = list(vhrun_home);
+    for l in &listed {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(l.hello.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for l in &listed {
+        let proc_dir = PathBuf::from(format!("/proc/{}", l.hello.pid));
+        while std::fs::read(proc_dir.join("cmdline")).is_ok_and(|c| !c.is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    listed
 }
 
 /// Write one answer frame.

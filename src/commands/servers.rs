@@ -1,0 +1,53 @@
+use crate::cli::ServersArgs;
+use crate::error::Result;
+use crate::hololib::Locations;
+use crate::server;
+
+/// `vhrun servers [--stop]`: the warm servers of this `$VHRUN_HOME`.
+pub fn run(args: &ServersArgs) -> Result<i32> {
+    let home = Locations::from_env().vhrun_home;
+    let listed = if args.stop {
+        server::stop(&home)
+    } else {
+        server::list(&home)
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&listed).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    if listed.is_empty() {
+        if !crate::logging::quiet() {
+            eprintln!("vhrun: no warm server running");
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<16}  {:>7}  {:>5}  {:>6}  {:<28}  ENVIRONMENT",
+        "SERVER", "PID", "RUNS", "IDLE", "CATALOG"
+    );
+    for l in &listed {
+        let h = &l.hello;
+        println!(
+            "{:<16}  {:>7}  {:>5}  {:>5}s  {:<28}  {}",
+            l.key,
+            h.pid,
+            h.served,
+            h.idle_s,
+            h.catalog
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            h.environment.display()
+        );
+    }
+    if args.stop && !crate::logging::quiet() {
+        eprintln!(
+            "vhrun: asked {} server(s) to stop (each exits once its runs in flight end)",
+            listed.len()
+        );
+    }
+    Ok(0)
+}
