@@ -331,6 +331,8 @@ class Contender:
             # the previous copy's removal and writeback are not this run's
             steps.append(f"rm -rf {SPACE}; sync")
         if cold and self.cold_dir:
+            # a cold run starts its own server: the last one goes first
+            steps.append(f"{VHRUN} -q servers --stop")
             steps.append(f"rm -rf {self.cold_dir}/blobs")
         if cold:
             steps.append(DROP)
@@ -345,7 +347,7 @@ class Contender:
         if self.name.startswith("c"):
             warm = Path(self.env["VHRUN_HOME"])
             shutil.rmtree(self.cold_dir, ignore_errors=True)
-            shutil.copytree(warm, self.cold_dir, symlinks=True, ignore=shutil.ignore_patterns("runs", "blobs"))
+            shutil.copytree(warm, self.cold_dir, symlinks=True, ignore=shutil.ignore_patterns("runs", "blobs", "servers"))
             env["VHRUN_HOME"] = str(self.cold_dir)
         return env
 
@@ -444,6 +446,21 @@ def measure_proc(argv, env, cwd=None):
     return {"rc": rc, "wall": time.perf_counter() - t, "rss_kib": hwm, "cpu_s": cpu, "stderr": err[-400:]}
 
 
+def server_usage(env):
+    """Peak RSS (VmHWM) and CPU time so far of the warm server of `env`'s
+    VHRUN_HOME (None with VHRUN_SERVER=off, or when none is running)."""
+    r = subprocess.run([VHRUN, "servers", "--json"], env=env, capture_output=True, text=True)
+    try:
+        pid = json.loads(r.stdout)[0]["hello"]["pid"]
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (ValueError, IndexError, KeyError, OSError, StopIteration):
+        return None
+    return {"rss_kib": hwm, "cpu_s": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}
+
+
 def concurrent(c, rounds, n=8):
     walls, errors = [], 0
     for _ in range(rounds):
@@ -479,6 +496,7 @@ def stats_pass(cs, quick):
             cmd = shlex.split(c.command("import")[0])
             first = measure_proc(cmd, env)
             s["first"] = first
+            s["server_first"] = server_usage(env)
             s["blob_cache"] = du(home / "blobs")
             s["pycache"] = du(home / "pycache")
             s["index"] = du(home / "index")
@@ -489,6 +507,8 @@ def stats_pass(cs, quick):
             kept = measure_proc(cmd[:2] + ["--keep-overlay", str(keep)] + cmd[2:], env)
             s["upper"] = du(keep) if kept["rc"] == 0 else None
             s["robot"] = measure_proc(shlex.split(c.command("robot")[0]), env)
+            s["server_all"] = server_usage(env)
+            subprocess.run([VHRUN, "-q", "servers", "--stop"], env=env)
         elif c.name.startswith("a"):
             shutil.rmtree(SPACE, ignore_errors=True)
             s["restore"] = measure_proc([VHRUN, "restore", "--no-meta", "--catalog", c.env["KEY"], str(SPACE)], c.env)
@@ -577,7 +597,8 @@ def targets(res, st, names):
     up = st.get("c", {}).get("upper")
     if up is not None:
         t.append(("bytes written into the environment per run: 0", f"{up[0]} B ({up[1]} files)", up[0] == 0))
-    rss = [st.get("c", {}).get(k, {}).get("rss_kib") for k in ("first", "warm")]
+    rss = [(st.get("c", {}).get(k) or {}).get("rss_kib")
+           for k in ("first", "warm", "server_first", "server_all")]
     rss = [r for r in rss if r]
     if rss:
         t.append(("peak server RSS <= 32 MiB", f"{max(rss) / 1024:.1f} MiB", max(rss) <= 32 * 1024))
@@ -656,6 +677,12 @@ def tables(data):
                 row(f"{LABELS[c]}: vhrun peak RSS / CPU, heavy import {what}" if k != "robot"
                     else f"{LABELS[c]}: vhrun peak RSS / CPU, robot run",
                     f"{r['rss_kib'] / 1024:.1f} MiB / {r['cpu_s']:.3f} s" + ("" if r["rc"] == 0 else f" (exit {r['rc']})"))
+            for k, what in (("server_first", "after the first heavy import"),
+                            ("server_all", "after first + warm + robot runs")):
+                r = s.get(k)
+                if r:
+                    row(f"{LABELS[c]}: warm server peak RSS / CPU, {what}",
+                        f"{r['rss_kib'] / 1024:.1f} MiB / {r['cpu_s']:.3f} s")
         if c == "d" and "pycache" in s:
             row(f"{LABELS[c]}: bytes written per run / bytecode cache (once)", f"0 B / {mib(s['pycache'][0])}")
     tg = targets(res, st, names)

@@ -47,6 +47,8 @@ pub struct GcReport {
     pub bytes: u64,
     /// Runs found alive (their lock is held).
     pub live_runs: usize,
+    /// Warm servers found alive (`crate::server`).
+    pub live_servers: usize,
     /// Why something was spared wholesale.
     pub notes: Vec<String>,
 }
@@ -188,11 +190,9 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     let mut live_unknown = false;
     // Warm servers keep a run directory of their own, with the same lock
     // and catalog note, among their sockets.
+    let servers = crate::server::servers_dir(&locations.vhrun_home);
     let mut entries = Vec::new();
-    for dir in [
-        runs_dir(&locations.vhrun_home),
-        crate::server::servers_dir(&locations.vhrun_home),
-    ] {
+    for dir in [runs_dir(&locations.vhrun_home), servers.clone()] {
         match std::fs::read_dir(&dir) {
             Ok(rd) => entries.extend(rd.flatten().map(|e| e.path())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -218,7 +218,11 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         }
         match run_state(&run)? {
             RunState::Live => {
-                report.live_runs += 1;
+                if run.starts_with(&servers) {
+                    report.live_servers += 1;
+                } else {
+                    report.live_runs += 1;
+                }
                 match live_catalog(locations, &run) {
                     Some(c) => add_digests(&c, &mut live_digests),
                     None => live_unknown = true,

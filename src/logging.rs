@@ -35,6 +35,10 @@ pub fn init(verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(decorations())
         .with_target(false)
+        // A log line that cannot be written (a warm server's log on a full
+        // disk, a closed stderr) is dropped: by default the subscriber
+        // would report it with eprintln!, which panics when stderr fails.
+        .log_internal_errors(false)
         // `-v` shows how long each span took (mount ready, first open, ...).
         .with_span_events(if timed {
             tracing_subscriber::fmt::format::FmtSpan::CLOSE

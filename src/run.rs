@@ -313,11 +313,9 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         // `vhrun gc` spares the blobs of the catalog a live run names in
         // `runs/<id>/catalog`; without it, gc leaves the whole blob cache
         // alone while any run lives.
-        if let Some(run_dir) = spec_run_dir(target, per_run) {
-            let note = run_dir.join("catalog");
-            if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
-                tracing::debug!("{}: {e}", note.display());
-            }
+        let note = target.run_dir.join("catalog");
+        if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
+            tracing::debug!("{}: {e}", note.display());
         }
         if per_run {
             let opts = MountOptions {
@@ -397,12 +395,6 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     })
 }
 
-/// The run directory, when the lower tree is mounted in it (per-run
-/// mounts); a warm server's mountpoint is in its own directory.
-fn spec_run_dir(target: &sandbox::LowerTarget, per_run: bool) -> Option<&Path> {
-    per_run.then(|| target.mountpoint.parent()).flatten()
-}
-
 /// A warm server's share of the run: its counters' difference, and the
 /// working set it recorded when this run was its first.
 fn finish_server(
@@ -411,6 +403,10 @@ fn finish_server(
     workset_path: &Path,
     tree: &crate::tree::Tree,
 ) -> Option<(fuse::Stats, (u64, u64))> {
+    match conn.notices() {
+        Ok(lines) => lines.iter().for_each(|l| tracing::error!("{l}")),
+        Err(e) => tracing::debug!("{e}"),
+    }
     let now = match conn.stats() {
         Ok(s) => s,
         Err(e) => {

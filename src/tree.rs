@@ -258,6 +258,14 @@ enum Pending<'c> {
 }
 
 impl Tree {
+    /// Copy what is still read from the mapped index file into memory. A
+    /// warm server lives for minutes: it must not serve whatever someone
+    /// writes into that file meanwhile (vhrun itself only ever replaces
+    /// indexes by rename).
+    pub fn detach_from_index(&mut self) {
+        self.text.owned();
+    }
+
     /// One line per node with everything served from it (path, kind, mode,
     /// size, links, children, digest, rewrites, defect, link target): two
     /// trees that serve the same answer the same. For tests and debugging.

@@ -1536,8 +1536,18 @@ fn runs_of_two_catalogs_and_gc_during_them() {
     });
     let catalogs = lab.catalogs();
     let by_key = |k: &str| catalogs.iter().find(|c| c.blueprint == k).unwrap().clone();
-    // Warm the cache with the third catalog: no live run will serve it.
+    // Warm the cache with the third catalog: no live run will serve it,
+    // and its warm server is stopped (a live server keeps its blobs).
     run(lab.exec(&third, LIST_SUMS), "third").ok();
+    let stopped = run(
+        {
+            let mut c = lab.command();
+            c.args(["servers", "--stop"]);
+            c
+        },
+        "stop the third catalog's server",
+    );
+    assert_eq!(stopped.code, Some(0), "{stopped:?}");
     fs::create_dir_all(lab.root().join("gate")).unwrap();
     fs::create_dir_all(lab.root().join("gc")).unwrap();
     // Each run reads everything, then waits for gc to finish, then reads

@@ -51,12 +51,13 @@ pub fn run(args: &GcArgs) -> Result<i32> {
         eprintln!("vhrun: note: {n}");
     }
     println!(
-        "{} {} entries, {} {}; {} live runs left alone",
+        "{} {} entries, {} {}; {} live runs and {} warm servers left alone",
         verb,
         report.removed.len(),
         human(report.bytes),
         if args.dry_run { "to free" } else { "freed" },
-        report.live_runs
+        report.live_runs,
+        report.live_servers
     );
     Ok(0)
 }

@@ -52,7 +52,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     if exists {
         check_empty_dir(&mountpoint)?;
     }
-    raise_nofile_limit();
+    crate::fuse::raise_nofile_limit();
 
     // Forked while single-threaded, before anything is created: from here
     // on neither the mount nor a mount point we made can outlive us.
@@ -155,15 +155,4 @@ fn check_empty_dir(path: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The server keeps one descriptor per open file: allow as many as the
-/// hard limit does (this process only serves, it runs no task).
-fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
 }

@@ -25,13 +25,13 @@ pub fn run(args: &ServersArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<16}  {:>7}  {:>5}  {:>6}  {:<28}  ENVIRONMENT",
+        "{:<16}  {:>7}  {:>5}  {:>6}  {:<32}  ENVIRONMENT",
         "SERVER", "PID", "RUNS", "IDLE", "CATALOG"
     );
     for l in &listed {
         let h = &l.hello;
         println!(
-            "{:<16}  {:>7}  {:>5}  {:>5}s  {:<28}  {}",
+            "{:<16}  {:>7}  {:>5}  {:>5}s  {:<32}  {}",
             l.key,
             h.pid,
             h.served,

@@ -18,7 +18,7 @@ use fuser::{
     ReplyXattr, Request,
 };
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -55,7 +55,6 @@ pub(crate) struct VhFs {
     by_inode: Mutex<HashMap<u64, Weak<OpenFile>>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
-    reported: Mutex<HashSet<u64>>,
     mtime: SystemTime,
 }
 
@@ -91,7 +90,6 @@ impl VhFs {
             by_inode: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            reported: Mutex::new(HashSet::new()),
             mtime: UNIX_EPOCH + Duration::from_secs(MTIME),
         }
     }
@@ -145,11 +143,14 @@ impl VhFs {
 
     fn eio(&self, ino: u64, what: &dyn std::fmt::Display) -> Errno {
         Counters::bump(&self.counters.eio);
-        if self.reported.lock().unwrap().insert(ino) {
-            tracing::error!(
+        let message = || {
+            format!(
                 "{}: {what}",
                 self.mountpoint.join(self.tree.path(ino)).display()
-            );
+            )
+        };
+        if let Some(m) = self.counters.notices.push(ino, message) {
+            tracing::error!("{m}");
         }
         Errno::EIO
     }
@@ -188,9 +189,12 @@ impl VhFs {
                     // on one inode is refused by the kernel, so drop
                     // passthrough for the whole mount, once.
                     if self.passthrough.swap(false, Relaxed) {
-                        tracing::warn!(
+                        let m = format!(
                             "FUSE passthrough refused by the kernel ({e}); serving reads from vhrun"
                         );
+                        tracing::warn!("{m}");
+                        // Inode 0 names no file: the mount's own event.
+                        self.counters.notices.push(0, || m);
                         self.counters.set_read_mode(ReadMode::Served);
                     }
                     None

@@ -14,6 +14,7 @@
 //! drop the `MountedTree`.
 
 mod fs;
+pub mod notices;
 pub mod stats;
 pub mod workset;
 
@@ -125,6 +126,18 @@ impl Drop for SignalWatch {
     fn drop(&mut self) {
         for (_, _, id) in self.pipes.drain(..) {
             signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// A FUSE server keeps one descriptor per open file (passthrough backing
+/// files, or the files it reads for the kernel): allow as many as the hard
+/// limit does.
+pub fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
@@ -330,6 +343,16 @@ impl MountedTree {
         let span = tracing::info_span!("fuse.prefetch", paths = ws.lookups.len());
         let _g = span.enter();
         ws.prefetch(&self.mountpoint, threads)
+    }
+
+    /// The number the next error notice gets (see [`notices`]).
+    pub fn notice_seq(&self) -> u64 {
+        self.counters.notices.next_seq()
+    }
+
+    /// Error notices numbered `seq` or later, once per file.
+    pub fn notices_since(&self, seq: u64) -> Vec<String> {
+        self.counters.notices.since(seq)
     }
 
     /// True while the server still runs (the mount was not torn down).

@@ -40,6 +40,8 @@ pub(crate) struct Counters {
     opened: OpenedSet,
     /// `ReadMode` as u8.
     pub read_mode: AtomicU8,
+    /// Errors to tell the runs that met them.
+    pub notices: super::notices::Notices,
 }
 
 /// One bit per inode, set by its first successful open: a distinct-file

@@ -211,8 +211,11 @@ impl SandboxSpec {
 /// Where and as whom the lower tree is mounted.
 #[derive(Debug, Clone)]
 pub struct LowerTarget {
-    /// An empty directory in the run directory; mount the tree here.
+    /// An empty directory in the run directory; mount the tree here (or,
+    /// joining a warm server, where it is already mounted).
     pub mountpoint: PathBuf,
+    /// The run directory (`$VHRUN_HOME/runs/<id>`).
+    pub run_dir: PathBuf,
     /// The caller's ids (mapped to themselves in a user namespace): what
     /// the tree should report as owner (kernel-facts.md, "Rootless").
     pub uid: u32,
@@ -249,13 +252,7 @@ where
     let id = Identity::current();
     let run = {
         let _s = info_span!("sandbox_prepare").entered();
-        // A warm server's run writes in memory unless its write layer is
-        // to be kept: no directory to create and remove on disk.
-        let run = if spec.join.is_some() && spec.keep_overlay.is_none() && memory_layer_ok(&id) {
-            RunDir::in_memory(&spec.runs_dir())?
-        } else {
-            RunDir::create(&spec.runs_dir())?
-        };
+        let run = RunDir::create(&spec.runs_dir())?;
         overlay::ensure_mountpoint(&spec.env_path)?;
         run
     };
@@ -324,6 +321,7 @@ where
         let _s = info_span!("sandbox_mount_lower").entered();
         let target = LowerTarget {
             mountpoint: lower.clone(),
+            run_dir: run.path.clone(),
             uid: id.uid,
             gid: id.gid,
             rootless: id.rootless,
@@ -332,9 +330,6 @@ where
     }
     {
         let _s = info_span!("sandbox_overlay").entered();
-        if run.is_in_memory() {
-            run.mount_memory()?;
-        }
         let volatile = spec.keep_overlay.is_none();
         overlay::mount_overlay(run, &lower, &spec.env_path, id.rootless, volatile)?;
         mounts.env = Some(spec.env_path.clone());
@@ -382,23 +377,6 @@ where
         signals: &signals.fd,
         started,
     })
-}
-
-/// Whether the overlay's write layer may live on a tmpfs: in a user
-/// namespace, overlayfs keeps its metadata in `user.*` xattrs, which tmpfs
-/// stores only from Linux 6.6 on.
-fn memory_layer_ok(id: &Identity) -> bool {
-    if !id.rootless {
-        return true;
-    }
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
 }
 
 /// What is mounted in the run's namespace, undone in reverse order.

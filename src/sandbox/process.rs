@@ -238,7 +238,7 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
     // The lower tree's server (threads of this process) holds a descriptor
     // for each file the task has open: allow it the hard limit, now that
     // the reaper (and so the task) has forked with the caller's limits.
-    raise_nofile_limit();
+    crate::fuse::raise_nofile_limit();
     let Pipes {
         report_r,
         report_w,
@@ -255,15 +255,6 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         kill_leftover_children();
     }
     result
-}
-
-fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
 }
 
 fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> Result<RunOutcome> {

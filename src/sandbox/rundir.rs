@@ -26,9 +26,8 @@ const NEW_DIR_GRACE: Duration = Duration::from_secs(2);
 pub struct RunDir {
     pub id: String,
     pub path: PathBuf,
-    // Held (flock LOCK_EX) until the RunDir is dropped; `None` for a write
-    // layer in memory.
-    _lock: Option<File>,
+    // Held (flock LOCK_EX) until the RunDir is dropped.
+    _lock: File,
 }
 
 impl RunDir {
@@ -56,48 +55,10 @@ impl RunDir {
         Ok(RunDir {
             id,
             path,
-            _lock: Some(lock),
+            _lock: lock,
         })
     }
 
-    /// A write layer in memory: nothing is created on disk. After the
-    /// run's private mount namespace exists, [`RunDir::mount_memory`] puts
-    /// a tmpfs over `runs` (seen by this run only) holding `upper` and
-    /// `work`; it goes with the namespace, so there is nothing to remove
-    /// and nothing a crash leaves behind. Liveness for `vhrun gc` comes
-    /// from the warm server's own run directory.
-    pub fn in_memory(runs: &Path) -> Result<RunDir> {
-        mkdir(runs, 0o700, true)?;
-        Ok(RunDir {
-            id: "memory".into(),
-            path: runs.to_path_buf(),
-            _lock: None,
-        })
-    }
-
-    pub fn is_in_memory(&self) -> bool {
-        self._lock.is_none()
-    }
-
-    /// Mount the tmpfs of an in-memory write layer (in the run's mount
-    /// namespace) and create `upper` and `work` in it.
-    pub fn mount_memory(&self) -> Result<()> {
-        nix::mount::mount(
-            Some("vhrun-upper"),
-            &self.path,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("mode=0700"),
-        )
-        .map_err(|e| {
-            Error::unavailable(
-                format!("mounting the run's tmpfs at {}", self.path.display()),
-                e.desc(),
-            )
-        })?;
-        mkdir(&self.upper(), 0o755, false)?;
-        mkdir(&self.work(), 0o700, false)
-    }
     pub fn lower(&self) -> PathBuf {
         self.path.join("lower")
     }
@@ -126,9 +87,6 @@ impl RunDir {
     /// unmounted: `lower` is removed with rmdir, never recursively, so a
     /// mount still in place fails here instead of losing its files.
     pub fn remove(self) -> Result<()> {
-        if self.is_in_memory() {
-            return Ok(());
-        }
         remove_run_dir(&self.path)
     }
 }

@@ -64,6 +64,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let paths = Paths::new(&dir, &cfg.key);
     let _key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
     let id = Identity::current();
+    crate::fuse::raise_nofile_limit();
     // Blocked before any thread starts, so every thread inherits it.
     let signals = block_signals()?;
     namespaces::enter_with(&id, Propagation::Slave)?;
@@ -74,10 +75,9 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     };
     let mntns = std::fs::File::open("/proc/self/ns/mnt").at("/proc/self/ns/mnt")?;
 
-    let tree = Arc::new(Tree::load_indexed(
-        &cfg.catalog,
-        &cfg.vhrun_home.join("index"),
-    )?);
+    let mut tree = Tree::load_indexed(&cfg.catalog, &cfg.vhrun_home.join("index"))?;
+    tree.detach_from_index();
+    let tree = Arc::new(tree);
     let blobs = BlobCache::new(Hololib::new(&cfg.hololib), &cfg.blobs);
     // A run directory of its own: gc sees the catalog in use, and a
     // crashed server's directory is removed by the next one.
@@ -338,6 +338,7 @@ impl Served<'_> {
             catalog: self.catalog.clone(),
             environment: self.shown_as.clone(),
             idle_s: self.idle.as_secs_f64(),
+            notice_seq: self.mounted.notice_seq(),
         };
         let Ok(json) = serde_json::to_vec(&hello) else {
             return false;
@@ -390,6 +391,13 @@ impl Served<'_> {
                     continue;
                 }
                 b"stats" => serde_json::to_vec(&self.mounted.stats()).unwrap_or_default(),
+                l if l.starts_with(b"notices ") => {
+                    let seq = std::str::from_utf8(&l[8..])
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    serde_json::to_vec(&self.mounted.notices_since(seq)).unwrap_or_default()
+                }
                 b"workset" => self.mounted.working_set().to_bytes(),
                 _ => return false,
             };

@@ -93,6 +93,8 @@ pub struct Hello {
     pub environment: PathBuf,
     /// Seconds it waits for a run before exiting.
     pub idle_s: f64,
+    /// The number of the next error notice (`fuse::notices`).
+    pub notice_seq: u64,
 }
 
 /// A run's connection to its server; the server stays while it is open.
@@ -119,6 +121,14 @@ impl Connection {
         let bytes = self.ask("stats")?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Internal(format!("warm server: bad stats answer: {e}")))
+    }
+
+    /// The read errors the server met since this run connected, once per
+    /// file (what a per-run mount would have printed).
+    pub fn notices(&mut self) -> Result<Vec<String>> {
+        let bytes = self.ask(&format!("notices {}", self.hello.notice_seq))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("warm server: bad notices answer: {e}")))
     }
 
     /// What the server's tree has been asked for so far.
