@@ -9,7 +9,8 @@
 //!   run holds flock(2) on `runs/<id>/lock` for its whole life, and writes
 //!   the path of the catalog it serves to `runs/<id>/catalog`.
 //! - `servers/<id>/`: the same for a warm server (`crate::server`), next
-//!   to its socket, lock and log files (`servers/<key>.*`, left alone).
+//!   to its socket, lock and log files (`servers/<key>.*`): the log and
+//!   socket of a server gone for longer than N days are removed.
 //!
 //! Removed: run directories older than N days whose lock can be taken;
 //! cache entries that no catalog of any hololib references, or that were
@@ -238,6 +239,27 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         }
     }
 
+    // Logs and sockets of servers gone for longer than --days. Their
+    // `.lock`/`.spawn` files stay: removing a lock file someone may be
+    // about to take could let two servers of one key start.
+    if let Ok(rd) = std::fs::read_dir(&servers) {
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some((key, "log" | "sock")) = name.split_once('.') else {
+                continue;
+            };
+            let old = age(path.symlink_metadata().and_then(|m| m.modified()), now) > max_age;
+            if old && server_gone(&servers.join(format!("{key}.lock"))) {
+                remove(&mut report, &path, "left by a warm server that exited")?;
+            }
+        }
+    }
+
     let blobs = blobs_dir(&locations.vhrun_home);
     if !blobs.is_dir() {
         return Ok(report);
@@ -299,6 +321,14 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         prune_empty_dirs(&blobs, true);
     }
     Ok(report)
+}
+
+/// Nobody holds a server key's lock (or it does not exist).
+fn server_gone(lock: &Path) -> bool {
+    match std::fs::File::open(lock) {
+        Ok(f) => Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

@@ -184,6 +184,18 @@ fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
         .collect();
     assert!(dirs.is_empty(), "server directories left: {dirs:?}");
     assert_eq!(host_mounts(), before);
+    // Its log goes with gc; its lock file stays.
+    let logs = || {
+        fs::read_dir(fx.vhrun_home.join("servers"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .count()
+    };
+    assert_eq!(logs(), 1);
+    let gc = fx.vhrun().args(["gc", "--days", "0"]).output().unwrap();
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert_eq!(logs(), 0);
 
     // Switched off: the tree is mounted for the run, no server starts.
     let (third, s3) = run(&fx, &[("VHRUN_SERVER", "off")], "third");

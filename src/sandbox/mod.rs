@@ -32,9 +32,13 @@
 //!    signals wait for the supervisor loop instead of killing vhrun;
 //! 3. unshare the mount namespace (plus a user namespace mapping the
 //!    caller's uid/gid to themselves when not root) and make / rprivate;
+//!    or, with `spec.join` (a warm server, `crate::server`), `setns` into
+//!    the server's user and mount namespaces, where the tree is already
+//!    mounted, and unshare a private mount namespace from there;
 //! 4. **call `mount_lower(&LowerTarget)`**: threads may be started from
 //!    here on (FUSE workers). It mounts the lower tree at
-//!    `target.mountpoint` and returns a guard, dropped after the unmount;
+//!    `target.mountpoint` (joining a server: mounts nothing, the tree is
+//!    there) and returns a guard, dropped after the unmount;
 //! 5. mount the overlay at `env_path`;
 //! 6. resolve each command's program in the task's PATH, build argv/envp;
 //! 7. from the main thread (PDEATHSIG fires when the forking *thread*
