@@ -366,38 +366,67 @@ def hyperfine(name, cmd, env, runs, warmup, prepare, cwd):
     return summary(times)
 
 
-def in_env(name, cmd, env, runs, warmup, prepare, cwd):
-    """The in-environment time of cmd's Python workload: each sample is one
-    whole run of the contender's command (a fresh vhrun run, mount or copy)
-    whose task, inenv.sh, writes the clock around the interpreter to fd 3."""
-    samples, walls = [], []
+def in_env_sample(name, cmd, env, prepare, cwd):
+    """One whole run of the contender's command (a fresh vhrun run, mount or
+    copy) whose task, inenv.sh, writes the clock around the interpreter to
+    fd 3: (in-environment seconds, wall seconds), or {"error": why}."""
+    if prepare:
+        subprocess.run(prepare, shell=True, check=True)
     fd_file = RES / f"{name}.fd3"
-    for i in range(warmup + runs):
-        if prepare:
-            subprocess.run(prepare, shell=True, check=True)
-        with open(fd_file, "w+") as out:
-            fd = out.fileno()
+    with open(fd_file, "w+") as out:
+        fd = out.fileno()
 
-            def to_fd3():
-                os.dup2(fd, 3)
-                os.set_inheritable(3, True)
-            t = time.perf_counter()
-            # close_fds=False: fd 3 must survive; the harness's own fds are
-            # close-on-exec (PEP 446)
-            r = subprocess.run(shlex.split(cmd), env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=to_fd3, close_fds=False)
-            wall = time.perf_counter() - t
-            out.seek(0)
-            line = out.read().split()
-        if r.returncode or len(line) != 2:
-            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}, fd 3: {line}"])[-1]
-            return {"error": why}
-        if i >= warmup:
-            samples.append(float(line[1]) - float(line[0]))
-            walls.append(wall)
+        def to_fd3():
+            os.dup2(fd, 3)
+            os.set_inheritable(3, True)
+        t = time.perf_counter()
+        # close_fds=False: fd 3 must survive; the harness's own fds are
+        # close-on-exec (PEP 446)
+        r = subprocess.run(shlex.split(cmd), env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, preexec_fn=to_fd3, close_fds=False)
+        wall = time.perf_counter() - t
+        out.seek(0)
+        line = out.read().split()
     fd_file.unlink(missing_ok=True)
-    (RES / f"{name}.json").write_text(json.dumps({"command": cmd, "times": samples, "walls": walls}, indent=1))
-    return summary(samples)
+    if r.returncode or len(line) != 2:
+        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}, fd 3: {line}"])[-1]
+        return {"error": why}
+    return float(line[1]) - float(line[0]), wall
+
+
+def in_env_interleaved(jobs):
+    """In-environment samples of several contenders taken round-robin (one
+    sample of each in turn), so that drift on a shared machine (load,
+    writeback, thermal) falls on every contender alike. jobs: name ->
+    (cmd, env, runs, warmup, prepare, cwd). Returns name -> summary."""
+    samples = {k: [] for k in jobs}
+    walls = {k: [] for k in jobs}
+    failed = {}
+    rounds = max(w + n for (_, _, n, w, _, _) in jobs.values())
+    for i in range(rounds):
+        for k, (cmd, env, n, w, prepare, cwd) in jobs.items():
+            if k in failed or i >= w + n:
+                continue
+            got = in_env_sample(k, cmd, env, prepare, cwd)
+            if isinstance(got, dict):
+                failed[k] = got
+            elif i >= w:
+                samples[k].append(got[0])
+                walls[k].append(got[1])
+    out = {}
+    for k, (cmd, *_rest) in jobs.items():
+        if k in failed:
+            out[k] = failed[k]
+            continue
+        (RES / f"{k}.json").write_text(json.dumps({"command": cmd, "times": samples[k],
+                                                   "walls": walls[k]}, indent=1))
+        out[k] = summary(samples[k])
+    return out
+
+
+def in_env(name, cmd, env, runs, warmup, prepare, cwd):
+    """in_env_interleaved for one contender."""
+    return in_env_interleaved({name: (cmd, env, runs, warmup, prepare, cwd)})[name]
 
 
 def summary(times):
@@ -806,7 +835,27 @@ def main():
     res = {}
     for m in metrics:
         res[m] = {}
+        if m.endswith("-in"):
+            # every contender but (a) (a restore per sample, 500 MB of
+            # writeback that would land on the others' samples) round-robin
+            jobs = {}
+            for c in cs:
+                if c.name in broken or c.name.startswith("a"):
+                    continue
+                n, w = runs(c, m)
+                cmd, cwd = c.command(m)
+                jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd)
+            got = in_env_interleaved(jobs)
+            for c in cs:
+                r = got.get(f"{m}-{c.name}")
+                if r is not None:
+                    res[m][c.name] = r
+                    log(f"  [{time.perf_counter() - started:4.0f} s] {METRICS[m]:40.40s} "
+                        f"{c.label():28.28s} " + (f"failed: {r['error']}" if "error" in r else
+                        f"{fmt_s(r['median']):>9s} ({fmt_s(r['min'])}-{fmt_s(r['max'])}, n={r['n']})"))
         for c in cs:
+            if c.name in res[m]:
+                continue
             if c.name in broken:
                 res[m][c.name] = {"error": broken[c.name]}
                 continue

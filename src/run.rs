@@ -1,10 +1,11 @@
 //! A run: robot.yaml -> task -> catalog -> sandbox over the FUSE tree.
 //!
 //! Everything that can fail on bad input (robot.yaml, env.json, a missing
-//! or broken catalog) is decided in [`prepare`], before any namespace
+//! or broken catalog) is decided in [`plan`], before any namespace
 //! exists, so errors are plain one-liners and nothing needs undoing. Only
-//! then [`execute`] enters the sandbox, mounts the tree inside it, runs
-//! the commands and tears everything down.
+//! then [`execute`] finds the catalog's warm server (`crate::server`; or
+//! mounts the tree itself inside the sandbox when there is none), enters
+//! the sandbox, runs the commands and tears everything down.
 
 use crate::cli::{ExecArgs, RobotArgs, RunArgs, SandboxArgs};
 use crate::environ::{self, EnvList};

@@ -295,7 +295,11 @@ fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
             "the server sent no user namespace",
         ));
     }
-    stream.set_read_timeout(None).at(&sock_path)?;
+    // Questions at the end of the run get the same patience: a server
+    // that stopped answering must not hold the run's exit.
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .at(&sock_path)?;
     let joined = Joined {
         userns,
         mntns,
