@@ -124,6 +124,19 @@ fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
     assert_eq!(host_mounts(), before, "a mount appeared on the host");
     let its = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     assert!(its.contains(" fuse.vhrun "), "{its}");
+    // It keeps no directory of the caller busy, and none of its fds.
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        Path::new("/")
+    );
+    for fd in 0..3 {
+        let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        assert!(
+            !target.to_string_lossy().starts_with("pipe:"),
+            "fd {fd} of the server is a pipe of its starter: {}",
+            target.display()
+        );
+    }
 
     // The second run: no lookup reaches the server, the kernel has them all.
     let (second, s2) = run(&fx, &idle, "second");

@@ -46,6 +46,9 @@ pub fn serve(cfg: &ServeConfig) -> Result<i32> {
     namespaces::ensure_single_threaded()?;
     // Out of the caller's session: a terminal's ^C or hangup is not ours.
     let _ = nix::unistd::setsid();
+    // Nor its working directory: a server living on in the robot's
+    // directory would keep that filesystem busy.
+    let _ = std::env::set_current_dir("/");
     // The process is single-threaded here, so the child may run ordinary
     // code (the restriction of `clone_child` is about other threads).
     crate::sys::fork::clone_child(false, || match serve_detached(cfg) {
