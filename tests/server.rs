@@ -381,15 +381,32 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Draining: no new run gets it (its socket is gone), the old one lives.
+    // Draining: no new run gets it (its socket is gone), the old one lives,
+    // and a run started now gets a new server at once.
     wait_until("the socket is withdrawn", || {
         sockets(&fx.vhrun_home).is_empty()
     });
     assert!(alive(pid));
+    let mut c = fx.vhrun();
+    c.args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .env("GATE", &gate)
+        .env("VHRUN_SERVER_IDLE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let newcomer = c.spawn().unwrap();
+    // Its socket appears while the first server still holds a run: the
+    // key was let go when draining began.
+    wait_until("a second server serves the newcomer", || {
+        sockets(&fx.vhrun_home).len() == 1 && server_pids(&fx.vhrun_home).len() == 2
+    });
+    assert!(alive(pid));
     fs::write(gate.join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "channels");
+    for child in [child, newcomer] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "channels");
+    }
     let stopped = stopper.wait_with_output().unwrap();
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     wait_until("the drained server exits", || !alive(pid));

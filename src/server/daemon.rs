@@ -65,7 +65,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<i32> {
 fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let dir = servers_dir(&cfg.vhrun_home);
     let paths = Paths::new(&dir, &cfg.key);
-    let _key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
+    let key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
     let id = Identity::current();
     crate::fuse::raise_nofile_limit();
     // Blocked before any thread starts, so every thread inherits it.
@@ -130,17 +130,19 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         mntns: mntns.as_fd(),
         uid: id.uid,
     };
-    // No new run once it goes; those already queued are turned away and
-    // start a server of their own.
-    let withdraw = || {
+    // No new run once it goes: the socket is removed and the key's lock
+    // let go, so the next run starts a server of its own at once (those
+    // queued on the closed listener are turned away and do the same).
+    let mut key_lock = Some(key_lock);
+    let mut withdraw = || {
         if std::fs::metadata(&sock).is_ok_and(|m| m.ino() == sock_ino) {
             let _ = std::fs::remove_file(&sock);
         }
+        key_lock.take();
     };
-    let why = state.run(&listener, &signals, cfg.idle, &withdraw);
+    let why = state.run(listener, &signals, cfg.idle, &mut withdraw);
     tracing::info!("warm server exits: {why}");
     withdraw();
-    drop(listener);
     drop(signals);
     if let Err(e) = mounted.unmount() {
         tracing::warn!("{e}");
@@ -221,15 +223,18 @@ enum Greeting {
 impl Served<'_> {
     /// Serve runs until idle, signalled, or unmounted; says which.
     /// A first SIGTERM/SIGINT/SIGHUP drains: `withdraw` removes the socket
-    /// and the server exits when the runs in flight have ended; a second
-    /// one exits at once (those runs lose their environment).
+    /// and lets the key go (a new server may start beside this one), the
+    /// listener closes, and the server exits when the runs in flight have
+    /// ended; a second one exits at once (those runs lose their
+    /// environment).
     fn run(
         &self,
-        listener: &UnixListener,
+        listener: UnixListener,
         signals: &SignalFd,
         idle: Duration,
-        withdraw: &dyn Fn(),
+        withdraw: &mut dyn FnMut(),
     ) -> String {
+        let mut listener = Some(listener);
         let mut clients: Vec<Client> = Vec::new();
         let mut idle_since = Instant::now();
         let mut draining: Option<String> = None;
@@ -258,10 +263,14 @@ impl Served<'_> {
                 Duration::from_secs(1)
             }
             .min(Duration::from_secs(1));
-            let mut fds = vec![
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            ];
+            // [signals, listener (while accepting), clients...]
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                listener
+                    .iter()
+                    .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
+            );
+            let first_client = fds.len();
             fds.extend(
                 clients
                     .iter()
@@ -277,9 +286,11 @@ impl Served<'_> {
                     .and_then(|f| f.revents())
                     .is_some_and(|r| !r.is_empty())
             };
-            let listener_ready = ready(0);
-            let signalled = ready(1);
-            let readable: Vec<usize> = (0..clients.len()).filter(|&i| ready(i + 2)).collect();
+            let signalled = ready(0);
+            let listener_ready = listener.is_some() && ready(1);
+            let readable: Vec<usize> = (0..clients.len())
+                .filter(|&i| ready(i + first_client))
+                .collect();
             drop(fds);
             if signalled {
                 if let Ok(Some(s)) = signals.read_signal() {
@@ -292,6 +303,7 @@ impl Served<'_> {
                         clients.len()
                     );
                     withdraw();
+                    listener = None;
                     draining = Some(why);
                 }
             }
@@ -304,8 +316,8 @@ impl Served<'_> {
                     }
                 }
             }
-            if listener_ready && draining.is_none() {
-                while let Ok((stream, _)) = listener.accept() {
+            if let Some(l) = listener.as_ref().filter(|_| listener_ready) {
+                while let Ok((stream, _)) = l.accept() {
                     if let Some(c) = self.admit(stream) {
                         clients.push(c);
                     }
