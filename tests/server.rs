@@ -100,6 +100,24 @@ fn sockets(vhrun_home: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A robot whose task waits for `$GATE/go` (after touching
+/// `$GATE/started`), then prints the first 8 bytes of identity.yaml.
+const WAIT_TASKS: &str = "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/started; while [ ! -e $GATE/go ]; do sleep 0.02; done; head -c 8 $CONDA_PREFIX/identity.yaml\"\n";
+
+/// A run of the WAIT_TASKS robot in the background, its server kept for
+/// `idle` seconds.
+fn start_waiting_run(fx: &FixtureRobot, gate: &Path, idle: &str) -> std::process::Child {
+    fs::create_dir_all(gate).unwrap();
+    let mut c = fx.vhrun();
+    c.args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .env("GATE", gate)
+        .env("VHRUN_SERVER_IDLE", idle)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
 fn kill(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
@@ -234,19 +252,9 @@ fn the_server_exits_after_its_idle_time() {
 
 #[test]
 fn a_killed_server_fails_the_run_in_flight_loudly_and_the_next_run_starts_another() {
-    let fx = FixtureRobot::new(
-        "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/started; while [ ! -e $GATE/go ]; do sleep 0.02; done; cat $CONDA_PREFIX/identity.yaml\"\n",
-    );
+    let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
-    fs::create_dir_all(&gate).unwrap();
-    let mut c = fx.vhrun();
-    c.args(["run", "-r"])
-        .arg(fx.robot_yaml())
-        .env("GATE", &gate)
-        .env("VHRUN_SERVER_IDLE", "60")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let child = start_waiting_run(&fx, &gate, "60");
     wait_until("the task starts", || gate.join("started").exists());
     let pids = server_pids(&fx.vhrun_home);
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -359,19 +367,9 @@ fn rootless_runs_share_a_rootless_server() {
 
 #[test]
 fn stopping_a_server_lets_the_run_in_flight_finish() {
-    let fx = FixtureRobot::new(
-        "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/started; while [ ! -e $GATE/go ]; do sleep 0.02; done; head -c 8 $CONDA_PREFIX/identity.yaml\"\n",
-    );
+    let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
-    fs::create_dir_all(&gate).unwrap();
-    let mut c = fx.vhrun();
-    c.args(["run", "-r"])
-        .arg(fx.robot_yaml())
-        .env("GATE", &gate)
-        .env("VHRUN_SERVER_IDLE", "60")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let child = start_waiting_run(&fx, &gate, "60");
     wait_until("the task starts", || gate.join("started").exists());
     let pid = server_pids(&fx.vhrun_home)[0];
     let stopper = fx
@@ -387,14 +385,7 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
         sockets(&fx.vhrun_home).is_empty()
     });
     assert!(alive(pid));
-    let mut c = fx.vhrun();
-    c.args(["run", "-r"])
-        .arg(fx.robot_yaml())
-        .env("GATE", &gate)
-        .env("VHRUN_SERVER_IDLE", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let newcomer = c.spawn().unwrap();
+    let newcomer = start_waiting_run(&fx, &gate, "0");
     // Its socket appears while the first server still holds a run: the
     // key was let go when draining began.
     wait_until("a second server serves the newcomer", || {
