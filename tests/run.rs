@@ -22,12 +22,14 @@ fn vhrun() -> &'static str {
 const CONDA: &str = "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip=23.2.1\n";
 
 struct Home {
-    _dir: tempfile::TempDir,
     robocorp_home: PathBuf,
     vhrun_home: PathBuf,
 }
 
 /// One ROBOCORP_HOME for the whole file, with the environment built once.
+/// A static is never dropped, so it lives at a fixed place in cargo's
+/// test scratch directory, emptied when the next test process starts
+/// (not a temp dir: one would be left behind by every run).
 fn home() -> &'static Home {
     static HOME: OnceLock<Home> = OnceLock::new();
     HOME.get_or_init(|| {
@@ -35,14 +37,16 @@ fn home() -> &'static Home {
             nix::unistd::geteuid().is_root(),
             "tests/run.rs needs root (FUSE mounts, namespaces); CI runs as root"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("vhrun-run-")
-            .tempdir()
-            .unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-home");
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+        fs::create_dir_all(&dir).unwrap();
         let home = Home {
-            robocorp_home: dir.path().join("rh"),
-            vhrun_home: dir.path().join("rh/vhrun"),
-            _dir: dir,
+            robocorp_home: dir.join("rh"),
+            vhrun_home: dir.join("rh/vhrun"),
         };
         let robot = robot_dir(&home, "build", "tasks:\n  T:\n    shell: python -c pass\n");
         let out = cmd(&home)
@@ -602,7 +606,6 @@ fn example_robots_build_and_run_from_a_clean_home() {
         let h = Home {
             robocorp_home: tmp.path().join("rh"),
             vhrun_home: tmp.path().join("vh"),
-            _dir: tmp,
         };
         let robot = h.robocorp_home.parent().unwrap().join(name);
         common::copy_robot(&repo.join("robots").join(name), &robot);
