@@ -433,13 +433,21 @@ impl SignalGuard {
         // children itself.
         crate::sys::signal::set_default(libc::SIGCHLD)
             .map_err(|e| Error::Internal(format!("resetting SIGCHLD: {}", e.desc())))?;
-        let original = set
-            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-            .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
-        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))?;
+        let (original, fd) = block_into_signalfd(&set)?;
         Ok(SignalGuard { original, fd })
     }
+}
+
+/// Block `set` in the calling thread (and so in every thread it starts
+/// later) and read those signals from a non-blocking signalfd instead:
+/// the mask it replaced, and the fd.
+pub fn block_into_signalfd(set: &SigSet) -> Result<(SigSet, SignalFd)> {
+    let original = set
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
+    let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))?;
+    Ok((original, fd))
 }
 
 impl Drop for SignalGuard {

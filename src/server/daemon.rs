@@ -12,8 +12,8 @@ use crate::tree::Tree;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
@@ -179,10 +179,7 @@ fn block_signals() -> Result<SignalFd> {
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         set.add(s);
     }
-    set.thread_swap_mask(SigmaskHow::SIG_BLOCK)
-        .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
-    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))
+    crate::sandbox::block_into_signalfd(&set).map(|(_, fd)| fd)
 }
 
 /// Tell the starter we serve, then let go of its pipe.
