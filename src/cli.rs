@@ -59,6 +59,9 @@ pub enum Command {
     Mount(MountArgs),
     /// Build the robot's environment if its catalog is missing (rcc, else vhrun's builder).
     Build(BuildArgs),
+    /// Build the robot's environment and, as root, its kernel image: later
+    /// runs mount it instead of serving the tree with FUSE.
+    Prepare(PrepareArgs),
     /// Check what this machine offers vhrun (FUSE, namespaces, overlayfs, builder tools).
     Doctor(DoctorArgs),
     /// Remove unused blob-cache entries and stale run directories (never the hololib).
@@ -95,6 +98,15 @@ pub struct RobotArgs {
     /// come from its own environment.
     #[arg(short = 'w', long, value_name = "ID")]
     pub workspace: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub robot: RobotArgs,
+    /// Use this catalog instead of robot.yaml's environment.
+    #[arg(long, conflicts_with = "robot")]
+    pub catalog: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -139,7 +139,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
 ///
 /// The build runs as a child `vhrun build`: it starts threads (rayon, pip
 /// readers) that would forbid the user namespace this process still needs.
-fn resolve_or_build(
+pub(crate) fn resolve_or_build(
     locations: &Locations,
     robot: &Robot,
     args: &RobotArgs,
@@ -275,7 +275,20 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     } else {
         PassthroughMode::Auto
     };
-    let mut server = if crate::server::enabled() {
+    // A built EROFS image (root only) leaves the kernel alone in the data
+    // path: no server, no FUSE mount.
+    let identity = sandbox::Identity::current();
+    let image = (!identity.rootless && crate::image::enabled())
+        .then(|| {
+            let who = crate::image::For {
+                target_name: &resolved.space_name,
+                uid: identity.uid,
+                gid: identity.gid,
+            };
+            crate::image::Image::find(&vhrun_home, &tree, who)
+        })
+        .flatten();
+    let mut server = if image.is_none() && crate::server::enabled() {
         let req = crate::server::Request {
             vhrun_home: &vhrun_home,
             tree: &tree,
@@ -284,7 +297,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             target_name: &resolved.space_name,
             shown_as: &resolved.space_path,
             passthrough,
-            identity: sandbox::Identity::current(),
+            identity,
         };
         match crate::server::connect_or_spawn(&req) {
             Ok(c) => Some(c),
@@ -310,6 +323,8 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     let shown_as = resolved.space_path.clone();
     let catalog_path = resolved.catalog_path.clone();
     let per_run = spec.join.is_none();
+    let used_image: Rc<RefCell<Option<PathBuf>>> = Rc::default();
+    let image_slot = used_image.clone();
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
         // `vhrun gc` spares the blobs of the catalog a live run names in
         // `runs/<id>/catalog`; without it, gc leaves the whole blob cache
@@ -317,6 +332,18 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         let note = target.run_dir.join("catalog");
         if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
             tracing::debug!("{}: {e}", note.display());
+        }
+        if let Some(image) = image {
+            match image.mount(&target.mountpoint) {
+                Ok(()) => {
+                    *image_slot.borrow_mut() = Some(image.dir.clone());
+                    return Ok(sandbox::Lower {
+                        guard: Box::new(()),
+                        data_layers: image.data_layers(),
+                    });
+                }
+                Err(e) => tracing::warn!("{e}; serving the tree with FUSE instead"),
+            }
         }
         if per_run {
             let opts = MountOptions {
@@ -334,7 +361,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             *slot.borrow_mut() = Some(fuse::mount(tree, blobs, &target.mountpoint, &opts)?);
         }
         let Some(ws) = replay else {
-            return Ok(Box::new(()) as sandbox::LowerGuard);
+            return Ok(sandbox::Lower::served_by(()));
         };
         // A thread per 64 paths, at most 4: spawning 4 threads for the
         // few paths of a small command costs more than it saves.
@@ -343,7 +370,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         if std::env::var_os("VHRUN_PREFETCH").is_some_and(|v| v == "sync") {
             let _s = tracing::info_span!("fuse.prefetch", paths).entered();
             ws.prefetch(&target.mountpoint, threads);
-            return Ok(Box::new(()) as sandbox::LowerGuard);
+            return Ok(sandbox::Lower::served_by(()));
         }
         // Alongside the task: its exec and interpreter start-up overlap
         // the replay (a `python -c pass` 5 ms sooner, the heavy import no
@@ -358,13 +385,16 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
                 tracing::info!("working set replayed in {:?}", done.elapsed);
             })
             .ok();
-        Ok(Box::new(JoinOnDrop(replay)) as sandbox::LowerGuard)
+        Ok(sandbox::Lower::served_by(JoinOnDrop(replay)))
     });
     let tree_mount = mounted.borrow_mut().take();
+    let used_image = used_image.borrow_mut().take();
     let served = match (tree_mount, server.as_mut()) {
         (Some(m), _) => Some(finish_mount(m, previous, &workset_path)),
         (None, Some(conn)) => finish_server(conn, previous, &workset_path, &resolved.tree),
-        (None, None) => None,
+        (None, None) => used_image
+            .is_some()
+            .then(|| (fuse::Stats::default(), resolved.tree.totals())),
     };
     let served_by = server.as_ref().map(|c| crate::runstats::Server {
         pid: c.hello.pid,
@@ -384,6 +414,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             exit_code: outcome.code(),
             kept: spec.keep_overlay.as_deref(),
             server: served_by,
+            image: used_image.as_deref(),
         });
         let json = plan.sandbox.stats_json.as_deref();
         if let Err(e) = crate::runstats::report(&stats, plan.sandbox.stats, json) {

@@ -46,6 +46,7 @@
 //! | `server` | the warm server that served the tree (`null`: mounted for this run only) |
 //! | `server.pid` | its process id |
 //! | `server.runs_before` | runs it served before this one (`0`: started for this run, cold caches) |
+//! | `image` | the EROFS image directory that gave the tree (`null`: FUSE); with an image the kernel serves everything, so `fuse`, `files.opened`, `bytes.opened` and `blobs` are 0 |
 //!
 //! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
 //! `blobs` figures are what the server did while the run was connected:
@@ -92,6 +93,7 @@ pub struct RunStats {
     pub overlay: Overlay,
     pub fuse: Fuse,
     pub server: Option<Server>,
+    pub image: Option<PathBuf>,
 }
 
 /// The warm server behind a run.
@@ -168,6 +170,7 @@ pub struct Inputs<'a> {
     pub exit_code: i32,
     pub kept: Option<&'a Path>,
     pub server: Option<Server>,
+    pub image: Option<&'a Path>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -242,6 +245,7 @@ impl RunStats {
                 eio: f.eio,
             },
             server: i.server,
+            image: i.image.map(Path::to_path_buf),
         }
     }
 
@@ -338,6 +342,13 @@ impl RunStats {
                 None => String::new(),
             }
         );
+        if let Some(image) = &self.image {
+            s += &format!(
+                "  tree          EROFS image {} (the kernel serves it: no FUSE, no server)\n",
+                image.display()
+            );
+            return s;
+        }
         s += &format!(
             "  fuse          {} requests ({mode}): {}{}{}\n",
             f.requests,

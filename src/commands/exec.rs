@@ -35,8 +35,11 @@ fn exec_over_dir(
     let bind = sandbox::lower_dir(lower.to_path_buf());
     let threads = args.busy_threads;
     let outcome = sandbox::run_sandboxed(&spec, move |target| {
-        let guard = bind(target)?;
-        Ok(Box::new((guard, BusyThreads::start(threads))) as sandbox::LowerGuard)
+        let bound = bind(target)?;
+        Ok(sandbox::Lower::served_by((
+            bound.guard,
+            BusyThreads::start(threads),
+        )))
     })?;
     Ok(outcome.code())
 }

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod import;
 pub mod lift;
 pub mod mount;
+pub mod prepare;
 pub mod restore;
 pub mod run;
 pub mod serve;
@@ -38,6 +39,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Check(a)) => check::run(&a),
         Some(Command::Mount(a)) => mount::run(&a),
         Some(Command::Build(a)) => build::run(&a, &cli.global),
+        Some(Command::Prepare(a)) => prepare::run(&a),
         Some(Command::Doctor(a)) => doctor::run(&a),
         Some(Command::Gc(a)) => gc::run(&a),
         Some(Command::InstallShim(a)) => shim::install(&a),

@@ -5,10 +5,11 @@ use crate::blobcache::CacheStats;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// How file contents reach readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadMode {
     /// Not decided yet (before INIT).
+    #[default]
     Unknown,
     /// FUSE passthrough: the kernel reads the cache file itself.
     Passthrough,
@@ -103,7 +104,7 @@ impl Counters {
 }
 
 /// A snapshot of a mounted tree's counters.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub read_mode: ReadMode,
     pub lookup: u64,

@@ -228,18 +228,34 @@ pub struct LowerTarget {
     pub rootless: bool,
 }
 
-/// Keeps the lower tree served (e.g. the FUSE session); dropped after the
-/// tree is unmounted.
-pub type LowerGuard = Box<dyn Any>;
+/// What `mount_lower` mounted.
+pub struct Lower {
+    /// Keeps the lower tree served (e.g. the FUSE session); dropped after
+    /// the tree is unmounted.
+    pub guard: Box<dyn Any>,
+    /// Data-only layers below the tree (an EROFS image's blob store): the
+    /// overlay then gets `lowerdir=<tree>::<layer>...,metacopy=on`.
+    pub data_layers: Vec<PathBuf>,
+}
+
+impl Lower {
+    /// A tree that needs `guard` alive while mounted, and no data layers.
+    pub fn served_by(guard: impl Any) -> Lower {
+        Lower {
+            guard: Box::new(guard),
+            data_layers: Vec::new(),
+        }
+    }
+}
 
 /// A `mount_lower` for a plain directory: bind-mounted as the lower layer.
-pub fn lower_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<LowerGuard> {
+pub fn lower_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<Lower> {
     move |target: &LowerTarget| {
         if !dir.is_dir() {
             return Err(Error::NotFound { path: dir });
         }
         overlay::bind_lower(&dir, &target.mountpoint)?;
-        Ok(Box::new(()) as LowerGuard)
+        Ok(Lower::served_by(()))
     }
 }
 
@@ -248,7 +264,7 @@ pub fn lower_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<LowerGuard
 /// is single-threaded.
 pub fn run_sandboxed<M>(spec: &SandboxSpec, mount_lower: M) -> Result<RunOutcome>
 where
-    M: FnOnce(&LowerTarget) -> Result<LowerGuard>,
+    M: FnOnce(&LowerTarget) -> Result<Lower>,
 {
     let started = Instant::now();
     spec.validate()?;
@@ -304,7 +320,7 @@ fn run_in<M>(
     started: Instant,
 ) -> Result<RunOutcome>
 where
-    M: FnOnce(&LowerTarget) -> Result<LowerGuard>,
+    M: FnOnce(&LowerTarget) -> Result<Lower>,
 {
     let lower = match &spec.join {
         Some(joined) => {
@@ -321,7 +337,7 @@ where
             run.lower()
         }
     };
-    {
+    let data_layers = {
         let _s = info_span!("sandbox_mount_lower").entered();
         let target = LowerTarget {
             mountpoint: lower.clone(),
@@ -330,12 +346,18 @@ where
             gid: id.gid,
             rootless: id.rootless,
         };
-        mounts.guard = Some(mount_lower(&target)?);
-    }
+        let mounted = mount_lower(&target)?;
+        mounts.guard = Some(mounted.guard);
+        mounted.data_layers
+    };
     {
         let _s = info_span!("sandbox_overlay").entered();
         let volatile = spec.keep_overlay.is_none();
-        overlay::mount_overlay(run, &lower, &spec.env_path, id.rootless, volatile)?;
+        let layers = overlay::Layers {
+            lower: &lower,
+            data: &data_layers,
+        };
+        overlay::mount_overlay(run, &layers, &spec.env_path, id.rootless, volatile)?;
         mounts.env = Some(spec.env_path.clone());
     }
     let _s = info_span!("sandbox_prepare_exec").entered();
@@ -388,7 +410,7 @@ where
 struct Mounts {
     env: Option<PathBuf>,
     lower: Option<PathBuf>,
-    guard: Option<LowerGuard>,
+    guard: Option<Box<dyn Any>>,
 }
 
 impl Mounts {

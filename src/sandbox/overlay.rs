@@ -38,16 +38,33 @@ pub fn escape(path: &Path) -> String {
     out
 }
 
+/// The read-only layers under the run's write layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Layers<'a> {
+    /// The tree the task sees.
+    pub lower: &'a Path,
+    /// Data-only layers the tree's metacopy files redirect into.
+    pub data: &'a [std::path::PathBuf],
+}
+
 /// The mount data for the run's overlay. `volatile` (when the write layer
 /// is thrown away) skips overlayfs' sync of the whole upper filesystem at
 /// unmount, which costs hundreds of milliseconds on a busy disk.
-pub fn options(run: &RunDir, lower: &Path, userxattr: bool, volatile: bool) -> String {
+pub fn options(run: &RunDir, layers: &Layers<'_>, userxattr: bool, volatile: bool) -> String {
+    let mut lowerdir = escape(layers.lower);
+    for d in layers.data {
+        lowerdir.push_str("::");
+        lowerdir.push_str(&escape(d));
+    }
     let mut data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        escape(lower),
+        "lowerdir={lowerdir},upperdir={},workdir={}",
         escape(&run.upper()),
         escape(&run.work())
     );
+    if !layers.data.is_empty() {
+        // Data-only layers are read through metacopy redirects.
+        data.push_str(",metacopy=on");
+    }
     if userxattr {
         // Unprivileged overlayfs stores its metadata in user.overlay.*.
         data.push_str(",userxattr");
@@ -63,11 +80,12 @@ pub fn options(run: &RunDir, lower: &Path, userxattr: bool, volatile: bool) -> S
 /// first: the task then sees the environment's root as a restore has it.
 pub fn mount_overlay(
     run: &RunDir,
-    lower: &Path,
+    layers: &Layers<'_>,
     target: &Path,
     userxattr: bool,
     volatile: bool,
 ) -> Result<()> {
+    let lower = layers.lower;
     let upper = run.upper();
     let meta = std::fs::metadata(lower).at(lower)?;
     std::fs::set_permissions(
@@ -91,11 +109,11 @@ pub fn mount_overlay(
             Some(data),
         )
     };
-    let mut data = options(run, lower, userxattr, volatile);
+    let mut data = options(run, layers, userxattr, volatile);
     let mut result = try_mount(&data);
     if volatile && result == Err(nix::errno::Errno::EINVAL) {
         // Kernels before 5.10 do not know `volatile`.
-        data = options(run, lower, userxattr, false);
+        data = options(run, layers, userxattr, false);
         result = try_mount(&data);
     }
     result.map_err(|e| {

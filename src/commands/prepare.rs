@@ -1,0 +1,76 @@
+//! `vhrun prepare`: everything a run needs, done ahead (a CI pipeline's
+//! setup step): the environment built if its catalog is missing, and as
+//! root the kernel image (`image.rs`), checked to mount on this kernel.
+
+use crate::blobcache::BlobCache;
+use crate::cli::PrepareArgs;
+use crate::error::{Error, Result};
+use crate::hololib::layout::mkdir_all;
+use crate::hololib::Locations;
+use crate::image::{self, Image};
+use crate::resolve;
+use crate::robot::Robot;
+use crate::sandbox::Identity;
+
+pub fn run(args: &PrepareArgs) -> Result<i32> {
+    let locations = Locations::from_env();
+    let (r, c) = (&args.robot.space, &args.robot.controller);
+    let resolved = match &args.catalog {
+        Some(key) => resolve::resolve_catalog(&locations, key, c, r)?,
+        None => {
+            let robot = Robot::load(&args.robot.robot)?;
+            crate::run::resolve_or_build(&locations, &robot, &args.robot)?.ok_or_else(|| {
+                Error::bad_input(
+                    robot.file(),
+                    "no condaConfigFile: a shell robot has no environment to prepare",
+                )
+            })?
+        }
+    };
+    let tree = &resolved.tree;
+    crate::fuse::check_target_name(tree, &resolved.space_name)?;
+    let say = |s: String| {
+        if !crate::logging::quiet() {
+            eprintln!("vhrun: {s}");
+        }
+    };
+    let id = Identity::current();
+    if id.rootless || !image::enabled() {
+        say(format!(
+            "{} is ready; runs serve it with FUSE ({})",
+            resolved.catalog_key,
+            if id.rootless {
+                "the kernel image needs root"
+            } else {
+                "VHRUN_IMAGE=off"
+            }
+        ));
+        return Ok(0);
+    }
+    let home = &locations.vhrun_home;
+    let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
+    mkdir_all(blobs.root(), 0o750)?;
+    let who = image::For {
+        target_name: &resolved.space_name,
+        uid: id.uid,
+        gid: id.gid,
+    };
+    let img = Image::build(home, tree, &blobs, who)?;
+    if let Err(e) = img.probe() {
+        let dir = img.dir.clone();
+        img.remove()?;
+        say(format!("{e}; image removed, runs serve the tree with FUSE"));
+        tracing::debug!("removed {}", dir.display());
+        return Ok(0);
+    }
+    let m = &img.meta;
+    say(format!(
+        "image ready: {} ({} files, {} MB, built in {} ms, {} blobs decoded)",
+        img.dir.display(),
+        m.files,
+        m.bytes / 1_000_000,
+        m.build_ms,
+        m.decoded
+    ));
+    Ok(0)
+}

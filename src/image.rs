@@ -1,0 +1,354 @@
+//! The kernel-only data path (DESIGN.md step 3): a catalog as an EROFS
+//! metadata image whose files redirect into the decompressed blob cache,
+//! mounted under the run's overlay with the cache as a data-only layer.
+//! No process serves anything: lookups, stats and reads are the kernel's,
+//! so a warm run costs what overlayfs over a plain directory costs.
+//!
+//! `$VHRUN_HOME/images/<key>/` holds
+//! - `image.erofs`: directories, symlinks and attributes exactly as the
+//!   FUSE tree reports them (`tree.rs`), every file a metacopy inode with a
+//!   `trusted.overlay.redirect` to `/<d[0:2]>/<cache name>`;
+//! - `data/<d[0:2]>/<cache name>`: hard links to the blob cache entries the
+//!   catalog uses, so the image keeps its bytes even when `vhrun gc` or a
+//!   user empties the cache (no space is used twice);
+//! - `image.json`: which catalog it is, and the hololib library when raw
+//!   (`compress.no`) blobs are served in place from it (a second data-only
+//!   layer: vhrun never links or touches the hololib's files).
+//!
+//! The directory appears by rename once complete, so a run either finds a
+//! whole image or none. The key is the catalog's content fingerprint, the
+//! environment's directory name (relocated files differ per name) and the
+//! owner the files are reported as.
+//!
+//! Root only: overlayfs refuses `metacopy` with `userxattr`, and an EROFS
+//! image cannot be mounted in a user namespace. Linux >= 6.12 mounts the
+//! image file directly (EROFS file-backed mounts); where that fails the run
+//! falls back to the FUSE tree.
+
+use crate::blobcache::{BlobCache, Source};
+use crate::erofs::{self, Body, Entry};
+use crate::error::{Error, IoContext, Result};
+use crate::tree::{Kind, Tree, MTIME, ROOT};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+const IMAGE: &str = "image.erofs";
+const META: &str = "image.json";
+const DATA: &str = "data";
+
+/// `image.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// The catalog the image was built from (for `vhrun gc` and people).
+    pub catalog: PathBuf,
+    /// Library of raw blobs the image redirects into, if any.
+    pub library: Option<PathBuf>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Blobs decoded into the cache while building (0: all were cached).
+    pub decoded: u64,
+    pub build_ms: u64,
+}
+
+/// A complete image directory.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+/// Who the files are reported as, and where the environment lives.
+#[derive(Debug, Clone, Copy)]
+pub struct For<'a> {
+    pub target_name: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn images_dir(vhrun_home: &Path) -> PathBuf {
+    vhrun_home.join("images")
+}
+
+/// The image directory name for `tree` seen as `who`.
+pub fn key(tree: &Tree, who: For<'_>) -> String {
+    format!(
+        "{:016x}.{}.{}-{}",
+        tree.fingerprint(),
+        who.target_name,
+        who.uid,
+        who.gid
+    )
+}
+
+/// `VHRUN_IMAGE=off` keeps every run on the FUSE tree.
+pub fn enabled() -> bool {
+    !std::env::var_os("VHRUN_IMAGE").is_some_and(|v| v == "off" || v == "0")
+}
+
+impl Image {
+    /// The finished image for `tree`, if one was built.
+    pub fn find(vhrun_home: &Path, tree: &Tree, who: For<'_>) -> Option<Image> {
+        if tree.fingerprint() == 0 {
+            return None;
+        }
+        let dir = images_dir(vhrun_home).join(key(tree, who));
+        let raw = std::fs::read(dir.join(META)).ok()?;
+        let meta: Meta = serde_json::from_slice(&raw).ok()?;
+        Some(Image { dir, meta })
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(IMAGE)
+    }
+
+    /// The overlay's data-only layers, in lookup order.
+    pub fn data_layers(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.dir.join(DATA)];
+        v.extend(self.meta.library.clone());
+        v
+    }
+
+    /// Mount the image read-only at `mountpoint` (in the run's namespace).
+    pub fn mount(&self, mountpoint: &Path) -> Result<()> {
+        use nix::mount::{mount, MsFlags};
+        let file = self.file();
+        let _s = tracing::info_span!("image.mount").entered();
+        mount(
+            Some(&file),
+            mountpoint,
+            Some("erofs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::unavailable(
+                format!("mounting the EROFS image {}", file.display()),
+                format!(
+                    "{} (mounting an image file needs Linux >= 6.12 with EROFS)",
+                    e.desc()
+                ),
+            )
+        })
+    }
+
+    /// Check that this kernel mounts the image, in a throwaway child's
+    /// mount namespace (nothing is mounted here).
+    pub fn probe(&self) -> Result<()> {
+        let at = self.dir.join(".probe");
+        crate::hololib::layout::mkdir_all(&at, 0o700)?;
+        let tried = crate::sys::nsprobe::try_mount(&self.file(), &at, "erofs");
+        let _ = std::fs::remove_dir(&at);
+        tried.map_err(|e| {
+            Error::unavailable(
+                format!("mounting the EROFS image {}", self.file().display()),
+                format!(
+                    "{} (mounting an image file needs Linux >= 6.12 with EROFS)",
+                    e.desc()
+                ),
+            )
+        })
+    }
+
+    /// Remove the image (runs fall back to the FUSE tree).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).at(&self.dir)
+    }
+
+    /// Build (or find) the image of `tree`: every blob the catalog uses is
+    /// decoded into `blobs` first (digests checked), then linked and
+    /// described. Costs one full decompression of the catalog the first
+    /// time; later builds over a warm cache take a fraction of a second.
+    pub fn build(
+        vhrun_home: &Path,
+        tree: &Tree,
+        blobs: &BlobCache,
+        who: For<'_>,
+    ) -> Result<Image> {
+        if let Some(found) = Image::find(vhrun_home, tree, who) {
+            return Ok(found);
+        }
+        if tree.fingerprint() == 0 {
+            return Err(Error::Internal("image of a tree without fingerprint".into()));
+        }
+        let _s = tracing::info_span!("image.build", catalog = %tree.catalog_path().display())
+            .entered();
+        let t0 = std::time::Instant::now();
+        let root = images_dir(vhrun_home);
+        crate::hololib::layout::mkdir_all(&root, 0o750)?;
+        let name = key(tree, who);
+        let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let built = write_into(&tmp, tree, blobs, who, t0);
+        let meta = match built {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let dir = root.join(&name);
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            // Another builder got there first: theirs is as good.
+            if let Some(found) = Image::find(vhrun_home, tree, who) {
+                return Ok(found);
+            }
+            return Err(Error::io(&dir, e));
+        }
+        tracing::info!(
+            files = meta.files,
+            decoded = meta.decoded,
+            ms = meta.build_ms,
+            "image built at {}",
+            dir.display()
+        );
+        Ok(Image { dir, meta })
+    }
+}
+
+/// Where one file's bytes are, as the overlay will look them up.
+enum Data {
+    /// `data/<sub>/<name>`, linked from this cache file.
+    Linked { sub: String, name: String, from: PathBuf },
+    /// A raw blob, at this path inside the library.
+    Library(String),
+}
+
+fn write_into(
+    tmp: &Path,
+    tree: &Tree,
+    blobs: &BlobCache,
+    who: For<'_>,
+    t0: std::time::Instant,
+) -> Result<Meta> {
+    let data_dir = tmp.join(DATA);
+    crate::hololib::layout::mkdir_all(&data_dir, 0o750)?;
+    let library = blobs.hololib().library_dir();
+
+    // Decode what the cache lacks, on every core: the cold cost.
+    let files: Vec<u64> = (ROOT..=tree.len() as u64)
+        .filter(|&ino| {
+            tree.get(ino)
+                .is_some_and(|n| n.kind() == Kind::File && n.size() > 0)
+        })
+        .collect();
+    let placed: Vec<(u64, Data, Source)> = files
+        .par_iter()
+        .map(|&ino| {
+            let n = tree.get(ino).expect("inode from the tree");
+            if let Some(d) = n.defect() {
+                return Err(Error::catalog(
+                    tree.catalog_path(),
+                    format!("{}: {}", tree.path(ino).display(), d.describe()),
+                ));
+            }
+            let digest = n.digest().unwrap_or_default();
+            let rewrite = n.rewrite();
+            let (_file, source) = blobs.open(digest, n.size(), rewrite, who.target_name)?;
+            let data = if source == Source::Raw {
+                let p = blobs.hololib().blob_path(digest);
+                let rel = p.strip_prefix(&library).map_err(|_| {
+                    Error::Internal(format!("{} is outside {}", p.display(), library.display()))
+                })?;
+                Data::Library(rel.to_string_lossy().into_owned())
+            } else {
+                let from = blobs.entry_path(digest, (!rewrite.is_empty()).then_some(who.target_name));
+                let name = from
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Data::Linked {
+                    sub: digest[..2].to_string(),
+                    name,
+                    from,
+                }
+            };
+            Ok((ino, data, source))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut entries: Vec<Entry> = Vec::with_capacity(tree.len());
+    for ino in ROOT..=tree.len() as u64 {
+        let n = tree.get(ino).expect("inode from the tree");
+        let body = match n.kind() {
+            Kind::Dir => Body::Dir(
+                n.children()
+                    .map(|c| {
+                        let child = tree.get(c).expect("child inode");
+                        (child.name().to_vec(), (c - ROOT) as usize)
+                    })
+                    .collect(),
+            ),
+            Kind::File => Body::File {
+                size: n.size(),
+                redirect: Vec::new(),
+            },
+            Kind::Symlink => Body::Symlink(n.symlink_target().unwrap_or_default().to_vec()),
+        };
+        entries.push(Entry {
+            perm: n.perm(),
+            uid: who.uid,
+            gid: who.gid,
+            body,
+        });
+    }
+    let mut decoded = 0;
+    let mut subdirs = std::collections::HashSet::new();
+    let mut uses_library = false;
+    for (ino, data, source) in placed {
+        if matches!(source, Source::Decoded | Source::Relocated) {
+            decoded += 1;
+        }
+        let redirect = match data {
+            Data::Library(rel) => {
+                uses_library = true;
+                format!("/{rel}")
+            }
+            Data::Linked { sub, name, from } => {
+                let dir = data_dir.join(&sub);
+                if subdirs.insert(sub.clone()) {
+                    crate::hololib::layout::mkdir_all(&dir, 0o750)?;
+                }
+                let to = dir.join(&name);
+                match std::fs::hard_link(&from, &to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(Error::unavailable(
+                            format!("linking {} to {}", from.display(), to.display()),
+                            format!("{e} (the image and the blob cache must share a filesystem)"),
+                        ))
+                    }
+                }
+                format!("/{sub}/{name}")
+            }
+        };
+        if let Body::File { redirect: r, .. } = &mut entries[(ino - ROOT) as usize].body {
+            *r = redirect.into_bytes();
+        }
+    }
+
+    let img = erofs::write(&entries, MTIME)
+        .map_err(|e| Error::Internal(format!("EROFS image of {}: {e}", tree.catalog_path().display())))?;
+    let img_path = tmp.join(IMAGE);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&img_path).at(&img_path)?;
+        f.write_all(&img).at(&img_path)?;
+        // A torn image after a crash must not be found complete.
+        f.sync_all().at(&img_path)?;
+    }
+    let (files, bytes) = tree.totals();
+    let meta = Meta {
+        catalog: tree.catalog_path().to_path_buf(),
+        library: uses_library.then_some(library),
+        files,
+        bytes,
+        decoded,
+        build_ms: t0.elapsed().as_millis() as u64,
+    };
+    let meta_path = tmp.join(META);
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&meta_path, json).at(&meta_path)?;
+    Ok(meta)
+}
