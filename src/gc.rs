@@ -12,7 +12,13 @@
 //!   to its socket, lock and log files (`servers/<key>.*`): the log and
 //!   socket of a server gone for longer than N days are removed.
 //!
+//! - `images/<key>/`: a catalog's kernel image (`crate::image`), whose
+//!   `data/` hard-links the cache entries it uses; runs touch its
+//!   `image.json`.
+//!
 //! Removed: run directories older than N days whose lock can be taken;
+//! images unused for N days or whose catalog is gone (unless a live run
+//! serves that catalog);
 //! cache entries that no catalog of any hololib references, or that were
 //! last used (atime/mtime) more than N days ago, unless a live run's
 //! catalog references them; temp files untouched for an hour.
@@ -103,7 +109,7 @@ fn add_digests(catalog: &Catalog, into: &mut HashSet<String>) {
 
 /// A live run's catalog, from `runs/<id>/catalog` (a path, or a key to
 /// look up in the hololibs).
-fn live_catalog(locations: &Locations, run: &Path) -> Option<Catalog> {
+fn live_catalog(locations: &Locations, run: &Path) -> Option<(PathBuf, Catalog)> {
     let text = std::fs::read_to_string(run.join("catalog")).ok()?;
     let text = text.trim();
     let path = if Path::new(text).is_absolute() {
@@ -112,7 +118,8 @@ fn live_catalog(locations: &Locations, run: &Path) -> Option<Catalog> {
         let (lib, key) = locations.find_catalog(text).ok()?;
         lib.catalog_path(&key)
     };
-    Catalog::load(&path).ok()
+    let catalog = Catalog::load(&path).ok()?;
+    Some((path, catalog))
 }
 
 enum RunState {
@@ -188,6 +195,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
 
     // Runs first: they tell which catalogs are in use right now.
     let mut live_digests = HashSet::new();
+    let mut live_catalogs = HashSet::new();
     let mut live_unknown = false;
     // Warm servers keep a run directory of their own, with the same lock
     // and catalog note, among their sockets.
@@ -225,7 +233,10 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
                     report.live_runs += 1;
                 }
                 match live_catalog(locations, &run) {
-                    Some(c) => add_digests(&c, &mut live_digests),
+                    Some((path, c)) => {
+                        add_digests(&c, &mut live_digests);
+                        live_catalogs.insert(path);
+                    }
                     None => live_unknown = true,
                 }
             }
@@ -258,6 +269,15 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
                 remove(&mut report, &path, "left by a warm server that exited")?;
             }
         }
+    }
+
+    // Images before blobs: their data links keep cache entries' space.
+    if live_unknown {
+        report
+            .notes
+            .push("a live run does not say which catalog it serves: images are left alone".into());
+    } else {
+        collect_images(locations, &live_catalogs, max_age, now, &mut report, &remove)?;
     }
 
     let blobs = blobs_dir(&locations.vhrun_home);
@@ -321,6 +341,59 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         prune_empty_dirs(&blobs, true);
     }
     Ok(report)
+}
+
+/// Kernel images (`crate::image`) whose catalog is gone, or that no run
+/// used for longer than --days (runs touch `image.json`), unless a live
+/// run serves their catalog; builders' temp directories after an hour.
+fn collect_images(
+    locations: &Locations,
+    live: &HashSet<PathBuf>,
+    max_age: Duration,
+    now: SystemTime,
+    report: &mut GcReport,
+    remove: &dyn Fn(&mut GcReport, &Path, &'static str) -> Result<()>,
+) -> Result<()> {
+    let dir = crate::image::images_dir(&locations.vhrun_home);
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    entries.sort();
+    for path in entries {
+        let Ok(md) = path.symlink_metadata() else {
+            continue;
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if is_temp(&name) {
+            if age(md.modified(), now) > TEMP_GRACE {
+                remove(report, &path, "stale temp file")?;
+            }
+            continue;
+        }
+        let Some(meta) = crate::image::Meta::load(&path) else {
+            continue;
+        };
+        if live.contains(&meta.catalog) {
+            continue;
+        }
+        let used = age(
+            path.join("image.json")
+                .symlink_metadata()
+                .and_then(|m| m.modified()),
+            now,
+        );
+        if !meta.catalog.is_file() {
+            remove(report, &path, "image of a catalog that is gone")?;
+        } else if used > max_age {
+            remove(report, &path, "image unused for longer than --days")?;
+        }
+    }
+    Ok(())
 }
 
 /// Nobody holds a server key's lock (or it does not exist).

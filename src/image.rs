@@ -50,6 +50,14 @@ pub struct Meta {
     pub build_ms: u64,
 }
 
+impl Meta {
+    /// `image.json` of the image directory `dir`, if it is complete.
+    pub fn load(dir: &Path) -> Option<Meta> {
+        let raw = std::fs::read(dir.join(META)).ok()?;
+        serde_json::from_slice(&raw).ok()
+    }
+}
+
 /// A complete image directory.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -92,9 +100,21 @@ impl Image {
             return None;
         }
         let dir = images_dir(vhrun_home).join(key(tree, who));
-        let raw = std::fs::read(dir.join(META)).ok()?;
-        let meta: Meta = serde_json::from_slice(&raw).ok()?;
+        let meta = Meta::load(&dir)?;
         Some(Image { dir, meta })
+    }
+
+    /// Note a use (`vhrun gc` removes images unused for --days).
+    pub fn touch(&self) {
+        let path = self.dir.join(META);
+        let now = std::time::SystemTime::now();
+        let done = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(now));
+        if let Err(e) = done {
+            tracing::debug!("{}: {e}", path.display());
+        }
     }
 
     pub fn file(&self) -> PathBuf {

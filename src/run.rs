@@ -287,7 +287,8 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             };
             crate::image::Image::find(&vhrun_home, &tree, who)
         })
-        .flatten();
+        .flatten()
+        .inspect(|image| image.touch());
     let mut server = if image.is_none() && crate::server::enabled() {
         let req = crate::server::Request {
             vhrun_home: &vhrun_home,

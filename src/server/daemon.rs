@@ -6,6 +6,7 @@ use crate::blobcache::BlobCache;
 use crate::error::{Error, IoContext, Result};
 use crate::fuse::{self, MountOptions, MountedTree, PassthroughMode};
 use crate::hololib::Hololib;
+use crate::image::{self, Image};
 use crate::sandbox::namespaces::{self, Identity, Propagation};
 use crate::sandbox::rundir::RunDir;
 use crate::tree::Tree;
@@ -99,6 +100,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         },
         shown_as: Some(cfg.shown_as.clone()),
     };
+    let image_build = image_builder(cfg, &tree, &id);
     let mounted = fuse::mount(tree, blobs, &run.lower(), &opts)?;
 
     // Bound under a temporary name and renamed: a run never connects to
@@ -129,6 +131,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         userns: userns.as_ref().map(|f| f.as_fd()),
         mntns: mntns.as_fd(),
         uid: id.uid,
+        after_first_run: std::cell::RefCell::new(image_build),
     };
     // No new run once it goes: the socket is removed and the key's lock
     // let go, so the next run starts a server of its own at once (those
@@ -151,6 +154,54 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         tracing::warn!("{e}");
     }
     Ok(())
+}
+
+/// As root, the catalog's kernel image (`crate::image`) built in the
+/// background once the first run has ended: the runs after it mount the
+/// image and no longer need this server, which then idles out. Nothing
+/// when the image exists, is switched off, or cannot be (rootless).
+fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<Box<dyn FnOnce()>> {
+    if id.rootless || !image::enabled() {
+        return None;
+    }
+    let who = image::For {
+        target_name: &cfg.target_name,
+        uid: id.uid,
+        gid: id.gid,
+    };
+    if Image::find(&cfg.vhrun_home, tree, who).is_some() {
+        return None;
+    }
+    let (tree, home) = (tree.clone(), cfg.vhrun_home.clone());
+    let (hololib, blobs, target) = (cfg.hololib.clone(), cfg.blobs.clone(), cfg.target_name.clone());
+    let (uid, gid) = (id.uid, id.gid);
+    Some(Box::new(move || {
+        let spawned = std::thread::Builder::new()
+            .name("vhrun-image".into())
+            .spawn(move || {
+                crate::sys::priority::background_this_thread();
+                let blobs = BlobCache::new(Hololib::new(hololib), blobs);
+                let who = image::For {
+                    target_name: &target,
+                    uid,
+                    gid,
+                };
+                let built = Image::build(&home, &tree, &blobs, who).and_then(|img| match img.probe() {
+                    Ok(()) => Ok(img),
+                    Err(e) => {
+                        let _ = img.remove();
+                        Err(e)
+                    }
+                });
+                match built {
+                    Ok(img) => tracing::info!("later runs mount the image {}", img.dir.display()),
+                    Err(e) => tracing::warn!("no kernel image: {e}"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the image build: {e}");
+        }
+    }))
 }
 
 /// One server per key: wait a little for one that is exiting.
@@ -204,6 +255,8 @@ struct Served<'a> {
     userns: Option<std::os::fd::BorrowedFd<'a>>,
     mntns: std::os::fd::BorrowedFd<'a>,
     uid: u32,
+    /// Started once the first run has ended (not to slow a cold run).
+    after_first_run: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 struct Client {
@@ -240,6 +293,11 @@ impl Served<'_> {
                 return why.clone();
             }
             let served = self.served.get();
+            if served > 0 && clients.is_empty() {
+                if let Some(start) = self.after_first_run.borrow_mut().take() {
+                    start();
+                }
+            }
             if !self.mounted.is_serving() {
                 return "the tree was unmounted".into();
             }

@@ -15,6 +15,8 @@
 //! - [`mmap`]: a read-only mapping of a whole file (the tree indexes).
 //! - [`fdpass`]: namespace descriptors sent over a Unix socket (the warm
 //!   server hands its namespaces to runs).
+//! - [`priority`]: nice and I/O class of a background thread (the warm
+//!   server building a kernel image).
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
@@ -26,6 +28,7 @@ pub mod fork;
 pub mod mmap;
 pub mod mountinfo;
 pub mod nsprobe;
+pub mod priority;
 pub mod signal;
 pub mod wait;
 pub mod watchdog;
