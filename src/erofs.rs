@@ -48,7 +48,10 @@ pub enum Body {
     Dir(Vec<(Vec<u8>, usize)>),
     /// A file of `size` bytes whose data is at `redirect` (an absolute path
     /// inside the data-only layer); ignored when `size` is 0.
-    File { size: u64, redirect: Vec<u8> },
+    File {
+        size: u64,
+        redirect: Vec<u8>,
+    },
     Symlink(Vec<u8>),
 }
 
@@ -136,7 +139,14 @@ pub fn write(entries: &[Entry], mtime: u64) -> Result<Vec<u8>, ImageError> {
                 .count() as u32,
             _ => 0,
         };
-        write_inode(&mut img[pos[i]..], i, e, mtime, placed.get(&i).copied(), subdirs);
+        write_inode(
+            &mut img[pos[i]..],
+            i,
+            e,
+            mtime,
+            placed.get(&i).copied(),
+            subdirs,
+        );
     }
     img.extend_from_slice(&data);
 
@@ -211,7 +221,9 @@ fn xattr_entry_size(name: &[u8], value: &[u8]) -> usize {
 fn xattr_size(e: &Entry) -> usize {
     match &e.body {
         Body::File { size, redirect } if *size > 0 => {
-            XATTR_HEADER_SIZE + xattr_entry_size(METACOPY, b"") + xattr_entry_size(REDIRECT, redirect)
+            XATTR_HEADER_SIZE
+                + xattr_entry_size(METACOPY, b"")
+                + xattr_entry_size(REDIRECT, redirect)
         }
         _ => 0,
     }
@@ -258,9 +270,17 @@ fn write_inode(
     };
     put16(out, 0, EXTENDED | format);
     // xattr_icount: the ibody is a 12-byte header plus (icount - 1) words.
-    let icount = if xsize == 0 { 0 } else { 1 + (xsize - XATTR_HEADER_SIZE) / 4 };
+    let icount = if xsize == 0 {
+        0
+    } else {
+        1 + (xsize - XATTR_HEADER_SIZE) / 4
+    };
     put16(out, 2, icount as u16);
-    let perm = if kind == S_IFLNK { 0o777 } else { e.perm & 0o7777 };
+    let perm = if kind == S_IFLNK {
+        0o777
+    } else {
+        e.perm & 0o7777
+    };
     put16(out, 4, kind | perm);
     put64(out, 8, size);
     put32(out, 16, u);
@@ -354,7 +374,10 @@ mod tests {
     fn chunk_covers_the_file() {
         for size in [1u64, 4095, 4096, 4097, 1 << 20, (1 << 20) + 1, 5 << 30] {
             let chunk = (BLOCK as u64) << chunk_bits(size);
-            assert!(chunk >= size && (chunk == BLOCK as u64 || chunk / 2 < size), "{size}");
+            assert!(
+                chunk >= size && (chunk == BLOCK as u64 || chunk / 2 < size),
+                "{size}"
+            );
         }
     }
 
@@ -377,7 +400,10 @@ mod tests {
         let slash = [dir(vec![("a/b", 1)]), file(0)];
         assert!(matches!(write(&slash, 0), Err(ImageError::BadName(0))));
         let relative = [dir(vec![("a", 1)]), file(3)];
-        assert!(matches!(write(&relative, 0), Err(ImageError::BadRedirect(1))));
+        assert!(matches!(
+            write(&relative, 0),
+            Err(ImageError::BadRedirect(1))
+        ));
     }
 
     #[test]
@@ -405,7 +431,10 @@ mod tests {
         assert_eq!(img.len() % BLOCK, 0);
         // Root inode: extended, flat plain, a directory bigger than 2 blocks.
         let root = &img[1152..1152 + 64];
-        assert_eq!(u16::from_le_bytes([root[0], root[1]]), EXTENDED | FLAT_PLAIN);
+        assert_eq!(
+            u16::from_le_bytes([root[0], root[1]]),
+            EXTENDED | FLAT_PLAIN
+        );
         let size = u64::from_le_bytes(root[8..16].try_into().unwrap());
         assert!(size > 2 * BLOCK as u64 && size < 3 * BLOCK as u64, "{size}");
         // Names are sorted within and across blocks.

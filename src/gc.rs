@@ -277,7 +277,14 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
             .notes
             .push("a live run does not say which catalog it serves: images are left alone".into());
     } else {
-        collect_images(locations, &live_catalogs, max_age, now, &mut report, &remove)?;
+        collect_images(
+            locations,
+            &live_catalogs,
+            max_age,
+            now,
+            &mut report,
+            &remove,
+        )?;
     }
 
     let blobs = blobs_dir(&locations.vhrun_home);

@@ -178,20 +178,17 @@ impl Image {
     /// decoded into `blobs` first (digests checked), then linked and
     /// described. Costs one full decompression of the catalog the first
     /// time; later builds over a warm cache take a fraction of a second.
-    pub fn build(
-        vhrun_home: &Path,
-        tree: &Tree,
-        blobs: &BlobCache,
-        who: For<'_>,
-    ) -> Result<Image> {
+    pub fn build(vhrun_home: &Path, tree: &Tree, blobs: &BlobCache, who: For<'_>) -> Result<Image> {
         if let Some(found) = Image::find(vhrun_home, tree, who) {
             return Ok(found);
         }
         if tree.fingerprint() == 0 {
-            return Err(Error::Internal("image of a tree without fingerprint".into()));
+            return Err(Error::Internal(
+                "image of a tree without fingerprint".into(),
+            ));
         }
-        let _s = tracing::info_span!("image.build", catalog = %tree.catalog_path().display())
-            .entered();
+        let _s =
+            tracing::info_span!("image.build", catalog = %tree.catalog_path().display()).entered();
         let t0 = std::time::Instant::now();
         let root = images_dir(vhrun_home);
         crate::hololib::layout::mkdir_all(&root, 0o750)?;
@@ -229,7 +226,11 @@ impl Image {
 /// Where one file's bytes are, as the overlay will look them up.
 enum Data {
     /// `data/<sub>/<name>`, linked from this cache file.
-    Linked { sub: String, name: String, from: PathBuf },
+    Linked {
+        sub: String,
+        name: String,
+        from: PathBuf,
+    },
     /// A raw blob, at this path inside the library.
     Library(String),
 }
@@ -272,7 +273,8 @@ fn write_into(
                 })?;
                 Data::Library(rel.to_string_lossy().into_owned())
             } else {
-                let from = blobs.entry_path(digest, (!rewrite.is_empty()).then_some(who.target_name));
+                let from =
+                    blobs.entry_path(digest, (!rewrite.is_empty()).then_some(who.target_name));
                 let name = from
                     .file_name()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -348,8 +350,12 @@ fn write_into(
         }
     }
 
-    let img = erofs::write(&entries, MTIME)
-        .map_err(|e| Error::Internal(format!("EROFS image of {}: {e}", tree.catalog_path().display())))?;
+    let img = erofs::write(&entries, MTIME).map_err(|e| {
+        Error::Internal(format!(
+            "EROFS image of {}: {e}",
+            tree.catalog_path().display()
+        ))
+    })?;
     let img_path = tmp.join(IMAGE);
     {
         use std::io::Write;

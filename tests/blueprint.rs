@@ -26,6 +26,7 @@ fn vhrun(sandbox: &Path, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) 
         .env("HOME", sandbox.join("home"))
         .env("ROBOCORP_HOME", sandbox.join("rh"))
         .env("VHRUN_HOME", sandbox.join("vh"))
+        .env("VHRUN_IMAGE", "off")
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .args(args);
     for (k, v) in extra_env {

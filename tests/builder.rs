@@ -63,6 +63,7 @@ impl Homes {
         c.args(args)
             .env("ROBOCORP_HOME", self.robocorp())
             .env("VHRUN_HOME", self.vhrun())
+            .env("VHRUN_IMAGE", "off")
             .env("HOME", self.home())
             .env("PYENV_ROOT", pyenv_root())
             .env("NO_COLOR", "1")
@@ -952,6 +953,7 @@ fn gc_does_not_reach_into_a_mount_inside_a_run_dir() {
         .args(["--mount", "sh", "-c", &script])
         .env("ROBOCORP_HOME", h.robocorp())
         .env("VHRUN_HOME", h.vhrun())
+        .env("VHRUN_IMAGE", "off")
         .env("HOME", h.home()));
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stdout}\n{stderr}");

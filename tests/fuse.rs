@@ -86,6 +86,7 @@ impl World {
         let mut c = Command::new(vhrun());
         c.env("ROBOCORP_HOME", self.path().join("rh"))
             .env("VHRUN_HOME", self.vhrun_home())
+            .env("VHRUN_IMAGE", "off")
             .env("HOME", self.path().join("home"))
             .env_remove("VHRUN_LOG");
         c

@@ -100,6 +100,7 @@ impl Fx {
         c.env("HOME", self.home())
             .env("ROBOCORP_HOME", self.root().join("rh"))
             .env("VHRUN_HOME", self.vhrun_home())
+            .env("VHRUN_IMAGE", "off")
             .env("VHRUN_SERVER", "off")
             .env_remove("VHRUN_PASSTHROUGH")
             .env_remove("VHRUN_PREFETCH")

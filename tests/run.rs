@@ -68,6 +68,7 @@ fn cmd(home: &Home) -> Command {
     let mut c = Command::new(vhrun());
     c.env("ROBOCORP_HOME", &home.robocorp_home)
         .env("VHRUN_HOME", &home.vhrun_home)
+        .env("VHRUN_IMAGE", "off")
         .env_remove("VHRUN_LOG")
         .stdin(Stdio::null());
     c

@@ -120,6 +120,7 @@ impl Fx {
             .env("HOME", self.root())
             .env("ROBOCORP_HOME", self.root().join("robocorp"))
             .env("VHRUN_HOME", self.home())
+            .env("VHRUN_IMAGE", "off")
             .env("ENV", self.env())
             .env("FX", self.root())
             .env_remove("VHRUN_LOG")
@@ -672,6 +673,7 @@ fn odd_characters_in_vhrun_home() {
     let out = fx
         .cmd(&[], r#"cat "$ENV/lib/a.txt""#)
         .env("VHRUN_HOME", &home)
+        .env("VHRUN_IMAGE", "off")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

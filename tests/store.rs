@@ -57,6 +57,7 @@ impl Env {
             .args(args)
             .env("ROBOCORP_HOME", &self.robocorp)
             .env("VHRUN_HOME", &self.vhrun_home)
+            .env("VHRUN_IMAGE", "off")
             .env("HOME", &self.home)
             .env_remove("VHRUN_LOG")
             .current_dir(&self.root)

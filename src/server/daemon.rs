@@ -173,7 +173,11 @@ fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<B
         return None;
     }
     let (tree, home) = (tree.clone(), cfg.vhrun_home.clone());
-    let (hololib, blobs, target) = (cfg.hololib.clone(), cfg.blobs.clone(), cfg.target_name.clone());
+    let (hololib, blobs, target) = (
+        cfg.hololib.clone(),
+        cfg.blobs.clone(),
+        cfg.target_name.clone(),
+    );
     let (uid, gid) = (id.uid, id.gid);
     Some(Box::new(move || {
         let spawned = std::thread::Builder::new()
@@ -186,13 +190,14 @@ fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<B
                     uid,
                     gid,
                 };
-                let built = Image::build(&home, &tree, &blobs, who).and_then(|img| match img.probe() {
-                    Ok(()) => Ok(img),
-                    Err(e) => {
-                        let _ = img.remove();
-                        Err(e)
-                    }
-                });
+                let built =
+                    Image::build(&home, &tree, &blobs, who).and_then(|img| match img.probe() {
+                        Ok(()) => Ok(img),
+                        Err(e) => {
+                            let _ = img.remove();
+                            Err(e)
+                        }
+                    });
                 match built {
                     Ok(img) => tracing::info!("later runs mount the image {}", img.dir.display()),
                     Err(e) => tracing::warn!("no kernel image: {e}"),

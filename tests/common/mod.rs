@@ -102,6 +102,7 @@ impl FixtureRobot {
         let mut c = std::process::Command::new(program);
         c.env("ROBOCORP_HOME", &self.robocorp_home)
             .env("VHRUN_HOME", &self.vhrun_home)
+            .env("VHRUN_IMAGE", "off")
             .env("HOME", FIXTURE_HOME)
             .env("VHRUN_RCC", "")
             .env_remove("VHRUN_LOG")

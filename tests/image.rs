@@ -1,0 +1,389 @@
+//! The kernel image data path (`src/image.rs`), as root on the real kernel:
+//! `vhrun prepare` writes an EROFS image that `fsck.erofs` accepts, runs
+//! mount it under their overlay with the blob cache as a data-only layer,
+//! and what the task sees is exactly what the FUSE tree shows; writes stay
+//! in the run; the warm server builds the image by itself; a broken image
+//! falls back to FUSE; gc removes images of catalogs that are gone.
+
+mod common;
+
+use common::FixtureRobot;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Walks a tree and prints one line per entry: path, mode, size, owner,
+/// mtime, and the content's sha256 or the link text.
+const MANIFEST: &str = r#"
+import hashlib, os, stat, sys
+root = sys.argv[1]
+for dp, dns, fns in os.walk(root):
+    dns.sort()
+    for n in sorted(dns + fns):
+        p = os.path.join(dp, n)
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            extra = os.readlink(p)
+        elif stat.S_ISREG(st.st_mode):
+            extra = hashlib.sha256(open(p, "rb").read()).hexdigest()
+        else:
+            extra = "nlink=%d" % st.st_nlink
+        size = "-" if stat.S_ISDIR(st.st_mode) else st.st_size
+        print(os.path.relpath(p, root), oct(st.st_mode), size, st.st_uid, st.st_gid, int(st.st_mtime), extra)
+"#;
+
+fn fixture() -> FixtureRobot {
+    FixtureRobot::new("tasks:\n  t:\n    shell: \"true\"\n")
+}
+
+/// vhrun with the kernel image allowed (the fixture switches it off).
+fn vhrun(fx: &FixtureRobot) -> Command {
+    let mut c = fx.vhrun();
+    c.env_remove("VHRUN_IMAGE");
+    c
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn prepare(fx: &FixtureRobot) -> PathBuf {
+    let out = ok(vhrun(fx)
+        .args(["prepare", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image ready"), "{err}");
+    the_image(fx).expect("prepare left an image")
+}
+
+fn the_image(fx: &FixtureRobot) -> Option<PathBuf> {
+    let dir = fx.vhrun_home.join("images");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("image.json").is_file())
+        .collect();
+    assert!(found.len() <= 1, "{found:?}");
+    found.pop()
+}
+
+/// Run `sh -c script` in the robot's environment; returns stdout and the
+/// run's `--stats-json`.
+fn exec(fx: &FixtureRobot, env: &[(&str, &str)], script: &str) -> (String, serde_json::Value) {
+    let stats = fx.tmp.path().join("stats.json");
+    let mut c = vhrun(fx);
+    c.args(["exec", "-r"])
+        .arg(fx.robot_yaml())
+        .arg("--stats-json")
+        .arg(&stats)
+        .args(["--", "sh", "-c", script]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = ok(c.output().unwrap());
+    let json = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    (String::from_utf8(out.stdout).unwrap(), json)
+}
+
+fn manifest(fx: &FixtureRobot, env: &[(&str, &str)]) -> (String, serde_json::Value) {
+    let script = fx.tmp.path().join("manifest.py");
+    std::fs::write(&script, MANIFEST).unwrap();
+    exec(
+        fx,
+        env,
+        &format!("/usr/bin/python3 {} \"$CONDA_PREFIX\"", script.display()),
+    )
+}
+
+const FUSE: &[(&str, &str)] = &[("VHRUN_IMAGE", "off"), ("VHRUN_SERVER", "off")];
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let md = e.path().symlink_metadata().unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), std::fs::read(e.path()).unwrap(), md.mode()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_image_shows_exactly_the_fuse_tree_and_fsck_accepts_it() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    let fsck = Command::new("fsck.erofs")
+        .arg(image.join("image.erofs"))
+        .output()
+        .expect("fsck.erofs (apt install erofs-utils) checks the images vhrun writes");
+    assert!(
+        fsck.status.success(),
+        "fsck.erofs: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+
+    let (by_image, stats) = manifest(&fx, &[]);
+    assert_eq!(
+        stats["image"].as_str().map(PathBuf::from),
+        Some(image.clone()),
+        "{stats}"
+    );
+    assert_eq!(stats["server"], serde_json::Value::Null);
+    assert_eq!(stats["fuse"]["requests"], 0);
+    let (by_fuse, stats) = manifest(&fx, FUSE);
+    assert_eq!(stats["image"], serde_json::Value::Null);
+    assert!(stats["fuse"]["requests"].as_u64().unwrap() > 0, "{stats}");
+    assert!(by_fuse.lines().count() > 5, "{by_fuse}");
+    assert_eq!(by_image, by_fuse);
+}
+
+/// A robot whose environment is a lifted directory with what the fixture
+/// lacks: symlinks (relative, dangling, to a directory), empty and large
+/// files, odd modes, a file holding the environment's own path (relocated
+/// per space), a directory spanning several EROFS blocks, a 255-byte name.
+/// `raw`: a `compress.no` hololib, served in place.
+fn lifted(raw: bool) -> FixtureRobot {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: \"true\"\n");
+    // 24 bytes, as an rcc space name: the catalog's identity.
+    let dir = fx.tmp.path().join("envs").join("lifted_env_for_images_24");
+    let sub = dir.join("lib/pkg");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("__init__.py"), b"print('hello')\n").unwrap();
+    std::fs::write(sub.join("empty"), b"").unwrap();
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(sub.join("big.bin"), &big).unwrap();
+    std::fs::write(
+        dir.join("prefix.txt"),
+        format!("prefix={}\nagain {}/bin\n", dir.display(), dir.display()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::write(dir.join("bin/tool"), b"#!/bin/sh\necho tool ran\n").unwrap();
+    let mode = |p: PathBuf, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(dir.join("bin/tool"), 0o755);
+    std::fs::write(dir.join("secret"), b"only me").unwrap();
+    mode(dir.join("secret"), 0o600);
+    symlink("tool", dir.join("bin/tool-link")).unwrap();
+    symlink("../lib/pkg", dir.join("bin/pkg-dir")).unwrap();
+    symlink("nowhere", dir.join("dangling")).unwrap();
+    let many = dir.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..700 {
+        let name = format!("entry-{i:04}-{}", "x".repeat(i % 40));
+        std::fs::write(many.join(name), i.to_string()).unwrap();
+    }
+    std::fs::write(dir.join("n".repeat(255)), b"long name").unwrap();
+    let mut lift = fx.vhrun();
+    lift.arg("lift")
+        .arg(&dir)
+        .arg("--blueprint")
+        .arg(fx.dir.join("conda.yaml"));
+    if raw {
+        lift.arg("--no-compress");
+    }
+    ok(lift.output().unwrap());
+    fx
+}
+
+#[test]
+fn lifted_environments_gzip_and_raw_look_the_same_through_image_and_fuse() {
+    for raw in [false, true] {
+        let fx = lifted(raw);
+        let image = prepare(&fx);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(image.join("image.json")).unwrap()).unwrap();
+        // Raw blobs are read from the hololib's library, never linked.
+        assert_eq!(meta["library"].is_string(), raw, "{meta}");
+        let fsck = Command::new("fsck.erofs")
+            .arg(image.join("image.erofs"))
+            .output()
+            .unwrap();
+        let why = String::from_utf8_lossy(&fsck.stderr);
+        assert!(fsck.status.success(), "{why}");
+        let (by_image, stats) = manifest(&fx, &[]);
+        assert!(stats["image"].is_string(), "{stats}");
+        let (by_fuse, _) = manifest(&fx, FUSE);
+        assert_eq!(by_image, by_fuse, "raw={raw}");
+        let want = [
+            "bin/tool-link",
+            "dangling",
+            "many/entry-0699",
+            "0o100600",
+            "0o100755",
+        ];
+        for w in want {
+            assert!(by_image.contains(w), "{w} missing (raw={raw}):\n{by_image}");
+        }
+        let entries = by_image.lines().filter(|l| l.starts_with("many/"));
+        assert_eq!(entries.count(), 700);
+        // Relocated to the space's path; the tool runs through its link.
+        let (out, _) = exec(
+            &fx,
+            &[],
+            "cat \"$CONDA_PREFIX/prefix.txt\" && \"$CONDA_PREFIX/bin/tool-link\" && \
+             cat \"$CONDA_PREFIX/bin/pkg-dir/__init__.py\"",
+        );
+        let space = stats["environment"].as_str().unwrap();
+        assert_eq!(
+            out,
+            format!("prefix={space}\nagain {space}/bin\ntool ran\nprint('hello')\n"),
+            "raw={raw}"
+        );
+    }
+}
+
+#[test]
+fn writes_stay_in_the_run_and_never_reach_the_cache_or_the_image() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    let before_data = snapshot(&image);
+    let before_blobs = snapshot(&fx.vhrun_home.join("blobs"));
+    // The first regular file of the environment, written through, chmodded
+    // and deleted, and a new file beside it.
+    let pick = "f=$(find \"$CONDA_PREFIX\" -type f -size +0 | sort | head -n1)";
+    let (out, stats) = exec(
+        &fx,
+        &[],
+        &format!(
+            "{pick}; cat \"$f\" | sha256sum; printf '\\nchanged\\n' >> \"$f\" && chmod 600 \"$f\" && \
+             tail -n1 \"$f\" && stat -c %a \"$f\" && rm \"$f\" && test ! -e \"$f\" && \
+             echo new > \"$CONDA_PREFIX/new-file\" && cat \"$CONDA_PREFIX/new-file\""
+        ),
+    );
+    assert_eq!(
+        stats["image"].as_str().map(PathBuf::from),
+        Some(image.clone())
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[1..], ["changed", "600", "new"], "{out}");
+    // The next run sees the environment as it was.
+    let (again, _) = exec(
+        &fx,
+        &[],
+        &format!(
+            "{pick}; cat \"$f\" | sha256sum; test ! -e \"$CONDA_PREFIX/new-file\" && echo clean"
+        ),
+    );
+    assert_eq!(again.lines().collect::<Vec<_>>(), [lines[0], "clean"]);
+    assert_eq!(snapshot(&image), before_data);
+    assert_eq!(snapshot(&fx.vhrun_home.join("blobs")), before_blobs);
+}
+
+#[test]
+fn the_warm_server_builds_the_image_after_its_first_run() {
+    let fx = fixture();
+    let env = [("VHRUN_SERVER_IDLE", "30")];
+    let (_, first) = exec(&fx, &env, "true");
+    assert_eq!(first["image"], serde_json::Value::Null);
+    assert_eq!(first["server"]["runs_before"], 0, "{first}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let image = loop {
+        if let Some(i) = the_image(&fx) {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no image within 60 s; server logs in {}",
+            fx.vhrun_home.join("servers").display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (_, second) = exec(&fx, &env, "true");
+    assert_eq!(second["image"].as_str().map(PathBuf::from), Some(image));
+    assert_eq!(second["server"], serde_json::Value::Null);
+    ok(vhrun(&fx).args(["servers", "--stop"]).output().unwrap());
+}
+
+#[test]
+fn a_broken_image_falls_back_to_fuse_and_the_run_succeeds() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    std::fs::write(image.join("image.erofs"), vec![0x5a; 8192]).unwrap();
+    let stats = fx.tmp.path().join("stats.json");
+    let out = ok(vhrun(&fx)
+        .env("VHRUN_SERVER", "off")
+        .args(["exec", "-r"])
+        .arg(fx.robot_yaml())
+        .arg("--stats-json")
+        .arg(&stats)
+        .args(["--", "sh", "-c", "ls \"$CONDA_PREFIX\" | head -n1"])
+        .output()
+        .unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serving the tree with FUSE instead"), "{err}");
+    assert!(err.contains("image.erofs"), "{err}");
+    assert!(!out.stdout.is_empty());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(json["image"], serde_json::Value::Null);
+    assert!(json["fuse"]["requests"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn gc_keeps_used_images_and_removes_those_of_a_gone_catalog() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    let gc = |fx: &FixtureRobot| {
+        let out = ok(vhrun(fx)
+            .args(["gc", "--days", "30", "--json"])
+            .output()
+            .unwrap());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    gc(&fx);
+    assert!(image.is_dir(), "a fresh image of a present catalog is kept");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("image.json")).unwrap()).unwrap();
+    let catalog = PathBuf::from(meta["catalog"].as_str().unwrap());
+    std::fs::remove_file(&catalog).unwrap();
+    let report = gc(&fx);
+    assert!(!image.exists(), "{report}");
+    assert!(
+        report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"] == "image of a catalog that is gone"),
+        "{report}"
+    );
+}
+
+#[test]
+fn prepare_as_a_user_says_runs_use_fuse() {
+    let fx = fixture();
+    common::chown_tree(fx.tmp.path(), 4321);
+    let out = vhrun(&fx)
+        .args(["prepare", "-r"])
+        .arg(fx.robot_yaml())
+        .uid(4321)
+        .gid(4321)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("the kernel image needs root"), "{err}");
+    assert!(the_image(&fx).is_none());
+}
+
+use std::os::unix::process::CommandExt;
