@@ -522,10 +522,8 @@ fn serve_catalog_example_serves_the_fixture() {
         .arg("--import")
         .arg(&zip)
         .env("ROBOCORP_HOME", tmp.path().join("rh"))
-        .env(
-            "VHRUN_HOME",
-            tmp.path().env("VHRUN_IMAGE", "off").join("rh/vhrun"),
-        )
+        .env("VHRUN_HOME", tmp.path().join("rh/vhrun"))
+        .env("VHRUN_IMAGE", "off")
         .env("HOME", tmp.path())
         .output()
         .unwrap();
