@@ -6,11 +6,14 @@ Contenders, all serving the same environment at an rcc-shaped path:
          with PYTHONDONTWRITEBYTECODE=1 (rcc forbids bytecode writes)
   a-raw  the same from the --no-compress hololib               (full run)
   b      squashfs image (zstd), squashfuse + overlay at the env's own path
-  c      `vhrun exec` / `vhrun run`, FUSE passthrough on
-  c-nopt the same with VHRUN_PASSTHROUGH=off (vhrun serves the reads)
-  c-raw  `vhrun exec` over the --no-compress hololib           (full run)
-  c-perrun  `vhrun exec` with VHRUN_SERVER=off: a mount of its own per run
-         instead of the shared per-catalog server (same as c without one)
+  c      `vhrun exec` / `vhrun run` after `vhrun prepare`: the catalog's
+         kernel image (EROFS + overlay data-only layer), vhrun's default as
+         root once an image exists
+  c-raw  the same over the --no-compress hololib               (full run)
+  c-fuse the FUSE tree (VHRUN_IMAGE=off): the warm per-catalog server,
+         passthrough on: what runs get before the image exists, rootless
+  c-nopt c-fuse with VHRUN_PASSTHROUGH=off (vhrun serves the reads)
+  c-perrun  c-fuse with VHRUN_SERVER=off: a FUSE mount of its own per run
   d      the environment as a plain directory: the floor
 b, c and d keep bytecode in a persistent PYTHONPYCACHEPREFIX (vhrun's own
 per-catalog cache for c).
@@ -57,10 +60,11 @@ LABELS = {
     "a": "(a) copy restore",
     "a-raw": "(a) copy, raw hololib",
     "b": "(b) squashfuse+overlay",
-    "c": "(c) vhrun",
-    "c-nopt": "(c) vhrun, no passthrough",
+    "c": "(c) vhrun (kernel image)",
     "c-raw": "(c) vhrun, raw hololib",
-    "c-perrun": "(c) vhrun, per-run mount (VHRUN_SERVER=off)",
+    "c-fuse": "(c) vhrun FUSE, warm server",
+    "c-nopt": "(c) vhrun FUSE, no passthrough",
+    "c-perrun": "(c) vhrun FUSE, per-run mount",
     "d": "(d) plain dir",
 }
 E2E = "end to end, incl. activation+teardown"
@@ -288,6 +292,8 @@ class Contender:
             self.key = keys[variant]
             self.env.update(extra_env())
             self.env.update(ROBOCORP_HOME=str(VH / variant), VHRUN_HOME=str(VH / variant / "vhrun"))
+            if name in ("c-fuse", "c-nopt", "c-perrun"):
+                self.env["VHRUN_IMAGE"] = "off"
             if name == "c-nopt":
                 self.env["VHRUN_PASSTHROUGH"] = "off"
             if name == "c-perrun":
@@ -333,7 +339,7 @@ class Contender:
         if cold and self.cold_dir:
             # a cold run starts its own server: the last one goes first
             steps.append(f"{VHRUN} -q servers --stop")
-            steps.append(f"rm -rf {self.cold_dir}/blobs")
+            steps.append(f"rm -rf {self.cold_dir}/blobs {self.cold_dir}/images")
         if cold:
             steps.append(DROP)
         return f"sh -c '{'; '.join(steps)}'" if steps else None
@@ -347,8 +353,12 @@ class Contender:
         if self.name.startswith("c"):
             warm = Path(self.env["VHRUN_HOME"])
             shutil.rmtree(self.cold_dir, ignore_errors=True)
-            shutil.copytree(warm, self.cold_dir, symlinks=True, ignore=shutil.ignore_patterns("runs", "blobs", "servers"))
+            shutil.copytree(warm, self.cold_dir, symlinks=True,
+                            ignore=shutil.ignore_patterns("runs", "blobs", "servers", "images"))
             env["VHRUN_HOME"] = str(self.cold_dir)
+            # A first run has no image; the one its server would build
+            # afterwards in the background must not warm the next sample.
+            env["VHRUN_IMAGE"] = "off"
         return env
 
 
@@ -523,12 +533,20 @@ def stats_pass(cs, quick):
             shutil.rmtree(home, ignore_errors=True)
             env = dict(c.env, VHRUN_HOME=str(home))
             cmd = shlex.split(c.command("import")[0])
-            first = measure_proc(cmd, env)
+            # The first run ever: no image yet, the FUSE tree decodes on
+            # demand (its server's background image build switched off,
+            # so the cache figure is the first run's own).
+            first = measure_proc(cmd, dict(env, VHRUN_IMAGE="off"))
             s["first"] = first
             s["server_first"] = server_usage(env)
             s["blob_cache"] = du(home / "blobs")
             s["pycache"] = du(home / "pycache")
             s["index"] = du(home / "index")
+            if env.get("VHRUN_IMAGE") != "off":
+                subprocess.run([VHRUN, "-q", "servers", "--stop"], env=env)
+                s["prepare"] = measure_proc([VHRUN, "-q", "prepare", "--catalog", c.key], env)
+                s["image"] = du(home / "images")
+                s["blob_cache_full"] = du(home / "blobs")
             s["warm"] = measure_proc(cmd, env)
             keep = VH / "keep" / c.name
             shutil.rmtree(keep, ignore_errors=True)
@@ -701,6 +719,15 @@ def tables(data):
             row(f"{LABELS[c]}: blob cache after the first heavy import (once per machine)",
                 f"{mib(s['blob_cache'][0])} ({s['blob_cache'][1]} files)")
             row(f"{LABELS[c]}: bytecode cache (once per catalog)", mib(s["pycache"][0]))
+            if s.get("prepare"):
+                r = s["prepare"]
+                row(f"{LABELS[c]}: `vhrun prepare` (image build: every blob decoded; once per catalog) "
+                    "wall / peak RSS / CPU",
+                    f"{r['wall']:.2f} s / {r['rss_kib'] / 1024:.1f} MiB / {r['cpu_s']:.2f} s"
+                    + ("" if r["rc"] == 0 else f" (exit {r['rc']})"))
+                # the image's data/ hard-links cache entries: du counts them once
+                row(f"{LABELS[c]}: image + blob cache after `prepare`",
+                    f"{mib(s['image'][0])} image (+ links) + {mib(s['blob_cache_full'][0])} cache")
             for k, what in (("first", "first run"), ("warm", "warm run"), ("robot", "robot run")):
                 r = s[k]
                 row(f"{LABELS[c]}: vhrun peak RSS / CPU, heavy import {what}" if k != "robot"
@@ -747,8 +774,11 @@ robot run = `robots/report` (pandas reads a CSV, writes HTML and xlsx).
 with `PYTHONDONTWRITEBYTECODE=1` (rcc forbids bytecode writes and the hololib holds none);
 (b) the squashfs image mounted with squashfuse plus an overlay at the environment's own path, in a
 private mount namespace (mount + run + unmount); (c) `vhrun exec --catalog` (`vhrun run -r` for the
-robot), FUSE passthrough on / off (`VHRUN_PASSTHROUGH=off`), gzip or raw hololib, and with
-`VHRUN_SERVER=off` (a mount of its own per run instead of the shared per-catalog server); (d) the
+robot) after `vhrun prepare`, i.e. over the catalog's kernel image (EROFS metadata + overlayfs
+data-only layer: no FUSE, no server), from the gzip or the raw hololib; "vhrun FUSE" rows: the same
+with `VHRUN_IMAGE=off` (what runs get before an image exists, and rootless): the warm per-catalog
+server with passthrough on / off (`VHRUN_PASSTHROUGH=off`), and `VHRUN_SERVER=off` (a FUSE mount of its
+own per run); the cold first run has no image (it is built after it) and is served by FUSE; (d) the
 environment as a plain directory: the floor. (b), (c) and (d) keep bytecode in a persistent cache
 (`PYTHONPYCACHEPREFIX`; vhrun's own per-catalog cache for (c)); "warm" = page cache and bytecode
 cache filled; "cold first run" = page cache dropped (`drop_caches`) and vhrun's blob cache emptied,
@@ -787,8 +817,8 @@ def main():
         (VH / d).mkdir(parents=True, exist_ok=True)
 
     # (a) last in each metric: its 500 MB copies leave writeback behind (synced after).
-    names = (["d", "c", "c-perrun", "c-nopt", "b", "a"] if quick
-             else ["d", "c", "c-perrun", "c-nopt", "c-raw", "b", "a", "a-raw"])
+    names = (["d", "c", "c-fuse", "b", "a"] if quick
+             else ["d", "c", "c-fuse", "c-perrun", "c-nopt", "c-raw", "b", "a", "a-raw"])
     if args.contenders:
         names = args.contenders.split(",")
         unknown = [n for n in names if n not in LABELS]
@@ -798,6 +828,12 @@ def main():
     metrics = ["true", "pass", "pass-in", "import", "import-in", "robot"] + ([] if quick else ["cold"]) + ["conc"]
     if args.only:
         metrics = [m for m in metrics if m in args.only.split(",")]
+
+    # (c) is measured as a CI pipeline runs it: `vhrun prepare` first.
+    for c in cs:
+        if c.name.startswith("c") and c.env.get("VHRUN_IMAGE") != "off":
+            r = subprocess.run([VHRUN, "prepare", "--catalog", c.key], env=c.env, capture_output=True, text=True)
+            log(f"{c.label()}: {r.stderr.strip()}")
 
     # Sanity: every contender runs the heavy import (also fills the caches;
     # (a) is checked by its own measurements).
@@ -815,7 +851,7 @@ def main():
     shutil.rmtree(SPACE, ignore_errors=True)
 
     log(f"[{time.perf_counter() - started:.0f} s] disk / memory / CPU figures")
-    st = stats_pass([c for c in cs if c.name not in broken and not (quick and c.name in ("c-nopt", "c-perrun"))],
+    st = stats_pass([c for c in cs if c.name not in broken and not (quick and c.name in ("c-fuse", "c-nopt", "c-perrun"))],
                     quick)
 
     def runs(c, m):

@@ -17,10 +17,11 @@ LABELS = {
     "a": "(a) copy restore",
     "a-raw": "(a) copy, raw hololib",
     "b": "(b) squashfuse+overlay",
-    "c": "(c) vhrun",
-    "c-nopt": "(c) vhrun, no passthrough",
+    "c": "(c) vhrun (kernel image)",
     "c-raw": "(c) vhrun, raw hololib",
-    "c-perrun": "(c) vhrun, per-run mount (VHRUN_SERVER=off)",
+    "c-fuse": "(c) vhrun FUSE, warm server",
+    "c-nopt": "(c) vhrun FUSE, no passthrough",
+    "c-perrun": "(c) vhrun FUSE, per-run mount",
     "d": "(d) plain dir",
 }
 METRICS = {
@@ -35,7 +36,8 @@ METRICS = {
 }
 COLORS = {
     "a": "#b0413e", "a-raw": "#d98c8a", "b": "#e0a030", "c": "#2f6db5",
-    "c-nopt": "#7ea6d9", "c-raw": "#1b3f6b", "c-perrun": "#4fa3a5", "d": "#6a6a6a",
+    "c-nopt": "#7ea6d9", "c-raw": "#1b3f6b", "c-perrun": "#4fa3a5", "c-fuse": "#5b8fd0",
+    "d": "#6a6a6a",
 }
 
 

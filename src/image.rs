@@ -101,7 +101,11 @@ impl Image {
         }
         let dir = images_dir(vhrun_home).join(key(tree, who));
         let meta = Meta::load(&dir)?;
-        Some(Image { dir, meta })
+        let image = Image { dir, meta };
+        // A hololib moved away would fail the overlay mount, after the
+        // point where a run can still fall back to FUSE.
+        let layers = image.data_layers();
+        layers.iter().all(|l| l.is_dir()).then_some(image)
     }
 
     /// Note a use (`vhrun gc` removes images unused for --days).
@@ -246,23 +250,27 @@ fn write_into(
     crate::hololib::layout::mkdir_all(&data_dir, 0o750)?;
     let library = blobs.hololib().library_dir();
 
-    // Decode what the cache lacks, on every core: the cold cost.
     let files: Vec<u64> = (ROOT..=tree.len() as u64)
         .filter(|&ino| {
             tree.get(ino)
                 .is_some_and(|n| n.kind() == Kind::File && n.size() > 0)
         })
         .collect();
+    // The FUSE tree answers EIO for such a file; an image cannot, so such
+    // a catalog keeps the FUSE tree (checked before decoding anything).
+    for ino in ROOT..=tree.len() as u64 {
+        if let Some(d) = tree.get(ino).and_then(|n| n.defect()) {
+            return Err(Error::catalog(
+                tree.catalog_path(),
+                format!("{}: {}", tree.path(ino).display(), d.describe()),
+            ));
+        }
+    }
+    // Decode what the cache lacks, on every core: the cold cost.
     let placed: Vec<(u64, Data, Source)> = files
         .par_iter()
         .map(|&ino| {
             let n = tree.get(ino).expect("inode from the tree");
-            if let Some(d) = n.defect() {
-                return Err(Error::catalog(
-                    tree.catalog_path(),
-                    format!("{}: {}", tree.path(ino).display(), d.describe()),
-                ));
-            }
             let digest = n.digest().unwrap_or_default();
             let rewrite = n.rewrite();
             let (_file, source) = blobs.open(digest, n.size(), rewrite, who.target_name)?;

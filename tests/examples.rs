@@ -171,6 +171,9 @@ fn bash(script: &str, cwd: &Path, env: &BTreeMap<String, String>, flags: &[&str]
         .current_dir(cwd)
         .env_clear()
         .envs(env)
+        // A job's warm server would build a kernel image in the background
+        // after the job, while the next "fresh machine" wipes its home.
+        .env("VHRUN_IMAGE", "off")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -1137,6 +1137,92 @@ fn python_environment_imports_from_the_mount() {
     }
 }
 
+/// The heavy environment through the kernel image (`vhrun prepare`, then
+/// runs with no FUSE at all): the import works, and every entry (mode,
+/// size, owner, mtime, sha256 of the content, link text) is what the FUSE
+/// tree shows.
+#[test]
+fn python_environment_imports_from_the_kernel_image() {
+    if std::env::var("VHRUN_HEAVY_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "python_environment_imports_from_the_kernel_image: set VHRUN_HEAVY_TESTS=1 to run"
+        );
+        return;
+    }
+    require_fuse();
+    let (base, env) = heavy_env();
+    let w = World::new();
+    let key = lift_heavy(&base, &env, &w.hololib());
+    let with_image = |c: &mut Command| {
+        c.env_remove("VHRUN_IMAGE");
+    };
+    let mut prepare = w.command();
+    with_image(&mut prepare);
+    let out = prepare
+        .args(["prepare", "--catalog", &key])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("image ready"), "{err}");
+
+    let walk = "import hashlib, os, stat, sys\n\
+        root = sys.prefix\n\
+        for dp, dns, fns in os.walk(root):\n\
+        \x20   dns.sort()\n\
+        \x20   for n in sorted(dns + fns):\n\
+        \x20       p = os.path.join(dp, n); st = os.lstat(p)\n\
+        \x20       x = os.readlink(p) if stat.S_ISLNK(st.st_mode) else (hashlib.sha256(open(p, 'rb').read()).hexdigest() if stat.S_ISREG(st.st_mode) else st.st_nlink)\n\
+        \x20       print(os.path.relpath(p, root), oct(st.st_mode), st.st_size if not stat.S_ISDIR(st.st_mode) else '-', st.st_uid, int(st.st_mtime), x)\n";
+    let run = |image: bool, code: &str| {
+        let mut c = w.command();
+        if image {
+            with_image(&mut c);
+        } else {
+            c.env("VHRUN_SERVER", "off");
+        }
+        let stats = w.path().join("stats.json");
+        let out = c
+            .args(["exec", "--catalog", &key, "--stats-json"])
+            .arg(&stats)
+            .args(["--", "python3", "-c", code])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "image={image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: serde_json::Value = serde_json::from_slice(&fs::read(&stats).unwrap()).unwrap();
+        assert_eq!(stats["image"].is_string(), image, "{stats}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let imported = run(
+        true,
+        "import pandas, numpy, sqlalchemy, sys; print(numpy.__file__)",
+    );
+    assert!(imported.contains("site-packages/numpy"), "{imported}");
+    let by_image = run(true, walk);
+    let by_fuse = run(false, walk);
+    assert!(
+        by_image.lines().count() > 5_000,
+        "{}",
+        by_image.lines().count()
+    );
+    assert!(
+        by_image.lines().any(|l| l.contains(" 0o120777 ")),
+        "no symlink"
+    );
+    if by_image != by_fuse {
+        let diff: Vec<_> = by_image
+            .lines()
+            .zip(by_fuse.lines())
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .collect();
+        panic!("image and FUSE trees differ: {diff:?}");
+    }
+}
+
 /// The machine's CPython prefix, trimmed to the interpreter and its
 /// standard library, lifted and run from the mount (always runs: no
 /// network, a few seconds).
