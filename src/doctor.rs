@@ -196,6 +196,24 @@ fn user_namespaces(root: bool) -> Check {
     c
 }
 
+fn kernel_image(root: bool) -> Check {
+    let probe = if root {
+        crate::image::probe_kernel()
+    } else {
+        Err("not root".into())
+    };
+    check(
+        "kernel_image",
+        probe.is_ok(),
+        false,
+        match probe {
+            Ok(()) => "EROFS image files mount: as root, runs use a catalog's kernel image (no FUSE)".into(),
+            Err(e) => e,
+        },
+        "as root on Linux >= 6.12 (EROFS mounted from a file), runs mount a catalog's kernel image instead of the FUSE tree (`vhrun prepare`); without it they use FUSE",
+    )
+}
+
 fn mount_namespace(root: bool) -> Check {
     let (flags, what) = if root {
         (CloneFlags::CLONE_NEWNS, "CLONE_NEWNS")
@@ -315,6 +333,7 @@ pub fn run_checks(locations: &Locations) -> Report {
         ),
         "without it vhrun serves file reads itself (slower first reads); run as root on Linux >= 6.9 to hand reads to the kernel",
     ));
+    checks.push(kernel_image(root));
     checks.push(user_namespaces(root));
     checks.push(mount_namespace(root));
     checks.push(on_path(

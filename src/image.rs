@@ -50,6 +50,27 @@ pub struct Meta {
     pub build_ms: u64,
 }
 
+/// Whether this kernel mounts EROFS images from a file (and so, being
+/// Linux >= 6.12, has overlayfs data-only layers): a one-directory image
+/// mounted in a throwaway child's namespace. Root only.
+pub fn probe_kernel() -> std::result::Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("vhrun-erofs-probe")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let root = Entry {
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        body: Body::Dir(Vec::new()),
+    };
+    let img = erofs::write(&[root], MTIME).map_err(|e| e.to_string())?;
+    let file = dir.path().join("probe.erofs");
+    std::fs::write(&file, img).map_err(|e| format!("{}: {e}", file.display()))?;
+    crate::sys::nsprobe::try_mount(&file, dir.path(), "erofs")
+        .map_err(|e| format!("mounting an EROFS image file fails: {}", e.desc()))
+}
+
 impl Meta {
     /// `image.json` of the image directory `dir`, if it is complete.
     pub fn load(dir: &Path) -> Option<Meta> {

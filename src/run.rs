@@ -256,13 +256,18 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
     spec.measure_upper = plan.sandbox.wants_stats();
     // The task reads the store only through the tree: it may not write the
-    // hololibs, the blob cache or the index, whoever owns them.
+    // hololibs, the blob cache, the index or the images (whose data/ links
+    // are blob cache files), whoever owns them.
     spec.readonly_paths = plan
         .locations
         .hololibs()
         .into_iter()
         .map(|h| h.root)
-        .chain([blobs.root().to_path_buf(), vhrun_home.join("index")])
+        .chain([
+            blobs.root().to_path_buf(),
+            vhrun_home.join("index"),
+            crate::image::images_dir(&vhrun_home),
+        ])
         .filter(|p| p.exists())
         .collect();
     spec.writable_paths = vec![plan.temp_dir.clone()];

@@ -287,6 +287,17 @@ fn writes_stay_in_the_run_and_never_reach_the_cache_or_the_image() {
         ),
     );
     assert_eq!(again.lines().collect::<Vec<_>>(), [lines[0], "clean"]);
+    // Nor through the image's own directory: its data/ links are cache files.
+    let (denied, _) = exec(
+        &fx,
+        &[],
+        &format!(
+            "f=$(find {} -type f | head -n1); test -n \"$f\" && \
+             if echo x >> \"$f\"; then echo wrote; else echo refused; fi",
+            image.join("data").display()
+        ),
+    );
+    assert_eq!(denied.trim(), "refused");
     assert_eq!(snapshot(&image), before_data);
     assert_eq!(snapshot(&fx.vhrun_home.join("blobs")), before_blobs);
 }

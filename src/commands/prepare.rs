@@ -14,9 +14,9 @@ use crate::sandbox::Identity;
 
 pub fn run(args: &PrepareArgs) -> Result<i32> {
     let locations = Locations::from_env();
-    let (r, c) = (&args.robot.space, &args.robot.controller);
+    let (controller, space) = (&args.robot.controller, &args.robot.space);
     let resolved = match &args.catalog {
-        Some(key) => resolve::resolve_catalog(&locations, key, c, r)?,
+        Some(key) => resolve::resolve_catalog(&locations, key, controller, space)?,
         None => {
             let robot = Robot::load(&args.robot.robot)?;
             crate::run::resolve_or_build(&locations, &robot, &args.robot)?.ok_or_else(|| {
