@@ -47,6 +47,13 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         ));
         return Ok(0);
     }
+    if let Err(e) = image::probe_kernel() {
+        say(format!(
+            "{} is ready; runs serve it with FUSE (no kernel image: {e})",
+            resolved.catalog_key
+        ));
+        return Ok(0);
+    }
     let home = &locations.vhrun_home;
     let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
     mkdir_all(blobs.root(), 0o750)?;

@@ -184,6 +184,12 @@ fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<B
             .name("vhrun-image".into())
             .spawn(move || {
                 crate::sys::priority::background_this_thread();
+                // Not a whole catalog decoded for an image this kernel
+                // cannot mount.
+                if let Err(e) = image::probe_kernel() {
+                    tracing::info!("no kernel image: {e}");
+                    return;
+                }
                 let blobs = BlobCache::new(Hololib::new(hololib), blobs);
                 let who = image::For {
                     target_name: &target,
