@@ -398,3 +398,70 @@ fn prepare_as_a_user_says_runs_use_fuse() {
 }
 
 use std::os::unix::process::CommandExt;
+
+/// vhrun SIGKILLed while its task runs over the image: the task goes with
+/// it, nothing stays mounted, and the next run mounts the image again.
+#[test]
+fn a_killed_run_leaves_no_mount_and_the_image_serves_the_next() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let before = mounts();
+    let started = fx.tmp.path().join("started");
+    let pidfile = fx.tmp.path().join("task.pid");
+    let mut child = vhrun(&fx)
+        .args(["exec", "-r"])
+        .arg(fx.robot_yaml())
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}; ls \"$CONDA_PREFIX\" > {}; exec sleep 60",
+            pidfile.display(),
+            started.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read(&started).is_ok_and(|b| !b.is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    // The task's pid is its PID namespace's view: find it by its start
+    // marker instead, i.e. wait until no `sleep 60` of ours is left.
+    let image_path = image.join("image.erofs").display().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sleeping = std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0060\x00")
+                && std::fs::read_link(p.path().join("cwd")).is_ok_and(|d| d == fx.dir)
+        });
+        if !sleeping {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task outlived vhrun"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = mounts();
+    assert!(!after.contains(&image_path), "{after}");
+    assert_eq!(
+        before.lines().count(),
+        after.lines().count(),
+        "host mounts changed"
+    );
+    let (out, stats) = exec(&fx, &[], "ls \"$CONDA_PREFIX\"");
+    assert_eq!(stats["image"].as_str().map(PathBuf::from), Some(image));
+    assert_eq!(out, std::fs::read_to_string(&started).unwrap());
+}
