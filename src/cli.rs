@@ -77,6 +77,10 @@ pub enum Command {
     /// The warm server of one catalog, started by runs (not for direct use).
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
+    /// A catalog's kernel image, built in the background for a warm
+    /// server (not for direct use: `vhrun prepare`).
+    #[command(name = "__image", hide = true)]
+    BuildImage(BuildImageArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -383,6 +387,18 @@ pub struct ServeArgs {
     pub idle: f64,
     #[arg(long)]
     pub no_passthrough: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BuildImageArgs {
+    #[arg(long)]
+    pub catalog: PathBuf,
+    #[arg(long)]
+    pub hololib: PathBuf,
+    #[arg(long)]
+    pub blobs: PathBuf,
+    #[arg(long)]
+    pub target: String,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -248,6 +248,39 @@ impl Image {
     }
 }
 
+/// What [`Image::prepare`] achieved.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Built (or found), and it mounts.
+    Ready(Image),
+    /// This kernel cannot use it (why); runs keep the FUSE tree.
+    Unsupported(String),
+}
+
+impl Image {
+    /// Everything needed before runs use an image: the kernel checked
+    /// first (no catalog decoded for nothing), the image built or found,
+    /// then mounted once in a throwaway namespace (removed if it fails).
+    pub fn prepare(
+        vhrun_home: &Path,
+        tree: &Tree,
+        blobs: &BlobCache,
+        who: For<'_>,
+    ) -> Result<Prepared> {
+        if let Err(e) = probe_kernel() {
+            return Ok(Prepared::Unsupported(e));
+        }
+        let img = Image::build(vhrun_home, tree, blobs, who)?;
+        match img.probe() {
+            Ok(()) => Ok(Prepared::Ready(img)),
+            Err(e) => {
+                img.remove()?;
+                Ok(Prepared::Unsupported(format!("{e}; image removed")))
+            }
+        }
+    }
+}
+
 /// Where one file's bytes are, as the overlay will look them up.
 enum Data {
     /// `data/<sub>/<name>`, linked from this cache file.
@@ -288,13 +321,24 @@ fn write_into(
         }
     }
     // Decode what the cache lacks, on every core: the cold cost.
-    let placed: Vec<(u64, Data, Source)> = files
+    // Workers only decode: a small allocation kept by a worker thread
+    // between its big temporary buffers pins glibc arena memory (the
+    // build's RSS was 10x its heap), so the paths are made afterwards.
+    let sources: Vec<Source> = files
         .par_iter()
         .map(|&ino| {
             let n = tree.get(ino).expect("inode from the tree");
             let digest = n.digest().unwrap_or_default();
-            let rewrite = n.rewrite();
-            let (_file, source) = blobs.open(digest, n.size(), rewrite, who.target_name)?;
+            let (_file, source) = blobs.open(digest, n.size(), n.rewrite(), who.target_name)?;
+            Ok(source)
+        })
+        .collect::<Result<_>>()?;
+    let placed = files
+        .iter()
+        .zip(sources)
+        .map(|(&ino, source)| {
+            let n = tree.get(ino).expect("inode from the tree");
+            let digest = n.digest().unwrap_or_default();
             let data = if source == Source::Raw {
                 let p = blobs.hololib().blob_path(digest);
                 let rel = p.strip_prefix(&library).map_err(|_| {
@@ -302,8 +346,8 @@ fn write_into(
                 })?;
                 Data::Library(rel.to_string_lossy().into_owned())
             } else {
-                let from =
-                    blobs.entry_path(digest, (!rewrite.is_empty()).then_some(who.target_name));
+                let relocated = !n.rewrite().is_empty();
+                let from = blobs.entry_path(digest, relocated.then_some(who.target_name));
                 let name = from
                     .file_name()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -316,7 +360,7 @@ fn write_into(
             };
             Ok((ino, data, source))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
 
     let mut entries: Vec<Entry> = Vec::with_capacity(tree.len());
     for ino in ROOT..=tree.len() as u64 {

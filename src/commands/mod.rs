@@ -13,6 +13,7 @@ pub mod exec;
 pub mod export;
 pub mod gc;
 pub mod hash;
+pub mod image;
 pub mod import;
 pub mod lift;
 pub mod mount;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::InstallShim(a)) => shim::install(&a),
         Some(Command::RccShim(a)) => shim::dispatch(&a),
         Some(Command::Serve(a)) => serve::run(&a),
+        Some(Command::BuildImage(a)) => image::run(&a),
         Some(Command::Servers(a)) => servers::run(&a),
     }
 }

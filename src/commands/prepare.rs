@@ -7,7 +7,7 @@ use crate::cli::PrepareArgs;
 use crate::error::{Error, Result};
 use crate::hololib::layout::mkdir_all;
 use crate::hololib::Locations;
-use crate::image::{self, Image};
+use crate::image::{self, Image, Prepared};
 use crate::resolve;
 use crate::robot::Robot;
 use crate::sandbox::Identity;
@@ -47,13 +47,6 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         ));
         return Ok(0);
     }
-    if let Err(e) = image::probe_kernel() {
-        say(format!(
-            "{} is ready; runs serve it with FUSE (no kernel image: {e})",
-            resolved.catalog_key
-        ));
-        return Ok(0);
-    }
     let home = &locations.vhrun_home;
     let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
     mkdir_all(blobs.root(), 0o750)?;
@@ -62,14 +55,16 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         uid: id.uid,
         gid: id.gid,
     };
-    let img = Image::build(home, tree, &blobs, who)?;
-    if let Err(e) = img.probe() {
-        let dir = img.dir.clone();
-        img.remove()?;
-        say(format!("{e}; image removed, runs serve the tree with FUSE"));
-        tracing::debug!("removed {}", dir.display());
-        return Ok(0);
-    }
+    let img = match Image::prepare(home, tree, &blobs, who)? {
+        Prepared::Ready(img) => img,
+        Prepared::Unsupported(why) => {
+            say(format!(
+                "{} is ready; runs serve it with FUSE (no kernel image: {why})",
+                resolved.catalog_key
+            ));
+            return Ok(0);
+        }
+    };
     let m = &img.meta;
     say(format!(
         "image ready: {} ({} files, {} MB, built in {} ms, {} blobs decoded)",

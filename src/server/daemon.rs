@@ -157,10 +157,11 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
 }
 
 /// As root, the catalog's kernel image (`crate::image`) built in the
-/// background once the first run has ended: the runs after it mount the
-/// image and no longer need this server, which then idles out. Nothing
-/// when the image exists, is switched off, or cannot be (rootless).
-fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<Box<dyn FnOnce()>> {
+/// background (`vhrun __image`) once the first run has ended: the runs
+/// after it mount the image and no longer need this server, which then
+/// idles out. Nothing when the image exists, is switched off, or cannot be
+/// (rootless).
+fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dyn FnOnce()>> {
     if id.rootless || !image::enabled() {
         return None;
     }
@@ -172,46 +173,36 @@ fn image_builder(cfg: &ServeConfig, tree: &Arc<Tree>, id: &Identity) -> Option<B
     if Image::find(&cfg.vhrun_home, tree, who).is_some() {
         return None;
     }
-    let (tree, home) = (tree.clone(), cfg.vhrun_home.clone());
-    let (hololib, blobs, target) = (
-        cfg.hololib.clone(),
-        cfg.blobs.clone(),
-        cfg.target_name.clone(),
-    );
-    let (uid, gid) = (id.uid, id.gid);
-    Some(Box::new(move || {
-        let spawned = std::thread::Builder::new()
-            .name("vhrun-image".into())
-            .spawn(move || {
-                crate::sys::priority::background_this_thread();
-                // Not a whole catalog decoded for an image this kernel
-                // cannot mount.
-                if let Err(e) = image::probe_kernel() {
-                    tracing::info!("no kernel image: {e}");
-                    return;
-                }
-                let blobs = BlobCache::new(Hololib::new(hololib), blobs);
-                let who = image::For {
-                    target_name: &target,
-                    uid,
-                    gid,
-                };
-                let built =
-                    Image::build(&home, &tree, &blobs, who).and_then(|img| match img.probe() {
-                        Ok(()) => Ok(img),
-                        Err(e) => {
-                            let _ = img.remove();
-                            Err(e)
-                        }
-                    });
-                match built {
-                    Ok(img) => tracing::info!("later runs mount the image {}", img.dir.display()),
-                    Err(e) => tracing::warn!("no kernel image: {e}"),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the image build: {e}");
+    let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
+    cmd.arg("__image")
+        .args(crate::logging::verbosity_args())
+        .arg("--catalog")
+        .arg(&cfg.catalog)
+        .arg("--hololib")
+        .arg(&cfg.hololib)
+        .arg("--blobs")
+        .arg(&cfg.blobs)
+        .arg("--target")
+        .arg(&cfg.target_name)
+        .env("VHRUN_HOME", &cfg.vhrun_home)
+        // stderr stays the server's log.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    Some(Box::new(move || match cmd.spawn() {
+        // Reaped by a thread of its own: the server's loop never waits.
+        Ok(mut child) => {
+            let reaper = std::thread::Builder::new()
+                .name("vhrun-image-wait".into())
+                .spawn(move || match child.wait() {
+                    Ok(st) if !st.success() => tracing::warn!("image build: {st}"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("image build: {e}"),
+                });
+            if let Err(e) = reaper {
+                tracing::warn!("cannot wait for the image build: {e}");
+            }
         }
+        Err(e) => tracing::warn!("cannot start the image build: {e}"),
     }))
 }
 
