@@ -229,12 +229,23 @@ impl Image {
             }
         };
         let dir = root.join(&name);
-        if let Err(e) = std::fs::rename(&tmp, &dir) {
-            let _ = std::fs::remove_dir_all(&tmp);
+        let mut renamed = std::fs::rename(&tmp, &dir);
+        if renamed.is_err() {
             // Another builder got there first: theirs is as good.
             if let Some(found) = Image::find(vhrun_home, tree, who) {
+                let _ = std::fs::remove_dir_all(&tmp);
                 return Ok(found);
             }
+            // One `find` refuses (its hololib moved, no image.json): moved
+            // aside rather than deleted, as a run may still read through
+            // it; gc removes it with the other temp directories.
+            let aside = root.join(format!(".{name}.stale.{}.tmp", std::process::id()));
+            if std::fs::rename(&dir, &aside).is_ok() {
+                renamed = std::fs::rename(&tmp, &dir);
+            }
+        }
+        if let Err(e) = renamed {
+            let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::io(&dir, e));
         }
         tracing::info!(

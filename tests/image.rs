@@ -349,6 +349,13 @@ fn a_broken_image_falls_back_to_fuse_and_the_run_succeeds() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(json["image"], serde_json::Value::Null);
     assert!(json["fuse"]["requests"].as_u64().unwrap() > 0);
+
+    // A directory runs no longer trust (no image.json) is replaced by
+    // the next prepare, and runs use the new image.
+    std::fs::remove_file(image.join("image.json")).unwrap();
+    assert_eq!(prepare(&fx), image);
+    let (_, json) = exec(&fx, &[], "true");
+    assert_eq!(json["image"].as_str().map(PathBuf::from), Some(image));
 }
 
 #[test]
