@@ -131,7 +131,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         userns: userns.as_ref().map(|f| f.as_fd()),
         mntns: mntns.as_fd(),
         uid: id.uid,
-        after_first_run: std::cell::RefCell::new(image_build),
+        image_build: std::cell::RefCell::new(image_build),
     };
     // No new run once it goes: the socket is removed and the key's lock
     // let go, so the next run starts a server of its own at once (those
@@ -156,10 +156,16 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     Ok(())
 }
 
+/// Runs of one server before it has the kernel image built: a catalog run
+/// once (a CI job, a try-out) is not worth decoding whole, nor a
+/// background writer into a home that may be deleted right after; one run
+/// again is. Never during a run: a cold run is not slowed down.
+pub const IMAGE_AFTER_RUNS: u64 = 2;
+
 /// As root, the catalog's kernel image (`crate::image`) built in the
-/// background (`vhrun __image`) once the first run has ended: the runs
-/// after it mount the image and no longer need this server, which then
-/// idles out. Nothing when the image exists, is switched off, or cannot be
+/// background (`vhrun __image`) once [`IMAGE_AFTER_RUNS`] runs have
+/// ended: the runs after it mount the image and no longer need this
+/// server, which then idles out. Nothing when the image exists, is switched off, or cannot be
 /// (rootless).
 fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dyn FnOnce()>> {
     if id.rootless || !image::enabled() {
@@ -257,8 +263,8 @@ struct Served<'a> {
     userns: Option<std::os::fd::BorrowedFd<'a>>,
     mntns: std::os::fd::BorrowedFd<'a>,
     uid: u32,
-    /// Started once the first run has ended (not to slow a cold run).
-    after_first_run: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Started once [`IMAGE_AFTER_RUNS`] runs have ended.
+    image_build: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 struct Client {
@@ -295,8 +301,8 @@ impl Served<'_> {
                 return why.clone();
             }
             let served = self.served.get();
-            if served > 0 && clients.is_empty() {
-                if let Some(start) = self.after_first_run.borrow_mut().take() {
+            if served >= IMAGE_AFTER_RUNS && clients.is_empty() {
+                if let Some(start) = self.image_build.borrow_mut().take() {
                     start();
                 }
             }
