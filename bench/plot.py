@@ -13,17 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {
-    "a": "(a) copy restore",
-    "a-raw": "(a) copy, raw hololib",
-    "b": "(b) squashfuse+overlay",
-    "c": "(c) vhrun (kernel image)",
-    "c-raw": "(c) vhrun, raw hololib",
-    "c-fuse": "(c) vhrun FUSE, warm server",
-    "c-nopt": "(c) vhrun FUSE, no passthrough",
-    "c-perrun": "(c) vhrun FUSE, per-run mount",
-    "d": "(d) plain dir",
-}
+# Contender labels come with the results (bench.py's LABELS).
+LABELS = {}
 METRICS = {
     "true": "activation (true)",
     "pass": "python -c pass (end to end)",
@@ -81,7 +72,7 @@ def panel(ax, res, names, ref, invert, title):
 def main():
     data = json.load(open(sys.argv[1]))
     res, names = data["results"], data["contenders"]
-    LABELS.update(data.get("labels", {}))
+    LABELS.update(data["labels"])
     plt.rcParams["svg.hashsalt"] = "vhrun-bench"
     plt.rcParams["svg.fonttype"] = "none"
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6))

@@ -372,14 +372,8 @@ pub struct RccShimArgs {
 pub struct ServeArgs {
     #[arg(long)]
     pub key: String,
-    #[arg(long)]
-    pub catalog: PathBuf,
-    #[arg(long)]
-    pub hololib: PathBuf,
-    #[arg(long)]
-    pub blobs: PathBuf,
-    #[arg(long)]
-    pub target: String,
+    #[command(flatten)]
+    pub tree: TreeArgs,
     #[arg(long)]
     pub shown_as: PathBuf,
     /// Seconds without a run before the server exits.
@@ -389,8 +383,10 @@ pub struct ServeArgs {
     pub no_passthrough: bool,
 }
 
+/// A catalog's tree as a run serves it: which catalog, where its blobs
+/// and their decoded cache are, the environment's directory name.
 #[derive(Debug, Args, Clone)]
-pub struct BuildImageArgs {
+pub struct TreeArgs {
     #[arg(long)]
     pub catalog: PathBuf,
     #[arg(long)]
@@ -399,6 +395,28 @@ pub struct BuildImageArgs {
     pub blobs: PathBuf,
     #[arg(long)]
     pub target: String,
+}
+
+impl TreeArgs {
+    /// The same on a command line (for the detached children that get it).
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--catalog".into(),
+            self.catalog.clone().into(),
+            "--hololib".into(),
+            self.hololib.clone().into(),
+            "--blobs".into(),
+            self.blobs.clone().into(),
+            "--target".into(),
+            self.target.clone().into(),
+        ]
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BuildImageArgs {
+    #[command(flatten)]
+    pub tree: TreeArgs,
 }
 
 #[derive(Debug, Args, Clone)]

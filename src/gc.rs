@@ -257,10 +257,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         files.sort();
         for path in files {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_name(&path);
             let Some((key, "log" | "sock")) = name.split_once('.') else {
                 continue;
             };
@@ -316,10 +313,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     walk_files(&blobs, &mut files)?;
     files.sort();
     for path in files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name(&path);
         let Ok(md) = path.symlink_metadata() else {
             continue;
         };
@@ -372,10 +366,7 @@ fn collect_images(
         let Ok(md) = path.symlink_metadata() else {
             continue;
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name(&path);
         if is_temp(&name) {
             if age(md.modified(), now) > TEMP_GRACE {
                 remove(report, &path, "stale temp file")?;
@@ -401,6 +392,13 @@ fn collect_images(
         }
     }
     Ok(())
+}
+
+/// The last component of `path`, lossily as text ("" for none).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Nobody holds a server key's lock (or it does not exist).

@@ -12,8 +12,9 @@ use crate::image::{self, Image, Prepared};
 use crate::sandbox::Identity;
 use crate::tree::Tree;
 
-pub fn run(a: &BuildImageArgs) -> Result<i32> {
+pub fn run(args: &BuildImageArgs) -> Result<i32> {
     crate::sys::priority::background_this_thread();
+    let a = &args.tree;
     let home = Locations::from_env().vhrun_home;
     let tree = Tree::load_indexed(&a.catalog, &home.join("index"))?;
     let blobs = BlobCache::new(Hololib::new(&a.hololib), &a.blobs);

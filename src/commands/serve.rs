@@ -11,10 +11,10 @@ pub fn run(a: &ServeArgs) -> Result<i32> {
     daemon::serve(&ServeConfig {
         vhrun_home: Locations::from_env().vhrun_home,
         key: a.key.clone(),
-        catalog: a.catalog.clone(),
-        hololib: a.hololib.clone(),
-        blobs: a.blobs.clone(),
-        target_name: a.target.clone(),
+        catalog: a.tree.catalog.clone(),
+        hololib: a.tree.hololib.clone(),
+        blobs: a.tree.blobs.clone(),
+        target_name: a.tree.target.clone(),
         shown_as: a.shown_as.clone(),
         idle: Duration::try_from_secs_f64(a.idle).unwrap_or(Duration::from_secs(60)),
         passthrough: if a.no_passthrough {

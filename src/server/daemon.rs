@@ -182,14 +182,15 @@ fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dy
     let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
     cmd.arg("__image")
         .args(crate::logging::verbosity_args())
-        .arg("--catalog")
-        .arg(&cfg.catalog)
-        .arg("--hololib")
-        .arg(&cfg.hololib)
-        .arg("--blobs")
-        .arg(&cfg.blobs)
-        .arg("--target")
-        .arg(&cfg.target_name)
+        .args(
+            crate::cli::TreeArgs {
+                catalog: cfg.catalog.clone(),
+                hololib: cfg.hololib.clone(),
+                blobs: cfg.blobs.clone(),
+                target: cfg.target_name.clone(),
+            }
+            .argv(),
+        )
         .env("VHRUN_HOME", &cfg.vhrun_home)
         // stderr stays the server's log.
         .stdin(std::process::Stdio::null())

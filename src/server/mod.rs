@@ -370,14 +370,15 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
         .args(crate::logging::verbosity_args())
         .arg("--key")
         .arg(key)
-        .arg("--catalog")
-        .arg(req.tree.catalog_path())
-        .arg("--hololib")
-        .arg(&req.hololib.root)
-        .arg("--blobs")
-        .arg(req.blobs.root())
-        .arg("--target")
-        .arg(req.target_name)
+        .args(
+            crate::cli::TreeArgs {
+                catalog: req.tree.catalog_path().to_path_buf(),
+                hololib: req.hololib.root.clone(),
+                blobs: req.blobs.root().to_path_buf(),
+                target: req.target_name.to_string(),
+            }
+            .argv(),
+        )
         .arg("--shown-as")
         .arg(req.shown_as)
         .arg("--idle")
