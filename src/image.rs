@@ -292,18 +292,6 @@ impl Image {
     }
 }
 
-/// Where one file's bytes are, as the overlay will look them up.
-enum Data {
-    /// `data/<sub>/<name>`, linked from this cache file.
-    Linked {
-        sub: String,
-        name: String,
-        from: PathBuf,
-    },
-    /// A raw blob, at this path inside the library.
-    Library(String),
-}
-
 fn write_into(
     tmp: &Path,
     tree: &Tree,
@@ -344,35 +332,6 @@ fn write_into(
             Ok(source)
         })
         .collect::<Result<_>>()?;
-    let placed = files
-        .iter()
-        .zip(sources)
-        .map(|(&ino, source)| {
-            let n = tree.get(ino).expect("inode from the tree");
-            let digest = n.digest().unwrap_or_default();
-            let data = if source == Source::Raw {
-                let p = blobs.hololib().blob_path(digest);
-                let rel = p.strip_prefix(&library).map_err(|_| {
-                    Error::Internal(format!("{} is outside {}", p.display(), library.display()))
-                })?;
-                Data::Library(rel.to_string_lossy().into_owned())
-            } else {
-                let relocated = !n.rewrite().is_empty();
-                let from = blobs.entry_path(digest, relocated.then_some(who.target_name));
-                let name = from
-                    .file_name()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Data::Linked {
-                    sub: digest[..2].to_string(),
-                    name,
-                    from,
-                }
-            };
-            Ok((ino, data, source))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
     let mut entries: Vec<Entry> = Vec::with_capacity(tree.len());
     for ino in ROOT..=tree.len() as u64 {
         let n = tree.get(ino).expect("inode from the tree");
@@ -401,33 +360,43 @@ fn write_into(
     let mut decoded = 0;
     let mut subdirs = std::collections::HashSet::new();
     let mut uses_library = false;
-    for (ino, data, source) in placed {
+    for (&ino, source) in files.iter().zip(sources) {
+        let n = tree.get(ino).expect("inode from the tree");
+        let digest = n.digest().unwrap_or_default();
         if matches!(source, Source::Decoded | Source::Relocated) {
             decoded += 1;
         }
-        let redirect = match data {
-            Data::Library(rel) => {
-                uses_library = true;
-                format!("/{rel}")
+        let redirect = if source == Source::Raw {
+            let p = blobs.hololib().blob_path(digest);
+            let rel = p.strip_prefix(&library).map_err(|_| {
+                Error::Internal(format!("{} is outside {}", p.display(), library.display()))
+            })?;
+            uses_library = true;
+            format!("/{}", rel.to_string_lossy())
+        } else {
+            let relocated = !n.rewrite().is_empty();
+            let from = blobs.entry_path(digest, relocated.then_some(who.target_name));
+            let name = from
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sub = &digest[..2];
+            let dir = data_dir.join(sub);
+            if subdirs.insert(sub.to_string()) {
+                crate::hololib::layout::mkdir_all(&dir, 0o750)?;
             }
-            Data::Linked { sub, name, from } => {
-                let dir = data_dir.join(&sub);
-                if subdirs.insert(sub.clone()) {
-                    crate::hololib::layout::mkdir_all(&dir, 0o750)?;
+            let to = dir.join(&name);
+            match std::fs::hard_link(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::unavailable(
+                        format!("linking {} to {}", from.display(), to.display()),
+                        format!("{e} (the image and the blob cache must share a filesystem)"),
+                    ))
                 }
-                let to = dir.join(&name);
-                match std::fs::hard_link(&from, &to) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        return Err(Error::unavailable(
-                            format!("linking {} to {}", from.display(), to.display()),
-                            format!("{e} (the image and the blob cache must share a filesystem)"),
-                        ))
-                    }
-                }
-                format!("/{sub}/{name}")
             }
+            format!("/{sub}/{name}")
         };
         if let Body::File { redirect: r, .. } = &mut entries[(ino - ROOT) as usize].body {
             *r = redirect.into_bytes();
