@@ -10,8 +10,8 @@
 //! Only what that needs is written: 4 KiB blocks, no compression,
 //! extended (64-byte) inodes, inline xattrs, plain directory blocks,
 //! symlink texts inline (in a block of their own when near 4 KiB). The
-//! layout follows the kernel's
-//! `fs/erofs/erofs_fs.h`; `fsck.erofs` and a real mount check it in tests.
+//! layout follows the kernel's `fs/erofs/erofs_fs.h`; `fsck.erofs` and a
+//! real mount check it in tests.
 
 use std::collections::HashMap;
 
