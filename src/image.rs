@@ -129,10 +129,18 @@ impl Image {
         layers.iter().all(|l| l.is_dir()).then_some(image)
     }
 
-    /// Note a use (`vhrun gc` removes images unused for --days).
+    /// Note a use (`vhrun gc` removes images unused for --days). At most
+    /// once an hour, like relatime: not a metadata write on every run's
+    /// start.
     pub fn touch(&self) {
         let path = self.dir.join(META);
         let now = std::time::SystemTime::now();
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d.as_secs() < 3600));
+        if fresh {
+            return;
+        }
         let done = std::fs::File::options()
             .write(true)
             .open(&path)
