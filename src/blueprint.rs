@@ -448,7 +448,7 @@ pub fn blueprint_of_file(file: &Path, devdeps: bool, robocorp_home: &Path) -> Re
 /// rcc's `LocalChannel`: `<home>/channel` when `channeldata.json` in it
 /// exists and is not a directory.
 pub fn local_channel(robocorp_home: &Path) -> Option<String> {
-    let dir = crate::hololib::layout::clean(&robocorp_home.join("channel"));
+    let dir = crate::paths::clean(&robocorp_home.join("channel"));
     match std::fs::metadata(dir.join("channeldata.json")) {
         Ok(m) if !m.is_dir() => Some(dir.to_string_lossy().into_owned()),
         _ => None,

@@ -307,7 +307,7 @@ pub fn which(search: &[PathBuf], name: &str) -> Option<PathBuf> {
     search
         .iter()
         .filter(|d| d.is_dir())
-        .map(|d| crate::hololib::layout::clean(&PathBuf::from(format!("{}/{name}", d.display()))))
+        .map(|d| crate::paths::clean(&PathBuf::from(format!("{}/{name}", d.display()))))
         .find(|p| is_file(p))
 }
 
@@ -399,7 +399,7 @@ fn absolute_from(p: &Path, cwd: &Path) -> PathBuf {
     } else {
         cwd.join(p)
     };
-    crate::hololib::layout::clean(&joined)
+    crate::paths::clean(&joined)
 }
 
 /// rcc's `PathParts.AsEnvironmental`: each entry absolute, joined by `:`.

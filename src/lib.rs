@@ -4,30 +4,27 @@
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
 
-pub mod blobcache;
+pub mod admin;
 pub mod blueprint;
 pub mod builder;
 pub mod cli;
 pub mod commands;
 pub mod digest;
-pub mod doctor;
 pub mod environ;
-pub mod erofs;
 pub mod error;
-pub mod fuse;
-pub mod gc;
 pub mod gomode;
 pub mod hololib;
 pub mod holozip;
-pub mod image;
 pub mod logging;
+pub mod lower;
+pub mod paths;
+pub mod rcc;
 pub mod relocate;
 pub mod resolve;
 pub mod robot;
 pub mod run;
 pub mod runstats;
 pub mod sandbox;
-pub mod server;
 pub mod settings;
 pub mod shim;
 pub mod sys;

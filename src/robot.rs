@@ -6,7 +6,7 @@
 pub mod shlex;
 
 use crate::error::{Error, IoContext, Result};
-use crate::hololib::layout::{absolute, clean};
+use crate::paths::{absolute, clean};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use std::path::{Path, PathBuf};
 

@@ -3,16 +3,16 @@
 //! Everything that can fail on bad input (robot.yaml, env.json, a missing
 //! or broken catalog) is decided in [`plan`], before any namespace
 //! exists, so errors are plain one-liners and nothing needs undoing. Only
-//! then [`execute`] finds the catalog's warm server (`crate::server`; or
+//! then [`execute`] finds the catalog's warm server (`crate::lower::server`; or
 //! mounts the tree itself inside the sandbox when there is none), enters
 //! the sandbox, runs the commands and tears everything down.
 
 use crate::cli::{ExecArgs, RobotArgs, RunArgs, SandboxArgs};
 use crate::environ::{self, EnvList};
 use crate::error::{Error, Result};
-use crate::fuse::{self, MountOptions, MountedTree, PassthroughMode, WorkingSet};
-use crate::hololib::layout::{absolute, mkdir_all};
 use crate::hololib::Locations;
+use crate::lower::fuse::{self, MountOptions, MountedTree, PassthroughMode, WorkingSet};
+use crate::paths::{absolute, mkdir_all};
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::sandbox::{self, SandboxSpec};
@@ -241,7 +241,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     if !plan.sandbox.rcc_env {
         mkdir_all(&resolved.pycache_dir, 0o750)?;
     }
-    let blobs = crate::blobcache::BlobCache::at_home(resolved.hololib.clone(), &vhrun_home);
+    let blobs = crate::lower::blobcache::BlobCache::at_home(resolved.hololib.clone(), &vhrun_home);
     mkdir_all(blobs.root(), 0o750)?;
 
     let started = crate::runstats::started();
@@ -266,7 +266,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         .chain([
             blobs.root().to_path_buf(),
             vhrun_home.join("index"),
-            crate::image::images_dir(&vhrun_home),
+            crate::lower::image::images_dir(&vhrun_home),
         ])
         .filter(|p| p.exists())
         .collect();
@@ -283,19 +283,19 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     // A built EROFS image (root only) leaves the kernel alone in the data
     // path: no server, no FUSE mount.
     let identity = sandbox::Identity::current();
-    let image = (!identity.rootless && crate::image::enabled())
+    let image = (!identity.rootless && crate::lower::image::enabled())
         .then(|| {
-            let who = crate::image::For {
+            let who = crate::lower::image::For {
                 target_name: &resolved.space_name,
                 uid: identity.uid,
                 gid: identity.gid,
             };
-            crate::image::Image::find(&vhrun_home, &tree, who)
+            crate::lower::image::Image::find(&vhrun_home, &tree, who)
         })
         .flatten()
         .inspect(|image| image.touch());
-    let mut server = if image.is_none() && crate::server::enabled() {
-        let req = crate::server::Request {
+    let mut server = if image.is_none() && crate::lower::server::enabled() {
+        let req = crate::lower::server::Request {
             vhrun_home: &vhrun_home,
             tree: &tree,
             hololib: &resolved.hololib,
@@ -305,7 +305,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             passthrough,
             identity,
         };
-        match crate::server::connect_or_spawn(&req) {
+        match crate::lower::server::connect_or_spawn(&req) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!("no warm server ({e}); mounting the tree for this run only");
@@ -436,7 +436,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
 /// A warm server's share of the run: its counters' difference, and the
 /// working set it recorded when this run was its first.
 fn finish_server(
-    conn: &mut crate::server::Connection,
+    conn: &mut crate::lower::server::Connection,
     previous: Option<WorkingSet>,
     workset_path: &Path,
     tree: &crate::tree::Tree,

@@ -54,7 +54,7 @@
 //! runs at the same time count in each other's figures.
 
 use crate::error::{Error, Result};
-use crate::fuse::{ReadMode, Stats};
+use crate::lower::fuse::{ReadMode, Stats};
 use crate::sandbox::overlay::UpperUsage;
 use crate::sandbox::RunOutcome;
 use serde::Serialize;

@@ -35,15 +35,12 @@
 //! build goes straight to it. User documentation: docs/shim.md.
 
 use crate::error::{Error, IoContext, Result};
-use crate::hololib::layout::absolute;
+use crate::paths::absolute;
+use crate::rcc::{find_real_rcc, is_shim, MARKER};
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
-/// Found in the first bytes of every shim script.
-pub const MARKER: &str = "vhrun-rcc-shim";
 
 /// The script installed as `DIR/rcc`, calling `vhrun`.
 pub fn script(vhrun: &Path) -> String {
@@ -78,10 +75,10 @@ pub fn install(dir: &Path, vhrun: &Path) -> Result<PathBuf> {
             vhrun.display()
         )));
     }
-    if !is_executable(vhrun) {
+    if !crate::paths::is_executable(vhrun) {
         return Err(Error::bad_input(vhrun, "not an executable file"));
     }
-    crate::hololib::layout::mkdir_all(dir, 0o755)?;
+    crate::paths::mkdir_all(dir, 0o755)?;
     let target = dir.join("rcc");
     if std::fs::symlink_metadata(&target).is_ok() && !is_shim(&target) {
         return Err(Error::bad_input(
@@ -99,39 +96,6 @@ pub fn install(dir: &Path, vhrun: &Path) -> Result<PathBuf> {
     tmp.persist(&target)
         .map_err(|e| Error::io(&target, e.error))?;
     Ok(target)
-}
-
-fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// True if `path` is a shim script (by its marker, following symlinks).
-pub fn is_shim(path: &Path) -> bool {
-    let mut head = [0u8; 256];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    head[..n].starts_with(b"#!") && memchr::memmem::find(&head[..n], MARKER.as_bytes()).is_some()
-}
-
-/// The real rcc: the first executable `rcc` in `path_var` (a PATH value)
-/// that is not a shim and not vhrun itself. `skip` names a shim to pass
-/// over even if it could not be read.
-pub fn find_real_rcc(path_var: Option<&OsStr>, skip: Option<&Path>) -> Option<PathBuf> {
-    let skip = skip.and_then(|s| std::fs::canonicalize(s).ok());
-    let me = std::env::current_exe()
-        .ok()
-        .and_then(|e| std::fs::canonicalize(e).ok());
-    std::env::split_paths(path_var?)
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join("rcc"))
-        .find(|p| {
-            if !is_executable(p) || is_shim(p) {
-                return false;
-            }
-            let real = std::fs::canonicalize(p).ok();
-            real.is_some() && real != skip && real != me
-        })
 }
 
 /// `RCC_EXE` for a task: the shim when the run came through one (so a task
@@ -440,7 +404,7 @@ pub fn dispatch(shim: &Path, args: &[OsString]) -> Result<i32> {
                             .map(|a| a.to_string_lossy())
                             .unwrap_or_default()
                     ),
-                    crate::builder::rcc::INSTALL_HINT,
+                    crate::rcc::INSTALL_HINT,
                 ));
             };
             let e = std::process::Command::new(&rcc).args(args).exec();

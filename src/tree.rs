@@ -351,7 +351,7 @@ impl Tree {
         let catalog = Catalog::from_bytes(&raw).map_err(|msg| Error::catalog(catalog_path, msg))?;
         let mut tree = Tree::from_catalog(&catalog, catalog_path)?;
         tree.fingerprint = crate::digest::sipit(&raw);
-        let saved = crate::hololib::layout::mkdir_all(index_dir, 0o750)
+        let saved = crate::paths::mkdir_all(index_dir, 0o750)
             .and_then(|()| crate::hololib::catalog::write_atomic(&idx, &index::encode(&tree)));
         match saved {
             Ok(()) => index::link_stat_path(&by_stat, &idx),

@@ -1405,9 +1405,9 @@ fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
 fn library_mount_records_and_prefetches_the_working_set() {
     require_fuse();
     use std::sync::Arc;
-    use vhrun::blobcache::BlobCache;
-    use vhrun::fuse::{MountOptions, PassthroughMode};
     use vhrun::hololib::Hololib;
+    use vhrun::lower::blobcache::BlobCache;
+    use vhrun::lower::fuse::{MountOptions, PassthroughMode};
     use vhrun::tree::Tree;
     let w = World::with_fixture();
     let catalog = w.hololib().join("catalog").join(FIXTURE_KEY);
@@ -1423,7 +1423,7 @@ fn library_mount_records_and_prefetches_the_working_set() {
         assert_eq!(fs::read_dir(mp.join("ssl")).unwrap().count(), 2);
     };
     let cache = || BlobCache::at_home(Hololib::new(w.hololib()), &w.vhrun_home());
-    let m = vhrun::fuse::mount(tree.clone(), cache(), &mp, &opts).unwrap();
+    let m = vhrun::lower::fuse::mount(tree.clone(), cache(), &mp, &opts).unwrap();
     assert!(is_mounted(&mp) && m.is_serving());
     touch(&mp);
     let ws = m.working_set();
@@ -1432,11 +1432,11 @@ fn library_mount_records_and_prefetches_the_working_set() {
     }
     assert!(ws.dirs.contains(&PathBuf::from("ssl")), "{ws:?}");
     let stats = m.unmount().unwrap();
-    assert_eq!(stats.read_mode, vhrun::fuse::ReadMode::Served);
+    assert_eq!(stats.read_mode, vhrun::lower::fuse::ReadMode::Served);
     assert!(stats.bytes_read >= 265969, "{stats:?}");
     assert!(!is_mounted(&mp));
 
-    let m = vhrun::fuse::mount(tree, cache(), &mp, &opts).unwrap();
+    let m = vhrun::lower::fuse::mount(tree, cache(), &mp, &opts).unwrap();
     let p = m.prefetch(&ws, 4);
     assert_eq!(p.paths, ws.lookups.len());
     let before = m.stats();

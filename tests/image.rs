@@ -484,7 +484,7 @@ fn a_killed_run_leaves_no_mount_and_the_image_serves_the_next() {
 }
 
 mod writer {
-    //! `vhrun::erofs::write` against independent readers: random trees
+    //! `vhrun::lower::erofs::write` against independent readers: random trees
     //! (odd and 255-byte names, empty and multi-block directories, files
     //! of many sizes and modes, long symlink texts) become images that
     //! `fsck.erofs` accepts and the kernel mounts as exactly the tree
@@ -495,7 +495,7 @@ mod writer {
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::process::Command;
-    use vhrun::erofs::{self, Body, Entry};
+    use vhrun::lower::erofs::{self, Body, Entry};
 
     #[derive(Debug, Clone)]
     enum Node {

@@ -21,7 +21,7 @@ pub fn lock_path(vhrun_home: &Path, blueprint: &str) -> PathBuf {
 pub fn acquire(vhrun_home: &Path, blueprint: &str, waiting: impl FnOnce()) -> Result<BuildLock> {
     let path = lock_path(vhrun_home, blueprint);
     if let Some(dir) = path.parent() {
-        crate::hololib::layout::mkdir_all(dir, 0o750)?;
+        crate::paths::mkdir_all(dir, 0o750)?;
     }
     let open = || {
         std::fs::OpenOptions::new()

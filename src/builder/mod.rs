@@ -107,6 +107,9 @@ impl BuildOutcome {
 pub struct BuildOptions {
     /// `--python PATH`: this interpreter (implies vhrun's own builder).
     pub python: Option<PathBuf>,
+    /// The rcc that builds environments it can (`crate::rcc::for_builds`);
+    /// `None`: vhrun's own builder.
+    pub rcc: Option<PathBuf>,
     /// rcc's `--space` / `--controller` for an rcc build.
     pub space: String,
     pub controller: String,
@@ -127,11 +130,7 @@ pub fn ensure_environment(
     if let Some(key) = exists() {
         return Ok(BuildOutcome::Existing { key });
     }
-    let rcc = if opts.python.is_none() {
-        rcc::find_rcc()
-    } else {
-        None
-    };
+    let rcc = opts.rcc.clone().filter(|_| opts.python.is_none());
     match rcc {
         Some(rcc) => {
             let _lock = wait_for_lock(locations, &blueprint, progress)?;
@@ -213,7 +212,7 @@ pub fn build_own(
             hint: format!(
                 "its conda packages {} need rcc (vhrun builds only python + pip environments); {}",
                 spec.conda_extra_listing(),
-                rcc::INSTALL_HINT
+                crate::rcc::INSTALL_HINT
             ),
         });
     }
@@ -342,7 +341,7 @@ fn post_install(spec: &BuildSpec, dir: &Path, phase: &progress::Phase) -> Result
 /// `conda-meta/history`: what the environment was made from, like conda's.
 fn write_history(dir: &Path, conda_file: &Path, interp: &Interpreter, py: &Path) -> Result<()> {
     let meta = dir.join("conda-meta");
-    crate::hololib::layout::mkdir_all(&meta, 0o755)?;
+    crate::paths::mkdir_all(&meta, 0o755)?;
     let mut text = format!(
         "==> vhrun build <==\n# cmd: vhrun build {}\n# base: {} (CPython {}, {})\n",
         conda_file.display(),

@@ -176,13 +176,6 @@ pub fn probe(exe: &Path, source: Source) -> std::result::Result<Interpreter, Str
     })
 }
 
-fn is_executable_file(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
 /// A script named python3 is a version-manager shim (pyenv, asdf): the
 /// interpreters behind it are found directly.
 fn is_shim(p: &Path) -> bool {
@@ -223,7 +216,7 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
     let mut out: Vec<(PathBuf, Source)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut push = |p: PathBuf, s: Source, out: &mut Vec<(PathBuf, Source)>| {
-        if !is_executable_file(&p) {
+        if !crate::paths::is_executable(&p) {
             return;
         }
         let key = p.canonicalize().unwrap_or_else(|_| p.clone());

@@ -10,21 +10,8 @@
 
 use super::progress::Phase;
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// How to get rcc, for messages.
-pub const INSTALL_HINT: &str = "install rcc: `curl -o rcc https://github.com/joshyorko/rcc/releases/latest/download/rcc-linux64 && chmod a+x rcc && sudo mv rcc /usr/local/bin/`";
-
-/// `rcc` on PATH, vhrun's own `rcc` shims skipped (`VHRUN_RCC` names
-/// another binary; empty disables rcc).
-pub fn find_rcc() -> Option<PathBuf> {
-    match std::env::var_os("VHRUN_RCC") {
-        Some(v) if v.is_empty() => None,
-        Some(v) => Some(PathBuf::from(v)),
-        None => crate::shim::find_real_rcc(std::env::var_os("PATH").as_deref(), None),
-    }
-}
 
 /// The exact command vhrun runs.
 pub fn build_command(rcc: &Path, robot_yaml: &Path, space: &str, controller: &str) -> Command {

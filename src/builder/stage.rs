@@ -29,7 +29,7 @@ impl StagingDir {
     /// Create `parent/name`, replacing a leftover of a build that was killed
     /// (the caller holds the blueprint's build lock, so nobody else uses it).
     pub fn create(parent: &Path, name: &str) -> Result<StagingDir> {
-        crate::hololib::layout::mkdir_all(parent, 0o750)?;
+        crate::paths::mkdir_all(parent, 0o750)?;
         let path = parent.join(name);
         if path.symlink_metadata().is_ok() {
             tracing::warn!("removing the leftover staging directory {}", path.display());
@@ -150,7 +150,7 @@ pub fn copy_prefix(interp: &Interpreter, dst: &Path) -> Result<CopyStats> {
     }
     // An empty site-packages where pip will install.
     let site = dst.join(&interp.stdlib).join("site-packages");
-    crate::hololib::layout::mkdir_all(&site, 0o755)?;
+    crate::paths::mkdir_all(&site, 0o755)?;
     Ok(stats)
 }
 
@@ -196,7 +196,7 @@ impl Copier<'_> {
             Err(e) => return Err(Error::io(&from, e)),
         };
         if let Some(parent) = to.parent() {
-            crate::hololib::layout::mkdir_all(parent, 0o755)?;
+            crate::paths::mkdir_all(parent, 0o755)?;
         }
         let ft = md.file_type();
         if ft.is_symlink() {

@@ -7,11 +7,12 @@ use crate::hololib::Locations;
 /// progress and notes on stderr.
 pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<i32> {
     let locations = Locations::from_env();
-    let robot = crate::hololib::layout::absolute(&args.robot);
+    let robot = crate::paths::absolute(&args.robot);
     let conda = builder::robot_conda_file(&robot)?;
     let progress = Progress::new(global.quiet);
     let opts = BuildOptions {
         python: args.python.clone(),
+        rcc: super::switches::Switches::from_env().build_rcc(),
         space: args.space.clone(),
         controller: args.controller.clone(),
     };

@@ -1,10 +1,11 @@
+use crate::admin::doctor;
 use crate::cli::DoctorArgs;
-use crate::doctor;
 use crate::error::{exit, Result};
 use crate::hololib::Locations;
 
 pub fn run(args: &DoctorArgs) -> Result<i32> {
-    let report = doctor::run_checks(&Locations::from_env());
+    let rcc = super::switches::Switches::from_env().build_rcc();
+    let report = doctor::run_checks(&Locations::from_env(), rcc.as_deref());
     if args.json {
         println!(
             "{}",

@@ -1,6 +1,7 @@
 use crate::cli::ExecArgs;
 use crate::error::Result;
-use crate::hololib::layout::{absolute, Locations};
+use crate::hololib::layout::Locations;
+use crate::paths::absolute;
 use crate::sandbox::{self, SandboxSpec};
 
 pub fn run(args: &ExecArgs) -> Result<i32> {

@@ -1,6 +1,6 @@
+use crate::admin::gc::{self, GcOptions};
 use crate::cli::GcArgs;
 use crate::error::Result;
-use crate::gc::{self, GcOptions};
 use crate::hololib::Locations;
 
 fn human(bytes: u64) -> String {

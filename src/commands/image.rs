@@ -1,14 +1,14 @@
 //! `vhrun __image`: a catalog's kernel image built in a process of its own,
 //! at nice 19 and in the idle I/O class, for a warm server after its first
-//! run (`crate::server::daemon`). Its own process: the decoding threads'
+//! run (`crate::lower::server::daemon`). Its own process: the decoding threads'
 //! memory is not the server's to keep, and a failure cannot take the
 //! server down. Output goes to the server's log.
 
-use crate::blobcache::BlobCache;
 use crate::cli::BuildImageArgs;
 use crate::error::Result;
 use crate::hololib::{Hololib, Locations};
-use crate::image::{self, Image, Prepared};
+use crate::lower::blobcache::BlobCache;
+use crate::lower::image::{self, Image, Prepared};
 use crate::sandbox::Identity;
 use crate::tree::Tree;
 

@@ -1,9 +1,9 @@
 use crate::cli::LiftArgs;
 use crate::error::Result;
-use crate::hololib::layout::absolute;
 use crate::hololib::lift::{self, LiftOptions};
 use crate::hololib::lock::holotree_lock;
 use crate::hololib::{Hololib, Locations};
+use crate::paths::absolute;
 
 pub fn run(args: &LiftArgs) -> Result<i32> {
     let locs = Locations::from_env();

@@ -23,6 +23,7 @@ pub mod run;
 pub mod serve;
 pub mod servers;
 pub mod shim;
+pub mod switches;
 pub mod vars;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {

@@ -2,11 +2,13 @@
 //! foreground, until SIGINT/SIGTERM/SIGHUP or an outside `umount`; never
 //! leave the mount behind, even when killed (a watchdog process unmounts).
 
-use crate::blobcache::BlobCache;
 use crate::cli::MountArgs;
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::{self, MountOptions, PassthroughMode, SignalWatch, WaitOutcome, WorkingSet};
 use crate::hololib::Locations;
+use crate::lower::blobcache::BlobCache;
+use crate::lower::fuse::{
+    self, MountOptions, PassthroughMode, SignalWatch, WaitOutcome, WorkingSet,
+};
 use crate::sys::watchdog;
 use crate::tree::Tree;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub fn run(args: &MountArgs) -> Result<i32> {
     if exists {
         check_empty_dir(&mountpoint)?;
     }
-    crate::fuse::raise_nofile_limit();
+    crate::sys::rlimit::raise_nofile_limit();
 
     // Forked while single-threaded, before anything is created: from here
     // on neither the mount nor a mount point we made can outlive us.

@@ -2,12 +2,12 @@
 //! setup step): the environment built if its catalog is missing, and as
 //! root the kernel image (`image.rs`), checked to mount on this kernel.
 
-use crate::blobcache::BlobCache;
 use crate::cli::PrepareArgs;
 use crate::error::{Error, Result};
-use crate::hololib::layout::mkdir_all;
 use crate::hololib::Locations;
-use crate::image::{self, Image, Prepared};
+use crate::lower::blobcache::BlobCache;
+use crate::lower::image::{self, Image, Prepared};
+use crate::paths::mkdir_all;
 use crate::resolve;
 use crate::robot::Robot;
 use crate::sandbox::Identity;
@@ -28,7 +28,7 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         }
     };
     let tree = &resolved.tree;
-    crate::fuse::check_target_name(tree, &resolved.space_name)?;
+    crate::lower::fuse::check_target_name(tree, &resolved.space_name)?;
     let say = |s: String| {
         if !crate::logging::quiet() {
             eprintln!("vhrun: {s}");

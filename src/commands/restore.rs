@@ -1,9 +1,9 @@
 use crate::cli::RestoreArgs;
 use crate::error::Result;
-use crate::hololib::layout::absolute;
 use crate::hololib::lock::lock_file;
 use crate::hololib::restore;
 use crate::hololib::{Catalog, Locations};
+use crate::paths::absolute;
 use std::path::PathBuf;
 
 pub fn run(args: &RestoreArgs) -> Result<i32> {

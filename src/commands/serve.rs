@@ -1,11 +1,11 @@
 use crate::cli::ServeArgs;
 use crate::error::Result;
-use crate::fuse::PassthroughMode;
 use crate::hololib::Locations;
-use crate::server::daemon::{self, ServeConfig};
+use crate::lower::fuse::PassthroughMode;
+use crate::lower::server::daemon::{self, ServeConfig};
 use std::time::Duration;
 
-/// `vhrun __serve`: a catalog's warm server (see `crate::server`).
+/// `vhrun __serve`: a catalog's warm server (see `crate::lower::server`).
 pub fn run(a: &ServeArgs) -> Result<i32> {
     crate::sys::fdpass::close_inherited();
     daemon::serve(&ServeConfig {

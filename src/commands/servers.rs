@@ -1,7 +1,7 @@
 use crate::cli::ServersArgs;
 use crate::error::Result;
 use crate::hololib::Locations;
-use crate::server;
+use crate::lower::server;
 
 /// `vhrun servers [--stop]`: the warm servers of this `$VHRUN_HOME`.
 pub fn run(args: &ServersArgs) -> Result<i32> {

@@ -1,6 +1,6 @@
 use crate::cli::{InstallShimArgs, RccShimArgs};
 use crate::error::{Error, Result};
-use crate::hololib::layout::absolute;
+use crate::paths::absolute;
 use crate::shim;
 
 /// `vhrun install-shim DIR`: prints the wrapper's path on stdout, and on
@@ -22,9 +22,9 @@ pub fn install(args: &InstallShimArgs) -> Result<i32> {
     let first = std::env::split_paths(&path_var)
         .map(|d| d.join("rcc"))
         .find(|p| p.is_file());
-    let real = shim::find_real_rcc(Some(&path_var), Some(&path));
+    let real = crate::rcc::find_real_rcc(Some(&path_var), Some(&path));
     match first {
-        Some(f) if shim::is_shim(&f) => {}
+        Some(f) if crate::rcc::is_shim(&f) => {}
         _ => eprintln!(
             "vhrun: note: put {} first on PATH (export PATH=\"{}:$PATH\") so that `rcc` finds the wrapper",
             dir.display(),

@@ -6,8 +6,9 @@
 use crate::cli::VarsArgs;
 use crate::environ::{self, build, build_shell, load_env_json, render_exports, render_json};
 use crate::error::{IoContext, Result};
-use crate::hololib::layout::{absolute, user_home_identity};
+use crate::hololib::layout::user_home_identity;
 use crate::hololib::Locations;
+use crate::paths::absolute;
 use crate::resolve::{resolve_environment, EnvOptions};
 use crate::robot::Robot;
 
@@ -56,7 +57,7 @@ pub fn run(args: &VarsArgs) -> Result<i32> {
 /// rcc's marker that lets its recycler remove the directory after 48 hours.
 fn make_temp_dir(locations: &Locations) -> Result<std::path::PathBuf> {
     let dir = environ::rcc_temp_dir(&locations.robocorp_home);
-    crate::hololib::layout::mkdir_all(&dir, 0o750)?;
+    crate::paths::mkdir_all(&dir, 0o750)?;
     let marker = dir.join("recycle.now");
     std::fs::write(&marker, "True").at(&marker)?;
     Ok(dir)

@@ -4,6 +4,7 @@
 
 use crate::digest::{self, siphash64, sipit, textual, DigestKind};
 use crate::error::{Error, Result};
+use crate::paths::{absolute, expand_env, mkdir_all};
 use std::path::{Path, PathBuf};
 
 /// rcc's `HoloLocation` on Linux (not configurable in rcc).
@@ -74,15 +75,6 @@ impl Hololib {
         }
         Ok(())
     }
-}
-
-pub fn mkdir_all(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(|e| Error::io(path, e))
 }
 
 /// A catalog file name as rcc globs them: `[0-9a-f]*v12.*`, not `*.info`.
@@ -280,71 +272,6 @@ pub fn space_name(uhi: &str, controller: &str, space: &str) -> String {
 pub fn stage_identity(uhi: &str, platform: &str) -> String {
     let goos_goarch = platform.replace('_', " ").to_lowercase();
     format!("h{uhi}_{}t", textual(sipit(goos_goarch.as_bytes()), 14))
-}
-
-/// Go's `os.ExpandEnv` for `$VAR` and `${VAR}`.
-pub fn expand_env(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' && i + 1 < b.len() {
-            let (name, next) = if b[i + 1] == b'{' {
-                match s[i + 2..].find('}') {
-                    Some(end) => (&s[i + 2..i + 2 + end], i + 3 + end),
-                    None => {
-                        out.push('$');
-                        i += 1;
-                        continue;
-                    }
-                }
-            } else {
-                let len = s[i + 1..]
-                    .bytes()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                    .count();
-                (&s[i + 1..i + 1 + len], i + 1 + len)
-            };
-            out.push_str(&std::env::var(name).unwrap_or_default());
-            i = next;
-        } else {
-            let ch = s[i..].chars().next().unwrap();
-            out.push(ch);
-            i += ch.len_utf8();
-        }
-    }
-    out
-}
-
-/// `filepath.Abs`: join to cwd and clean lexically.
-pub fn absolute(p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .unwrap_or_else(|_| PathBuf::from("/"))
-            .join(p)
-    };
-    clean(&joined)
-}
-
-/// Go's `filepath.Clean` for absolute paths.
-pub fn clean(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(if p.is_absolute() { "/" } else { "." });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! the same time never interleaves with ours.
 
 use crate::error::{Error, IoContext, Result};
-use crate::hololib::layout::mkdir_all;
+use crate::paths::mkdir_all;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;

@@ -13,9 +13,10 @@
 use crate::digest::DigestKind;
 use crate::error::{Error, IoContext, Result};
 use crate::hololib::blob;
-use crate::hololib::layout::{is_catalog_name, mkdir_all};
+use crate::hololib::layout::is_catalog_name;
 use crate::hololib::part::{write_via_part, PartFile};
 use crate::hololib::{Catalog, Hololib};
+use crate::paths::mkdir_all;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::{BufReader, Write};

@@ -32,7 +32,7 @@
 //!    signals wait for the supervisor loop instead of killing vhrun;
 //! 3. unshare the mount namespace (plus a user namespace mapping the
 //!    caller's uid/gid to themselves when not root) and make / rprivate;
-//!    or, with `spec.join` (a warm server, `crate::server`), `setns` into
+//!    or, with `spec.join` (a warm server, `crate::lower::server`), `setns` into
 //!    the server's user and mount namespaces, where the tree is already
 //!    mounted, and unshare a private mount namespace from there;
 //! 4. **call `mount_lower(&LowerTarget)`**: threads may be started from
@@ -136,7 +136,7 @@ pub struct SandboxSpec {
     /// walk of what the run wrote, so only when asked (`--stats`).
     pub measure_upper: bool,
     /// Enter a warm server's namespaces, where the tree is already mounted,
-    /// instead of creating fresh ones (`crate::server`). `mount_lower` is
+    /// instead of creating fresh ones (`crate::lower::server`). `mount_lower` is
     /// still called, with the server's mountpoint, and must not mount.
     pub join: Option<namespaces::Joined>,
 }

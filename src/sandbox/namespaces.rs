@@ -119,7 +119,7 @@ fn set_propagation(propagation: Propagation) -> Result<()> {
     Ok(())
 }
 
-/// The namespaces of a warm server, handed to a run (see `crate::server`).
+/// The namespaces of a warm server, handed to a run (see `crate::lower::server`).
 #[derive(Debug)]
 pub struct Joined {
     /// The server's user namespace (rootless servers only).

@@ -18,7 +18,7 @@ pub fn ensure_mountpoint(env_path: &Path) -> Result<()> {
             "environment path exists and is not a directory",
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::hololib::layout::mkdir_all(env_path, 0o755)
+            crate::paths::mkdir_all(env_path, 0o755)
         }
         Err(e) => Err(Error::io(env_path, e)),
     }

@@ -97,7 +97,7 @@ pub fn resolve_program(name: &OsStr, path_var: Option<&OsStr>, cwd: &Path) -> Re
     for dir in path_var.as_bytes().split(|b| *b == b':') {
         let dir = if dir.is_empty() { b".".as_slice() } else { dir };
         let candidate = cwd.join(OsStr::from_bytes(dir)).join(name);
-        if is_executable(&candidate) {
+        if crate::paths::is_executable(&candidate) {
             return Ok(candidate);
         }
     }
@@ -107,11 +107,6 @@ pub fn resolve_program(name: &OsStr, path_var: Option<&OsStr>, cwd: &Path) -> Re
             name.to_string_lossy()
         )),
     })
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 pub fn prepare_command(
@@ -238,7 +233,7 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
     // The lower tree's server (threads of this process) holds a descriptor
     // for each file the task has open: allow it the hard limit, now that
     // the reaper (and so the task) has forked with the caller's limits.
-    crate::fuse::raise_nofile_limit();
+    crate::sys::rlimit::raise_nofile_limit();
     let Pipes {
         report_r,
         report_w,

@@ -15,6 +15,8 @@
 //! - [`mmap`]: a read-only mapping of a whole file (the tree indexes).
 //! - [`fdpass`]: namespace descriptors sent over a Unix socket (the warm
 //!   server hands its namespaces to runs).
+//! - [`rlimit`]: the open-files limit a FUSE server or a run raises for
+//!   itself.
 //! - [`priority`]: nice and I/O class of a background thread (the warm
 //!   server building a kernel image).
 //!
@@ -29,6 +31,7 @@ pub mod mmap;
 pub mod mountinfo;
 pub mod nsprobe;
 pub mod priority;
+pub mod rlimit;
 pub mod signal;
 pub mod wait;
 pub mod watchdog;

@@ -9,7 +9,7 @@
 
 use super::stats::{Counters, ReadMode};
 use super::workset::Recorder;
-use crate::blobcache::BlobCache;
+use crate::lower::blobcache::BlobCache;
 use crate::tree::{Kind, NodeRef, Tree, MTIME};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,

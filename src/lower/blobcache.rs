@@ -235,7 +235,7 @@ impl BlobCache {
         target: &str,
     ) -> Result<(File, Source)> {
         let dir = entry.parent().expect("cache entries have a parent");
-        crate::hololib::layout::mkdir_all(dir, 0o750)?;
+        crate::paths::mkdir_all(dir, 0o750)?;
         let tmp = dir.join(format!(
             ".{}.{}.{}.tmp",
             entry.file_name().unwrap_or_default().to_string_lossy(),

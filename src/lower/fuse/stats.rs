@@ -1,7 +1,7 @@
 //! Request counters of a mounted tree: relaxed atomics bumped on every
 //! request (no logging on the hot path), read as a snapshot for `--stats`.
 
-use crate::blobcache::CacheStats;
+use crate::lower::blobcache::CacheStats;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// How file contents reach readers.

@@ -33,11 +33,11 @@
 
 pub mod daemon;
 
-use crate::blobcache::BlobCache;
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::{PassthroughMode, Stats, WorkingSet};
-use crate::hololib::layout::mkdir_all;
 use crate::hololib::Hololib;
+use crate::lower::blobcache::BlobCache;
+use crate::lower::fuse::{PassthroughMode, Stats, WorkingSet};
+use crate::paths::mkdir_all;
 use crate::sandbox::namespaces::{Identity, Joined};
 use crate::tree::Tree;
 use nix::fcntl::{Flock, FlockArg};

@@ -21,8 +21,8 @@ pub mod workset;
 pub use stats::{ReadMode, Stats};
 pub use workset::{Prefetched, WorkingSet};
 
-use crate::blobcache::BlobCache;
 use crate::error::{Error, Result};
+use crate::lower::blobcache::BlobCache;
 use crate::tree::Tree;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -126,18 +126,6 @@ impl Drop for SignalWatch {
     fn drop(&mut self) {
         for (_, _, id) in self.pipes.drain(..) {
             signal_hook::low_level::unregister(id);
-        }
-    }
-}
-
-/// A FUSE server keeps one descriptor per open file (passthrough backing
-/// files, or the files it reads for the kernel): allow as many as the hard
-/// limit does.
-pub fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }

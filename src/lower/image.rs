@@ -25,9 +25,9 @@
 //! image file directly (EROFS file-backed mounts); where that fails the run
 //! falls back to the FUSE tree.
 
-use crate::blobcache::{BlobCache, Source};
-use crate::erofs::{self, Body, Entry};
 use crate::error::{Error, IoContext, Result};
+use crate::lower::blobcache::{BlobCache, Source};
+use crate::lower::erofs::{self, Body, Entry};
 use crate::tree::{Kind, Tree, MTIME, ROOT};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,7 @@ impl Image {
     /// mount namespace (nothing is mounted here).
     pub fn probe(&self) -> Result<()> {
         let at = self.dir.join(".probe");
-        crate::hololib::layout::mkdir_all(&at, 0o700)?;
+        crate::paths::mkdir_all(&at, 0o700)?;
         let tried = crate::sys::nsprobe::try_mount(&self.file(), &at, "erofs");
         let _ = std::fs::remove_dir(&at);
         tried.map_err(|e| {
@@ -224,7 +224,7 @@ impl Image {
             tracing::info_span!("image.build", catalog = %tree.catalog_path().display()).entered();
         let t0 = std::time::Instant::now();
         let root = images_dir(vhrun_home);
-        crate::hololib::layout::mkdir_all(&root, 0o750)?;
+        crate::paths::mkdir_all(&root, 0o750)?;
         let name = key(tree, who);
         let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -308,7 +308,7 @@ fn write_into(
     t0: std::time::Instant,
 ) -> Result<Meta> {
     let data_dir = tmp.join(DATA);
-    crate::hololib::layout::mkdir_all(&data_dir, 0o750)?;
+    crate::paths::mkdir_all(&data_dir, 0o750)?;
     let library = blobs.hololib().library_dir();
 
     let files: Vec<u64> = (ROOT..=tree.len() as u64)
@@ -391,7 +391,7 @@ fn write_into(
             let sub = &digest[..2];
             let dir = data_dir.join(sub);
             if subdirs.insert(sub.to_string()) {
-                crate::hololib::layout::mkdir_all(&dir, 0o750)?;
+                crate::paths::mkdir_all(&dir, 0o750)?;
             }
             let to = dir.join(&name);
             match std::fs::hard_link(&from, &to) {

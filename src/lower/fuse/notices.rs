@@ -2,7 +2,7 @@
 //! why (a missing or corrupt blob, a bad catalog entry), or passthrough
 //! refused. A per-run mount prints these on the run's stderr as they
 //! happen; a warm server keeps them here, numbered, and each run asks for
-//! those of its own time (`crate::server`), so the run that hit the error
+//! those of its own time (`crate::lower::server`), so the run that hit the error
 //! is the one that says so, once per file.
 
 use std::collections::{HashMap, VecDeque};

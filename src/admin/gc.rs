@@ -8,11 +8,11 @@
 //! - `runs/<id>/`: one directory per run (overlay upper/work dirs). A live
 //!   run holds flock(2) on `runs/<id>/lock` for its whole life, and writes
 //!   the path of the catalog it serves to `runs/<id>/catalog`.
-//! - `servers/<id>/`: the same for a warm server (`crate::server`), next
+//! - `servers/<id>/`: the same for a warm server (`crate::lower::server`), next
 //!   to its socket, lock and log files (`servers/<key>.*`): the log and
 //!   socket of a server gone for longer than N days are removed.
 //!
-//! - `images/<key>/`: a catalog's kernel image (`crate::image`), whose
+//! - `images/<key>/`: a catalog's kernel image (`crate::lower::image`), whose
 //!   `data/` hard-links the cache entries it uses; runs touch its
 //!   `image.json`.
 //!
@@ -54,7 +54,7 @@ pub struct GcReport {
     pub bytes: u64,
     /// Runs found alive (their lock is held).
     pub live_runs: usize,
-    /// Warm servers found alive (`crate::server`).
+    /// Warm servers found alive (`crate::lower::server`).
     pub live_servers: usize,
     /// Why something was spared wholesale.
     pub notes: Vec<String>,
@@ -199,7 +199,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     let mut live_unknown = false;
     // Warm servers keep a run directory of their own, with the same lock
     // and catalog note, among their sockets.
-    let servers = crate::server::servers_dir(&locations.vhrun_home);
+    let servers = crate::lower::server::servers_dir(&locations.vhrun_home);
     let mut entries = Vec::new();
     for dir in [runs_dir(&locations.vhrun_home), servers.clone()] {
         match std::fs::read_dir(&dir) {
@@ -344,7 +344,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Kernel images (`crate::image`) whose catalog is gone, or that no run
+/// Kernel images (`crate::lower::image`) whose catalog is gone, or that no run
 /// used for longer than --days (runs touch `image.json`), unless a live
 /// run serves their catalog; builders' temp directories after an hour.
 fn collect_images(
@@ -355,7 +355,7 @@ fn collect_images(
     report: &mut GcReport,
     remove: &dyn Fn(&mut GcReport, &Path, &'static str) -> Result<()>,
 ) -> Result<()> {
-    let dir = crate::image::images_dir(&locations.vhrun_home);
+    let dir = crate::lower::image::images_dir(&locations.vhrun_home);
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -373,7 +373,7 @@ fn collect_images(
             }
             continue;
         }
-        let Some(meta) = crate::image::Meta::load(&path) else {
+        let Some(meta) = crate::lower::image::Meta::load(&path) else {
             continue;
         };
         if live.contains(&meta.catalog) {

@@ -2,11 +2,11 @@
 //! it (see the parent module for the why and the protocol).
 
 use super::{servers_dir, short_socket_path, write_frame, Hello, Paths};
-use crate::blobcache::BlobCache;
 use crate::error::{Error, IoContext, Result};
-use crate::fuse::{self, MountOptions, MountedTree, PassthroughMode};
 use crate::hololib::Hololib;
-use crate::image::{self, Image};
+use crate::lower::blobcache::BlobCache;
+use crate::lower::fuse::{self, MountOptions, MountedTree, PassthroughMode};
+use crate::lower::image::{self, Image};
 use crate::sandbox::namespaces::{self, Identity, Propagation};
 use crate::sandbox::rundir::RunDir;
 use crate::tree::Tree;
@@ -68,7 +68,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let paths = Paths::new(&dir, &cfg.key);
     let key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
     let id = Identity::current();
-    crate::fuse::raise_nofile_limit();
+    crate::sys::rlimit::raise_nofile_limit();
     // Blocked before any thread starts, so every thread inherits it.
     let signals = block_signals()?;
     namespaces::enter_with(&id, Propagation::Slave)?;
@@ -162,7 +162,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
 /// again is. Never during a run: a cold run is not slowed down.
 pub const IMAGE_AFTER_RUNS: u64 = 2;
 
-/// As root, the catalog's kernel image (`crate::image`) built in the
+/// As root, the catalog's kernel image (`crate::lower::image`) built in the
 /// background (`vhrun __image`) once [`IMAGE_AFTER_RUNS`] runs have
 /// ended: the runs after it mount the image and no longer need this
 /// server, which then idles out. Nothing when the image exists, is switched off, or cannot be

@@ -175,7 +175,7 @@ impl WorkingSet {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
-            crate::hololib::layout::mkdir_all(dir, 0o750)?;
+            crate::paths::mkdir_all(dir, 0o750)?;
         }
         crate::hololib::catalog::write_atomic(path, &self.to_bytes())
     }
