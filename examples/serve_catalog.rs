@@ -96,7 +96,7 @@ fn run(args: Vec<OsString>) -> Result<()> {
     let (hololib, name) = locations.find_catalog(&key)?;
     let tree = Arc::new(Tree::load(&hololib.catalog_path(&name))?);
     // Compressed blobs are decoded on first open into VHRUN_HOME/blobs.
-    let cache = BlobCache::at_home(hololib, &locations.vhrun_home);
+    let cache = BlobCache::at_home(hololib, &locations.home);
     // Mounted under the catalog's own identity, files read exactly as a
     // restore of it would have written them.
     let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;

@@ -133,13 +133,6 @@ pub struct SandboxArgs {
     pub stats_json: Option<PathBuf>,
 }
 
-impl SandboxArgs {
-    /// `--stats` or `--stats-json` was given.
-    pub fn wants_stats(&self) -> bool {
-        self.stats || self.stats_json.is_some()
-    }
-}
-
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -384,7 +377,8 @@ pub struct ServeArgs {
 }
 
 /// A catalog's tree as a run serves it: which catalog, where its blobs
-/// and their decoded cache are, the environment's directory name.
+/// and their decoded cache are, the environment's directory name
+/// (`lower::TreePaths::argv` writes these flags).
 #[derive(Debug, Args, Clone)]
 pub struct TreeArgs {
     #[arg(long)]
@@ -397,19 +391,27 @@ pub struct TreeArgs {
     pub target: String,
 }
 
-impl TreeArgs {
-    /// The same on a command line (for the detached children that get it).
-    pub fn argv(&self) -> Vec<std::ffi::OsString> {
-        vec![
-            "--catalog".into(),
-            self.catalog.clone().into(),
-            "--hololib".into(),
-            self.hololib.clone().into(),
-            "--blobs".into(),
-            self.blobs.clone().into(),
-            "--target".into(),
-            self.target.clone().into(),
-        ]
+impl RobotArgs {
+    pub fn options(&self) -> crate::run::RobotOptions {
+        crate::run::RobotOptions {
+            robot: self.robot.clone(),
+            space: self.space.clone(),
+            controller: self.controller.clone(),
+            environment: self.environment.clone(),
+            workspace: self.workspace.clone(),
+        }
+    }
+}
+
+impl SandboxArgs {
+    pub fn options(&self) -> crate::run::SandboxOptions {
+        crate::run::SandboxOptions {
+            share_pids: self.share_pids,
+            keep_overlay: self.keep_overlay.clone(),
+            rcc_env: self.rcc_env,
+            stats: self.stats,
+            stats_json: self.stats_json.clone(),
+        }
     }
 }
 

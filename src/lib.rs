@@ -1,8 +1,32 @@
 //! vhrun: run rcc robots over a virtual holotree.
 //!
-//! The data flows robot.yaml -> `robot` -> `blueprint` -> `hololib`
-//! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
-//! function per CLI subcommand, `cli` their arguments.
+//! The modules follow the data of a run:
+//!
+//! ```text
+//! robot.yaml -> robot -> blueprint -> hololib catalog -> tree
+//!            -> lower (image | server | fuse) -> sandbox -> the task
+//! ```
+//!
+//! - [`robot`] reads robot.yaml, [`blueprint`] turns its conda.yaml into
+//!   rcc's blueprint hash, [`resolve`] finds the catalog of that blueprint
+//!   in a [`hololib`] (rcc's store; [`holozip`] imports a robot's
+//!   `hololib.zip` first) and where rcc would restore it;
+//! - [`tree`] decodes the catalog once into the inode arena every way of
+//!   serving it reads ([`relocate`], [`gomode`], [`digest`]: rcc's formats);
+//! - [`lower`] provides that tree read-only: a kernel EROFS image, the
+//!   catalog's warm FUSE server, or a FUSE mount of the run's own;
+//! - [`sandbox`] runs the commands in private namespaces over an overlay on
+//!   that tree; [`environ`] (with [`settings`]) builds their variables as
+//!   rcc does; [`run`] ties the steps together and [`runstats`] reports
+//!   what a run cost.
+//!
+//! Beside the flow: [`builder`] makes a missing environment (or lets the
+//! real [`rcc`] make it), [`shim`] puts vhrun behind an `rcc` command,
+//! [`admin`] holds `doctor` and `gc`, [`home`] owns `$VHRUN_HOME`'s layout,
+//! [`paths`] the Go path helpers, [`error`] the error type, [`logging`]
+//! the log. [`commands`] has one function per subcommand ([`cli`] their
+//! clap arguments, and the only place `VHRUN_*` switches are read);
+//! [`sys`] is the only module with `unsafe` code.
 
 pub mod admin;
 pub mod blueprint;
@@ -15,6 +39,7 @@ pub mod error;
 pub mod gomode;
 pub mod hololib;
 pub mod holozip;
+pub mod home;
 pub mod logging;
 pub mod lower;
 pub mod paths;

@@ -128,10 +128,7 @@ fn resolve_key(
     space: &str,
 ) -> Result<Resolved> {
     let catalog_path = hololib.catalog_path(&key);
-    let tree = Arc::new(Tree::load_indexed(
-        &catalog_path,
-        &locations.vhrun_home.join("index"),
-    )?);
+    let tree = Arc::new(Tree::load_indexed(&catalog_path, &locations.home.index())?);
     let space_name = locations.space_name(controller, space);
     let space_path = locations.space_path(tree.recorded_path(), controller, space);
     let facts = space_facts(&tree, &hololib, &space_name).map_err(|e| match e {
@@ -160,11 +157,7 @@ fn resolve_key(
 /// has the same mtime).
 pub fn pycache_dir(locations: &Locations, catalog_key: &str, fingerprint: u64) -> PathBuf {
     let version = crate::digest::textual(fingerprint, 0);
-    locations
-        .vhrun_home
-        .join("pycache")
-        .join(catalog_key)
-        .join(version)
+    locations.home.pycache().join(catalog_key).join(version)
 }
 
 impl Resolved {
@@ -181,6 +174,7 @@ impl Resolved {
         if opts.workspace.is_some() {
             warn_no_control_room(&inherited, opts.full);
         }
+        let rcc_exe = crate::shim::rcc_exe(&inherited);
         Ok(EnvInputs {
             inherited,
             full: opts.full,
@@ -194,7 +188,7 @@ impl Resolved {
             blueprint_hash: self.blueprint.hash.clone(),
             robocorp_home: locations.robocorp_home.clone(),
             installation_id: environ::installation_id(&locations.robocorp_home),
-            rcc_exe: crate::shim::rcc_exe(),
+            rcc_exe,
             rcc_version: environ::rcc_version(),
             temp_dir: opts.temp_dir,
             bytecode: if opts.rcc_env {

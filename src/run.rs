@@ -1,25 +1,25 @@
-//! A run: robot.yaml -> task -> catalog -> sandbox over the FUSE tree.
+//! A run: robot.yaml -> task -> catalog -> sandbox over the lower tree.
 //!
 //! Everything that can fail on bad input (robot.yaml, env.json, a missing
 //! or broken catalog) is decided in [`plan`], before any namespace
 //! exists, so errors are plain one-liners and nothing needs undoing. Only
-//! then [`execute`] finds the catalog's warm server (`crate::lower::server`; or
-//! mounts the tree itself inside the sandbox when there is none), enters
-//! the sandbox, runs the commands and tears everything down.
+//! then [`execute`] chooses how the tree is provided (`crate::lower`),
+//! enters the sandbox over it, runs the commands and tears everything
+//! down.
 
-use crate::cli::{ExecArgs, RobotArgs, RunArgs, SandboxArgs};
 use crate::environ::{self, EnvList};
 use crate::error::{Error, Result};
 use crate::hololib::Locations;
-use crate::lower::fuse::{self, MountOptions, MountedTree, PassthroughMode, WorkingSet};
+use crate::lower::blobcache::BlobCache;
+use crate::lower::fuse::{self, WorkingSet};
+use crate::lower::{self, Lower};
 use crate::paths::{absolute, mkdir_all};
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
-use crate::sandbox::{self, SandboxSpec};
-use std::cell::RefCell;
+use crate::runstats::{self, RunStats};
+use crate::sandbox::{self, Identity, SandboxSpec};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 /// rcc's exit code for any failed task (`--rcc-exit-codes`).
 pub const RCC_TASK_FAILED: i32 = 10;
@@ -49,6 +49,66 @@ impl RunEnd {
     }
 }
 
+/// Which robot, and the rcc flags that place its environment.
+#[derive(Debug, Clone)]
+pub struct RobotOptions {
+    pub robot: PathBuf,
+    /// rcc's `--space` and `--controller`.
+    pub space: String,
+    pub controller: String,
+    /// env.json whose variables are added to the task's environment.
+    pub environment: Option<PathBuf>,
+    /// Control Room workspace id: `RC_WORKSPACE_ID`.
+    pub workspace: Option<String>,
+}
+
+/// How the sandbox runs the commands, and what it reports.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// No PID namespace (a subreaper instead).
+    pub share_pids: bool,
+    /// Keep the run's writes here.
+    pub keep_overlay: Option<PathBuf>,
+    /// rcc's variables exactly (no persistent bytecode cache).
+    pub rcc_env: bool,
+    /// `--stats`: a summary on stderr.
+    pub stats: bool,
+    /// `--stats-json FILE`.
+    pub stats_json: Option<PathBuf>,
+}
+
+impl SandboxOptions {
+    pub fn wants_stats(&self) -> bool {
+        self.stats || self.stats_json.is_some()
+    }
+}
+
+/// `vhrun run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub robot: RobotOptions,
+    pub task: Option<String>,
+    /// robot.yaml's devTasks (no preRunScripts).
+    pub dev: bool,
+    /// Arguments appended to the task's command.
+    pub args: Vec<String>,
+    /// rcc's exit codes (10, 11, 12) instead of the task's.
+    pub rcc_exit_codes: bool,
+    pub sandbox: SandboxOptions,
+    pub lower: lower::Options,
+}
+
+/// `vhrun exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub robot: RobotOptions,
+    /// This catalog instead of robot.yaml's environment.
+    pub catalog: Option<String>,
+    pub command: Vec<String>,
+    pub sandbox: SandboxOptions,
+    pub lower: lower::Options,
+}
+
 /// What a run needs once the robot and its environment are resolved.
 pub struct Plan {
     pub locations: Locations,
@@ -59,21 +119,22 @@ pub struct Plan {
     pub cwd: PathBuf,
     /// rcc's per-run TEMP/TMP directory, removed after the run.
     pub temp_dir: PathBuf,
-    pub sandbox: SandboxArgs,
+    pub sandbox: SandboxOptions,
+    pub lower: lower::Options,
 }
 
 /// `vhrun run` / `vhrun -r robot.yaml -t task`.
-pub fn run(args: &RunArgs) -> Result<i32> {
-    let robot = Robot::load(&args.robot.robot)?;
-    let task = robot.task(args.task.as_deref(), args.dev)?;
+pub fn run(locations: Locations, opts: &RunOptions) -> Result<i32> {
+    let robot = Robot::load(&opts.robot.robot)?;
+    let task = robot.task(opts.task.as_deref(), opts.dev)?;
     let mut argv = task.argv()?;
-    argv.extend(args.args.iter().cloned());
-    let mut commands = if args.dev {
+    argv.extend(opts.args.iter().cloned());
+    let mut commands = if opts.dev {
         Vec::new()
     } else {
         match robot.pre_run_scripts() {
             Ok(scripts) => scripts,
-            Err(e) if args.rcc_exit_codes => {
+            Err(e) if opts.rcc_exit_codes => {
                 eprintln!("vhrun: {e}");
                 return Ok(RCC_PRE_RUN_UNPARSABLE);
             }
@@ -84,22 +145,21 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     commands.push(argv);
     mkdir_all(&robot.artifacts_dir(), 0o750)?;
 
-    let locations = Locations::from_env();
-    let end = match resolve_or_build(&locations, &robot, &args.robot)? {
-        None => run_shell_robot(&robot, commands)?,
+    let end = match resolve_or_build(&locations, &robot, &opts.robot)? {
+        None => run_shell_robot(&locations, &robot, commands)?,
         Some(resolved) => {
             let plan = plan(
                 locations,
                 resolved,
                 Some(&robot),
-                &args.robot,
-                &args.sandbox,
+                &opts.robot,
+                (&opts.sandbox, &opts.lower),
                 commands,
             )?;
             execute_to_end(plan)?
         }
     };
-    Ok(if args.rcc_exit_codes {
+    Ok(if opts.rcc_exit_codes {
         end.rcc_code(pre_run)
     } else {
         end.code
@@ -107,20 +167,20 @@ pub fn run(args: &RunArgs) -> Result<i32> {
 }
 
 /// `vhrun exec (-r robot.yaml | --catalog KEY) -- CMD ARGS...`.
-pub fn exec(args: &ExecArgs) -> Result<i32> {
-    let locations = Locations::from_env();
-    let commands = vec![args.command.clone()];
-    let (resolved, robot) = match &args.catalog {
+pub fn exec(locations: Locations, opts: &ExecOptions) -> Result<i32> {
+    let commands = vec![opts.command.clone()];
+    let r = &opts.robot;
+    let (resolved, robot) = match &opts.catalog {
         Some(key) => (
-            resolve::resolve_catalog(&locations, key, &args.robot.controller, &args.robot.space)?,
+            resolve::resolve_catalog(&locations, key, &r.controller, &r.space)?,
             None,
         ),
         None => {
-            let robot = Robot::load(&args.robot.robot)?;
+            let robot = Robot::load(&r.robot)?;
             mkdir_all(&robot.artifacts_dir(), 0o750)?;
-            match resolve_or_build(&locations, &robot, &args.robot)? {
+            match resolve_or_build(&locations, &robot, r)? {
                 Some(resolved) => (resolved, Some(robot)),
-                None => return run_shell_robot(&robot, commands).map(|end| end.code),
+                None => return run_shell_robot(&locations, &robot, commands).map(|end| end.code),
             }
         }
     };
@@ -128,8 +188,8 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         locations,
         resolved,
         robot.as_ref(),
-        &args.robot,
-        &args.sandbox,
+        r,
+        (&opts.sandbox, &opts.lower),
         commands,
     )?;
     execute(plan)
@@ -139,13 +199,13 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
 ///
 /// The build runs as a child `vhrun build`: it starts threads (rayon, pip
 /// readers) that would forbid the user namespace this process still needs.
-pub(crate) fn resolve_or_build(
+pub fn resolve_or_build(
     locations: &Locations,
     robot: &Robot,
-    args: &RobotArgs,
+    opts: &RobotOptions,
 ) -> Result<Option<Resolved>> {
     // A hololib.zip beside robot.yaml is imported before anything is built.
-    match crate::holozip::resolve_environment(locations, robot, &args.controller, &args.space) {
+    match crate::holozip::resolve_environment(locations, robot, &opts.controller, &opts.space) {
         Err(Error::CatalogMissing {
             blueprint, file, ..
         }) => {
@@ -160,7 +220,7 @@ pub(crate) fn resolve_or_build(
                 .args(crate::logging::verbosity_args())
                 .arg("-r")
                 .arg(robot.file())
-                .args(["--space", &args.space, "--controller", &args.controller])
+                .args(["--space", &opts.space, "--controller", &opts.controller])
                 .stdout(std::process::Stdio::null())
                 .status()
                 .map_err(|e| Error::Internal(format!("cannot start vhrun build: {e}")))?;
@@ -171,7 +231,7 @@ pub(crate) fn resolve_or_build(
                     code: status.code().unwrap_or(crate::error::exit::INTERNAL),
                 });
             }
-            resolve::resolve_environment(locations, robot, &args.controller, &args.space)
+            resolve::resolve_environment(locations, robot, &opts.controller, &opts.space)
         }
         other => other,
     }
@@ -182,11 +242,14 @@ fn plan(
     locations: Locations,
     resolved: Resolved,
     robot: Option<&Robot>,
-    args: &RobotArgs,
-    sandbox: &SandboxArgs,
+    opts: &RobotOptions,
+    (sandbox, lower): (&SandboxOptions, &lower::Options),
     commands: Vec<Vec<String>>,
 ) -> Result<Plan> {
-    let extra = match &args.environment {
+    // A broken catalog or a target name that cannot be written is a plain
+    // error here, before any namespace exists.
+    fuse::check_target_name(&resolved.tree, &resolved.space_name)?;
+    let extra = match &opts.environment {
         Some(file) => environ::load_env_json(file)?,
         None => Vec::new(),
     };
@@ -199,7 +262,7 @@ fn plan(
             rcc_env: sandbox.rcc_env,
             extra,
             temp_dir: temp_dir.clone(),
-            workspace: args.workspace.clone(),
+            workspace: opts.workspace.clone(),
         },
     )?;
     let env = environ::dedup_for_exec(&environ::build(&inputs));
@@ -218,6 +281,7 @@ fn plan(
         cwd,
         temp_dir,
         sandbox: sandbox.clone(),
+        lower: lower.clone(),
     })
 }
 
@@ -228,30 +292,69 @@ pub fn execute(plan: Plan) -> Result<i32> {
 
 /// [`execute`], saying which command ended the run.
 pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
-    let vhrun_home = plan.locations.vhrun_home.clone();
+    let started = runstats::started();
+    let home = &plan.locations.home;
     let resolved = &plan.resolved;
-    // Loaded by resolve, before the namespaces exist: a broken catalog is
-    // a plain error.
-    let tree = resolved.tree.clone();
-    fuse::check_target_name(&tree, &resolved.space_name)?;
-    let workset_path = WorkingSet::path_for_commands(&vhrun_home, &tree, &plan.commands);
-    let previous = WorkingSet::load(&workset_path);
-
+    let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
     mkdir_all(&plan.temp_dir, 0o700)?;
+    mkdir_all(blobs.root(), 0o750)?;
     if !plan.sandbox.rcc_env {
         mkdir_all(&resolved.pycache_dir, 0o750)?;
     }
-    let blobs = crate::lower::blobcache::BlobCache::at_home(resolved.hololib.clone(), &vhrun_home);
-    mkdir_all(blobs.root(), 0o750)?;
+    let spec = sandbox_spec(&plan);
+    let source = lower::Source {
+        home: home.clone(),
+        tree: resolved.tree.clone(),
+        blobs,
+        target_name: resolved.space_name.clone(),
+        shown_as: resolved.space_path.clone(),
+        workset_path: WorkingSet::path_for_commands(home, &resolved.tree, &plan.commands),
+    };
+    let mut lower = Lower::choose(source, &plan.lower, &Identity::current());
+    let spec = SandboxSpec {
+        join: lower.namespaces(),
+        ..spec
+    };
+    let ended = sandbox::run_sandboxed(&spec, move |target| lower.mount(target));
+    let report = ended.lower.and_then(lower::Served::finish);
+    remove_temp(&plan.temp_dir);
+    let outcome = ended.outcome?;
+    if let Some(report) = report.filter(|_| plan.sandbox.wants_stats()) {
+        let stats = RunStats::collect(&runstats::Inputs {
+            started,
+            catalog_path: &resolved.catalog_path,
+            environment: &resolved.space_path,
+            totals: report.totals,
+            fuse: &report.fuse,
+            outcome: &outcome,
+            exit_code: outcome.code(),
+            kept: spec.keep_overlay.as_deref(),
+            server: report.server,
+            image: report.image.as_deref(),
+        });
+        let json = plan.sandbox.stats_json.as_deref();
+        if let Err(e) = runstats::report(&stats, plan.sandbox.stats, json) {
+            tracing::error!("--stats-json: {e}");
+        }
+    }
+    Ok(RunEnd {
+        code: outcome.code(),
+        command: outcome.command,
+    })
+}
 
-    let started = crate::runstats::started();
+/// The sandbox of a planned run: its commands, environment, and the
+/// paths the task may not write.
+fn sandbox_spec(plan: &Plan) -> SandboxSpec {
+    let home = &plan.locations.home;
+    let resolved = &plan.resolved;
     let mut spec = SandboxSpec::new(
-        vhrun_home.clone(),
+        home.runs(),
         resolved.space_path.clone(),
-        plan.commands,
+        plan.commands.clone(),
     );
-    spec.env = plan.env;
-    spec.cwd = plan.cwd;
+    spec.env = plan.env.clone();
+    spec.cwd = plan.cwd.clone();
     spec.share_pids = plan.sandbox.share_pids;
     spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
     spec.measure_upper = plan.sandbox.wants_stats();
@@ -263,258 +366,14 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         .hololibs()
         .into_iter()
         .map(|h| h.root)
-        .chain([
-            blobs.root().to_path_buf(),
-            vhrun_home.join("index"),
-            crate::lower::image::images_dir(&vhrun_home),
-        ])
+        .chain([home.blobs(), home.index(), home.images()])
         .filter(|p| p.exists())
         .collect();
     spec.writable_paths = vec![plan.temp_dir.clone()];
     if !plan.sandbox.rcc_env {
         spec.writable_paths.push(resolved.pycache_dir.clone());
     }
-
-    let passthrough = if switched_off("VHRUN_PASSTHROUGH") {
-        PassthroughMode::Off
-    } else {
-        PassthroughMode::Auto
-    };
-    // A built EROFS image (root only) leaves the kernel alone in the data
-    // path: no server, no FUSE mount.
-    let identity = sandbox::Identity::current();
-    let image = (!identity.rootless && crate::lower::image::enabled())
-        .then(|| {
-            let who = crate::lower::image::For {
-                target_name: &resolved.space_name,
-                uid: identity.uid,
-                gid: identity.gid,
-            };
-            crate::lower::image::Image::find(&vhrun_home, &tree, who)
-        })
-        .flatten()
-        .inspect(|image| image.touch());
-    let mut server = if image.is_none() && crate::lower::server::enabled() {
-        let req = crate::lower::server::Request {
-            vhrun_home: &vhrun_home,
-            tree: &tree,
-            hololib: &resolved.hololib,
-            blobs: &blobs,
-            target_name: &resolved.space_name,
-            shown_as: &resolved.space_path,
-            passthrough,
-            identity,
-        };
-        match crate::lower::server::connect_or_spawn(&req) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!("no warm server ({e}); mounting the tree for this run only");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    spec.join = server.as_mut().and_then(|c| c.take_namespaces());
-    // A warm server's kernel caches already hold what earlier runs
-    // touched: replaying is for a tree nobody has read yet.
-    let replay = previous
-        .clone()
-        .filter(|_| !switched_off("VHRUN_PREFETCH"))
-        .filter(|_| server.as_ref().is_none_or(|c| c.fresh()));
-
-    let mounted: Rc<RefCell<Option<MountedTree>>> = Rc::default();
-    let slot = mounted.clone();
-    let target_name = resolved.space_name.clone();
-    let shown_as = resolved.space_path.clone();
-    let catalog_path = resolved.catalog_path.clone();
-    let per_run = spec.join.is_none();
-    let used_image: Rc<RefCell<Option<PathBuf>>> = Rc::default();
-    let image_slot = used_image.clone();
-    let outcome = sandbox::run_sandboxed(&spec, move |target| {
-        // `vhrun gc` spares the blobs of the catalog a live run names in
-        // `runs/<id>/catalog`; without it, gc leaves the whole blob cache
-        // alone while any run lives.
-        let note = target.run_dir.join("catalog");
-        if let Err(e) = std::fs::write(&note, catalog_path.as_os_str().as_encoded_bytes()) {
-            tracing::debug!("{}: {e}", note.display());
-        }
-        if let Some(image) = image {
-            match image.mount(&target.mountpoint) {
-                Ok(()) => {
-                    *image_slot.borrow_mut() = Some(image.dir.clone());
-                    return Ok(sandbox::Lower {
-                        guard: Box::new(()),
-                        data_layers: image.data_layers(),
-                    });
-                }
-                Err(e) => tracing::warn!("{e}; serving the tree with FUSE instead"),
-            }
-        }
-        if per_run {
-            let opts = MountOptions {
-                target_name,
-                uid: target.uid,
-                gid: target.gid,
-                threads: 2,
-                passthrough: if target.rootless {
-                    PassthroughMode::Off
-                } else {
-                    passthrough
-                },
-                shown_as: Some(shown_as),
-            };
-            *slot.borrow_mut() = Some(fuse::mount(tree, blobs, &target.mountpoint, &opts)?);
-        }
-        let Some(ws) = replay else {
-            return Ok(sandbox::Lower::served_by(()));
-        };
-        // A thread per 64 paths, at most 4: spawning 4 threads for the
-        // few paths of a small command costs more than it saves.
-        let paths = ws.lookups.len() + ws.dirs.len();
-        let threads = paths.div_ceil(64).clamp(1, 4);
-        if std::env::var_os("VHRUN_PREFETCH").is_some_and(|v| v == "sync") {
-            let _s = tracing::info_span!("fuse.prefetch", paths).entered();
-            ws.prefetch(&target.mountpoint, threads);
-            return Ok(sandbox::Lower::served_by(()));
-        }
-        // Alongside the task: its exec and interpreter start-up overlap
-        // the replay (a `python -c pass` 5 ms sooner, the heavy import no
-        // slower than replaying first). Joined when the guard drops, after
-        // the unmount.
-        let mountpoint = target.mountpoint.clone();
-        let replay = std::thread::Builder::new()
-            .name("vhrun-prefetch".into())
-            .spawn(move || {
-                let _s = tracing::info_span!("prefetch", paths).entered();
-                let done = ws.prefetch(&mountpoint, threads);
-                tracing::info!("working set replayed in {:?}", done.elapsed);
-            })
-            .ok();
-        Ok(sandbox::Lower::served_by(JoinOnDrop(replay)))
-    });
-    let tree_mount = mounted.borrow_mut().take();
-    let used_image = used_image.borrow_mut().take();
-    let served = match (tree_mount, server.as_mut()) {
-        (Some(m), _) => Some(finish_mount(m, previous, &workset_path)),
-        (None, Some(conn)) => finish_server(conn, previous, &workset_path, &resolved.tree),
-        (None, None) => used_image
-            .is_some()
-            .then(|| (fuse::Stats::default(), resolved.tree.totals())),
-    };
-    let served_by = server.as_ref().map(|c| crate::runstats::Server {
-        pid: c.hello.pid,
-        runs_before: c.hello.served,
-    });
-    drop(server);
-    remove_temp(&plan.temp_dir);
-    let outcome = outcome?;
-    if let Some((fuse, totals)) = served.filter(|_| plan.sandbox.wants_stats()) {
-        let stats = crate::runstats::RunStats::collect(&crate::runstats::Inputs {
-            started,
-            catalog_path: &resolved.catalog_path,
-            environment: &resolved.space_path,
-            totals,
-            fuse: &fuse,
-            outcome: &outcome,
-            exit_code: outcome.code(),
-            kept: spec.keep_overlay.as_deref(),
-            server: served_by,
-            image: used_image.as_deref(),
-        });
-        let json = plan.sandbox.stats_json.as_deref();
-        if let Err(e) = crate::runstats::report(&stats, plan.sandbox.stats, json) {
-            tracing::error!("--stats-json: {e}");
-        }
-    }
-    Ok(RunEnd {
-        code: outcome.code(),
-        command: outcome.command,
-    })
-}
-
-/// A warm server's share of the run: its counters' difference, and the
-/// working set it recorded when this run was its first.
-fn finish_server(
-    conn: &mut crate::lower::server::Connection,
-    previous: Option<WorkingSet>,
-    workset_path: &Path,
-    tree: &crate::tree::Tree,
-) -> Option<(fuse::Stats, (u64, u64))> {
-    match conn.notices() {
-        Ok(lines) => lines.iter().for_each(|l| tracing::error!("{l}")),
-        Err(e) => tracing::debug!("{e}"),
-    }
-    let now = match conn.stats() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(
-                "{e}: it ended during the run, and the environment with it (files read \
-                 after that failed with ENOTCONN)"
-            );
-            return None;
-        }
-    };
-    if conn.fresh() {
-        match conn.working_set() {
-            Ok(ws) => save_merged(ws, previous, workset_path),
-            Err(e) => tracing::debug!("working set not saved: {e}"),
-        }
-    }
-    Some((now.since(&conn.hello.stats), tree.totals()))
-}
-/// Save the working set and unmount; the mount's final counters and the
-/// catalog's (files, bytes) totals, for `--stats`.
-fn finish_mount(
-    tree_mount: MountedTree,
-    previous: Option<WorkingSet>,
-    workset_path: &Path,
-) -> (fuse::Stats, (u64, u64)) {
-    save_working_set(&tree_mount, previous, workset_path);
-    let totals = tree_mount.tree().totals();
-    let so_far = tree_mount.stats();
-    match tree_mount.unmount() {
-        Ok(stats) => (stats, totals),
-        Err(e) => {
-            tracing::warn!("{e}");
-            (so_far, totals)
-        }
-    }
-}
-
-/// Joins the working-set replay when the sandbox drops the lower guard.
-struct JoinOnDrop(Option<std::thread::JoinHandle<()>>);
-impl Drop for JoinOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Hidden switches for benchmarks and diagnosis: `VHRUN_PASSTHROUGH=off`
-/// serves reads from vhrun even where passthrough works, `VHRUN_PREFETCH=off`
-/// skips replaying the previous working set (`=sync` replays it before the
-/// task starts instead of alongside it).
-fn switched_off(var: &str) -> bool {
-    std::env::var_os(var).is_some_and(|v| v == "off" || v == "0")
-}
-
-/// Remember what this run touched, so the next run's mount is warm (not
-/// rewritten when the run touched nothing new).
-fn save_working_set(tree_mount: &MountedTree, previous: Option<WorkingSet>, path: &Path) {
-    save_merged(tree_mount.working_set(), previous, path);
-}
-
-fn save_merged(touched: WorkingSet, previous: Option<WorkingSet>, path: &Path) {
-    let mut ws = previous.clone().unwrap_or_default();
-    ws.merge(touched);
-    if previous.as_ref() == Some(&ws) {
-        return;
-    }
-    if let Err(e) = ws.save(path) {
-        tracing::debug!("working set not saved: {e}");
-    }
+    spec
 }
 
 fn remove_temp(dir: &Path) {
@@ -527,8 +386,11 @@ fn remove_temp(dir: &Path) {
 
 /// A robot without a conda config: rcc runs it directly with the robot's
 /// PATH in front (`ExecuteSimpleTask`); so does vhrun, without a sandbox.
-fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<RunEnd> {
-    let locations = Locations::from_env();
+fn run_shell_robot(
+    locations: &Locations,
+    robot: &Robot,
+    commands: Vec<Vec<String>>,
+) -> Result<RunEnd> {
     let inherited: EnvList = std::env::vars_os().collect();
     let cwd = robot.root().to_path_buf();
     let uhi = crate::hololib::layout::user_home_identity(locations.user_home.as_deref());

@@ -99,9 +99,14 @@ pub fn install(dir: &Path, vhrun: &Path) -> Result<PathBuf> {
 }
 
 /// `RCC_EXE` for a task: the shim when the run came through one (so a task
-/// that calls `$RCC_EXE` reaches rcc's other commands), else vhrun.
-pub fn rcc_exe() -> PathBuf {
-    std::env::var_os(RCC_EXE_VAR)
+/// that calls `$RCC_EXE` reaches rcc's other commands), else vhrun. The
+/// shim says so in the environment vhrun inherited (`inherited`).
+pub fn rcc_exe(inherited: &[(OsString, OsString)]) -> PathBuf {
+    inherited
+        .iter()
+        .rev()
+        .find(|(k, _)| k == RCC_EXE_VAR)
+        .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::current_exe().ok())
@@ -388,7 +393,8 @@ pub fn parse(args: &[OsString]) -> Result<Dispatch> {
 
 /// `vhrun rcc-shim --shim PATH -- ARGS`: what the script runs. Replaces
 /// this process with vhrun or the real rcc; returns only on failure.
-pub fn dispatch(shim: &Path, args: &[OsString]) -> Result<i32> {
+/// `vhrun_rcc`: the caller's `VHRUN_RCC`, if set (it is passed on as is).
+pub fn dispatch(shim: &Path, args: &[OsString], vhrun_rcc: Option<&OsStr>) -> Result<i32> {
     use std::os::unix::process::CommandExt;
     let path_var = std::env::var_os("PATH");
     let real = find_real_rcc(path_var.as_deref(), Some(shim));
@@ -426,7 +432,7 @@ pub fn dispatch(shim: &Path, args: &[OsString]) -> Result<i32> {
             cmd.args(&vargs).env(RCC_EXE_VAR, absolute(shim));
             // A build the run needs goes straight to the real rcc (or to
             // vhrun's own builder when there is none), never back here.
-            if std::env::var_os("VHRUN_RCC").is_none() {
+            if vhrun_rcc.is_none() {
                 cmd.env(
                     "VHRUN_RCC",
                     real.map(PathBuf::into_os_string).unwrap_or_default(),

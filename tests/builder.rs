@@ -41,7 +41,7 @@ impl Homes {
     fn locations(&self) -> Locations {
         Locations::resolve(
             self.robocorp(),
-            self.vhrun(),
+            vhrun::home::Home::new(self.vhrun()),
             Some(self.home()),
             &self.tmp.path().join("no-shared-holotree"),
         )
@@ -487,10 +487,9 @@ fn concurrent_build_waits_and_reuses_the_catalog() {
     let locations = h.locations();
     let conda = repo().join("robots/hello/conda.yaml");
     let bp = builder::blueprint_of(&conda).unwrap();
-    let first = builder::lock::acquire(&locations.vhrun_home, &bp.hash, || {
-        panic!("nobody else holds it")
-    })
-    .unwrap();
+    let first =
+        builder::lock::acquire(&locations.home, &bp.hash, || panic!("nobody else holds it"))
+            .unwrap();
     let catalog = h.tmp.path().join("catalog-appeared");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {

@@ -1422,7 +1422,12 @@ fn library_mount_records_and_prefetches_the_working_set() {
         assert!(fs::symlink_metadata(mp.join("conda-meta/missing")).is_err());
         assert_eq!(fs::read_dir(mp.join("ssl")).unwrap().count(), 2);
     };
-    let cache = || BlobCache::at_home(Hololib::new(w.hololib()), &w.vhrun_home());
+    let cache = || {
+        BlobCache::at_home(
+            Hololib::new(w.hololib()),
+            &vhrun::home::Home::new(w.vhrun_home()),
+        )
+    };
     let m = vhrun::lower::fuse::mount(tree.clone(), cache(), &mp, &opts).unwrap();
     assert!(is_mounted(&mp) && m.is_serving());
     touch(&mp);

@@ -353,7 +353,7 @@ pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     ));
     let store = Store {
         robocorp_home: locations.robocorp_home.clone(),
-        vhrun_home: locations.vhrun_home.clone(),
+        vhrun_home: locations.home.root().to_path_buf(),
         holotree: locations.holotree.clone(),
         shared_holotree: locations.shared,
         own_hololib: locations.own_hololib().root,

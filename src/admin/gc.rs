@@ -60,16 +60,6 @@ pub struct GcReport {
     pub notes: Vec<String>,
 }
 
-/// Where the run directories are.
-pub fn runs_dir(vhrun_home: &Path) -> PathBuf {
-    vhrun_home.join("runs")
-}
-
-/// Where the decompressed blob cache is.
-pub fn blobs_dir(vhrun_home: &Path) -> PathBuf {
-    vhrun_home.join("blobs")
-}
-
 fn age(t: std::io::Result<SystemTime>, now: SystemTime) -> Duration {
     t.ok()
         .and_then(|t| now.duration_since(t).ok())
@@ -199,9 +189,9 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     let mut live_unknown = false;
     // Warm servers keep a run directory of their own, with the same lock
     // and catalog note, among their sockets.
-    let servers = crate::lower::server::servers_dir(&locations.vhrun_home);
+    let servers = locations.home.servers();
     let mut entries = Vec::new();
-    for dir in [runs_dir(&locations.vhrun_home), servers.clone()] {
+    for dir in [locations.home.runs(), servers.clone()] {
         match std::fs::read_dir(&dir) {
             Ok(rd) => entries.extend(rd.flatten().map(|e| e.path())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -284,7 +274,7 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
         )?;
     }
 
-    let blobs = blobs_dir(&locations.vhrun_home);
+    let blobs = locations.home.blobs();
     if !blobs.is_dir() {
         return Ok(report);
     }
@@ -355,7 +345,7 @@ fn collect_images(
     report: &mut GcReport,
     remove: &dyn Fn(&mut GcReport, &Path, &'static str) -> Result<()>,
 ) -> Result<()> {
-    let dir = crate::lower::image::images_dir(&locations.vhrun_home);
+    let dir = locations.home.images();
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -3,9 +3,10 @@
 //! second builder waits, then finds the first one's catalog and reuses it.
 
 use crate::error::{Error, IoContext, Result};
+use crate::home::Home;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug)]
 pub struct BuildLock {
@@ -13,13 +14,13 @@ pub struct BuildLock {
     pub path: PathBuf,
 }
 
-pub fn lock_path(vhrun_home: &Path, blueprint: &str) -> PathBuf {
-    vhrun_home.join("locks").join(format!("{blueprint}.lck"))
+pub fn lock_path(home: &Home, blueprint: &str) -> PathBuf {
+    home.locks().join(format!("{blueprint}.lck"))
 }
 
 /// Take the lock, calling `waiting` once if another build holds it.
-pub fn acquire(vhrun_home: &Path, blueprint: &str, waiting: impl FnOnce()) -> Result<BuildLock> {
-    let path = lock_path(vhrun_home, blueprint);
+pub fn acquire(home: &Home, blueprint: &str, waiting: impl FnOnce()) -> Result<BuildLock> {
+    let path = lock_path(home, blueprint);
     if let Some(dir) = path.parent() {
         crate::paths::mkdir_all(dir, 0o750)?;
     }

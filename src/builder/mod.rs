@@ -181,7 +181,7 @@ fn wait_for_lock(
     progress: &Progress,
 ) -> Result<lock::BuildLock> {
     let mut waiting = None;
-    let l = lock::acquire(&locations.vhrun_home, &blueprint.hash, || {
+    let l = lock::acquire(&locations.home, &blueprint.hash, || {
         waiting = Some(progress.phase(&format!("waiting for another build of {}", blueprint.hash)));
     })?;
     if let Some(w) = waiting {

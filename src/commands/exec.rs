@@ -1,14 +1,23 @@
+use super::switches::Switches;
 use crate::cli::ExecArgs;
 use crate::error::Result;
 use crate::hololib::layout::Locations;
 use crate::paths::absolute;
-use crate::sandbox::{self, SandboxSpec};
+use crate::run::ExecOptions;
+use crate::sandbox::{self, Mounted, SandboxSpec};
 
 pub fn run(args: &ExecArgs) -> Result<i32> {
     if let (Some(lower), Some(env_path)) = (&args.lower_dir, &args.env_path) {
         return exec_over_dir(args, &absolute(lower), &absolute(env_path));
     }
-    crate::run::exec(args)
+    let opts = ExecOptions {
+        robot: args.robot.options(),
+        catalog: args.catalog.clone(),
+        command: args.command.clone(),
+        sandbox: args.sandbox.options(),
+        lower: Switches::from_env().lower(),
+    };
+    crate::run::exec(Locations::from_env(), &opts)
 }
 
 /// `vhrun exec --lower-dir DIR --env-path PATH -- CMD`: the sandbox over a
@@ -25,24 +34,20 @@ fn exec_over_dir(
         .map(|script| vec!["sh".into(), "-c".into(), script.into()])
         .collect();
     commands.push(args.command.iter().map(Into::into).collect());
-    let mut spec = SandboxSpec::new(
-        locations.vhrun_home.clone(),
-        env_path.to_path_buf(),
-        commands,
-    );
+    let mut spec = SandboxSpec::new(locations.home.runs(), env_path.to_path_buf(), commands);
     spec.share_pids = args.sandbox.share_pids;
     spec.keep_overlay = args.sandbox.keep_overlay.as_deref().map(absolute);
     spec.readonly_paths = args.ro_paths.iter().map(|p| absolute(p)).collect();
-    let bind = sandbox::lower_dir(lower.to_path_buf());
+    let bind = crate::lower::plain_dir(lower.to_path_buf());
     let threads = args.busy_threads;
-    let outcome = sandbox::run_sandboxed(&spec, move |target| {
+    let ended = sandbox::run_sandboxed(&spec, move |target| {
         let bound = bind(target)?;
-        Ok(sandbox::Lower::served_by((
-            bound.guard,
-            BusyThreads::start(threads),
-        )))
-    })?;
-    Ok(outcome.code())
+        Ok(Mounted {
+            guard: BusyThreads::start(threads),
+            data_layers: bound.data_layers,
+        })
+    });
+    Ok(ended.outcome?.code())
 }
 
 /// Threads that allocate and free in a loop until dropped: a stand-in for

@@ -15,8 +15,8 @@ use crate::tree::Tree;
 pub fn run(args: &BuildImageArgs) -> Result<i32> {
     crate::sys::priority::background_this_thread();
     let a = &args.tree;
-    let home = Locations::from_env().vhrun_home;
-    let tree = Tree::load_indexed(&a.catalog, &home.join("index"))?;
+    let home = Locations::from_env().home;
+    let tree = Tree::load_indexed(&a.catalog, &home.index())?;
     let blobs = BlobCache::new(Hololib::new(&a.hololib), &a.blobs);
     let id = Identity::current();
     let who = image::For {

@@ -19,12 +19,14 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         Some(key) => resolve::resolve_catalog(&locations, key, controller, space)?,
         None => {
             let robot = Robot::load(&args.robot.robot)?;
-            crate::run::resolve_or_build(&locations, &robot, &args.robot)?.ok_or_else(|| {
-                Error::bad_input(
-                    robot.file(),
-                    "no condaConfigFile: a shell robot has no environment to prepare",
-                )
-            })?
+            crate::run::resolve_or_build(&locations, &robot, &args.robot.options())?.ok_or_else(
+                || {
+                    Error::bad_input(
+                        robot.file(),
+                        "no condaConfigFile: a shell robot has no environment to prepare",
+                    )
+                },
+            )?
         }
     };
     let tree = &resolved.tree;
@@ -35,7 +37,7 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         }
     };
     let id = Identity::current();
-    if id.rootless || !image::enabled() {
+    if id.rootless || !super::switches::Switches::from_env().lower().image {
         say(format!(
             "{} is ready; runs serve it with FUSE ({})",
             resolved.catalog_key,
@@ -47,7 +49,7 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
         ));
         return Ok(0);
     }
-    let home = &locations.vhrun_home;
+    let home = &locations.home;
     let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
     mkdir_all(blobs.root(), 0o750)?;
     let who = image::For {

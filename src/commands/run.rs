@@ -1,6 +1,18 @@
+use super::switches::Switches;
 use crate::cli::RunArgs;
 use crate::error::Result;
+use crate::hololib::Locations;
+use crate::run::RunOptions;
 
 pub fn run(args: &RunArgs) -> Result<i32> {
-    crate::run::run(args)
+    let opts = RunOptions {
+        robot: args.robot.options(),
+        task: args.task.clone(),
+        dev: args.dev,
+        args: args.args.clone(),
+        rcc_exit_codes: args.rcc_exit_codes,
+        sandbox: args.sandbox.options(),
+        lower: Switches::from_env().lower(),
+    };
+    crate::run::run(Locations::from_env(), &opts)
 }

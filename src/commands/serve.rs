@@ -9,7 +9,7 @@ use std::time::Duration;
 pub fn run(a: &ServeArgs) -> Result<i32> {
     crate::sys::fdpass::close_inherited();
     daemon::serve(&ServeConfig {
-        vhrun_home: Locations::from_env().vhrun_home,
+        home: Locations::from_env().home,
         key: a.key.clone(),
         catalog: a.tree.catalog.clone(),
         hololib: a.tree.hololib.clone(),
@@ -22,5 +22,6 @@ pub fn run(a: &ServeArgs) -> Result<i32> {
         } else {
             PassthroughMode::Auto
         },
+        image: super::switches::Switches::from_env().lower().image,
     })
 }

@@ -5,7 +5,7 @@ use crate::lower::server;
 
 /// `vhrun servers [--stop]`: the warm servers of this `$VHRUN_HOME`.
 pub fn run(args: &ServersArgs) -> Result<i32> {
-    let home = Locations::from_env().vhrun_home;
+    let home = Locations::from_env().home;
     let listed = if args.stop {
         server::stop(&home)
     } else {

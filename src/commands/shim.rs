@@ -41,5 +41,6 @@ pub fn install(args: &InstallShimArgs) -> Result<i32> {
 }
 
 pub fn dispatch(args: &RccShimArgs) -> Result<i32> {
-    shim::dispatch(&args.shim, &args.args)
+    let switches = super::switches::Switches::from_env();
+    shim::dispatch(&args.shim, &args.args, switches.rcc.as_deref())
 }

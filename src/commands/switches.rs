@@ -1,21 +1,43 @@
 //! The `VHRUN_*` switches, read from the environment once, here at the
-//! edge, and handed to the library as plain options (README lists them).
-//! Below `commands/` nothing reads a `VHRUN_*` variable.
+//! edge, and handed to the library as plain options (README's
+//! "Environment variables" lists them). Below `commands/` nothing reads a
+//! `VHRUN_*` variable, except `VHRUN_HOME` (`hololib::Locations`, with
+//! rcc's own `ROBOCORP_HOME`) and `VHRUN_LOG` (`logging`, before anything
+//! else runs).
 
-use std::ffi::OsString;
+use crate::lower::fuse::PassthroughMode;
+use crate::lower::{self, Prefetch};
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Every switch's raw value: `None` when unset.
 #[derive(Debug, Clone, Default)]
 pub struct Switches {
     /// `VHRUN_RCC`: the rcc that builds environments (empty: none).
     pub rcc: Option<OsString>,
+    /// `VHRUN_IMAGE=off`: never mount a kernel image.
+    pub image: Option<OsString>,
+    /// `VHRUN_SERVER=off`: a FUSE mount per run, no warm server.
+    pub server: Option<OsString>,
+    /// `VHRUN_SERVER_IDLE=SECONDS`: how long a new server waits for runs.
+    pub server_idle: Option<OsString>,
+    /// `VHRUN_PASSTHROUGH=off`: serve reads even where passthrough works.
+    pub passthrough: Option<OsString>,
+    /// `VHRUN_PREFETCH=off|sync`: no working-set replay, or before the task.
+    pub prefetch: Option<OsString>,
 }
 
 impl Switches {
     pub fn from_env() -> Switches {
+        let var = std::env::var_os;
         Switches {
-            rcc: std::env::var_os("VHRUN_RCC"),
+            rcc: var("VHRUN_RCC"),
+            image: var("VHRUN_IMAGE"),
+            server: var("VHRUN_SERVER"),
+            server_idle: var("VHRUN_SERVER_IDLE"),
+            passthrough: var("VHRUN_PASSTHROUGH"),
+            prefetch: var("VHRUN_PREFETCH"),
         }
     }
 
@@ -23,9 +45,34 @@ impl Switches {
     pub fn build_rcc(&self) -> Option<PathBuf> {
         crate::rcc::for_builds(self.rcc.as_deref(), std::env::var_os("PATH").as_deref())
     }
+
+    /// How runs provide their tree.
+    pub fn lower(&self) -> lower::Options {
+        let default = lower::Options::default();
+        lower::Options {
+            image: !is_off(self.image.as_deref()),
+            server: !is_off(self.server.as_deref()),
+            server_idle: self
+                .server_idle
+                .as_deref()
+                .and_then(|v| v.to_str()?.trim().parse::<f64>().ok())
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .unwrap_or(default.server_idle),
+            passthrough: if is_off(self.passthrough.as_deref()) {
+                PassthroughMode::Off
+            } else {
+                PassthroughMode::Auto
+            },
+            prefetch: match self.prefetch.as_deref() {
+                v if is_off(v) => Prefetch::Off,
+                Some(v) if v == "sync" => Prefetch::Before,
+                _ => Prefetch::Alongside,
+            },
+        }
+    }
 }
 
 /// `off` or `0` switches a feature off.
-pub fn is_off(v: Option<&std::ffi::OsStr>) -> bool {
+fn is_off(v: Option<&OsStr>) -> bool {
     v.is_some_and(|v| v == "off" || v == "0")
 }

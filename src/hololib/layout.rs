@@ -4,6 +4,7 @@
 
 use crate::digest::{self, siphash64, sipit, textual, DigestKind};
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::paths::{absolute, expand_env, mkdir_all};
 use std::path::{Path, PathBuf};
 
@@ -101,7 +102,7 @@ pub struct Locations {
     /// rcc's hololib for this user (shared or private).
     pub hololib: Hololib,
     /// `$VHRUN_HOME` (default `$ROBOCORP_HOME/vhrun`): vhrun's own state.
-    pub vhrun_home: PathBuf,
+    pub home: Home,
     /// The user's home directory (for rcc's user-home identity).
     pub user_home: Option<PathBuf>,
 }
@@ -124,7 +125,7 @@ impl Locations {
         };
         Self::resolve(
             robocorp_home,
-            vhrun_home,
+            Home::new(vhrun_home),
             user_home,
             Path::new(SHARED_HOLOTREE),
         )
@@ -133,7 +134,7 @@ impl Locations {
     /// The same resolution with every input explicit (tests).
     pub fn resolve(
         robocorp_home: PathBuf,
-        vhrun_home: PathBuf,
+        home: Home,
         user_home: Option<PathBuf>,
         shared_root: &Path,
     ) -> Locations {
@@ -155,14 +156,14 @@ impl Locations {
             shared,
             holotree,
             hololib,
-            vhrun_home,
+            home,
             user_home,
         }
     }
 
     /// vhrun's own hololib, for environments vhrun built itself (never rcc's).
     pub fn own_hololib(&self) -> Hololib {
-        Hololib::new(self.vhrun_home.join("hololib"))
+        Hololib::new(self.home.hololib())
     }
 
     /// Hololibs in lookup order: rcc's (shared or private), then vhrun's own.
@@ -297,13 +298,18 @@ mod tests {
         let home = t.path().join("rh");
         let shared = t.path().join("ht");
         let user = Some(PathBuf::from("/home/user"));
-        let l = Locations::resolve(home.clone(), home.join("vhrun"), user.clone(), &shared);
+        let l = Locations::resolve(
+            home.clone(),
+            Home::new(home.join("vhrun")),
+            user.clone(),
+            &shared,
+        );
         assert!(!l.shared);
         assert_eq!(l.hololib.root, home.join("hololib"));
         assert_eq!(l.holotree, home.join("holotree"));
         std::fs::create_dir_all(shared.join("lib/catalog/init")).unwrap();
         std::fs::write(shared.join("lib/catalog/init/59acff1"), "").unwrap();
-        let l = Locations::resolve(home.clone(), home.join("vhrun"), user, &shared);
+        let l = Locations::resolve(home.clone(), Home::new(home.join("vhrun")), user, &shared);
         assert!(l.shared);
         assert_eq!(l.hololib.root, shared.join("lib"));
         assert_eq!(l.holotree, shared);

@@ -23,6 +23,7 @@
 use crate::error::{Error, Result};
 use crate::hololib::blob::{self, Codec};
 use crate::hololib::Hololib;
+use crate::home::Home;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -93,8 +94,8 @@ impl BlobCache {
     }
 
     /// The cache for `hololib` at vhrun's usual place.
-    pub fn at_home(hololib: Hololib, vhrun_home: &Path) -> BlobCache {
-        BlobCache::new(hololib, vhrun_home.join("blobs"))
+    pub fn at_home(hololib: Hololib, home: &Home) -> BlobCache {
+        BlobCache::new(hololib, home.blobs())
     }
 
     pub fn root(&self) -> &Path {

@@ -26,6 +26,7 @@
 //! falls back to the FUSE tree.
 
 use crate::error::{Error, IoContext, Result};
+use crate::home::Home;
 use crate::lower::blobcache::{BlobCache, Source};
 use crate::lower::erofs::{self, Body, Entry};
 use crate::tree::{Kind, Tree, MTIME, ROOT};
@@ -94,10 +95,6 @@ pub struct For<'a> {
     pub gid: u32,
 }
 
-pub fn images_dir(vhrun_home: &Path) -> PathBuf {
-    vhrun_home.join("images")
-}
-
 /// The image directory name for `tree` seen as `who`.
 pub fn key(tree: &Tree, who: For<'_>) -> String {
     format!(
@@ -109,18 +106,13 @@ pub fn key(tree: &Tree, who: For<'_>) -> String {
     )
 }
 
-/// `VHRUN_IMAGE=off` keeps every run on the FUSE tree.
-pub fn enabled() -> bool {
-    !std::env::var_os("VHRUN_IMAGE").is_some_and(|v| v == "off" || v == "0")
-}
-
 impl Image {
     /// The finished image for `tree`, if one was built.
-    pub fn find(vhrun_home: &Path, tree: &Tree, who: For<'_>) -> Option<Image> {
+    pub fn find(home: &Home, tree: &Tree, who: For<'_>) -> Option<Image> {
         if tree.fingerprint() == 0 {
             return None;
         }
-        let dir = images_dir(vhrun_home).join(key(tree, who));
+        let dir = home.images().join(key(tree, who));
         let meta = Meta::load(&dir)?;
         let image = Image { dir, meta };
         // A hololib moved away would fail the overlay mount, after the
@@ -211,8 +203,8 @@ impl Image {
     /// decoded into `blobs` first (digests checked), then linked and
     /// described. Costs one full decompression of the catalog the first
     /// time; later builds over a warm cache take a fraction of a second.
-    pub fn build(vhrun_home: &Path, tree: &Tree, blobs: &BlobCache, who: For<'_>) -> Result<Image> {
-        if let Some(found) = Image::find(vhrun_home, tree, who) {
+    pub fn build(home: &Home, tree: &Tree, blobs: &BlobCache, who: For<'_>) -> Result<Image> {
+        if let Some(found) = Image::find(home, tree, who) {
             return Ok(found);
         }
         if tree.fingerprint() == 0 {
@@ -223,7 +215,7 @@ impl Image {
         let _s =
             tracing::info_span!("image.build", catalog = %tree.catalog_path().display()).entered();
         let t0 = std::time::Instant::now();
-        let root = images_dir(vhrun_home);
+        let root = home.images();
         crate::paths::mkdir_all(&root, 0o750)?;
         let name = key(tree, who);
         let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -240,7 +232,7 @@ impl Image {
         let mut renamed = std::fs::rename(&tmp, &dir);
         if renamed.is_err() {
             // Another builder got there first: theirs is as good.
-            if let Some(found) = Image::find(vhrun_home, tree, who) {
+            if let Some(found) = Image::find(home, tree, who) {
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Ok(found);
             }
@@ -280,16 +272,11 @@ impl Image {
     /// Everything needed before runs use an image: the kernel checked
     /// first (no catalog decoded for nothing), the image built or found,
     /// then mounted once in a throwaway namespace (removed if it fails).
-    pub fn prepare(
-        vhrun_home: &Path,
-        tree: &Tree,
-        blobs: &BlobCache,
-        who: For<'_>,
-    ) -> Result<Prepared> {
+    pub fn prepare(home: &Home, tree: &Tree, blobs: &BlobCache, who: For<'_>) -> Result<Prepared> {
         if let Err(e) = probe_kernel() {
             return Ok(Prepared::Unsupported(e));
         }
-        let img = Image::build(vhrun_home, tree, blobs, who)?;
+        let img = Image::build(home, tree, blobs, who)?;
         match img.probe() {
             Ok(()) => Ok(Prepared::Ready(img)),
             Err(e) => {

@@ -1,8 +1,434 @@
 //! The environment's read-only tree: the overlay's lower layer, and every
 //! way vhrun has of providing it.
+//!
+//! | way | what the run mounts | used when |
+//! | --- | --- | --- |
+//! | [`Way::Image`] | the catalog's EROFS image and its data-only layers | root, and `vhrun prepare` or a warm server built the image |
+//! | [`Way::Server`] | nothing: it joins the catalog's warm FUSE server | a server could be reached or started |
+//! | [`Way::Fuse`] | a FUSE mount of its own, served by its threads | otherwise, and when an image fails to mount |
+//!
+//! A run calls [`Lower::choose`] before any namespace exists (connecting
+//! to a server is a plain socket call), hands [`Lower::mount`] to the
+//! sandbox, gets the [`Served`] guard back after the sandbox's teardown,
+//! and asks [`Served::finish`] for what `--stats` reports. Each way's own
+//! module holds its mechanics: [`image`] (and the [`erofs`] writer behind
+//! it), [`server`], [`fuse`] (and the [`blobcache`] every FUSE tree reads
+//! through).
 
 pub mod blobcache;
 pub mod erofs;
 pub mod fuse;
+pub mod host;
 pub mod image;
 pub mod server;
+
+use crate::error::Result;
+use crate::home::Home;
+use crate::sandbox::{Identity, LowerTarget, Mounted};
+use crate::tree::Tree;
+use blobcache::BlobCache;
+use fuse::{MountOptions, MountedTree, PassthroughMode, WorkingSet};
+use image::Image;
+use server::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Which ways runs may take, and how (the `VHRUN_*` switches, read by
+/// `commands`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Mount a built kernel image instead of serving FUSE (`VHRUN_IMAGE`).
+    pub image: bool,
+    /// Use the catalog's warm server (`VHRUN_SERVER`).
+    pub server: bool,
+    /// How long a server started now waits for its next run
+    /// (`VHRUN_SERVER_IDLE`).
+    pub server_idle: Duration,
+    /// FUSE passthrough where the kernel allows it (`VHRUN_PASSTHROUGH`).
+    pub passthrough: PassthroughMode,
+    /// Replaying the recorded working set on a cold tree (`VHRUN_PREFETCH`).
+    pub prefetch: Prefetch,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            image: true,
+            server: true,
+            server_idle: Duration::from_secs(server::DEFAULT_IDLE),
+            passthrough: PassthroughMode::Auto,
+            prefetch: Prefetch::Alongside,
+        }
+    }
+}
+
+/// When a cold tree replays what the same command opened last time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefetch {
+    /// In a thread, while the task's exec and interpreter start-up run:
+    /// a `python -c pass` 5 ms sooner, the heavy import no slower than
+    /// replaying first.
+    #[default]
+    Alongside,
+    /// Before the task starts (diagnosis).
+    Before,
+    Off,
+}
+
+/// What a run wants served.
+#[derive(Debug)]
+pub struct Source {
+    pub home: Home,
+    pub tree: Arc<Tree>,
+    pub blobs: BlobCache,
+    /// Basename written at relocation offsets (the space's name).
+    pub target_name: String,
+    /// Where the environment appears, above the overlay.
+    pub shown_as: PathBuf,
+    /// Where this command's working set is recorded and replayed from.
+    pub workset_path: PathBuf,
+}
+
+/// A served tree named by paths, as the detached children of vhrun that
+/// serve or image it get it on their command line (`vhrun __serve`,
+/// `vhrun __image`; `cli::TreeArgs` parses the same flags).
+#[derive(Debug, Clone)]
+pub struct TreePaths {
+    pub catalog: PathBuf,
+    pub hololib: PathBuf,
+    pub blobs: PathBuf,
+    pub target: String,
+}
+
+impl TreePaths {
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--catalog".into(),
+            self.catalog.clone().into(),
+            "--hololib".into(),
+            self.hololib.clone().into(),
+            "--blobs".into(),
+            self.blobs.clone().into(),
+            "--target".into(),
+            self.target.clone().into(),
+        ]
+    }
+}
+
+/// The way a run's tree is provided.
+#[derive(Debug)]
+pub enum Way {
+    Image(Image),
+    /// Boxed: a connection carries its greeting and descriptors.
+    Server(Box<Connection>),
+    Fuse,
+}
+
+/// A chosen way, with what it serves.
+#[derive(Debug)]
+pub struct Lower {
+    source: Source,
+    opts: Options,
+    way: Way,
+    /// What this command touched last time, if recorded.
+    previous: Option<WorkingSet>,
+}
+
+impl Lower {
+    /// The image if one is built (root only), else the warm server, else a
+    /// FUSE mount of the run's own.
+    pub fn choose(source: Source, opts: &Options, id: &Identity) -> Lower {
+        let previous = WorkingSet::load(&source.workset_path);
+        let way = Self::image(&source, opts, id)
+            .map(Way::Image)
+            .or_else(|| Self::server(&source, opts, id).map(|c| Way::Server(Box::new(c))))
+            .unwrap_or(Way::Fuse);
+        Lower {
+            source,
+            opts: opts.clone(),
+            way,
+            previous,
+        }
+    }
+
+    fn image(source: &Source, opts: &Options, id: &Identity) -> Option<Image> {
+        if id.rootless || !opts.image {
+            return None;
+        }
+        let who = image::For {
+            target_name: &source.target_name,
+            uid: id.uid,
+            gid: id.gid,
+        };
+        let found = Image::find(&source.home, &source.tree, who)?;
+        found.touch();
+        Some(found)
+    }
+
+    fn server(source: &Source, opts: &Options, id: &Identity) -> Option<Connection> {
+        if !opts.server {
+            return None;
+        }
+        let req = server::Request {
+            home: &source.home,
+            tree: &source.tree,
+            blobs: &source.blobs,
+            target_name: &source.target_name,
+            shown_as: &source.shown_as,
+            passthrough: opts.passthrough,
+            idle: opts.server_idle,
+            identity: *id,
+        };
+        server::connect_or_spawn(&req)
+            .inspect_err(|e| {
+                tracing::warn!("no warm server ({e}); mounting the tree for this run only")
+            })
+            .ok()
+    }
+
+    pub fn way(&self) -> &Way {
+        &self.way
+    }
+
+    /// The warm server's namespaces, for the sandbox to join (once).
+    pub fn namespaces(&mut self) -> Option<crate::sandbox::namespaces::Joined> {
+        match &mut self.way {
+            Way::Server(conn) => conn.take_namespaces(),
+            _ => None,
+        }
+    }
+
+    /// Mount the tree at `target.mountpoint`, in the run's namespaces
+    /// (joining a server: it is there already). The sandbox calls this.
+    pub fn mount(self, target: &LowerTarget) -> Result<Mounted<Served>> {
+        let Lower {
+            source,
+            opts,
+            way,
+            previous,
+        } = self;
+        note_catalog(target, source.tree.catalog_path());
+        let Source {
+            tree,
+            blobs,
+            target_name,
+            shown_as,
+            workset_path,
+            ..
+        } = source;
+        let fuse = |blobs| {
+            let mount_opts = MountOptions {
+                target_name,
+                uid: target.uid,
+                gid: target.gid,
+                threads: 2,
+                passthrough: if target.rootless {
+                    PassthroughMode::Off
+                } else {
+                    opts.passthrough
+                },
+                shown_as: Some(shown_as),
+            };
+            fuse::mount(tree.clone(), blobs, &target.mountpoint, &mount_opts).map(By::Fuse)
+        };
+        let mut data_layers = Vec::new();
+        let by = match way {
+            Way::Image(image) => match image.mount(&target.mountpoint) {
+                Ok(()) => {
+                    data_layers = image.data_layers();
+                    By::Image(image.dir)
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; serving the tree with FUSE instead");
+                    fuse(blobs)?
+                }
+            },
+            Way::Server(conn) => By::Server(conn),
+            Way::Fuse => fuse(blobs)?,
+        };
+        // A warm server's kernel caches already hold what earlier runs
+        // touched, and an image needs no replay: replaying is for a tree
+        // nobody has read yet.
+        let cold = match &by {
+            By::Image(_) => false,
+            By::Server(conn) => conn.fresh(),
+            By::Fuse(_) => true,
+        };
+        let replay = previous
+            .as_ref()
+            .filter(|_| cold)
+            .and_then(|ws| replay(ws.clone(), &target.mountpoint, opts.prefetch));
+        Ok(Mounted {
+            guard: Served {
+                by,
+                replay,
+                previous,
+                tree,
+                workset_path,
+            },
+            data_layers,
+        })
+    }
+}
+
+/// `vhrun gc` spares the blobs of the catalog a live run names in
+/// `runs/<id>/catalog`; without the note, gc leaves the whole blob cache
+/// alone while any run lives.
+fn note_catalog(target: &LowerTarget, catalog: &Path) {
+    let note = target.run_dir.join("catalog");
+    if let Err(e) = std::fs::write(&note, catalog.as_os_str().as_encoded_bytes()) {
+        tracing::debug!("{}: {e}", note.display());
+    }
+}
+
+/// Replay `ws` through `mountpoint`: a thread for [`Prefetch::Alongside`]
+/// (joined in [`Served::finish`], after the unmount), done here for
+/// [`Prefetch::Before`].
+fn replay(ws: WorkingSet, mountpoint: &Path, when: Prefetch) -> Option<JoinHandle<()>> {
+    // A thread per 64 paths, at most 4: spawning 4 threads for the few
+    // paths of a small command costs more than it saves.
+    let paths = ws.lookups.len() + ws.dirs.len();
+    let threads = paths.div_ceil(64).clamp(1, 4);
+    match when {
+        Prefetch::Off => None,
+        Prefetch::Before => {
+            let _s = tracing::info_span!("fuse.prefetch", paths).entered();
+            ws.prefetch(mountpoint, threads);
+            None
+        }
+        Prefetch::Alongside => {
+            let mountpoint = mountpoint.to_path_buf();
+            std::thread::Builder::new()
+                .name("vhrun-prefetch".into())
+                .spawn(move || {
+                    let _s = tracing::info_span!("prefetch", paths).entered();
+                    let done = ws.prefetch(&mountpoint, threads);
+                    tracing::info!("working set replayed in {:?}", done.elapsed);
+                })
+                .inspect_err(|e| tracing::debug!("no prefetch thread: {e}"))
+                .ok()
+        }
+    }
+}
+
+/// What serves a mounted tree; the sandbox hands it back after its
+/// teardown (the tree is unmounted from the run's namespace by then).
+#[derive(Debug)]
+pub struct Served {
+    by: By,
+    replay: Option<JoinHandle<()>>,
+    previous: Option<WorkingSet>,
+    tree: Arc<Tree>,
+    workset_path: PathBuf,
+}
+
+#[derive(Debug)]
+enum By {
+    Image(PathBuf),
+    Server(Box<Connection>),
+    Fuse(MountedTree),
+}
+
+/// A served tree's share of a run, for `--stats`.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub fuse: fuse::Stats,
+    /// (regular files, bytes) of the catalog.
+    pub totals: (u64, u64),
+    pub server: Option<crate::runstats::Server>,
+    /// The kernel image mounted, if one was.
+    pub image: Option<PathBuf>,
+}
+
+impl Served {
+    /// Record the working set, stop serving, and say what it cost. `None`
+    /// when the warm server ended during the run (logged: the run's files
+    /// read after that failed).
+    pub fn finish(mut self) -> Option<Report> {
+        if let Some(h) = self.replay.take() {
+            let _ = h.join();
+        }
+        let totals = self.tree.totals();
+        match self.by {
+            By::Image(dir) => Some(Report {
+                totals,
+                image: Some(dir),
+                ..Report::default()
+            }),
+            By::Fuse(mounted) => {
+                save_merged(mounted.working_set(), &self.previous, &self.workset_path);
+                let so_far = mounted.stats();
+                let fuse = mounted.unmount().unwrap_or_else(|e| {
+                    tracing::warn!("{e}");
+                    so_far
+                });
+                Some(Report {
+                    fuse,
+                    totals,
+                    ..Report::default()
+                })
+            }
+            By::Server(mut conn) => {
+                match conn.notices() {
+                    Ok(lines) => lines.iter().for_each(|l| tracing::error!("{l}")),
+                    Err(e) => tracing::debug!("{e}"),
+                }
+                let now = match conn.stats() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}: it ended during the run, and the environment with it \
+                             (files read after that failed with ENOTCONN)"
+                        );
+                        return None;
+                    }
+                };
+                if conn.fresh() {
+                    match conn.working_set() {
+                        Ok(ws) => save_merged(ws, &self.previous, &self.workset_path),
+                        Err(e) => tracing::debug!("working set not saved: {e}"),
+                    }
+                }
+                Some(Report {
+                    fuse: now.since(&conn.hello.stats),
+                    totals,
+                    server: Some(crate::runstats::Server {
+                        pid: conn.hello.pid,
+                        runs_before: conn.hello.served,
+                    }),
+                    image: None,
+                })
+            }
+        }
+    }
+}
+
+/// Remember what this run touched, so the next cold tree is replayed
+/// warm (not rewritten when the run touched nothing new).
+fn save_merged(touched: WorkingSet, previous: &Option<WorkingSet>, path: &Path) {
+    let mut ws = previous.clone().unwrap_or_default();
+    ws.merge(touched);
+    if previous.as_ref() == Some(&ws) {
+        return;
+    }
+    if let Err(e) = ws.save(path) {
+        tracing::debug!("working set not saved: {e}");
+    }
+}
+
+/// A plain directory as the lower tree, bind-mounted (`vhrun exec
+/// --lower-dir`, a testing aid).
+pub fn plain_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<Mounted<()>> {
+    move |target: &LowerTarget| {
+        if !dir.is_dir() {
+            return Err(crate::Error::NotFound { path: dir });
+        }
+        crate::sandbox::overlay::bind_lower(&dir, &target.mountpoint)?;
+        Ok(Mounted {
+            guard: (),
+            data_layers: Vec::new(),
+        })
+    }
+}

@@ -5,19 +5,20 @@
 //! # API
 //!
 //! ```ignore
-//! let mut spec = SandboxSpec::new(vhrun_home, env_path, vec![argv]);
+//! let mut spec = SandboxSpec::new(home.runs(), env_path, vec![argv]);
 //! spec.env = task_env;                       // exactly the task's environment
 //! spec.cwd = robot_root;
 //! spec.readonly_paths = vec![hololib, blob_cache];
 //! spec.writable_paths = vec![pycache_dir];   // below a read-only path
-//! let outcome = run_sandboxed(&spec, |target: &LowerTarget| {
-//!     // mount the FUSE tree at target.mountpoint, start its threads,
-//!     // return whatever keeps the server alive
-//!     Ok(Box::new(fuse_handle) as LowerGuard)
-//! })?;
-//! std::process::exit(outcome.code());
+//! let ended = run_sandboxed(&spec, |target: &LowerTarget| {
+//!     // mount the tree at target.mountpoint, start its threads, return
+//!     // whatever keeps it served (`crate::lower::Lower::mount`)
+//!     Ok(Mounted { guard: fuse_handle, data_layers: vec![] })
+//! });
+//! let fuse_handle = ended.lower;             // back after the teardown
+//! std::process::exit(ended.outcome?.code());
 //! ```
-//! For a plain directory as the lower layer: `run_sandboxed(&spec, lower_dir(dir))`.
+//! For a plain directory as the lower layer: `crate::lower::plain_dir(dir)`.
 //!
 //! # Sequence (and the constraints behind it)
 //!
@@ -47,7 +48,7 @@
 //! 8. forward signals to the reaper, which forwards them to the task; a
 //!    second SIGINT kills the reaper, and with it the namespace;
 //! 9. when the reaper exits: unmount the overlay and the lower tree
-//!    (lazily), drop the guard, move the upper layer to `keep_overlay` if
+//!    (lazily), hand the guard back, move the upper layer to `keep_overlay` if
 //!    asked, remove the run directory, restore the signal mask.
 //!
 //! The process stays in the private namespaces afterwards; it is meant to
@@ -94,7 +95,6 @@ use crate::error::{Error, Result};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rundir::RunDir;
-use std::any::Any;
 use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -105,8 +105,9 @@ use tracing::info_span;
 /// What to run and how.
 #[derive(Debug)]
 pub struct SandboxSpec {
-    /// `$VHRUN_HOME`; run directories go to `<vhrun_home>/runs/<id>`.
-    pub vhrun_home: PathBuf,
+    /// Where run directories go (`<runs_dir>/<id>`; `Home::runs`): hidden
+    /// from the task.
+    pub runs_dir: PathBuf,
     /// Where the environment appears (absolute): the overlay's mountpoint.
     pub env_path: PathBuf,
     /// Commands run in order in the same sandbox (preRunScripts, then the
@@ -127,7 +128,7 @@ pub struct SandboxSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// Writable for the task even below a read-only path (bytecode cache).
     pub writable_paths: Vec<PathBuf>,
-    /// Covered by an empty read-only tmpfs for the task. `<vhrun_home>/runs`
+    /// Covered by an empty read-only tmpfs for the task. `runs_dir`
     /// is always hidden.
     pub hidden_paths: Vec<PathBuf>,
     /// stdin/stdout/stderr of the commands; `None` inherits vhrun's.
@@ -143,9 +144,9 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     /// A spec with vhrun's own environment and working directory.
-    pub fn new(vhrun_home: PathBuf, env_path: PathBuf, commands: Vec<Vec<OsString>>) -> Self {
+    pub fn new(runs_dir: PathBuf, env_path: PathBuf, commands: Vec<Vec<OsString>>) -> Self {
         SandboxSpec {
-            vhrun_home,
+            runs_dir,
             env_path,
             commands,
             env: std::env::vars_os().collect(),
@@ -161,10 +162,6 @@ impl SandboxSpec {
         }
     }
 
-    fn runs_dir(&self) -> PathBuf {
-        self.vhrun_home.join("runs")
-    }
-
     fn validate(&self) -> Result<()> {
         if self.commands.is_empty() || self.commands.iter().any(|c| c.is_empty()) {
             return Err(Error::Usage("sandbox: empty command".into()));
@@ -172,7 +169,7 @@ impl SandboxSpec {
         for (what, p) in [
             ("environment path", &self.env_path),
             ("working directory", &self.cwd),
-            ("VHRUN_HOME", &self.vhrun_home),
+            ("run directory", &self.runs_dir),
         ] {
             if !p.is_absolute() {
                 return Err(Error::Usage(format!(
@@ -229,61 +226,72 @@ pub struct LowerTarget {
 }
 
 /// What `mount_lower` mounted.
-pub struct Lower {
-    /// Keeps the lower tree served (e.g. the FUSE session); dropped after
-    /// the tree is unmounted.
-    pub guard: Box<dyn Any>,
+pub struct Mounted<G> {
+    /// Keeps the lower tree served (e.g. the FUSE session); handed back
+    /// after the tree is unmounted.
+    pub guard: G,
     /// Data-only layers below the tree (an EROFS image's blob store): the
     /// overlay then gets `lowerdir=<tree>::<layer>...,metacopy=on`.
     pub data_layers: Vec<PathBuf>,
 }
 
-impl Lower {
-    /// A tree that needs `guard` alive while mounted, and no data layers.
-    pub fn served_by(guard: impl Any) -> Lower {
-        Lower {
-            guard: Box::new(guard),
-            data_layers: Vec::new(),
-        }
-    }
-}
-
-/// A `mount_lower` for a plain directory: bind-mounted as the lower layer.
-pub fn lower_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<Lower> {
-    move |target: &LowerTarget| {
-        if !dir.is_dir() {
-            return Err(Error::NotFound { path: dir });
-        }
-        overlay::bind_lower(&dir, &target.mountpoint)?;
-        Ok(Lower::served_by(()))
-    }
+/// How a sandboxed run ended, and the lower tree's guard, given back
+/// after the teardown (`None` when nothing was mounted).
+pub struct Ended<G> {
+    pub outcome: Result<RunOutcome>,
+    pub lower: Option<G>,
 }
 
 /// Run `spec.commands` in the sandbox over the tree `mount_lower` mounts.
 /// See the module doc for the sequence. Must be called while the process
 /// is single-threaded.
-pub fn run_sandboxed<M>(spec: &SandboxSpec, mount_lower: M) -> Result<RunOutcome>
+pub fn run_sandboxed<G, M>(spec: &SandboxSpec, mount_lower: M) -> Ended<G>
 where
-    M: FnOnce(&LowerTarget) -> Result<Lower>,
+    M: FnOnce(&LowerTarget) -> Result<Mounted<G>>,
 {
     let started = Instant::now();
+    match prepare(spec) {
+        Ok((run, id, signals)) => run_prepared(spec, run, &id, signals, mount_lower, started),
+        Err(e) => Ended {
+            outcome: Err(e),
+            lower: None,
+        },
+    }
+}
+
+/// Steps 1 and 2 of the module doc: nothing to undo if they fail.
+fn prepare(spec: &SandboxSpec) -> Result<(RunDir, Identity, SignalGuard)> {
     spec.validate()?;
     namespaces::ensure_single_threaded()?;
     let id = Identity::current();
     let run = {
         let _s = info_span!("sandbox_prepare").entered();
-        let run = RunDir::create(&spec.runs_dir())?;
+        let run = RunDir::create(&spec.runs_dir)?;
         overlay::ensure_mountpoint(&spec.env_path)?;
         run
     };
     tracing::debug!(run = %run.path.display(), rootless = id.rootless, "run directory");
     let signals = SignalGuard::block()?;
+    Ok((run, id, signals))
+}
+
+fn run_prepared<G, M>(
+    spec: &SandboxSpec,
+    run: RunDir,
+    id: &Identity,
+    signals: SignalGuard,
+    mount_lower: M,
+    started: Instant,
+) -> Ended<G>
+where
+    M: FnOnce(&LowerTarget) -> Result<Mounted<G>>,
+{
     let mut mounts = Mounts::default();
-    let outcome = run_in(spec, &run, &id, mount_lower, &signals, &mut mounts, started);
+    let outcome = run_in(spec, &run, id, mount_lower, &signals, &mut mounts, started);
 
     let _s = info_span!("sandbox_teardown").entered();
     let overlay_mounted = mounts.env.is_some();
-    let unmounted = mounts.teardown();
+    let (unmounted, lower) = mounts.teardown();
     drop(signals);
     let upper = spec
         .measure_upper
@@ -304,23 +312,25 @@ where
             run.upper().display()
         ),
     }
-    let mut outcome = outcome?;
-    kept?;
-    outcome.upper = upper;
-    Ok(outcome)
+    let outcome = outcome.and_then(|mut outcome| {
+        kept?;
+        outcome.upper = upper;
+        Ok(outcome)
+    });
+    Ended { outcome, lower }
 }
 
-fn run_in<M>(
+fn run_in<G, M>(
     spec: &SandboxSpec,
     run: &RunDir,
     id: &Identity,
     mount_lower: M,
     signals: &SignalGuard,
-    mounts: &mut Mounts,
+    mounts: &mut Mounts<G>,
     started: Instant,
 ) -> Result<RunOutcome>
 where
-    M: FnOnce(&LowerTarget) -> Result<Lower>,
+    M: FnOnce(&LowerTarget) -> Result<Mounted<G>>,
 {
     let lower = match &spec.join {
         Some(joined) => {
@@ -376,7 +386,7 @@ where
     let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
         .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
     let mut hidden = spec.hidden_paths.clone();
-    hidden.push(spec.runs_dir());
+    hidden.push(spec.runs_dir.clone());
     let isolation = Isolation {
         readonly: spec.readonly_paths.clone(),
         writable: spec.writable_paths.clone(),
@@ -406,17 +416,26 @@ where
 }
 
 /// What is mounted in the run's namespace, undone in reverse order.
-#[derive(Default)]
-struct Mounts {
+struct Mounts<G> {
     env: Option<PathBuf>,
     lower: Option<PathBuf>,
-    guard: Option<Box<dyn Any>>,
+    guard: Option<G>,
 }
 
-impl Mounts {
-    /// Unmount the overlay, then the lower tree, then let its server go.
-    /// An error means the lower tree may still be mounted.
-    fn teardown(&mut self) -> Result<()> {
+impl<G> Default for Mounts<G> {
+    fn default() -> Self {
+        Mounts {
+            env: None,
+            lower: None,
+            guard: None,
+        }
+    }
+}
+
+impl<G> Mounts<G> {
+    /// Unmount the overlay, then the lower tree; the guard of what served
+    /// it. An error means the lower tree may still be mounted.
+    fn teardown(&mut self) -> (Result<()>, Option<G>) {
         if let Some(env) = self.env.take() {
             if let Err(e) = overlay::unmount(&env) {
                 tracing::warn!("{e}");
@@ -436,8 +455,7 @@ impl Mounts {
                 }
             }
         }
-        drop(self.guard.take());
-        result
+        (result, self.guard.take())
     }
 }
 

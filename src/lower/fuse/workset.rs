@@ -12,6 +12,7 @@
 //! distinct name, not per `stat`.
 
 use crate::error::Result;
+use crate::home::Home;
 use crate::tree::Tree;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -88,22 +89,22 @@ impl WorkingSet {
         self.lookups.is_empty() && self.dirs.is_empty()
     }
 
-    /// Where the set of a catalog is kept: `<vhrun_home>/workset/<catalog file name>`.
-    pub fn path_for(vhrun_home: &Path, tree: &Tree) -> PathBuf {
+    /// Where the set of a catalog is kept: `<home>/workset/<catalog file name>`.
+    pub fn path_for(home: &Home, tree: &Tree) -> PathBuf {
         let name = tree
             .catalog_path()
             .file_name()
             .unwrap_or_else(|| OsStr::new("catalog"));
-        vhrun_home.join("workset").join(name)
+        home.worksets().join(name)
     }
 
     /// The set of one command line on a catalog:
-    /// `<vhrun_home>/workset/<catalog file name>.<16 hex of the commands>`.
+    /// `<home>/workset/<catalog file name>.<16 hex of the commands>`.
     /// Different commands touch different files: a `true` must not pay for
     /// replaying the thousand paths an import touched (~10 ms), nor a
     /// `python -c pass` for a robot's whole working set.
     pub fn path_for_commands<S: AsRef<OsStr>>(
-        vhrun_home: &Path,
+        home: &Home,
         tree: &Tree,
         commands: &[Vec<S>],
     ) -> PathBuf {
@@ -115,7 +116,7 @@ impl WorkingSet {
             }
             key.push(b'\n');
         }
-        let mut p = Self::path_for(vhrun_home, tree).into_os_string();
+        let mut p = Self::path_for(home, tree).into_os_string();
         p.push(".");
         p.push(crate::digest::textual(crate::digest::sipit(&key), 0));
         PathBuf::from(p)
@@ -224,8 +225,8 @@ mod tests {
         let mut m = ws.clone();
         m.merge(bad);
         let t = Tree::from_catalog(&Default::default(), Path::new("/lib/catalog/k")).unwrap();
-        let one = WorkingSet::path_for_commands(Path::new("/h"), &t, &[vec!["true"]]);
-        let two = WorkingSet::path_for_commands(Path::new("/h"), &t, &[vec!["tr", "ue"]]);
+        let one = WorkingSet::path_for_commands(&Home::new("/h"), &t, &[vec!["true"]]);
+        let two = WorkingSet::path_for_commands(&Home::new("/h"), &t, &[vec!["tr", "ue"]]);
         assert!(
             one.starts_with("/h/workset") && one != two,
             "{one:?} {two:?}"

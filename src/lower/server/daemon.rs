@@ -1,9 +1,10 @@
 //! The server side: `vhrun __serve`, started by the first run that needs
 //! it (see the parent module for the why and the protocol).
 
-use super::{servers_dir, short_socket_path, write_frame, Hello, Paths};
+use super::{short_socket_path, write_frame, Hello, Paths};
 use crate::error::{Error, IoContext, Result};
 use crate::hololib::Hololib;
+use crate::home::Home;
 use crate::lower::blobcache::BlobCache;
 use crate::lower::fuse::{self, MountOptions, MountedTree, PassthroughMode};
 use crate::lower::image::{self, Image};
@@ -29,7 +30,7 @@ const FIRST_RUN_GRACE: Duration = Duration::from_secs(10);
 /// What `vhrun __serve` is told by the run that starts it.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub vhrun_home: PathBuf,
+    pub home: Home,
     pub key: String,
     pub catalog: PathBuf,
     pub hololib: PathBuf,
@@ -38,6 +39,8 @@ pub struct ServeConfig {
     pub shown_as: PathBuf,
     pub idle: Duration,
     pub passthrough: PassthroughMode,
+    /// Build the kernel image after a few runs (as root).
+    pub image: bool,
 }
 
 /// Detach and serve. Returns in the starter's child at once (exit 0); the
@@ -64,7 +67,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<i32> {
 }
 
 fn serve_detached(cfg: &ServeConfig) -> Result<()> {
-    let dir = servers_dir(&cfg.vhrun_home);
+    let dir = cfg.home.servers();
     let paths = Paths::new(&dir, &cfg.key);
     let key_lock = lock_key(&dir.join(format!("{}.lock", cfg.key)))?;
     let id = Identity::current();
@@ -79,7 +82,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     };
     let mntns = std::fs::File::open("/proc/self/ns/mnt").at("/proc/self/ns/mnt")?;
 
-    let mut tree = Tree::load_indexed(&cfg.catalog, &cfg.vhrun_home.join("index"))?;
+    let mut tree = Tree::load_indexed(&cfg.catalog, &cfg.home.index())?;
     tree.detach_from_index();
     let tree = Arc::new(tree);
     let blobs = BlobCache::new(Hololib::new(&cfg.hololib), &cfg.blobs);
@@ -168,7 +171,7 @@ pub const IMAGE_AFTER_RUNS: u64 = 2;
 /// server, which then idles out. Nothing when the image exists, is switched off, or cannot be
 /// (rootless).
 fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dyn FnOnce()>> {
-    if id.rootless || !image::enabled() {
+    if id.rootless || !cfg.image {
         return None;
     }
     let who = image::For {
@@ -176,14 +179,14 @@ fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dy
         uid: id.uid,
         gid: id.gid,
     };
-    if Image::find(&cfg.vhrun_home, tree, who).is_some() {
+    if Image::find(&cfg.home, tree, who).is_some() {
         return None;
     }
     let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
     cmd.arg("__image")
         .args(crate::logging::verbosity_args())
         .args(
-            crate::cli::TreeArgs {
+            crate::lower::TreePaths {
                 catalog: cfg.catalog.clone(),
                 hololib: cfg.hololib.clone(),
                 blobs: cfg.blobs.clone(),
@@ -191,7 +194,7 @@ fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dy
             }
             .argv(),
         )
-        .env("VHRUN_HOME", &cfg.vhrun_home)
+        .env("VHRUN_HOME", cfg.home.root())
         // stderr stays the server's log.
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());

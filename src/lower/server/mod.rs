@@ -13,7 +13,7 @@
 //!
 //! Lifetime: a run keeps its connection open until it ends; the server
 //! exits when no run has been connected for the idle time
-//! (`VHRUN_SERVER_IDLE`, seconds, default [`DEFAULT_IDLE`]), and with it
+//! (`lower::Options::server_idle`, `VHRUN_SERVER_IDLE`; default [`DEFAULT_IDLE`] s), and with it
 //! its namespace and mount. If it is killed, a run in flight sees its
 //! environment vanish (`ENOTCONN`) and vhrun says so; the next run starts
 //! a new server. `VHRUN_SERVER=off` mounts a tree per run instead.
@@ -34,7 +34,7 @@
 pub mod daemon;
 
 use crate::error::{Error, IoContext, Result};
-use crate::hololib::Hololib;
+use crate::home::Home;
 use crate::lower::blobcache::BlobCache;
 use crate::lower::fuse::{PassthroughMode, Stats, WorkingSet};
 use crate::paths::mkdir_all;
@@ -65,15 +65,17 @@ const MAX_ANSWER: usize = 64 << 20;
 /// What a run wants served.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
-    pub vhrun_home: &'a Path,
+    pub home: &'a Home,
     pub tree: &'a Tree,
-    pub hololib: &'a Hololib,
+    /// Its hololib is the one served.
     pub blobs: &'a BlobCache,
     /// Basename written at relocation offsets.
     pub target_name: &'a str,
     /// The environment's path (above the overlay), for messages.
     pub shown_as: &'a Path,
     pub passthrough: PassthroughMode,
+    /// How long a server started for this run waits for the next one.
+    pub idle: Duration,
     pub identity: Identity,
 }
 
@@ -150,26 +152,6 @@ impl Connection {
     }
 }
 
-/// Whether runs should use a warm server (`VHRUN_SERVER=off` says no).
-pub fn enabled() -> bool {
-    !std::env::var_os("VHRUN_SERVER").is_some_and(|v| v == "off" || v == "0")
-}
-
-/// The idle time servers started now get.
-pub fn idle_time() -> Duration {
-    let secs = std::env::var("VHRUN_SERVER_IDLE")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .unwrap_or(DEFAULT_IDLE as f64);
-    Duration::from_secs_f64(secs)
-}
-
-/// Where servers keep their sockets, locks, logs and mountpoints.
-pub fn servers_dir(vhrun_home: &Path) -> PathBuf {
-    vhrun_home.join("servers")
-}
-
 /// The key of the server for `req`: equal keys serve identical trees at
 /// identical paths to the same user.
 pub fn key(req: &Request) -> String {
@@ -181,7 +163,12 @@ pub fn key(req: &Request) -> String {
             .as_os_str()
             .as_encoded_bytes()
             .to_vec(),
-        req.hololib.root.as_os_str().as_encoded_bytes().to_vec(),
+        req.blobs
+            .hololib()
+            .root
+            .as_os_str()
+            .as_encoded_bytes()
+            .to_vec(),
         req.blobs.root().as_os_str().as_encoded_bytes().to_vec(),
         req.target_name.as_bytes().to_vec(),
         req.shown_as.as_os_str().as_encoded_bytes().to_vec(),
@@ -208,7 +195,7 @@ pub fn key(req: &Request) -> String {
 /// Connect to the warm server of `req`, starting it if none answers.
 pub fn connect_or_spawn(req: &Request) -> Result<Connection> {
     let _s = tracing::info_span!("server.connect").entered();
-    let dir = servers_dir(req.vhrun_home);
+    let dir = req.home.servers();
     mkdir_all(&dir, 0o700)?;
     let key = key(req);
     let paths = Paths::new(&dir, &key);
@@ -371,9 +358,9 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
         .arg("--key")
         .arg(key)
         .args(
-            crate::cli::TreeArgs {
+            crate::lower::TreePaths {
                 catalog: req.tree.catalog_path().to_path_buf(),
-                hololib: req.hololib.root.clone(),
+                hololib: req.blobs.hololib().root.clone(),
                 blobs: req.blobs.root().to_path_buf(),
                 target: req.target_name.to_string(),
             }
@@ -382,8 +369,8 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
         .arg("--shown-as")
         .arg(req.shown_as)
         .arg("--idle")
-        .arg(idle_time().as_secs_f64().to_string())
-        .env("VHRUN_HOME", req.vhrun_home)
+        .arg(req.idle.as_secs_f64().to_string())
+        .env("VHRUN_HOME", req.home.root())
         // Its own output would keep a caller's pipe open for its whole
         // life: only its log.
         .stdin(Stdio::null())
@@ -444,10 +431,10 @@ pub struct Listed {
     pub hello: Hello,
 }
 
-/// The servers of `vhrun_home` that answer (sockets of dead ones are left
+/// The servers of `home` that answer (sockets of dead ones are left
 /// to the next server of their key).
-pub fn list(vhrun_home: &Path) -> Vec<Listed> {
-    let dir = servers_dir(vhrun_home);
+pub fn list(home: &Home) -> Vec<Listed> {
+    let dir = home.servers();
     let uid = nix::unistd::geteuid().as_raw();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {
@@ -478,11 +465,11 @@ pub fn list(vhrun_home: &Path) -> Vec<Listed> {
     out
 }
 
-/// Ask every server of `vhrun_home` to exit (SIGTERM: no new run, exit
+/// Ask every server of `home` to exit (SIGTERM: no new run, exit
 /// once the runs in flight end) and wait up to 10 s for them; the ones
 /// asked.
-pub fn stop(vhrun_home: &Path) -> Vec<Listed> {
-    let listed = list(vhrun_home);
+pub fn stop(home: &Home) -> Vec<Listed> {
+    let listed = list(home);
     for l in &listed {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(l.hello.pid as i32),
