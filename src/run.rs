@@ -324,13 +324,10 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             started,
             catalog_path: &resolved.catalog_path,
             environment: &resolved.space_path,
-            totals: report.totals,
-            fuse: &report.fuse,
+            lower: &report,
             outcome: &outcome,
             exit_code: outcome.code(),
             kept: spec.keep_overlay.as_deref(),
-            server: report.server,
-            image: report.image.as_deref(),
         });
         let json = plan.sandbox.stats_json.as_deref();
         if let Err(e) = runstats::report(&stats, plan.sandbox.stats, json) {

@@ -54,7 +54,9 @@
 //! runs at the same time count in each other's figures.
 
 use crate::error::{Error, Result};
-use crate::lower::fuse::{ReadMode, Stats};
+use crate::lower::fuse::ReadMode;
+use crate::lower::server::ServerInfo as Server;
+use crate::lower::Report;
 use crate::sandbox::overlay::UpperUsage;
 use crate::sandbox::RunOutcome;
 use serde::Serialize;
@@ -94,13 +96,6 @@ pub struct RunStats {
     pub fuse: Fuse,
     pub server: Option<Server>,
     pub image: Option<PathBuf>,
-}
-
-/// The warm server behind a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Server {
-    pub pid: u32,
-    pub runs_before: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -163,14 +158,11 @@ pub struct Inputs<'a> {
     pub started: Instant,
     pub catalog_path: &'a Path,
     pub environment: &'a Path,
-    /// (regular files, bytes) of the catalog.
-    pub totals: (u64, u64),
-    pub fuse: &'a Stats,
+    /// What the lower tree served.
+    pub lower: &'a Report,
     pub outcome: &'a RunOutcome,
     pub exit_code: i32,
     pub kept: Option<&'a Path>,
-    pub server: Option<Server>,
-    pub image: Option<&'a Path>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -180,7 +172,7 @@ fn ms(d: std::time::Duration) -> f64 {
 impl RunStats {
     pub fn collect(i: &Inputs<'_>) -> RunStats {
         let now = Instant::now();
-        let f = i.fuse;
+        let f = &i.lower.fuse;
         let c = &f.cache;
         let o = i.outcome;
         RunStats {
@@ -204,11 +196,11 @@ impl RunStats {
                 total: ms(now.saturating_duration_since(i.started)),
             },
             files: Share {
-                total: i.totals.0,
+                total: i.lower.totals.0,
                 opened: f.files_opened,
             },
             bytes: Share {
-                total: i.totals.1,
+                total: i.lower.totals.1,
                 opened: f.bytes_opened,
             },
             blobs: Blobs {
@@ -244,8 +236,8 @@ impl RunStats {
                 bytes_read: f.bytes_read,
                 eio: f.eio,
             },
-            server: i.server,
-            image: i.image.map(Path::to_path_buf),
+            server: i.lower.server,
+            image: i.lower.image.clone(),
         }
     }
 

@@ -337,7 +337,7 @@ pub struct Report {
     pub fuse: fuse::Stats,
     /// (regular files, bytes) of the catalog.
     pub totals: (u64, u64),
-    pub server: Option<crate::runstats::Server>,
+    pub server: Option<server::ServerInfo>,
     /// The kernel image mounted, if one was.
     pub image: Option<PathBuf>,
 }
@@ -394,7 +394,7 @@ impl Served {
                 Some(Report {
                     fuse: now.since(&conn.hello.stats),
                     totals,
-                    server: Some(crate::runstats::Server {
+                    server: Some(server::ServerInfo {
                         pid: conn.hello.pid,
                         runs_before: conn.hello.served,
                     }),

@@ -99,6 +99,14 @@ pub struct Hello {
     pub notice_seq: u64,
 }
 
+/// The warm server behind a run, as `--stats` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ServerInfo {
+    pub pid: u32,
+    /// Runs it served before this one (0: started for this run).
+    pub runs_before: u64,
+}
+
 /// A run's connection to its server; the server stays while it is open.
 #[derive(Debug)]
 pub struct Connection {
