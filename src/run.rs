@@ -153,8 +153,7 @@ pub(crate) fn resolve_or_build(
                 "no catalog for blueprint {blueprint} ({}): building it",
                 file.display()
             );
-            let exe = std::env::current_exe()
-                .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
             let status = std::process::Command::new(exe)
                 .arg("build")
                 .args(crate::logging::verbosity_args())
@@ -163,7 +162,7 @@ pub(crate) fn resolve_or_build(
                 .args(["--space", &args.space, "--controller", &args.controller])
                 .stdout(std::process::Stdio::null())
                 .status()
-                .map_err(|e| Error::Internal(format!("cannot start vhrun build: {e}")))?;
+                .map_err(|e| Error::spawn("vhrun build", e))?;
             if !status.success() {
                 // The build printed its own one-line error.
                 return Err(Error::EnvBuildFailed {
