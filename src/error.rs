@@ -13,7 +13,9 @@ pub mod exit {
     /// Bad input: a robot.yaml, conda.yaml, env.json, zip or catalog that
     /// cannot be used as it is.
     pub const BAD_INPUT: i32 = 65;
-    /// A file or directory the command was pointed at does not exist.
+    /// A file or directory the user named (on the command line, or in the
+    /// robot.yaml they named) does not exist. Files vhrun looks for in its
+    /// own stores are `IO` when missing.
     pub const NOT_FOUND: i32 = 66;
     /// No catalog for the robot's blueprint in any hololib.
     pub const ENV_MISSING: i32 = 67;
@@ -41,6 +43,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A path the user gave does not exist (see [`Error::user_path`]).
     #[error("{}: not found", path.display())]
     NotFound { path: PathBuf },
 
@@ -133,12 +136,25 @@ impl Error {
         }
     }
 
+    /// Reading or writing `path` failed (exit 74, a missing file included:
+    /// for a path the user gave, use [`Error::user_path`]).
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        let path = path.as_ref().to_path_buf();
-        if source.kind() == std::io::ErrorKind::NotFound {
-            return Error::NotFound { path };
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
         }
-        Error::Io { path, source }
+    }
+
+    /// Like [`Error::io`] for a path the user gave (a robot.yaml, env.json,
+    /// conda.yaml, zip, directory or command): a missing one is `NotFound`
+    /// (exit 66).
+    pub fn user_path(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Error::NotFound {
+                path: path.as_ref().to_path_buf(),
+            };
+        }
+        Error::io(path, source)
     }
 
     /// The system call described by `call` failed with `errno`.
@@ -222,12 +238,18 @@ fn errno_reason(errno: Errno) -> String {
 
 /// Attach a path to an `io::Result`.
 pub trait IoContext<T> {
+    /// A failure is `Error::Io` at `path` (a missing file included).
     fn at(self, path: impl AsRef<Path>) -> Result<T>;
+    /// For a path the user gave: a missing one is `Error::NotFound`.
+    fn at_user(self, path: impl AsRef<Path>) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+    fn at_user(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::user_path(path, e))
     }
 }
 
@@ -269,5 +291,19 @@ mod tests {
         );
         assert!(e.to_string().starts_with("cannot start vhrun build: "));
         assert_eq!(e.exit_code(), exit::IO);
+    }
+
+    #[test]
+    fn only_user_paths_are_not_found() {
+        let gone = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(Error::io("/store/blob", gone()).exit_code(), exit::IO);
+        assert_eq!(
+            Error::user_path("robot.yaml", gone()).exit_code(),
+            exit::NOT_FOUND
+        );
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(Error::user_path("robot.yaml", denied).exit_code(), exit::IO);
+        let r: std::io::Result<()> = Err(gone());
+        assert!(matches!(r.at_user("x.zip"), Err(Error::NotFound { .. })));
     }
 }

@@ -543,7 +543,7 @@ fn run_shell_robot(robot: &Robot, commands: Vec<Vec<String>>) -> Result<RunEnd> 
             .envs(env.iter().map(|(k, v)| (k, v)));
         let status = cmd
             .status()
-            .map_err(|e| Error::io(PathBuf::from(&argv[0]), e))?;
+            .map_err(|e| Error::user_path(PathBuf::from(&argv[0]), e))?;
         let code = match (
             status.code(),
             std::os::unix::process::ExitStatusExt::signal(&status),

@@ -374,9 +374,9 @@ fn decode_outcome(
             Stage::Exec => {
                 let c = &s.commands[(r.index as usize).min(s.commands.len() - 1)];
                 let path = PathBuf::from(OsStr::from_bytes(c.path.as_bytes()));
-                Error::io(path, std::io::Error::from_raw_os_error(r.value))
+                Error::user_path(path, std::io::Error::from_raw_os_error(r.value))
             }
-            Stage::Chdir => Error::io(
+            Stage::Chdir => Error::user_path(
                 PathBuf::from(OsStr::from_bytes(s.cwd.as_bytes())),
                 std::io::Error::from_raw_os_error(r.value),
             ),
