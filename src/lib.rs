@@ -3,6 +3,11 @@
 //! The data flows robot.yaml -> `robot` -> `blueprint` -> `hololib`
 //! catalog -> `tree` -> `fuse` -> `sandbox` -> `run`; `commands` holds one
 //! function per CLI subcommand, `cli` their arguments.
+//!
+//! `unsafe` code lives in `sys` only, behind safe functions whose
+//! invariants `sys` itself establishes.
+
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod blueprint;
@@ -27,6 +32,7 @@ pub mod runstats;
 pub mod sandbox;
 pub mod settings;
 pub mod shim;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tree;
 
