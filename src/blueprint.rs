@@ -187,7 +187,7 @@ impl Environment {
                 "is a directory, not a conda.yaml or package.yaml",
             ));
         }
-        let content = std::fs::read(path).at(path)?;
+        let content = std::fs::read(path).at_user(path)?;
         let content = String::from_utf8(content)
             .map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
         let (env, warnings) = if is_package {

@@ -418,7 +418,7 @@ fn join_absolute(parts: &[PathBuf], cwd: &Path) -> OsString {
 /// as rcc's `LoadEnvironmentSetup`; a number or bool keeps its text, null
 /// is "", anything nested is an error naming the file.
 pub fn load_env_json(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read(path).at(path)?;
+    let text = std::fs::read(path).at_user(path)?;
     let text =
         String::from_utf8(text).map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
     if text.trim().is_empty() {

@@ -75,15 +75,14 @@ fn import(zip: &Path, blueprint: &str, conda_file: &Path) -> Result<()> {
         "no catalog for blueprint {blueprint}: importing {}",
         zip.display()
     );
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let status = std::process::Command::new(exe)
         .arg("import")
         .args(crate::logging::verbosity_args())
         .arg(zip)
         .stdout(std::process::Stdio::null())
         .status()
-        .map_err(|e| Error::Internal(format!("cannot start vhrun import: {e}")))?;
+        .map_err(|e| Error::spawn("vhrun import", e))?;
     if !status.success() {
         // The import printed its own one-line error naming the zip.
         return Err(Error::EnvBuildFailed {

@@ -250,16 +250,17 @@ pub fn space_facts(tree: &Tree, lib: &Hololib, space_name: &str) -> Result<Space
     {
         Some(f) => {
             if let Some(d) = f.defect() {
-                return Err(Error::Internal(format!(
-                    "rcc_activate.json: {}",
-                    d.describe()
-                )));
+                return Err(Error::catalog(
+                    tree.catalog_path(),
+                    format!("rcc_activate.json: {}", d.describe()),
+                ));
             }
             let digest = f.digest().unwrap_or_default();
             let mut content = crate::hololib::blob::read_verified(&lib.blob_path(digest), digest)?;
             let offsets: Vec<i64> = f.rewrite().iter().map(|&o| o as i64).collect();
-            crate::relocate::patch_slice(&mut content, &offsets, space_name.as_bytes())
-                .map_err(|e| Error::Internal(format!("rcc_activate.json: {e}")))?;
+            crate::relocate::patch_slice(&mut content, &offsets, space_name.as_bytes()).map_err(
+                |e| Error::catalog(tree.catalog_path(), format!("rcc_activate.json: {e}")),
+            )?;
             environ::parse_activation(&content)
         }
         None => Vec::new(),

@@ -44,7 +44,7 @@ impl Robot {
     /// Read robot.yaml; parse errors name the file, line and field.
     pub fn load(path: &Path) -> Result<Robot> {
         let file = absolute(path);
-        let text = std::fs::read(&file).at(&file)?;
+        let text = std::fs::read(&file).at_user(&file)?;
         let text =
             String::from_utf8(text).map_err(|_| Error::bad_input(&file, "not valid UTF-8 text"))?;
         let raw: RawRobot = serde_yaml::from_str(&text)

@@ -213,8 +213,7 @@ pub fn resolve_or_build(
                 "no catalog for blueprint {blueprint} ({}): building it",
                 file.display()
             );
-            let exe = std::env::current_exe()
-                .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
             let status = std::process::Command::new(exe)
                 .arg("build")
                 .args(crate::logging::verbosity_args())
@@ -223,7 +222,7 @@ pub fn resolve_or_build(
                 .args(["--space", &opts.space, "--controller", &opts.controller])
                 .stdout(std::process::Stdio::null())
                 .status()
-                .map_err(|e| Error::Internal(format!("cannot start vhrun build: {e}")))?;
+                .map_err(|e| Error::spawn("vhrun build", e))?;
             if !status.success() {
                 // The build printed its own one-line error.
                 return Err(Error::EnvBuildFailed {
@@ -403,7 +402,7 @@ fn run_shell_robot(
             .envs(env.iter().map(|(k, v)| (k, v)));
         let status = cmd
             .status()
-            .map_err(|e| Error::io(PathBuf::from(&argv[0]), e))?;
+            .map_err(|e| Error::user_path(PathBuf::from(&argv[0]), e))?;
         let code = match (
             status.code(),
             std::os::unix::process::ExitStatusExt::signal(&status),

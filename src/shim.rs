@@ -426,8 +426,7 @@ pub fn dispatch(shim: &Path, args: &[OsString], vhrun_rcc: Option<&OsStr>) -> Re
                     eprintln!("vhrun: note: {n}");
                 }
             }
-            let exe = std::env::current_exe()
-                .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
             let mut cmd = std::process::Command::new(&exe);
             cmd.args(&vargs).env(RCC_EXE_VAR, absolute(shim));
             // A build the run needs goes straight to the real rcc (or to

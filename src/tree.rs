@@ -351,8 +351,8 @@ impl Tree {
         let catalog = Catalog::from_bytes(&raw).map_err(|msg| Error::catalog(catalog_path, msg))?;
         let mut tree = Tree::from_catalog(&catalog, catalog_path)?;
         tree.fingerprint = crate::digest::sipit(&raw);
-        let saved = crate::paths::mkdir_all(index_dir, 0o750)
-            .and_then(|()| crate::hololib::catalog::write_atomic(&idx, &index::encode(&tree)));
+        let saved =
+            crate::paths::mkdir_all(index_dir, 0o750).and_then(|()| index::save(&idx, &tree));
         match saved {
             Ok(()) => index::link_stat_path(&by_stat, &idx),
             Err(e) => tracing::debug!("cannot save the tree index: {e}"),
@@ -851,7 +851,7 @@ mod tests {
         assert!(b.resolve(Path::new("new")).is_none());
         // A damaged index behind the stat link is rebuilt, not trusted.
         let idx = index::index_path(&dir.path().join("index"), &std::fs::read(&cat).unwrap());
-        std::fs::write(&idx, b"VHRUNTR4 damaged").unwrap();
+        crate::sys::mmap::write_immutable(&idx, b"VHRUNTR4 damaged").unwrap();
         let d = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
         assert_eq!(d.describe(), c.describe());
         assert!(std::fs::read(&idx).unwrap().len() > 100, "rebuilt");

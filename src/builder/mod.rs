@@ -311,7 +311,8 @@ fn post_install(spec: &BuildSpec, dir: &Path, phase: &progress::Phase) -> Result
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![dir.join("bin")];
     dirs.extend(std::env::split_paths(&path));
-    let path = std::env::join_paths(dirs).map_err(|e| Error::Internal(e.to_string()))?;
+    let path = std::env::join_paths(dirs)
+        .map_err(|e| Error::bad_input(dir, format!("cannot go on PATH: {e}")))?;
     for cmd in &spec.post_install {
         let mut c = std::process::Command::new("/bin/sh");
         c.arg("-c")

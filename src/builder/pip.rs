@@ -104,11 +104,16 @@ pub fn check_prefix(py: &Path, stage: &Path) -> Result<()> {
         .map_err(|e| Error::io(py, e))?;
     let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || Path::new(&prefix) != stage {
-        return Err(Error::Internal(format!(
-            "the copied interpreter {} does not run from its copy (sys.prefix {prefix:?}): {}",
-            py.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::unavailable(
+            format!(
+                "the copied interpreter {} does not run from its copy",
+                py.display()
+            ),
+            format!(
+                "sys.prefix {prefix:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
     }
     Ok(())
 }

@@ -114,11 +114,10 @@ fn run_patchelf(pe: &Path, args: &[&std::ffi::OsStr]) -> Result<String> {
         .output()
         .map_err(|e| Error::io(pe, e))?;
     if !out.status.success() {
-        return Err(Error::Internal(format!(
-            "patchelf {:?} failed: {}",
-            args,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::unavailable(
+            format!("patchelf {args:?} failed"),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -10,7 +10,7 @@ pub fn install(args: &InstallShimArgs) -> Result<i32> {
         Some(p) => absolute(p),
         None => std::env::current_exe()
             .and_then(std::fs::canonicalize)
-            .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?,
+            .map_err(|e| Error::io("/proc/self/exe", e))?,
     };
     let dir = absolute(&args.dir);
     let path = shim::install(&dir, &vhrun)?;

@@ -146,7 +146,7 @@ struct Digested {
 pub fn lift(lib: &Hololib, dir: &Path, opts: &LiftOptions) -> Result<Lifted> {
     let _span = tracing::info_span!("lift", dir = %dir.display()).entered();
     let dir = absolute(dir);
-    let meta = std::fs::metadata(&dir).at(&dir)?;
+    let meta = std::fs::metadata(&dir).at_user(&dir)?;
     if !meta.is_dir() {
         return Err(Error::bad_input(&dir, "not a directory"));
     }

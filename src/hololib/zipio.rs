@@ -129,7 +129,7 @@ pub fn classify(name: &str) -> std::result::Result<EntryKind, String> {
 }
 
 fn open_zip(path: &Path) -> Result<zip::ZipArchive<BufReader<std::fs::File>>> {
-    let file = std::fs::File::open(path).at(path)?;
+    let file = std::fs::File::open(path).at_user(path)?;
     zip::ZipArchive::new(BufReader::with_capacity(64 << 10, file))
         .map_err(|e| Error::bad_input(path, format!("not a readable zip: {e}")))
 }

@@ -115,12 +115,12 @@ pub fn serve(m: HostMount) -> Result<Stats> {
 fn resolve_mountpoint(given: &Path) -> Result<(PathBuf, bool)> {
     let abs = std::path::absolute(given).at(given)?;
     if std::fs::symlink_metadata(&abs).is_ok() {
-        return Ok((abs.canonicalize().at(&abs)?, true));
+        return Ok((abs.canonicalize().at_user(&abs)?, true));
     }
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Err(Error::bad_input(&abs, "not a possible mount point"));
     };
-    Ok((parent.canonicalize().at(parent)?.join(name), false))
+    Ok((parent.canonicalize().at_user(parent)?.join(name), false))
 }
 
 fn check_empty_dir(path: &Path) -> Result<()> {

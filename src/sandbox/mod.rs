@@ -446,13 +446,7 @@ impl<G> Mounts<G> {
             match nix::mount::umount2(&lower, nix::mount::MntFlags::MNT_DETACH) {
                 // EINVAL: nothing mounted there (mount_lower failed early).
                 Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-                Err(e) => {
-                    result = Err(Error::Internal(format!(
-                        "unmounting {}: {}",
-                        lower.display(),
-                        e.desc()
-                    )))
-                }
+                Err(e) => result = Err(Error::sys(format!("unmounting {}", lower.display()), e)),
             }
         }
         (result, self.guard.take())
@@ -472,7 +466,7 @@ impl SignalGuard {
         // A SIG_IGN'd SIGCHLD (inherited) would make the kernel reap our
         // children itself.
         crate::sys::signal::set_default(libc::SIGCHLD)
-            .map_err(|e| Error::Internal(format!("resetting SIGCHLD: {}", e.desc())))?;
+            .map_err(|e| Error::sys("sigaction(SIGCHLD, SIG_DFL)", e))?;
         let (original, fd) = block_into_signalfd(&set)?;
         Ok(SignalGuard { original, fd })
     }
@@ -484,9 +478,9 @@ impl SignalGuard {
 pub fn block_into_signalfd(set: &SigSet) -> Result<(SigSet, SignalFd)> {
     let original = set
         .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-        .map_err(|e| Error::Internal(format!("blocking signals: {}", e.desc())))?;
+        .map_err(|e| Error::sys("pthread_sigmask(SIG_BLOCK)", e))?;
     let fd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| Error::Internal(format!("signalfd: {}", e.desc())))?;
+        .map_err(|e| Error::sys("signalfd", e))?;
     Ok((original, fd))
 }
 

@@ -157,7 +157,7 @@ pub fn bind_lower(dir: &Path, mountpoint: &Path) -> Result<()> {
 /// Lazily unmount `path` in this mount namespace.
 pub fn unmount(path: &Path) -> Result<()> {
     umount2(path, MntFlags::MNT_DETACH)
-        .map_err(|e| Error::Internal(format!("unmounting {}: {}", path.display(), e.desc())))
+        .map_err(|e| Error::sys(format!("unmounting {}", path.display()), e))
 }
 
 /// What a run wrote: the overlay's upper directory, measured after the

@@ -160,15 +160,14 @@ struct Pipes {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Internal(format!("pipe2: {}", e.desc())))
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))
 }
 
 impl Pipes {
     fn new() -> Result<Pipes> {
         let (report_r, report_w) = pipe()?;
         nix::fcntl::fcntl(&report_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-            .map_err(|e| Error::Internal(format!("fcntl(O_NONBLOCK): {}", e.desc())))?;
+            .map_err(|e| Error::sys("fcntl(O_NONBLOCK)", e))?;
         let (exec_r, exec_w) = pipe()?;
         let (alive_r, alive_w) = pipe()?;
         Ok(Pipes {
@@ -204,7 +203,7 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         // Orphans of a reaper that dies (second Ctrl-C) come to vhrun,
         // which kills them after the run.
         nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| Error::Internal(format!("PR_SET_CHILD_SUBREAPER: {}", e.desc())))?;
+            .map_err(|e| Error::sys("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     }
     let plan = Plan {
         commands: s.commands,
@@ -221,14 +220,16 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         alive_w: pipes.alive_w.as_raw_fd(),
     };
     let pid = sys::fork::clone_child(s.pid_ns, || reaper::reaper_main(&plan)).map_err(|e| {
-        Error::unavailable(
-            if s.pid_ns {
-                "clone(CLONE_NEWPID) of the run's reaper"
-            } else {
-                "fork of the run's reaper"
-            },
-            e.desc(),
-        )
+        let what = if s.pid_ns {
+            "clone(CLONE_NEWPID) of the run's reaper"
+        } else {
+            "fork of the run's reaper"
+        };
+        // Out of processes or memory: not a refusal of the machine.
+        if matches!(e, Errno::EAGAIN | Errno::ENOMEM) {
+            return Error::sys(what, e);
+        }
+        Error::unavailable(what, e.desc())
     })?;
     // The lower tree's server (threads of this process) holds a descriptor
     // for each file the task has open: allow it the hard limit, now that
@@ -271,7 +272,7 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::Internal(format!("poll: {}", e.desc()))),
+            Err(e) => return Err(Error::sys("poll", e)),
         }
         let mut ready = fds
             .iter()
@@ -317,7 +318,7 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
         match sys::wait::wait(Some(pid), true) {
             Ok(Some((_, kind))) => break kind,
             Ok(None) => {}
-            Err(e) => return Err(Error::Internal(format!("waitpid(reaper): {}", e.desc()))),
+            Err(e) => return Err(Error::sys("waitpid(reaper)", e)),
         }
     };
     // The last records may still sit in the pipe.
@@ -373,9 +374,9 @@ fn decode_outcome(
             Stage::Exec => {
                 let c = &s.commands[(r.index as usize).min(s.commands.len() - 1)];
                 let path = PathBuf::from(OsStr::from_bytes(c.path.as_bytes()));
-                Error::io(path, std::io::Error::from_raw_os_error(r.value))
+                Error::user_path(path, std::io::Error::from_raw_os_error(r.value))
             }
-            Stage::Chdir => Error::io(
+            Stage::Chdir => Error::user_path(
                 PathBuf::from(OsStr::from_bytes(s.cwd.as_bytes())),
                 std::io::Error::from_raw_os_error(r.value),
             ),

@@ -46,7 +46,7 @@ impl RunDir {
         let lock_path = tmp.join("lock");
         let lock = File::create(&lock_path).at(&lock_path)?;
         lock.try_lock()
-            .map_err(|e| Error::Internal(format!("{}: cannot lock: {e}", lock_path.display())))?;
+            .map_err(|e| Error::io(&lock_path, e.into()))?;
         mkdir(&tmp.join("lower"), 0o755, false)?;
         mkdir(&tmp.join("upper"), 0o755, false)?;
         mkdir(&tmp.join("work"), 0o700, false)?;
@@ -149,10 +149,15 @@ fn remove_run_dir(path: &Path) -> Result<()> {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(Error::Internal(format!(
-                "{}: {e}; not removing the run directory (is something still mounted there?)",
-                lower.display()
-            )))
+            return Err(Error::io(
+                &lower,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; not removing the run directory (is something still mounted there?)"
+                    ),
+                ),
+            ))
         }
     }
     remove_tree(path)
@@ -189,10 +194,13 @@ fn remove_dir_contents(dir: &Path, dev: u64) -> Result<()> {
         let meta = fs::symlink_metadata(&path).at(&path)?;
         if meta.is_dir() {
             if meta.dev() != dev {
-                return Err(Error::Internal(format!(
-                    "{}: another filesystem is mounted here; not removing it",
-                    path.display()
-                )));
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::new(
+                        ErrorKind::ResourceBusy,
+                        "another filesystem is mounted here; not removing it",
+                    ),
+                ));
             }
             // Unlinking entries needs write permission on their directory.
             if meta.permissions().mode() & 0o700 != 0o700 {

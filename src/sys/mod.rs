@@ -12,7 +12,8 @@
 //! - [`signal`]: resetting a disposition, `sigwaitinfo` with the sender's
 //!   `si_code`, and `kill` of real-time signals nix's `Signal` cannot name.
 //! - [`wait`]: `waitpid` keeping statuses nix cannot represent.
-//! - [`mmap`]: a read-only mapping of a whole file (the tree indexes).
+//! - [`mmap`]: a read-only mapping of a whole file vhrun wrote read-only
+//!   and never rewrites (the tree indexes).
 //! - [`fdpass`]: namespace descriptors sent over a Unix socket (the warm
 //!   server hands its namespaces to runs).
 //! - [`rlimit`]: the open-files limit a FUSE server or a run raises for
@@ -23,6 +24,13 @@
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
 //! thread may have held the allocator's lock at the moment of the fork.
+//!
+//! The crate denies `unsafe_code` everywhere but here; here every unsafe
+//! block and impl says why it is sound (`// SAFETY:`), and an invariant
+//! the caller must keep is an `unsafe fn`'s `# Safety` section, private to
+//! this module.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod exec;
 pub mod fdpass;

@@ -47,13 +47,13 @@ pub fn spawn(mount_point: &Path, source: &str, remove_dir: bool) -> Result<Watch
             "watchdog must be forked from a single-threaded process ({threads} threads)"
         )));
     }
-    let (rx, tx) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+    let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe2 (unmount watchdog)", e))?;
     // SAFETY: the process has exactly one thread (checked above), so the
     // child cannot inherit a lock held by another thread; it only reads a
     // pipe, parses /proc and calls umount2/rmdir before `_exit`.
     match unsafe { nix::unistd::fork() } {
-        Err(e) => Err(Error::Internal(format!("fork: {e}"))),
+        Err(e) => Err(Error::sys("fork (unmount watchdog)", e)),
         Ok(ForkResult::Child) => {
             drop(tx);
             watch(rx, mount_point.to_path_buf(), source, remove_dir)

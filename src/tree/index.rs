@@ -1,6 +1,6 @@
 //! The arena saved as a compact binary index, so a mount skips the gzip +
 //! JSON decode of the catalog (about 27 ms for 12k entries, against about
-//! 1 ms for this): `$VHRUN_HOME/index/<sha256 of the catalog bytes>.tree4`.
+//! 1 ms for this): `$VHRUN_HOME/index/<sha256 of the catalog bytes>.tree5`.
 //!
 //! Keyed by the catalog's content, an index can never describe another
 //! catalog; a checksum catches a damaged file and every span is bounds-
@@ -8,6 +8,9 @@
 //! little endian): magic, header counts and totals, the catalog's
 //! fingerprint, checksum of the body, identity, recorded path, 44-byte node
 //! records, the text pool, the rewrite offsets.
+//!
+//! A load maps the file instead of reading it, so it is written read-only
+//! and replaced, never rewritten ([`save`], `sys::mmap`).
 
 use super::{Defect, Node, Payload, Pool, Span, Tree};
 use crate::sys::mmap::MappedFile;
@@ -23,12 +26,13 @@ const RECORD: usize = 44;
 /// Index file of the catalog with these bytes.
 pub fn index_path(dir: &Path, catalog_bytes: &[u8]) -> PathBuf {
     let key = crate::digest::DigestKind::Sha256.digest(catalog_bytes);
-    // The format version is in the name: an older vhrun's index is ignored.
-    dir.join(format!("{}.tree4", &key[..32]))
+    // The format version is in the name: an older vhrun's index is ignored
+    // (5: the layout of 4, written read-only for mapping).
+    dir.join(format!("{}.tree5", &key[..32]))
 }
 
 /// The name under which a catalog file's index is found without reading
-/// the catalog: `s-<16 hex>.tree4`, a hash of the file's path and of the
+/// the catalog: `s-<16 hex>.tree5`, a hash of the file's path and of the
 /// stat fields any write, rename or replacement changes (ctime cannot be
 /// set from userspace).
 pub fn stat_path(dir: &Path, catalog_path: &Path, meta: &std::fs::Metadata) -> PathBuf {
@@ -47,7 +51,7 @@ pub fn stat_path(dir: &Path, catalog_path: &Path, meta: &std::fs::Metadata) -> P
         key.extend_from_slice(&v.to_le_bytes());
     }
     let key = crate::digest::textual(crate::digest::sipit(&key), 0);
-    dir.join(format!("s-{key}.tree4"))
+    dir.join(format!("s-{key}.tree5"))
 }
 
 /// Point `by_stat` at `index` (a relative symlink, replaced atomically).
@@ -149,11 +153,16 @@ fn defect_code(d: Option<Defect>) -> u8 {
     }
 }
 
-/// Map and decode the index file at `path`; `None` if it is missing or
-/// malformed. The tree's byte pool stays in the mapping.
+/// Write the index of `t` at `path`, as `load` can map it.
+pub fn save(path: &Path, t: &Tree) -> crate::Result<()> {
+    crate::sys::mmap::write_immutable(path, &encode(t)).map_err(|e| crate::Error::io(path, e))
+}
+
+/// Map and decode the index file at `path`; `None` if it is missing,
+/// malformed, or not a read-only file `save` wrote. The tree's byte pool
+/// stays in the mapping.
 pub fn load(path: &Path, catalog_path: &Path) -> Option<Tree> {
-    let file = std::fs::File::open(path).ok()?;
-    let map = Arc::new(MappedFile::map(&file).ok()?);
+    let map = Arc::new(MappedFile::open_immutable(path).ok()?);
     decode_with(&map, catalog_path, |start, len| Pool::Mapped {
         map: map.clone(),
         start,

@@ -113,7 +113,7 @@ impl SignalWatch {
         for &s in signals {
             // One pipe per signal: the readable one says which arrived.
             let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                .map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+                .map_err(|e| Error::sys("pipe2", e))?;
             let id = signal_hook::low_level::pipe::register(s, tx)
                 .map_err(|e| Error::Internal(format!("catching signal {s}: {e}")))?;
             pipes.push((s, rx, id));
@@ -230,7 +230,7 @@ pub fn mount(
         }
     };
     let (ended, ended_tx) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::Internal(format!("pipe2: {e}")))?;
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     let ended_tx_fd = ended_tx.as_raw_fd();
     // The server threads get a descriptor table of their own, and the
     // caller's table drops /dev/fuse. Why: a thread of this process that
@@ -255,9 +255,7 @@ pub fn mount(
         Ok(t) => t,
         Err(e) => {
             let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
-            return Err(Error::Internal(format!(
-                "cannot start the FUSE server: {e}"
-            )));
+            return Err(Error::spawn("the FUSE server thread", e));
         }
     };
     match split_rx.recv() {
@@ -364,7 +362,7 @@ impl MountedTree {
             fds.push(PollFd::new(self.ended.as_fd(), PollFlags::POLLIN));
             match nix::poll::poll(&mut fds, PollTimeout::NONE) {
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Error::Internal(format!("poll: {e}"))),
+                Err(e) => return Err(Error::sys("poll", e)),
                 Ok(_) => {}
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());

@@ -62,7 +62,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<i32> {
             e.exit_code()
         }
     })
-    .map_err(|e| Error::Internal(format!("cannot detach the warm server: {}", e.desc())))?;
+    .map_err(|e| Error::sys("clone (detaching the warm server)", e))?;
     Ok(0)
 }
 

@@ -357,8 +357,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// Start the server for `key` and wait until it serves (or says why not).
 fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
     let _s = tracing::info_span!("server.spawn", key).entered();
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Internal(format!("cannot find vhrun itself: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let log = std::fs::File::create(&paths.log).at(&paths.log)?;
     let mut cmd = Command::new(exe);
     cmd.arg("__serve")
@@ -389,12 +388,12 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::Internal(format!("cannot start the warm server: {e}")))?;
+        .map_err(|e| Error::spawn("the warm server", e))?;
     let stdout = child.stdout.take();
     // The direct child only detaches the server and exits at once.
     let status = child
         .wait()
-        .map_err(|e| Error::Internal(format!("warm server start: {e}")))?;
+        .map_err(|e| Error::spawn("the warm server (waiting for its starter)", e))?;
     let failed = |why: String| {
         let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
         let last = log
