@@ -79,6 +79,7 @@
 //! vhrun.
 
 pub mod capabilities;
+pub mod command;
 pub mod isolation;
 pub mod namespaces;
 pub mod overlay;
@@ -380,9 +381,9 @@ where
     let commands = spec
         .commands
         .iter()
-        .map(|argv| process::prepare_command(argv, path_var, &spec.cwd))
+        .map(|argv| command::prepare_command(argv, path_var, &spec.cwd))
         .collect::<Result<Vec<_>>>()?;
-    let envp = process::prepare_env(&spec.env)?;
+    let envp = command::prepare_env(&spec.env)?;
     let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
         .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
     let mut hidden = spec.hidden_paths.clone();

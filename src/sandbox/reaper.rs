@@ -28,7 +28,7 @@
 
 use super::capabilities::CapDrop;
 use super::isolation;
-use super::process::PreparedCommand;
+use super::command::PreparedCommand;
 use crate::sys;
 use crate::sys::exec::CStringArray;
 use crate::sys::wait::ExitKind;
