@@ -27,8 +27,8 @@
 //!    leftovers itself.
 
 use super::capabilities::CapDrop;
-use super::isolation;
 use super::command::PreparedCommand;
+use super::isolation;
 use crate::sys;
 use crate::sys::exec::CStringArray;
 use crate::sys::wait::ExitKind;
