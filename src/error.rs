@@ -226,7 +226,8 @@ fn errno_reason(errno: Errno) -> String {
         Errno::EMFILE => format!(
             "{} (EMFILE: the open-files limit, `ulimit -n` {}, is reached)",
             errno.desc(),
-            crate::sys::rlimit::nofile_limit().map_or("?".into(), |n| n.to_string())
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or("?".into(), |(soft, _)| soft.to_string())
         ),
         Errno::ENFILE => format!(
             "{} (ENFILE: the system-wide open-files limit, fs.file-max, is reached)",

@@ -11,10 +11,3 @@ pub fn raise_nofile_limit() {
         }
     }
 }
-
-/// The soft open-files limit (`ulimit -n`) of this process now.
-pub fn nofile_limit() -> Option<u64> {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .ok()
-        .map(|(soft, _)| soft)
-}
