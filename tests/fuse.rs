@@ -5,8 +5,8 @@
 //! These tests mount FUSE on the host, so they need root and /dev/fuse; they
 //! fail (never skip) without them. The two Python-environment tests are
 //! heavy (they build an environment with tests/oracles/make-env.sh, PyPI
-//! access on first run): `#[ignore]`d, run with `-- --include-ignored` (CI
-//! runs them); they fail loudly if the environment cannot be built.
+//! access on first run): `#[ignore]`d, run with `-- --ignored` (CI runs
+//! them); they fail loudly if the environment cannot be built.
 
 mod common;
 
@@ -1026,7 +1026,7 @@ fn lift_heavy(base: &Path, env: &Path, hololib: &Path) -> String {
 }
 
 #[test]
-#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with -- --include-ignored"]
+#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with scripts/test --test fuse -- --ignored"]
 fn python_environment_imports_from_the_mount() {
     common::require_fuse();
     let (base, env) = heavy_env();
@@ -1083,7 +1083,7 @@ fn python_environment_imports_from_the_mount() {
 /// size, owner, mtime, sha256 of the content, link text) is what the FUSE
 /// tree shows.
 #[test]
-#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with -- --include-ignored"]
+#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with scripts/test --test fuse -- --ignored"]
 fn python_environment_imports_from_the_kernel_image() {
     common::require_fuse();
     let (base, env) = heavy_env();
