@@ -10,6 +10,7 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// A file of `tests/fixtures/rcc`.
+#[track_caller]
 pub fn fixture(name: &str) -> PathBuf {
     let p = fixtures_dir().join(name);
     assert!(p.is_file(), "fixture missing: {}", p.display());
@@ -18,6 +19,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A script of `tests/oracles` (the independent Python oracles of the
 /// hololib format, make-env.sh).
+#[track_caller]
 pub fn oracle(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/oracles")

@@ -7,6 +7,7 @@ use std::path::Path;
 
 /// Panics unless the test runs as root (FUSE mounts, overlayfs, mount and
 /// PID namespaces): the suite runs as root (README "Tests"; CI is root).
+#[track_caller]
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -16,6 +17,7 @@ pub fn require_root() {
 }
 
 /// `require_root` and `/dev/fuse`.
+#[track_caller]
 pub fn require_fuse() {
     require_root();
     assert!(
@@ -26,6 +28,7 @@ pub fn require_fuse() {
 
 /// Panics unless `tool` (a name looked up on PATH, or a path) can be run,
 /// naming the package that provides it.
+#[track_caller]
 pub fn require_tool(tool: &str, package: &str) {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &Path| {
