@@ -14,7 +14,7 @@
 //!
 //! ```sh
 //! ROBOCORP_HOME=$(mktemp -d) cargo run --example serve_catalog -- \
-//!     --import ../shared/fixtures/rcc/simple_linux.zip
+//!     --import tests/fixtures/rcc/simple_linux.zip
 //! ```
 
 use std::ffi::OsString;

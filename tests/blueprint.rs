@@ -40,16 +40,6 @@ fn vhrun(sandbox: &Path, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) 
     }
 }
 
-fn fixtures() -> PathBuf {
-    let dir = common::shared_dir().join("fixtures/rcc");
-    assert!(
-        dir.join("simple.yaml").is_file(),
-        "fixtures missing at {} (set VHRUN_SHARED)",
-        dir.display()
-    );
-    dir
-}
-
 fn write(path: &Path, text: &str) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -70,10 +60,15 @@ const ROBOT_YAML: &str = "tasks:\n  task form name:\n    robotTaskName: Simplest
 #[test]
 fn hash_of_the_public_vector() {
     let t = tempfile::tempdir().unwrap();
-    let out = vhrun(t.path(), &fixtures(), &["hash", "simple.yaml"], &[]);
+    let out = vhrun(
+        t.path(),
+        &common::fixtures_dir(),
+        &["hash", "simple.yaml"],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     insta::assert_snapshot!(out.stdout, @"c34ed96c2d8a459a  simple.yaml");
-    let bp = blueprint_of_file(&fixtures().join("simple.yaml"), false, t.path()).unwrap();
+    let bp = blueprint_of_file(&common::fixture("simple.yaml"), false, t.path()).unwrap();
     assert_eq!(
         bp.text,
         "channels:\n- conda-forge\ndependencies:\n- ca-certificates"
@@ -218,7 +213,7 @@ fn local_channel_is_first() {
     write(&rh.join("channel/channeldata.json"), "{}");
     let out = vhrun(
         t.path(),
-        &fixtures(),
+        &common::fixtures_dir(),
         &["hash", "--json", "simple.yaml"],
         &[],
     );
@@ -439,20 +434,16 @@ fn robot_validation_and_pre_run_scripts() {
 
 /// A ROBOCORP_HOME holding the fixture export, unzipped as `rcc holotree
 /// import` does, and a robot whose environment is simple.yaml.
-struct FixtureRobot {
+struct VarsFixture {
     dir: tempfile::TempDir,
 }
 
-impl FixtureRobot {
-    fn new(robot_yaml: &str) -> FixtureRobot {
+impl VarsFixture {
+    fn new(robot_yaml: &str) -> VarsFixture {
         let dir = tempfile::tempdir().unwrap();
         let hololib = dir.path().join("rh/hololib");
         std::fs::create_dir_all(&hololib).unwrap();
-        let zip = std::fs::File::open(fixtures().join("simple_linux.zip")).unwrap();
-        zip::ZipArchive::new(zip)
-            .unwrap()
-            .extract(&hololib)
-            .unwrap();
+        common::extract_fixture("simple_linux.zip", &hololib);
         // a fixed installation id, as rcc keeps it in rcc.yaml
         write(
             &dir.path().join("rh/rcc.yaml"),
@@ -460,12 +451,12 @@ impl FixtureRobot {
         );
         let robot = dir.path().join("robot");
         write(&robot.join("robot.yaml"), robot_yaml);
-        std::fs::copy(fixtures().join("simple.yaml"), robot.join("conda.yaml")).unwrap();
+        std::fs::copy(common::fixture("simple.yaml"), robot.join("conda.yaml")).unwrap();
         write(
             &robot.join("env.json"),
             "{\"FROM_ENV_JSON\": \"yes\", \"NUMBER\": 1.50}\n",
         );
-        FixtureRobot { dir }
+        VarsFixture { dir }
     }
 
     fn root(&self) -> &Path {
@@ -529,7 +520,7 @@ const FIXTURE_ROBOT: &str = "tasks:\n  Run:\n    shell: sh -c \"exit 3\"\ncondaC
 
 #[test]
 fn vars_of_the_fixture_robot() {
-    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
     let before = fx.hololib_listing();
     let out = fx.vars(&["--json", "-e", "robot/env.json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -617,7 +608,7 @@ fn vars_of_the_fixture_robot() {
 
 #[test]
 fn vars_rcc_env_and_text_output() {
-    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
     let out = fx.vars(&["--rcc-env", "--space", "ci", "--controller", "GitHub"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = fx.normalise(&out.stdout);
@@ -643,7 +634,7 @@ fn vars_rcc_env_and_text_output() {
 /// is one line naming it.
 #[test]
 fn vars_with_settings_yaml_profile_files_and_workspace() {
-    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
     let rh = fx.root().join("rh");
     write(
         &rh.join("settings.yaml"),
@@ -722,7 +713,7 @@ fn vars_with_settings_yaml_profile_files_and_workspace() {
 
 #[test]
 fn vars_without_a_catalog_says_what_to_do() {
-    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
     write(
         &fx.root().join("robot/conda.yaml"),
         "channels: [conda-forge]\ndependencies: [python=3.12]\n",
@@ -743,7 +734,7 @@ fn vars_without_a_catalog_says_what_to_do() {
 
 #[test]
 fn vars_of_a_shell_robot_and_bad_inputs() {
-    let fx = FixtureRobot::new("tasks: {a: {shell: x}}\nartifactsDir: out\nPATH: [bin]\n");
+    let fx = VarsFixture::new("tasks: {a: {shell: x}}\nartifactsDir: out\nPATH: [bin]\n");
     let out = fx.vars(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let cwd = fx.root().display();
@@ -755,7 +746,7 @@ fn vars_of_a_shell_robot_and_bad_inputs() {
         )
     );
 
-    let fx = FixtureRobot::new(FIXTURE_ROBOT);
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
     write(&fx.root().join("robot/env.json"), "{\"A\": [1, 2]}");
     let out = fx.vars(&["-e", "robot/env.json"]);
     assert_eq!(out.code, 65, "{}", out.stderr);

@@ -106,10 +106,7 @@ fn require_python311() {
         "these tests need a copyable CPython 3.11 (`pyenv install 3.11` or `uv python install 3.11`); found {:?}",
         found.iter().map(|i| i.version.to_string()).collect::<Vec<_>>()
     );
-    assert!(
-        builder::relink::find_on_path("patchelf").is_some(),
-        "these tests need patchelf on PATH (`apt-get install patchelf`)"
-    );
+    common::require_tool("patchelf", "patchelf");
 }
 
 fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
@@ -683,13 +680,7 @@ fn doctor_text_names_what_is_missing() {
 /// The fixture's catalog installed into rcc's hololib under `h`; returns
 /// the digests it references.
 fn install_fixture_catalog(h: &Homes) -> Vec<String> {
-    let zip = common::shared_dir().join("fixtures/rcc/simple_linux.zip");
-    let f = std::fs::File::open(&zip).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (set VHRUN_SHARED to the shared dir)",
-            zip.display()
-        )
-    });
+    let f = std::fs::File::open(common::fixture("simple_linux.zip")).unwrap();
     let mut z = zip::ZipArchive::new(f).unwrap();
     let name = "catalog/c34ed96c2d8a459av12.linux_amd64";
     let mut raw = Vec::new();
@@ -934,10 +925,8 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
 #[test]
 fn gc_does_not_reach_into_a_mount_inside_a_run_dir() {
     // Needs root (mount) — CI runs as root; fail loudly otherwise.
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test mounts a tmpfs: run it as root"
-    );
+    common::require_root();
+    common::require_tool("unshare", "util-linux");
     let h = Homes::new();
     let run_old = run_dir(&h, "mounted", 40, None);
     let mnt = run_old.join("upper/work");

@@ -31,37 +31,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "tests/examples.rs needs root (FUSE mounts, namespaces); CI runs as root"
-    );
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let t = e.file_type().unwrap();
-        if e.file_name() == "output" || e.file_name() == "__pycache__" {
-            continue;
-        }
-        if t.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
 /// Copy or restore `paths` (absolute) between the job and a cache entry.
 fn copy_paths(paths: &[PathBuf], from_root: &Path, to_root: &Path) {
     for p in paths {
         let rel = p.strip_prefix("/").unwrap();
         let src = from_root.join(rel);
         if src.is_dir() {
-            copy_tree(&src, &to_root.join(rel));
+            common::copy_robot(&src, &to_root.join(rel));
         }
     }
 }
@@ -81,7 +57,7 @@ struct JobResult {
 
 impl Ci {
     fn new() -> Ci {
-        require_root();
+        common::require_root();
         Ci {
             tmp: tempfile::Builder::new()
                 .prefix("vhrun-ci-")
@@ -105,8 +81,8 @@ impl Ci {
             }
         }
         fs::create_dir_all(&home).unwrap();
-        copy_tree(&repo().join("examples"), &co.join("examples"));
-        copy_tree(&repo().join("robots"), &co.join("robots"));
+        common::copy_robot(&repo().join("examples"), &co.join("examples"));
+        common::copy_robot(&repo().join("robots"), &co.join("robots"));
         co
     }
 
@@ -157,7 +133,7 @@ impl Ci {
                 "artifact path {} is missing or empty",
                 p.display()
             );
-            copy_tree(p, &out);
+            common::copy_robot(p, &out);
         }
         out
     }
@@ -509,7 +485,7 @@ fn gitlab_ci_job_runs_here() {
 
 #[test]
 fn serve_catalog_example_serves_the_fixture() {
-    require_root();
+    common::require_root();
     let exe = Path::new(env!("CARGO_BIN_EXE_vhrun"))
         .parent()
         .unwrap()
@@ -520,7 +496,7 @@ fn serve_catalog_example_serves_the_fixture() {
         exe.display()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let zip = common::shared_dir().join("fixtures/rcc/simple_linux.zip");
+    let zip = common::fixture("simple_linux.zip");
     let out = Command::new(&exe)
         .arg("--import")
         .arg(&zip)

@@ -1,12 +1,12 @@
 //! The virtual holotree on real /dev/fuse mounts: `vhrun mount` as a child
 //! process, compared against the independent Python restore oracle
-//! (`bench/restore-store.py`).
+//! (`tests/oracles/restore-store.py`).
 //!
 //! These tests mount FUSE on the host, so they need root and /dev/fuse; they
-//! fail (never skip) without them. The Python-environment test is heavy
-//! (builds an environment with make-env.sh, PyPI access on first run) and
-//! runs only with `VHRUN_HEAVY_TESTS=1` (CI sets it); with the flag set it
-//! fails loudly if the environment cannot be built.
+//! fail (never skip) without them. The two Python-environment tests are
+//! heavy (they build an environment with tests/oracles/make-env.sh, PyPI
+//! access on first run): `#[ignore]`d, run with `-- --ignored` (CI runs
+//! them); they fail loudly if the environment cannot be built.
 
 mod common;
 
@@ -25,23 +25,10 @@ fn vhrun() -> &'static str {
     env!("CARGO_BIN_EXE_vhrun")
 }
 
-fn require_fuse() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the FUSE tests mount on the host and need root (CI runs as root)"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: install fuse3 / modprobe fuse (the FUSE tests need it)"
-    );
-}
-
 fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn bench(script: &str) -> PathBuf {
-    common::shared_dir().join("bench").join(script)
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    common::require_tool(&python, "python3");
+    python
 }
 
 /// A temp world: ROBOCORP_HOME with the fixture hololib, VHRUN_HOME, HOME.
@@ -63,12 +50,7 @@ impl World {
 
     fn with_fixture() -> World {
         let w = World::new();
-        let zip = common::shared_dir().join("fixtures/rcc/simple_linux.zip");
-        let f = fs::File::open(&zip).unwrap_or_else(|e| panic!("{}: {e}", zip.display()));
-        zip::ZipArchive::new(f)
-            .unwrap()
-            .extract(w.hololib())
-            .unwrap();
+        common::extract_fixture("simple_linux.zip", &w.hololib());
         w
     }
 
@@ -104,7 +86,7 @@ impl World {
     fn oracle_restore(&self, hololib: &Path, key: &str, target: &Path) {
         fs::create_dir_all(target.parent().unwrap()).unwrap();
         let out = Command::new(python())
-            .arg(bench("restore-store.py"))
+            .arg(common::oracle("restore-store.py"))
             .arg(hololib)
             .arg(key)
             .arg(target)
@@ -133,30 +115,11 @@ fn is_mounted(mountpoint: &Path) -> bool {
 /// watchdog carry the mount point there).
 fn processes_mentioning(path: &Path) -> Vec<String> {
     let needle = path.as_os_str().as_bytes();
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| {
-            let cmd = fs::read(e.path().join("cmdline")).ok()?;
-            cmd.windows(needle.len())
-                .any(|w| w == needle)
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })
+    common::processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.windows(needle.len()).any(|w| w == needle))
+        .map(|(pid, _)| pid.to_string())
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A running `vhrun mount`; killed and unmounted on drop whatever happens.
@@ -343,7 +306,7 @@ fn name24(tag: &str) -> String {
 
 #[test]
 fn fixture_mount_equals_restore_and_stops_cleanly() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     let name = name24("fixture");
     let mountpoint = w.path().join("spaces").join(&name);
@@ -391,7 +354,7 @@ fn fixture_mount_equals_restore_and_stops_cleanly() {
 
 #[test]
 fn writes_fail_with_erofs() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     let mountpoint = w.path().join(name24("erofs"));
     fs::create_dir(&mountpoint).unwrap();
@@ -456,7 +419,7 @@ fn blob_path(hololib: &Path, digest: &str) -> PathBuf {
 
 #[test]
 fn damaged_blobs_give_eio_for_their_files_only() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     // Damage a copy, never the fixture: the mount reads from ROBOCORP_HOME.
     let pristine = w.path().join("pristine");
@@ -541,17 +504,17 @@ fn damaged_blobs_give_eio_for_their_files_only() {
 
 #[test]
 fn sigkill_of_the_server_leaves_no_mount() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     let mountpoint = w.path().join(name24("kill"));
     let server = w.mount(FIXTURE_KEY, &mountpoint, &[]);
     // Keep a file open across the kill, as a task would.
     let open = fs::File::open(mountpoint.join("rcc_plan.log")).unwrap();
     server.signal(nix::sys::signal::Signal::SIGKILL);
-    wait_until("the watchdog to unmount", Duration::from_secs(5), || {
+    common::wait_until("the watchdog to unmount", Duration::from_secs(5), || {
         !is_mounted(&mountpoint)
     });
-    wait_until(
+    common::wait_until(
         "the mount point to be removed",
         Duration::from_secs(5),
         || !mountpoint.exists(),
@@ -559,7 +522,7 @@ fn sigkill_of_the_server_leaves_no_mount() {
     drop(open);
     let err = server.stderr();
     assert!(err.contains("the server died; unmounted"), "{err}");
-    wait_until(
+    common::wait_until(
         "no server or watchdog process left",
         Duration::from_secs(5),
         || processes_mentioning(&mountpoint).is_empty(),
@@ -569,7 +532,7 @@ fn sigkill_of_the_server_leaves_no_mount() {
 
 #[test]
 fn outside_umount_ends_the_server_with_exit_0() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     // Any mount point name works with an explicit target name.
     let mountpoint = w.path().join("any-name");
@@ -659,16 +622,16 @@ struct Generated {
 /// Bump when `build_odd_tree` changes (the built catalog is cached).
 const GEN_VERSION: &str = "odd1";
 
-/// A catalog with the odd cases (lifted by `bench/pack-store.py`) and its
-/// oracle restore; built once into /tmp/vhrun-testgen/<version + script
+/// A catalog with the odd cases (lifted by `tests/oracles/pack-store.py`)
+/// and its oracle restore; built once into /tmp/vhrun-testgen/<version + script
 /// hash>/ (reused by later runs, like the heavy environment) and only read.
 fn generated() -> &'static Generated {
     static G: std::sync::OnceLock<Generated> = std::sync::OnceLock::new();
     G.get_or_init(|| {
         let scripts = [
-            bench("pack-store.py"),
-            bench("restore-store.py"),
-            bench("hololib.py"),
+            common::oracle("pack-store.py"),
+            common::oracle("restore-store.py"),
+            common::oracle("hololib.py"),
         ];
         let base = PathBuf::from("/tmp/vhrun-testgen")
             .join(format!("{GEN_VERSION}-{}", short_hash(&scripts)));
@@ -798,7 +761,7 @@ fn generated_world() -> (World, &'static Generated) {
 
 #[test]
 fn odd_cases_equal_restore_with_and_without_passthrough() {
-    require_fuse();
+    common::require_fuse();
     let (w, g) = generated_world();
     for (i, extra) in [&[][..], &["--no-passthrough"][..]].into_iter().enumerate() {
         let mountpoint = w.path().join(format!("m{i}")).join(GEN_NAME);
@@ -834,17 +797,6 @@ fn odd_cases_equal_restore_with_and_without_passthrough() {
     }
 }
 
-/// xorshift64*: deterministic, dependency-free randomness for the tests.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn regular_files(root: &Path) -> Vec<PathBuf> {
     walk(root)
         .into_iter()
@@ -855,7 +807,7 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn sixteen_threads_reading_at_random_offsets_agree_with_restore() {
-    require_fuse();
+    common::require_fuse();
     let (w, g) = generated_world();
     let files = regular_files(&g.restored);
     for extra in [&["--no-passthrough", "--threads", "4"][..], &[][..]] {
@@ -866,7 +818,7 @@ fn sixteen_threads_reading_at_random_offsets_agree_with_restore() {
             for t in 0..16u64 {
                 let (files, mp) = (&files, &mountpoint);
                 s.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t + 1) * 7919));
+                    let mut rng = common::Rng::new(0x9e37_79b9_7f4a_7c15 ^ ((t + 1) * 7919));
                     for _ in 0..300 {
                         let rel = if rng.next().is_multiple_of(8) {
                             Path::new("big.bin")
@@ -912,7 +864,7 @@ fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
 
 #[test]
 fn two_servers_racing_on_an_empty_cache_fill_it_right() {
-    require_fuse();
+    common::require_fuse();
     let (w, g) = generated_world();
     let files = regular_files(&g.restored);
     let mps: Vec<PathBuf> = (0..2)
@@ -973,7 +925,7 @@ fn two_servers_racing_on_an_empty_cache_fill_it_right() {
             .map_or((name.as_str(), None), |(d, t)| (d, Some(t)));
         let data = fs::read(blobs.join(rel)).unwrap();
         match target {
-            None => assert_eq!(sha256_hex(&data), digest, "{name}"),
+            None => assert_eq!(common::sha256_hex(&data), digest, "{name}"),
             Some(t) => assert_eq!(t, GEN_NAME),
         }
         distinct.insert(name);
@@ -984,14 +936,6 @@ fn two_servers_racing_on_an_empty_cache_fill_it_right() {
         "{decoded} fills for {} entries",
         entries.len()
     );
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Interpreter whose prefix make-env.sh copies (CPython 3.11, as its pins need).
@@ -1012,7 +956,7 @@ fn short_hash(files: &[PathBuf]) -> String {
     for f in files {
         all.extend(fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
     }
-    sha256_hex(&all)[..16].to_string()
+    common::sha256_hex(&all)[..16].to_string()
 }
 
 /// Stage name of the heavy environment (24 bytes, last byte unique in it).
@@ -1022,7 +966,7 @@ const HEAVY_STAGE: &str = "h0000000_vhrunenvcore11t";
 /// make-env.sh>/ (building takes minutes the first time). Returns (cache
 /// dir, environment dir).
 fn heavy_env() -> (PathBuf, PathBuf) {
-    let make_env = bench("make-env.sh");
+    let make_env = common::oracle("make-env.sh");
     let base =
         PathBuf::from("/tmp/vhrun-testenv").join(short_hash(std::slice::from_ref(&make_env)));
     fs::create_dir_all(&base).unwrap();
@@ -1046,7 +990,7 @@ fn heavy_env() -> (PathBuf, PathBuf) {
             .unwrap();
         assert!(
             out.status.success(),
-            "VHRUN_HEAVY_TESTS=1 but make-env.sh failed: {}\n{}",
+            "make-env.sh failed: {}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -1082,12 +1026,9 @@ fn lift_heavy(base: &Path, env: &Path, hololib: &Path) -> String {
 }
 
 #[test]
+#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with scripts/test --test fuse -- --ignored"]
 fn python_environment_imports_from_the_mount() {
-    if std::env::var("VHRUN_HEAVY_TESTS").as_deref() != Ok("1") {
-        eprintln!("python_environment_imports_from_the_mount: set VHRUN_HEAVY_TESTS=1 to run");
-        return;
-    }
-    require_fuse();
+    common::require_fuse();
     let (base, env) = heavy_env();
     let w = World::new();
     let key = lift_heavy(&base, &env, &w.hololib());
@@ -1142,14 +1083,9 @@ fn python_environment_imports_from_the_mount() {
 /// size, owner, mtime, sha256 of the content, link text) is what the FUSE
 /// tree shows.
 #[test]
+#[ignore = "heavy: builds a CPython 3.11 environment with pandas (tests/oracles/make-env.sh, minutes and PyPI the first time); run with scripts/test --test fuse -- --ignored"]
 fn python_environment_imports_from_the_kernel_image() {
-    if std::env::var("VHRUN_HEAVY_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "python_environment_imports_from_the_kernel_image: set VHRUN_HEAVY_TESTS=1 to run"
-        );
-        return;
-    }
-    require_fuse();
+    common::require_fuse();
     let (base, env) = heavy_env();
     let w = World::new();
     let key = lift_heavy(&base, &env, &w.hololib());
@@ -1228,7 +1164,7 @@ fn python_environment_imports_from_the_kernel_image() {
 /// network, a few seconds).
 #[test]
 fn small_python_prefix_runs_from_the_mount() {
-    require_fuse();
+    common::require_fuse();
     let out = Command::new(python())
         .args([
             "-c",
@@ -1288,7 +1224,7 @@ fn small_python_prefix_runs_from_the_mount() {
     let blueprint = w.path().join("blueprint.yaml");
     fs::write(&blueprint, format!("dependencies:\n- python={ver}\n")).unwrap();
     let out = Command::new(python())
-        .arg(bench("pack-store.py"))
+        .arg(common::oracle("pack-store.py"))
         .arg(&stage)
         .arg(w.hololib())
         .arg("--blueprint-file")
@@ -1337,7 +1273,7 @@ fn small_python_prefix_runs_from_the_mount() {
 
 #[test]
 fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
-    require_fuse();
+    common::require_fuse();
     use vhrun::hololib::Catalog;
     let w = World::with_fixture();
     let cat = Catalog::load(&w.hololib().join("catalog").join(FIXTURE_KEY)).unwrap();
@@ -1403,7 +1339,7 @@ fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
 /// set, prefetch it into a fresh mount, unmount on drop.
 #[test]
 fn library_mount_records_and_prefetches_the_working_set() {
-    require_fuse();
+    common::require_fuse();
     use std::sync::Arc;
     use vhrun::hololib::Hololib;
     use vhrun::lower::blobcache::BlobCache;
@@ -1460,7 +1396,7 @@ fn library_mount_records_and_prefetches_the_working_set() {
 /// mount), the server leaves neither a mount nor the mount point it created.
 #[test]
 fn sigkill_at_any_moment_leaves_nothing() {
-    require_fuse();
+    common::require_fuse();
     let w = World::with_fixture();
     let mountpoint = w.path().join(name24("anytime"));
     for i in 0..12u64 {
@@ -1473,13 +1409,13 @@ fn sigkill_at_any_moment_leaves_nothing() {
         std::thread::sleep(Duration::from_micros(i * 700));
         child.kill().unwrap();
         child.wait().unwrap();
-        wait_until(
+        common::wait_until(
             "no mount and no mount point",
             Duration::from_secs(5),
             || !is_mounted(&mountpoint) && !mountpoint.exists(),
         );
     }
-    wait_until("no watchdog left", Duration::from_secs(5), || {
+    common::wait_until("no watchdog left", Duration::from_secs(5), || {
         processes_mentioning(&mountpoint).is_empty()
     });
 }

@@ -67,6 +67,7 @@ fn prepare(fx: &FixtureRobot) -> PathBuf {
 
 /// `fsck.erofs IMAGE` succeeds (its complaint otherwise).
 fn fsck_accepts(image: &Path) -> Result<(), String> {
+    common::require_tool("fsck.erofs", "erofs-utils");
     let out = Command::new("fsck.erofs")
         .arg(image)
         .output()

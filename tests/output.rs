@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::FixtureRobot;
+use common::{stderr, stdout, FixtureRobot};
 use serde_json::Value;
 use std::fs;
 use std::io::Read;
@@ -29,14 +29,6 @@ const TASKS: &str = r#"tasks:
   Talk:
     shell: sh -c 'echo "out line"; echo "err line" >&2'
 "#;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn run(fx: &FixtureRobot, args: &[&str]) -> Output {
     fx.vhrun().arg("run").args(args).output().unwrap()

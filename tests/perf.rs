@@ -9,6 +9,8 @@
 //! runs mount a tree each (`VHRUN_SERVER=off`); a warm server replays a
 //! working set only for its first run (tests/server.rs covers it).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,10 +25,7 @@ struct Fx {
 
 impl Fx {
     fn new() -> Fx {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests mount FUSE and overlayfs: run them as root (CI is root)"
-        );
+        common::require_root();
         let fx = Fx {
             dir: tempfile::Builder::new()
                 .prefix("vhrun-perf")

@@ -7,7 +7,7 @@
 //!
 //! Everything is real (the kernel's FUSE, overlayfs, namespaces, tmpfs),
 //! so these tests need root (CI is root) and fail, never skip, without it.
-//! The fixture hololib (`shared/fixtures/rcc/simple_linux.zip`) is
+//! The fixture hololib (`tests/fixtures/rcc/simple_linux.zip`) is
 //! imported into a temp ROBOCORP_HOME; HOME is `/home/user`, the home the
 //! catalog was built under, so its space mountpoint is
 //! `/home/user/.robocorp/holotree/<space>` (created empty by design, as a
@@ -19,7 +19,7 @@
 //! (`--nocapture` shows them).
 
 mod common;
-use common::{chown_tree, DevFuseOpen};
+use common::{chown_tree, gunzip, wait_until, DevFuseOpen, Rng};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -47,17 +47,6 @@ fn long() -> bool {
     std::env::var("VHRUN_LONG_TESTS").as_deref() == Ok("1")
 }
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the reliability tests mount FUSE, overlayfs and tmpfs and need root (CI runs as root)"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: install fuse3 / modprobe fuse"
-    );
-}
-
 // ---------------------------------------------------------------------
 // A lab: a temp ROBOCORP_HOME with the fixture imported, a VHRUN_HOME, a
 // robot whose conda.yaml has the fixture's blueprint.
@@ -71,7 +60,7 @@ const ROBOT_YAML: &str = "tasks:\n  Task:\n    command: [sh, task.sh]\ncondaConf
 
 impl Lab {
     fn new() -> Lab {
-        require_root();
+        common::require_fuse();
         let dir = tempfile::Builder::new()
             .prefix("vhrun-rel")
             .tempdir_in("/tmp")
@@ -84,12 +73,12 @@ impl Lab {
         for d in ["rh", "vh", "robot"] {
             fs::create_dir_all(lab.root().join(d)).unwrap();
         }
-        let zip = common::shared_dir().join("fixtures/rcc/simple_linux.zip");
+        let zip = common::fixture("simple_linux.zip");
         let out = lab.command().arg("import").arg(&zip).output().unwrap();
         assert!(out.status.success(), "import: {}", text(&out.stderr));
         fs::write(lab.robot().join("robot.yaml"), ROBOT_YAML).unwrap();
         fs::copy(
-            common::shared_dir().join("fixtures/rcc/simple.yaml"),
+            common::fixture("simple.yaml"),
             lab.robot().join("conda.yaml"),
         )
         .unwrap();
@@ -348,26 +337,11 @@ fn descendants(pid: i32, out: &mut BTreeSet<ProcId>) {
 
 /// Live processes whose command line contains `marker`.
 fn marked(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
-            if text(&cmd).contains(marker) && proc_id(pid).is_some() {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "{what} (waited {limit:?})");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::processes()
+        .into_iter()
+        .filter(|(pid, cmd)| text(cmd).contains(marker) && proc_id(*pid).is_some())
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -411,14 +385,6 @@ fn tree_hash(root: &Path) -> String {
 
 fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') || name.contains(".tmp") || name.contains(".part#")
-}
-
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -524,24 +490,6 @@ fn check_sums_against_catalog(sums: &str, catalog: &Catalog) -> usize {
     }
     assert_eq!(checked, want.len(), "files missing from {sums}");
     checked
-}
-
-/// Pseudo-random numbers (xorshift64*), seedable to replay a failure.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 fn pseudo_random_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -1869,6 +1817,7 @@ static DEV_FUSE: Mutex<()> = Mutex::new(());
 /// of the binary that user can execute. The lab (hololib included) belongs
 /// to that user, so only the sandbox keeps the task from writing it.
 fn as_user(lab: &Lab, key: &str, script: &str) -> Command {
+    common::require_tool("setpriv", "util-linux");
     let mut c = Command::new("setpriv");
     c.arg(format!("--reuid={UNPRIVILEGED}"))
         .arg(format!("--regid={UNPRIVILEGED}"))

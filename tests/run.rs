@@ -6,6 +6,7 @@
 //! (the environment has no pip packages beyond pip itself).
 
 mod common;
+use common::{stderr, stdout};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,10 +34,7 @@ struct Home {
 fn home() -> &'static Home {
     static HOME: OnceLock<Home> = OnceLock::new();
     HOME.get_or_init(|| {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "tests/run.rs needs root (FUSE mounts, namespaces); CI runs as root"
-        );
+        common::require_root();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("run-home");
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -101,14 +99,6 @@ fn run_robot(home: &Home, dir: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn host_mounts() -> Vec<String> {
@@ -830,7 +820,6 @@ fn run_environment_matches_vars_with_settings_and_workspace() {
 /// catalog present the zip is not even read.
 #[test]
 fn hololib_zip_beside_robot_yaml_provides_the_environment() {
-    let fixtures = common::shared_dir().join("fixtures/rcc");
     let catalog = |fx: &common::FixtureRobot| {
         fx.robocorp_home
             .join("hololib/catalog/c34ed96c2d8a459av12.linux_amd64")
@@ -839,7 +828,7 @@ fn hololib_zip_beside_robot_yaml_provides_the_environment() {
 
     let fx = common::FixtureRobot::without_import(task);
     fs::copy(
-        fixtures.join("simple_linux.zip"),
+        common::fixture("simple_linux.zip"),
         fx.dir.join("hololib.zip"),
     )
     .unwrap();
@@ -856,7 +845,7 @@ fn hololib_zip_beside_robot_yaml_provides_the_environment() {
     // another platform's export: refused before anything is imported
     let fx = common::FixtureRobot::without_import(task);
     let zip = fx.dir.join("hololib.zip");
-    fs::copy(fixtures.join("simple_darwin.zip"), &zip).unwrap();
+    fs::copy(common::fixture("simple_darwin.zip"), &zip).unwrap();
     let out = fx
         .vhrun()
         .args(["run", "--rcc-exit-codes"])

@@ -7,6 +7,7 @@
 //! with `setpriv` and need unprivileged user namespaces.
 
 mod common;
+use common::{chown_tree, stderr, stdout};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,13 +18,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const UNPRIVILEGED: u32 = 4321;
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the sandbox tests need root (CI runs as root); run them with sudo"
-    );
-}
 
 /// A unique number per call, for markers in process names.
 fn unique() -> String {
@@ -42,7 +36,7 @@ struct Fx {
 
 impl Fx {
     fn new() -> Fx {
-        require_root();
+        common::require_root();
         let dir = tempfile::Builder::new()
             .prefix("vhrun-sbx")
             .tempdir()
@@ -101,6 +95,7 @@ impl Fx {
         let mut c = match self.uid {
             None => Command::new(env!("CARGO_BIN_EXE_vhrun")),
             Some(uid) => {
+                common::require_tool("setpriv", "util-linux");
                 let mut c = Command::new("setpriv");
                 c.arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={uid}"))
@@ -225,24 +220,6 @@ fn spawn(mut c: Command) -> Running {
     Running(Some(c.stderr(Stdio::piped()).spawn().unwrap()))
 }
 
-fn chown_tree(p: &Path, uid: u32) {
-    let id = Some(nix::unistd::Uid::from_raw(uid));
-    let gid = Some(nix::unistd::Gid::from_raw(uid));
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        id,
-        gid,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-    if fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path(), uid);
-        }
-    }
-}
-
 /// Lines of the host's mount table that mention `dir`.
 fn mounts_under(dir: &Path) -> Vec<String> {
     let needle = dir.to_string_lossy().to_string();
@@ -257,19 +234,14 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// Pids of `sleep` processes whose arguments contain `marker` (vhrun's own
 /// command line holds the task's script, marker included: not counted).
 fn processes_with(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = fs::read(e.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.starts_with("sleep ") && cmdline.contains(marker) {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    common::processes()
+        .into_iter()
+        .filter(|(_, cmdline)| {
+            let cmdline = String::from_utf8_lossy(cmdline).replace('\0', " ");
+            cmdline.starts_with("sleep ") && cmdline.contains(marker)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn wait_gone(marker: &str) {
@@ -319,14 +291,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 fn signal(child: &Child, sig: nix::sys::signal::Signal) {

@@ -8,14 +8,14 @@
 
 mod common;
 
-use common::{chown_tree, DevFuseOpen, FixtureRobot};
+use common::{chown_tree, stderr, wait_until, DevFuseOpen, FixtureRobot};
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TASKS: &str =
     "tasks:\n  Read:\n    shell: sh -c \"cat $CONDA_PREFIX/identity.yaml | head -c 8; echo\"\n";
@@ -24,10 +24,6 @@ const UNPRIVILEGED: u32 = 4321;
 
 /// /dev/fuse's mode is machine-wide: the rootless test changes it.
 static DEV_FUSE: Mutex<()> = Mutex::new(());
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn host_mounts() -> BTreeSet<String> {
     fs::read_to_string("/proc/self/mountinfo")
@@ -59,30 +55,19 @@ fn run(fx: &FixtureRobot, env: &[(&str, &str)], name: &str) -> (Output, serde_js
 /// Warm servers serving `vhrun_home` (their environment names it).
 fn server_pids(vhrun_home: &Path) -> Vec<u32> {
     let want = format!("VHRUN_HOME={}", vhrun_home.display());
-    let mut pids = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if !cmdline.split(|&b| b == 0).any(|a| a == b"__serve") {
-            continue;
-        }
-        let environ = fs::read(e.path().join("environ")).unwrap_or_default();
-        if environ.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
+    common::processes()
+        .into_iter()
+        .filter(|(pid, cmdline)| {
+            let environ = || fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).any(|a| a == b"__serve")
+                && environ().split(|&b| b == 0).any(|v| v == want.as_bytes())
+        })
+        .map(|(pid, _)| pid as u32)
+        .collect()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// How long `wait_until` waits for a server or task to get somewhere.
+const WAIT: Duration = Duration::from_secs(15);
 
 fn alive(pid: u32) -> bool {
     // A zombie has no cmdline.
@@ -241,7 +226,7 @@ fn the_server_exits_after_its_idle_time() {
     let (out, stats) = run(&fx, &[("VHRUN_SERVER_IDLE", "0.3")], "idle");
     assert!(out.status.success(), "{}", stderr(&out));
     let pid = stats["server"]["pid"].as_u64().unwrap() as u32;
-    wait_until("the idle server exits", || !alive(pid));
+    wait_until("the idle server exits", WAIT, || !alive(pid));
     assert!(sockets(&fx.vhrun_home).is_empty());
     // The next run starts a new one.
     let (again, stats) = run(&fx, &[("VHRUN_SERVER_IDLE", "0.3")], "again");
@@ -255,11 +240,11 @@ fn a_killed_server_fails_the_run_in_flight_loudly_and_the_next_run_starts_anothe
     let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
     let child = start_waiting_run(&fx, &gate, "60");
-    wait_until("the task starts", || gate.join("started").exists());
+    wait_until("the task starts", WAIT, || gate.join("started").exists());
     let pids = server_pids(&fx.vhrun_home);
     assert_eq!(pids.len(), 1, "{pids:?}");
     kill(pids[0], nix::sys::signal::Signal::SIGKILL);
-    wait_until("the server is gone", || !alive(pids[0]));
+    wait_until("the server is gone", WAIT, || !alive(pids[0]));
     fs::write(gate.join("go"), "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the run read a vanished tree");
@@ -318,7 +303,7 @@ fn rootless_runs_share_a_rootless_server() {
     let (warm, s) = run(&fx, &[("VHRUN_SERVER_IDLE", "0")], "root");
     assert!(warm.status.success(), "{}", stderr(&warm));
     let root_server = s["server"]["pid"].as_u64().unwrap() as u32;
-    wait_until("the root server exits", || !alive(root_server));
+    wait_until("the root server exits", WAIT, || !alive(root_server));
 
     let bin = fx.tmp.path().join("bin/vhrun");
     fs::create_dir_all(bin.parent().unwrap()).unwrap();
@@ -327,6 +312,7 @@ fn rootless_runs_share_a_rootless_server() {
     chown_tree(fx.tmp.path(), UNPRIVILEGED);
     fs::set_permissions(fx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let _fuse = DevFuseOpen::new();
+    common::require_tool("setpriv", "util-linux");
     let as_user = |name: &str| {
         let json = fx.tmp.path().join(format!("{name}.json"));
         let mut c = fx.cmd("setpriv");
@@ -362,7 +348,7 @@ fn rootless_runs_share_a_rootless_server() {
         fs::read_link("/proc/self/ns/user").unwrap()
     );
     kill(pid, nix::sys::signal::Signal::SIGTERM);
-    wait_until("the rootless server exits", || !alive(pid));
+    wait_until("the rootless server exits", WAIT, || !alive(pid));
 }
 
 #[test]
@@ -370,7 +356,7 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
     let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
     let child = start_waiting_run(&fx, &gate, "60");
-    wait_until("the task starts", || gate.join("started").exists());
+    wait_until("the task starts", WAIT, || gate.join("started").exists());
     let pid = server_pids(&fx.vhrun_home)[0];
     let stopper = fx
         .vhrun()
@@ -381,14 +367,14 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
         .unwrap();
     // Draining: no new run gets it (its socket is gone), the old one lives,
     // and a run started now gets a new server at once.
-    wait_until("the socket is withdrawn", || {
+    wait_until("the socket is withdrawn", WAIT, || {
         sockets(&fx.vhrun_home).is_empty()
     });
     assert!(alive(pid));
     let newcomer = start_waiting_run(&fx, &gate, "0");
     // Its socket appears while the first server still holds a run: the
     // key was let go when draining began.
-    wait_until("a second server serves the newcomer", || {
+    wait_until("a second server serves the newcomer", WAIT, || {
         sockets(&fx.vhrun_home).len() == 1 && server_pids(&fx.vhrun_home).len() == 2
     });
     assert!(alive(pid));
@@ -400,5 +386,5 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
     }
     let stopped = stopper.wait_with_output().unwrap();
     assert!(stopped.status.success(), "{}", stderr(&stopped));
-    wait_until("the drained server exits", || !alive(pid));
+    wait_until("the drained server exits", WAIT, || !alive(pid));
 }

@@ -1,14 +1,12 @@
 //! The store commands (import, export, catalogs, lift, restore, check)
 //! through the CLI binary, against rcc's real export fixtures and the
-//! independent Python oracles of ../shared/bench (pack-store.py,
+//! independent Python oracles of tests/oracles (pack-store.py,
 //! restore-store.py). Every test has its own ROBOCORP_HOME, VHRUN_HOME and
 //! HOME under a tempdir.
-//!
-//! Run in a worktree with `VHRUN_SHARED=/work/shared cargo test --test store`.
 
 mod common;
+use common::{fixture, gunzip, sha256_hex};
 
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -106,24 +104,8 @@ impl Env {
     }
 }
 
-fn fixture(name: &str) -> PathBuf {
-    common::shared_dir().join("fixtures/rcc").join(name)
-}
-
-fn bench(name: &str) -> PathBuf {
-    common::shared_dir().join("bench").join(name)
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn gunzip(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(raw)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -141,13 +123,6 @@ fn gzip_bomb(mib: usize) -> Vec<u8> {
         e.write_all(&chunk).unwrap();
     }
     e.finish().unwrap()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Zip entries by name (`\` normalised to `/`), raw bytes, in zip order.
@@ -324,6 +299,7 @@ fn build_rich_tree(dir: &Path) {
 }
 
 fn python(args: &[&str]) -> String {
+    common::require_tool("python3", "python3");
     let out = Command::new("python3")
         .args(args)
         .output()
@@ -465,7 +441,7 @@ fn restore_of_the_darwin_fixture_equals_the_python_oracle() {
     std::fs::create_dir_all(ours.parent().unwrap()).unwrap();
     env.ok(&["restore", "--no-meta", "--catalog", key, s(&ours)]);
     python(&[
-        s(&bench("restore-store.py")),
+        s(&common::oracle("restore-store.py")),
         s(&env.hololib()),
         key,
         s(&theirs),
@@ -487,7 +463,7 @@ fn restore_equals_the_python_oracle_and_relocates() {
     let out = env.ok(&["restore", "--catalog", LINUX_KEY, s(&ours)]);
     assert_eq!(out.trim(), s(&ours));
     python(&[
-        s(&bench("restore-store.py")),
+        s(&common::oracle("restore-store.py")),
         s(&env.hololib()),
         LINUX_KEY,
         s(&theirs),
@@ -650,7 +626,7 @@ fn lift_equals_pack_store_on_a_tree_of_odd_cases() {
         let key = key.trim();
         assert_eq!(key, LINUX_KEY);
         let writer = format!("vhrun-v{}", env!("CARGO_PKG_VERSION"));
-        let pack_store = bench("pack-store.py");
+        let pack_store = common::oracle("pack-store.py");
         let mut py = vec![
             s(&pack_store),
             s(&dir),
@@ -837,7 +813,7 @@ fn lift_then_restore_round_trips_byte_for_byte() {
         let oracle = env.root.join("oracle").join(SPACE);
         std::fs::create_dir_all(oracle.parent().unwrap()).unwrap();
         python(&[
-            s(&bench("restore-store.py")),
+            s(&common::oracle("restore-store.py")),
             s(&env.hololib()),
             LINUX_KEY,
             s(&oracle),

@@ -1,15 +1,54 @@
-#![allow(dead_code)]
-//! Helpers shared by the integration tests.
+#![allow(dead_code, unused_imports)]
+//! Helpers shared by the integration tests: every `tests/*.rs` has
+//! `mod common;` and takes what it needs from here, so each helper is
+//! written once.
+//!
+//! - `fixtures`: the in-repo fixtures and oracles (`tests/fixtures`,
+//!   `tests/oracles`) and `FixtureRobot`, a robot over the rcc fixture export;
+//! - `require`: what a test needs of the machine (root, /dev/fuse, a tool
+//!   on PATH), failing with a message that says what to do, never skipping;
+//! - `rng`: deterministic test randomness; `wait`: polling with a deadline.
 
-use std::path::{Path, PathBuf};
+mod fixtures;
+mod require;
+mod rng;
+mod wait;
 
-/// The shared fixtures directory: `$VHRUN_SHARED` if set, else
-/// `<repo>/../shared`.
-pub fn shared_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("VHRUN_SHARED").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+pub use fixtures::{extract_fixture, fixture, fixtures_dir, oracle, FixtureRobot, FIXTURE_HOME};
+pub use require::{require_fuse, require_root, require_tool};
+pub use rng::Rng;
+pub use wait::wait_until;
+
+use std::path::Path;
+use std::process::Output;
+
+/// A process's stdout, lossily decoded.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A process's stderr, lossily decoded.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Lowercase hex sha256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// All members of a (multi-member) gzip stream, decompressed.
+pub fn gunzip(raw: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
 }
 
 /// Copy a directory tree (regular files and directories), leaving out
@@ -29,92 +68,18 @@ pub fn copy_robot(from: &Path, to: &Path) {
     }
 }
 
-/// A temporary ROBOCORP_HOME holding the fixture export simple_linux.zip
-/// (imported with `vhrun import`), and a robot directory whose conda.yaml
-/// is a copy of simple.yaml, so its environment is the fixture catalog.
-///
-/// The catalog records `/home/user/.robocorp/holotree/...`: commands run
-/// with HOME=/home/user, so the space (and the mountpoint vhrun creates on
-/// the host, as rcc's restore would) is under /home/user/.robocorp.
-pub struct FixtureRobot {
-    pub tmp: tempfile::TempDir,
-    pub robocorp_home: PathBuf,
-    pub vhrun_home: PathBuf,
-    /// The robot directory (robot.yaml, conda.yaml).
-    pub dir: PathBuf,
-}
-
-pub const FIXTURE_HOME: &str = "/home/user";
-
-impl FixtureRobot {
-    /// `tasks` is the robot.yaml text before `condaConfigFile` (the tasks).
-    pub fn new(tasks: &str) -> FixtureRobot {
-        let fx = FixtureRobot::without_import(tasks);
-        let fixtures = shared_dir().join("fixtures/rcc");
-        let out = fx
-            .vhrun()
-            .arg("import")
-            .arg(fixtures.join("simple_linux.zip"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "vhrun import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        fx
-    }
-
-    /// The same robot over an empty ROBOCORP_HOME (nothing imported).
-    pub fn without_import(tasks: &str) -> FixtureRobot {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test needs root (FUSE mounts, namespaces); CI runs as root"
-        );
-        let tmp = tempfile::Builder::new()
-            .prefix("vhrun-fx-")
-            .tempdir()
-            .unwrap();
-        let fx = FixtureRobot {
-            robocorp_home: tmp.path().join("rh"),
-            vhrun_home: tmp.path().join("rh/vhrun"),
-            dir: tmp.path().join("robot"),
-            tmp,
-        };
-        let fixtures = shared_dir().join("fixtures/rcc");
-        std::fs::create_dir_all(&fx.dir).unwrap();
-        std::fs::copy(fixtures.join("simple.yaml"), fx.dir.join("conda.yaml")).unwrap();
-        std::fs::write(
-            fx.dir.join("robot.yaml"),
-            format!("{tasks}condaConfigFile: conda.yaml\nartifactsDir: output\n"),
-        )
-        .unwrap();
-        fx
-    }
-
-    pub fn robot_yaml(&self) -> PathBuf {
-        self.dir.join("robot.yaml")
-    }
-
-    /// A command with this fixture's environment (no inherited logging or
-    /// colour settings, stdin closed, in the robot directory).
-    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-        let mut c = std::process::Command::new(program);
-        c.env("ROBOCORP_HOME", &self.robocorp_home)
-            .env("VHRUN_HOME", &self.vhrun_home)
-            .env("VHRUN_IMAGE", "off")
-            .env("HOME", FIXTURE_HOME)
-            .env("VHRUN_RCC", "")
-            .env_remove("VHRUN_LOG")
-            .env_remove("NO_COLOR")
-            .current_dir(&self.dir)
-            .stdin(std::process::Stdio::null());
-        c
-    }
-
-    pub fn vhrun(&self) -> std::process::Command {
-        self.cmd(env!("CARGO_BIN_EXE_vhrun"))
-    }
+/// Every live process /proc shows, with its command line (the arguments,
+/// each NUL-terminated; empty for kernel threads and zombies).
+pub fn processes() -> Vec<(i32, Vec<u8>)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, cmdline))
+        })
+        .collect()
 }
 
 /// `/dev/fuse` opened to everyone while it lives (it is 0600 on this
