@@ -519,7 +519,11 @@ fn sigkill_of_vhrun_leaves_no_process_and_no_mount() {
     );
     let mut child = spawn(fx.cmd(&[], &script));
     fx.wait_ready(&mut child);
-    assert_eq!(processes_with(&format!("1000.{m}")).len(), 2);
+    // `ready` is touched before the `exec sleep`: under load the second
+    // sleep may not be there yet.
+    common::wait_until("both sleeps", Duration::from_secs(10), || {
+        processes_with(&format!("1000.{m}")).len() == 2
+    });
     assert_eq!(fs::read_dir(fx.runs()).unwrap().count(), 1);
     child.kill().unwrap(); // SIGKILL
     child.finish();

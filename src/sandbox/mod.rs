@@ -4,7 +4,7 @@
 //!
 //! # API
 //!
-//! ```ignore
+//! ```text
 //! let mut spec = SandboxSpec::new(home.runs(), env_path, vec![argv]);
 //! spec.env = task_env;                       // exactly the task's environment
 //! spec.cwd = robot_root;
