@@ -1,17 +1,8 @@
-//! A metadata-only EROFS image, in the composefs manner: directories,
-//! symlinks and file attributes live in the image; a regular file's bytes
-//! do not. Each non-empty file is a sparse chunk-based inode carrying
-//! `trusted.overlay.metacopy` and `trusted.overlay.redirect`, so an
-//! overlayfs mounted with `metacopy=on` and the blob store as a data-only
-//! lower layer (`lowerdir=<image>::<data>`) reads it from the file the
-//! redirect names. The kernel then serves the whole environment with no
-//! process in the data path (`image.rs` builds and mounts it).
-//!
-//! Only what that needs is written: 4 KiB blocks, no compression,
-//! extended (64-byte) inodes, inline xattrs, plain directory blocks,
-//! symlink texts inline (in a block of their own when near 4 KiB). The
-//! layout follows the kernel's `fs/erofs/erofs_fs.h`; `fsck.erofs` and a
-//! real mount check it in tests.
+//! The image writer. Only what `image.rs` needs is written: 4 KiB
+//! blocks, no compression, extended (64-byte) inodes, inline xattrs, plain
+//! directory blocks, symlink texts inline (in a block of their own when
+//! near 4 KiB). The layout follows the kernel's `fs/erofs/erofs_fs.h`;
+//! `fsck.erofs` and a real mount check it in tests.
 
 use std::collections::HashMap;
 
