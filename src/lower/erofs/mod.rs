@@ -7,6 +7,11 @@
 //! redirect names. The kernel then serves the whole environment with no
 //! process in the data path (`image.rs` builds and mounts it).
 
+// The format types are zerocopy derives: bytes in and out with no
+// `unsafe` here, which this keeps so.
+#![forbid(unsafe_code)]
+
+pub mod format;
 mod writer;
 
 pub use writer::{write, Body, Entry, ImageError};
