@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod format;
+pub mod reader;
 mod writer;
 
 pub use writer::{write, Body, Entry, ImageError};
