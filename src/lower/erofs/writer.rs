@@ -8,11 +8,11 @@
 //! blocks), then the data blocks.
 
 use super::format::{
-    inode_format, xattr_entry_size, xattr_icount, Dirent, InodeExtended, Superblock, XattrEntry,
-    XattrIbodyHeader, BLOCK_BITS, BLOCK_SIZE, CHUNK_BASED, FEATURE_INCOMPAT_CHUNKED_FILE,
-    FLAT_INLINE, FLAT_PLAIN, FT_DIR, FT_REG_FILE, FT_SYMLINK, INODE_LAYOUT_EXTENDED,
-    INODE_SLOT_SIZE, MAGIC_V1, NULL_ADDR, SUPERBLOCK_OFFSET, S_IFDIR, S_IFLNK, S_IFREG,
-    XATTR_INDEX_TRUSTED,
+    inode_format, xattr_entry_size, xattr_icount, ChunkInfo, Dirent, InodeExtended, Superblock,
+    XattrEntry, XattrIbodyHeader, BLOCK_BITS, BLOCK_SIZE, CHUNK_BASED,
+    FEATURE_INCOMPAT_CHUNKED_FILE, FLAT_INLINE, FLAT_PLAIN, FT_DIR, FT_REG_FILE, FT_SYMLINK,
+    INODE_LAYOUT_EXTENDED, INODE_SLOT_SIZE, MAGIC_V1, NULL_ADDR, SUPERBLOCK_OFFSET, S_IFDIR,
+    S_IFLNK, S_IFREG, XATTR_INDEX_TRUSTED,
 };
 use std::collections::HashMap;
 use zerocopy::little_endian::{U16, U32, U64};
@@ -248,9 +248,14 @@ fn write_inode(
             (FLAT_PLAIN, S_IFDIR, len, blk, 2 + subdirs)
         }
         Body::File { size: 0, .. } => (FLAT_PLAIN, S_IFREG, 0, 0, 1),
-        // The chunk-map form of `u` (a `ChunkInfo` without
-        // `CHUNK_FORMAT_INDEXES`) is the bare chunk size exponent.
-        Body::File { size, .. } => (CHUNK_BASED, S_IFREG, *size, chunk_bits(*size) as u32, 1),
+        Body::File { size, .. } => {
+            // A block map (no `CHUNK_FORMAT_INDEXES`) of one chunk.
+            let chunks = ChunkInfo {
+                format: U16::new(chunk_bits(*size)),
+                ..ChunkInfo::default()
+            };
+            (CHUNK_BASED, S_IFREG, *size, chunks.to_u().get(), 1)
+        }
         Body::Symlink(t) => match placed {
             Some((blk, len)) => (FLAT_PLAIN, S_IFLNK, len, blk, 1),
             None => (FLAT_INLINE, S_IFLNK, t.len() as u64, 0, 1),
