@@ -488,20 +488,27 @@ mod writer {
     //! `vhrun::lower::erofs::write` against independent readers: random trees
     //! (odd and 255-byte names, empty and multi-block directories, files
     //! of many sizes and modes, long symlink texts) become images that
-    //! `fsck.erofs` accepts and the kernel mounts as exactly the tree
-    //! described (`fsck.erofs --extract` cannot be the oracle: it leaves
-    //! all-hole files empty).
+    //! vhrun's own reader parses back as exactly the tree described,
+    //! attribute by attribute, xattrs included; that `fsck.erofs` accepts;
+    //! and that the kernel mounts as the same tree (`fsck.erofs --extract`
+    //! cannot be the oracle: it leaves all-hole files empty).
 
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::process::Command;
+    use vhrun::lower::erofs::format::{CHUNK_BASED, FLAT_PLAIN, S_IFDIR, S_IFLNK, S_IFREG};
+    use vhrun::lower::erofs::reader::{Image, Node as Seen};
     use vhrun::lower::erofs::{self, Body, Entry};
 
     #[derive(Debug, Clone)]
     enum Node {
         Dir(BTreeMap<Vec<u8>, Node>),
-        File { size: u64, perm: u16 },
+        File {
+            size: u64,
+            perm: u16,
+            redirect: Vec<u8>,
+        },
         Link(Vec<u8>),
     }
 
@@ -518,8 +525,9 @@ mod writer {
     fn leaf() -> impl Strategy<Value = Node> {
         prop_oneof![
             4 => (prop_oneof![Just(0u64), 1u64..5000, 4090u64..4100, 60_000u64..70_000],
-                  prop_oneof![Just(0o644u16), Just(0o755), Just(0o600), Just(0o4755), Just(0o000)])
-                .prop_map(|(size, perm)| Node::File { size, perm }),
+                  prop_oneof![Just(0o644u16), Just(0o755), Just(0o600), Just(0o4755), Just(0o000)],
+                  "/[0-9a-f]{2}/[a-z0-9._-]{1,90}")
+                .prop_map(|(size, perm, r)| Node::File { size, perm, redirect: r.into_bytes() }),
             1 => prop_oneof!["[a-z./]{1,30}", "[a-z]{3900,4095}"]
                 .prop_map(|t| Node::Link(t.into_bytes())),
         ]
@@ -533,34 +541,50 @@ mod writer {
         prop_oneof![1 => wide, 3 => prop::collection::btree_map(name(), deep, 0..8).prop_map(Node::Dir)]
     }
 
+    /// Who every entry belongs to (one owner per image, as `image.rs`
+    /// writes them), 32-bit ids included.
+    fn owner() -> impl Strategy<Value = (u32, u32)> {
+        prop_oneof![
+            Just((0, 0)),
+            Just((1000, 1000)),
+            Just((4321, 100)),
+            Just((65534, 65534)),
+            Just((3_000_000_000, 70_000)),
+        ]
+    }
+
     /// The entry list for `node` (root first), as `image.rs` builds one.
-    fn entries(root: &Node) -> Vec<Entry> {
+    fn entries(root: &Node, owner: (u32, u32)) -> Vec<Entry> {
         let mut out = Vec::new();
-        push(root, &mut out);
+        push(root, owner, &mut out);
         out
     }
 
-    fn push(node: &Node, out: &mut Vec<Entry>) -> usize {
+    fn push(node: &Node, (uid, gid): (u32, u32), out: &mut Vec<Entry>) -> usize {
         let at = out.len();
         out.push(Entry {
             perm: 0o750,
-            uid: 0,
-            gid: 0,
+            uid,
+            gid,
             body: Body::Dir(Vec::new()),
         });
         let (perm, body) = match node {
             Node::Dir(children) => {
                 let mut kids = Vec::new();
                 for (n, c) in children {
-                    kids.push((n.clone(), push(c, out)));
+                    kids.push((n.clone(), push(c, (uid, gid), out)));
                 }
                 (0o750, Body::Dir(kids))
             }
-            Node::File { size, perm } => (
+            Node::File {
+                size,
+                perm,
+                redirect,
+            } => (
                 *perm,
                 Body::File {
                     size: *size,
-                    redirect: b"/ab/some-blob".to_vec(),
+                    redirect: redirect.clone(),
                 },
             ),
             Node::Link(t) => (0o777, Body::Symlink(t.clone())),
@@ -570,12 +594,123 @@ mod writer {
         at
     }
 
+    fn show(b: &[u8]) -> String {
+        String::from_utf8(b.to_vec()).unwrap_or_else(|e| format!("{:?}", e.into_bytes()))
+    }
+
+    /// One line per entry of what the reader must find, depth first in
+    /// byte order of names (a `BTreeMap`'s order, and the reader's).
+    fn described(node: &Node, rel: &[u8], owner: (u32, u32), out: &mut Vec<String>) {
+        let mtime = vhrun::tree::MTIME;
+        let mut line = |mode: u16, size: String, nlink: u32, rest: String| {
+            out.push(format!(
+                "{:?} mode={mode:o} size={size} owner={owner:?} mtime={mtime} nlink={nlink} {rest}",
+                show(rel)
+            ));
+        };
+        match node {
+            Node::Dir(children) => {
+                let subdirs = children
+                    .values()
+                    .filter(|c| matches!(c, Node::Dir(_)))
+                    .count() as u32;
+                line(S_IFDIR | 0o750, "-".into(), 2 + subdirs, String::new());
+                for (n, c) in children {
+                    let mut p = rel.to_vec();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(n);
+                    described(c, &p, owner, out);
+                }
+            }
+            Node::File {
+                size: 0, perm: p, ..
+            } => line(S_IFREG | p, "0".into(), 1, "flat, no xattrs".into()),
+            Node::File {
+                size,
+                perm,
+                redirect,
+            } => line(
+                S_IFREG | perm,
+                size.to_string(),
+                1,
+                format!(
+                    "xattrs=[(\"trusted.overlay.metacopy\", \"\"), \
+                     (\"trusted.overlay.redirect\", {:?})] one hole chunk",
+                    show(redirect)
+                ),
+            ),
+            Node::Link(t) => line(
+                S_IFLNK | 0o777,
+                t.len().to_string(),
+                1,
+                format!("-> {:?}", show(t)),
+            ),
+        }
+    }
+
+    /// The same lines from what the reader found.
+    fn seen(n: &Seen) -> String {
+        let i = &n.inode;
+        let size = if i.is_dir() {
+            "-".to_string()
+        } else {
+            i.size.to_string()
+        };
+        let rest = match (&n.link, &n.chunks) {
+            (Some(t), _) => format!("-> {:?}", show(t)),
+            (None, Some(c)) => {
+                let xattrs: Vec<(String, String)> = i
+                    .xattrs
+                    .iter()
+                    .map(|x| (show(&x.name), show(&x.value)))
+                    .collect();
+                // One chunk as small as holds the file (down to a block),
+                // all hole: the bytes are the redirect's.
+                let one = c.blocks == [None]
+                    && c.chunk_size >= i.size
+                    && (c.chunk_size == 4096 || c.chunk_size / 2 < i.size)
+                    && i.datalayout == CHUNK_BASED;
+                let chunks = if one {
+                    "one hole chunk".to_string()
+                } else {
+                    format!("layout {} chunks {c:?}", i.datalayout)
+                };
+                format!("xattrs={xattrs:?} {chunks}")
+            }
+            (None, None) if i.is_dir() && i.xattrs.is_empty() => String::new(),
+            (None, None) if i.xattrs.is_empty() && i.datalayout == FLAT_PLAIN => {
+                "flat, no xattrs".into()
+            }
+            (None, None) => format!("layout {} xattrs {:?}", i.datalayout, i.xattrs),
+        };
+        let mtime = if i.mtime_nsec == 0 && i.extended {
+            i.mtime.to_string()
+        } else {
+            format!("{}.{} extended={}", i.mtime, i.mtime_nsec, i.extended)
+        };
+        format!(
+            "{:?} mode={:o} size={size} owner={:?} mtime={mtime} nlink={} {rest}",
+            show(&n.path),
+            i.mode,
+            (i.uid, i.gid),
+            i.nlink
+        )
+    }
+
     /// `find -printf` lines the kernel should show for `node` under `rel`.
-    fn expect(node: &Node, rel: &[u8], out: &mut Vec<Vec<u8>>) {
+    fn expect(node: &Node, rel: &[u8], (uid, gid): (u32, u32), out: &mut Vec<Vec<u8>>) {
         let mut line = |kind: &str, size: Option<u64>, perm: u32, extra: &[u8]| {
             let mut l = rel.to_vec();
             let size = size.map_or("-".to_string(), |s| s.to_string());
-            l.extend(format!("\t{kind}\t{size}\t{perm:o}\t{}\t", vhrun::tree::MTIME).bytes());
+            l.extend(
+                format!(
+                    "\t{kind}\t{size}\t{perm:o}\t{uid}\t{gid}\t{}\t",
+                    vhrun::tree::MTIME
+                )
+                .bytes(),
+            );
             l.extend_from_slice(extra);
             out.push(l);
         };
@@ -590,10 +725,10 @@ mod writer {
                         p.push(b'/');
                     }
                     p.extend_from_slice(n);
-                    expect(c, &p, out);
+                    expect(c, &p, (uid, gid), out);
                 }
             }
-            Node::File { size, perm } => line("f", Some(*size), *perm as u32, b""),
+            Node::File { size, perm, .. } => line("f", Some(*size), *perm as u32, b""),
             Node::Link(t) => line("l", Some(t.len() as u64), 0o777, t),
         }
     }
@@ -605,7 +740,7 @@ mod writer {
             .args(["-m", "--propagation", "private", "sh", "-c"])
             .arg(
                 "mount -t erofs -o ro \"$1\" \"$2\" && find \"$2\" -mindepth 1 \
-                 -printf '%P\\t%y\\t%s\\t%m\\t%T@\\t%l\\n'",
+                 -printf '%P\\t%y\\t%s\\t%m\\t%U\\t%G\\t%T@\\t%l\\n'",
             )
             .arg("sh")
             .arg(image)
@@ -628,8 +763,8 @@ mod writer {
                 if f[1] == b"d" {
                     f[2] = b"-".to_vec();
                 }
-                if let Some(dot) = f[4].iter().position(|&b| b == b'.') {
-                    f[4].truncate(dot);
+                if let Some(dot) = f[6].iter().position(|&b| b == b'.') {
+                    f[6].truncate(dot);
                 }
                 f.join(&b'\t')
             })
@@ -644,8 +779,22 @@ mod writer {
             ..ProptestConfig::default()
         })]
         #[test]
-        fn images_unpack_to_the_tree_they_describe(root in tree()) {
-            let img = erofs::write(&entries(&root), vhrun::tree::MTIME).unwrap();
+        fn images_unpack_to_the_tree_they_describe(root in tree(), owner in owner()) {
+            let entries = entries(&root, owner);
+            let img = erofs::write(&entries, vhrun::tree::MTIME).unwrap();
+
+            let image = Image::open(&img).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let nodes = image.walk().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut want = Vec::new();
+            described(&root, b"", owner, &mut want);
+            let got: Vec<String> = nodes.iter().map(seen).collect();
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert_eq!(g, w);
+            }
+            prop_assert_eq!(image.superblock.inos.get(), entries.len() as u64);
+            prop_assert_eq!(image.superblock.blocks.get() as usize * 4096, img.len());
+
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("t.erofs");
             std::fs::write(&file, &img).unwrap();
@@ -654,7 +803,7 @@ mod writer {
             let mnt = dir.path().join("m");
             std::fs::create_dir(&mnt).unwrap();
             let mut want = Vec::new();
-            expect(&root, b"", &mut want);
+            expect(&root, b"", owner, &mut want);
             want.sort();
             let got = kernel_listing(&file, &mnt);
             prop_assert_eq!(got.len(), want.len());
@@ -663,6 +812,180 @@ mod writer {
                     String::from_utf8_lossy(g),
                     String::from_utf8_lossy(w)
                 );
+            }
+        }
+    }
+}
+
+mod reader {
+    //! `vhrun::lower::erofs::reader` against an independent writer:
+    //! `mkfs.erofs` images of a real directory (compact and extended
+    //! inodes, inline tails, shared xattrs: what vhrun's writer never
+    //! emits) read back as that directory, bytes included.
+
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::Path;
+    use std::process::Command;
+    use vhrun::lower::erofs::reader::Image;
+
+    /// The xattrs `sample_dir` sets (the host may add `security.*`).
+    const XATTRS: &[(&str, &str, &str)] = &[
+        ("a", "user.note", "hi there"),
+        ("big", "user.note", "hi there"),
+        ("d", "user.note", "hi there"),
+        ("d/e", "trusted.x", ""),
+    ];
+
+    fn sample_dir(dir: &Path) {
+        std::fs::create_dir_all(dir.join("d/e")).unwrap();
+        std::fs::write(dir.join("a"), b"hello\n").unwrap();
+        let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("big"), big).unwrap();
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        std::fs::write(dir.join("block"), vec![b'b'; 4096]).unwrap();
+        symlink("a", dir.join("l")).unwrap();
+        symlink("x".repeat(3000), dir.join("longlink")).unwrap();
+        for i in 0..400 {
+            std::fs::write(dir.join(format!("d/f{i:04}")), i.to_string().repeat(i)).unwrap();
+        }
+        std::fs::set_permissions(dir.join("a"), std::fs::Permissions::from_mode(0o4751)).unwrap();
+        std::os::unix::fs::chown(dir.join("big"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(dir.join("l"), Some(70_000), Some(3)).unwrap();
+        // Three alike, which mkfs.erofs stores once as a shared xattr.
+        let mut py = String::from("import os, sys\n");
+        for (p, n, v) in XATTRS {
+            py += &format!("os.setxattr(os.path.join(sys.argv[1], '{p}'), '{n}', b'{v}')\n");
+        }
+        let out = Command::new("python3")
+            .args(["-c", &py])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    fn digest(b: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(b)[..8]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    }
+
+    /// The attributes both sides are compared on, as one line.
+    #[allow(clippy::too_many_arguments)]
+    fn line(
+        path: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+        size: u64,
+        mtime: (i64, i64),
+        nlink: u64,
+        content: &[u8],
+        xattrs: Vec<(String, String)>,
+    ) -> String {
+        format!(
+            "{:?} mode={mode:o} owner={owner:?} size={size} mtime={mtime:?} nlink={nlink} \
+             sha={} xattrs={xattrs:?}",
+            String::from_utf8_lossy(path),
+            digest(content)
+        )
+    }
+
+    /// What the host shows of `rel` under `root` (mtime `fixed` if given).
+    fn host(root: &Path, rel: &[u8], fixed: Option<i64>) -> String {
+        let p = root.join(std::ffi::OsStr::from_bytes(rel));
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let content = if md.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().into_os_string().into_vec()
+        } else if md.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        let xattrs = XATTRS
+            .iter()
+            .filter(|(q, ..)| q.as_bytes() == rel)
+            .map(|(_, n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let (size, nlink) = if md.is_dir() {
+            // EROFS's own directory size; nlink as on the host.
+            (0, md.nlink())
+        } else {
+            (md.size(), md.nlink())
+        };
+        let mtime = fixed.map_or((md.mtime(), md.mtime_nsec()), |t| (t, 0));
+        line(
+            rel,
+            md.mode(),
+            (md.uid(), md.gid()),
+            size,
+            mtime,
+            nlink,
+            &content,
+            xattrs,
+        )
+    }
+
+    #[test]
+    fn mkfs_erofs_images_read_back_as_their_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        sample_dir(&src);
+        // -T: compact inodes (their mtime the build time); without it,
+        // extended ones keeping the files' nanosecond mtimes.
+        for fixed in [Some(1_600_000_000i64), None] {
+            let img_path = tmp.path().join("i.erofs");
+            let mut mkfs = Command::new("mkfs.erofs");
+            if let Some(t) = fixed {
+                mkfs.arg(format!("-T{t}"));
+            }
+            let out = mkfs
+                .arg(&img_path)
+                .arg(&src)
+                .output()
+                .expect("mkfs.erofs (apt install erofs-utils)");
+            assert!(out.status.success(), "{out:?}");
+            let img = std::fs::read(&img_path).unwrap();
+            let image = Image::open(&img).unwrap();
+            let nodes = image.walk().unwrap();
+            assert_eq!(nodes.len(), 1 + 7 + 1 + 400, "fixed={fixed:?}");
+            let mut compact = 0;
+            for n in &nodes {
+                let i = &n.inode;
+                compact += !i.extended as usize;
+                let content = match &n.link {
+                    Some(t) => t.clone(),
+                    None if i.is_dir() => Vec::new(),
+                    None => image.data(i).unwrap(),
+                };
+                let xattrs = i
+                    .xattrs
+                    .iter()
+                    .filter(|x| !x.name.starts_with(b"security."))
+                    .map(|x| {
+                        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                        (s(&x.name), s(&x.value))
+                    })
+                    .collect();
+                let got = line(
+                    &n.path,
+                    u32::from(i.mode),
+                    (i.uid, i.gid),
+                    if i.is_dir() { 0 } else { i.size },
+                    (i.mtime as i64, i64::from(i.mtime_nsec)),
+                    u64::from(i.nlink),
+                    &content,
+                    xattrs,
+                );
+                assert_eq!(got, host(&src, &n.path, fixed), "fixed={fixed:?}");
+            }
+            if fixed.is_some() {
+                // All but `l`, whose owner needs 32 bits.
+                assert_eq!(compact, nodes.len() - 1);
+            } else {
+                assert!(compact < nodes.len());
             }
         }
     }
