@@ -106,11 +106,13 @@ def du(path):
 # ---------------------------------------------------------------- setup
 
 
-def find_shared():
-    for c in [os.environ.get("VHRUN_SHARED"), REPO.parent / "shared", "/work/shared"]:
+def make_env_script():
+    # The repository's copy (tests/oracles, from shared/bench) unless a
+    # shared/ directory is named.
+    for c in [os.environ.get("VHRUN_SHARED"), REPO.parent / "shared"]:
         if c and (Path(c) / "bench" / "make-env.sh").is_file():
-            return Path(c)
-    raise SystemExit("bench: make-env.sh not found (set VHRUN_SHARED to the shared/ directory)")
+            return Path(c) / "bench" / "make-env.sh"
+    return REPO / "tests" / "oracles" / "make-env.sh"
 
 
 def ensure_env():
@@ -119,7 +121,7 @@ def ensure_env():
         return
     log(f"building the benchmark environment at {ENV} (make-env.sh, several minutes)")
     env = dict(os.environ, PYTHON=os.environ.get("PYTHON", "python3"))
-    sh([str(find_shared() / "bench" / "make-env.sh"), str(ENV)], env=env)
+    sh([str(make_env_script()), str(ENV)], env=env)
 
 
 def ensure_blueprint():
