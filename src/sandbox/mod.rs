@@ -39,7 +39,7 @@
 //! 4. **call `mount_lower(&LowerTarget)`**: threads may be started from
 //!    here on (FUSE workers). It mounts the lower tree at
 //!    `target.mountpoint` (joining a server: mounts nothing, the tree is
-//!    there) and returns a guard, dropped after the unmount;
+//!    there) and returns a guard, handed back to the caller after the unmount;
 //! 5. mount the overlay at `env_path`;
 //! 6. resolve each command's program in the task's PATH, build argv/envp;
 //! 7. from the main thread (PDEATHSIG fires when the forking *thread*
