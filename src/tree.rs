@@ -851,7 +851,7 @@ mod tests {
         assert!(b.resolve(Path::new("new")).is_none());
         // A damaged index behind the stat link is rebuilt, not trusted.
         let idx = index::index_path(&dir.path().join("index"), &std::fs::read(&cat).unwrap());
-        crate::sys::mmap::write_immutable(&idx, b"VHRUNTR4 damaged").unwrap();
+        crate::paths::write_atomic(&idx, b"VHRUNTR4 damaged", 0o444).unwrap();
         let d = Tree::load_indexed(&cat, &dir.path().join("index")).unwrap();
         assert_eq!(d.describe(), c.describe());
         assert!(std::fs::read(&idx).unwrap().len() > 100, "rebuilt");

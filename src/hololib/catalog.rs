@@ -220,12 +220,12 @@ impl Catalog {
     /// and rename, so readers never see half a catalog), plus `<path>.info`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let gz = gzip_bytes(&self.to_json());
-        write_atomic(path, &gz)?;
+        crate::paths::write_atomic(path, &gz, 0o666)?;
         let info_path = path.with_file_name(format!(
             "{}.info",
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
-        write_atomic(&info_path, &go_json(&self.info()))
+        crate::paths::write_atomic(&info_path, &go_json(&self.info()), 0o666)
     }
 
     /// Every file entry with its path relative to the tree root, depth first
@@ -286,19 +286,6 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
         .write(Vec::new(), flate2::Compression::fast());
     enc.write_all(data).expect("in-memory write");
     enc.finish().expect("in-memory write")
-}
-
-/// Write via `<path>.tmp<pid>` + rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(data).at(&tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).at(path)
 }
 
 /// serde_json's pretty printer plus Go's HTML-safe string escaping.

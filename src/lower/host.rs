@@ -93,15 +93,10 @@ pub fn serve(m: HostMount) -> Result<Stats> {
         WaitOutcome::Signal(s) => tracing::info!("signal {s}: unmounting"),
         WaitOutcome::Unmounted => tracing::info!("unmounted from outside"),
     }
-    let mut ws = mounted.working_set();
-    if !ws.is_empty() {
-        if let Some(old) = WorkingSet::load(&m.workset_path) {
-            ws.merge(old);
-        }
-        if let Err(e) = ws.save(&m.workset_path) {
-            tracing::warn!("cannot save the working set: {e}");
-        }
-    }
+    let previous = WorkingSet::load(&m.workset_path);
+    mounted
+        .working_set()
+        .record(previous.as_ref(), &m.workset_path);
     let stats = mounted.unmount();
     dog.disarm();
     if !exists {

@@ -188,10 +188,6 @@ impl Lower {
             .ok()
     }
 
-    pub fn way(&self) -> &Way {
-        &self.way
-    }
-
     /// The warm server's namespaces, for the sandbox to join (once).
     pub fn namespaces(&mut self) -> Option<crate::sandbox::namespaces::Joined> {
         match &mut self.way {
@@ -358,7 +354,9 @@ impl Served {
                 ..Report::default()
             }),
             By::Fuse(mounted) => {
-                save_merged(mounted.working_set(), &self.previous, &self.workset_path);
+                mounted
+                    .working_set()
+                    .record(self.previous.as_ref(), &self.workset_path);
                 let so_far = mounted.stats();
                 let fuse = mounted.unmount().unwrap_or_else(|e| {
                     tracing::warn!("{e}");
@@ -387,7 +385,7 @@ impl Served {
                 };
                 if conn.fresh() {
                     match conn.working_set() {
-                        Ok(ws) => save_merged(ws, &self.previous, &self.workset_path),
+                        Ok(ws) => ws.record(self.previous.as_ref(), &self.workset_path),
                         Err(e) => tracing::debug!("working set not saved: {e}"),
                     }
                 }
@@ -402,19 +400,6 @@ impl Served {
                 })
             }
         }
-    }
-}
-
-/// Remember what this run touched, so the next cold tree is replayed
-/// warm (not rewritten when the run touched nothing new).
-fn save_merged(touched: WorkingSet, previous: &Option<WorkingSet>, path: &Path) {
-    let mut ws = previous.clone().unwrap_or_default();
-    ws.merge(touched);
-    if previous.as_ref() == Some(&ws) {
-        return;
-    }
-    if let Err(e) = ws.save(path) {
-        tracing::debug!("working set not saved: {e}");
     }
 }
 

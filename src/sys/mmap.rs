@@ -7,17 +7,18 @@
 //! change: Rust assumes the memory behind a shared slice is immutable, and
 //! with `MAP_PRIVATE` Linux still shows later writes to the file in pages
 //! not yet copied; a truncation makes access raise SIGBUS. So the mapping
-//! itself is a private `unsafe fn`, and the safe API is the pair
-//! [`write_immutable`] / [`MappedFile::open_immutable`], which establishes
-//! that nothing writes the file while it is mapped:
+//! itself is a private `unsafe fn`, and the safe API is
+//! [`MappedFile::open_immutable`] over files written with
+//! `crate::paths::write_atomic(path, data, 0o444)`, which establishes that
+//! nothing writes the file while it is mapped:
 //!
-//! - vhrun never writes such a file in place: [`write_immutable`] fills a
+//! - vhrun never writes such a file in place: `write_atomic` fills a
 //!   fresh temporary file (mode 0444) and renames it over the old name. A
 //!   rename or an unlink changes the directory entry, not the mapped inode,
 //!   and no descriptor open for writing outlives the rename.
 //! - [`MappedFile::open_immutable`] maps only a regular file with no write
 //!   permission bits, owned by this process's effective user or by root:
-//!   what `write_immutable` made. Anyone else needs to change the mode
+//!   what `write_atomic` made. Anyone else needs to change the mode
 //!   first to write it (`EACCES`).
 //! - A task vhrun runs sees the directory of these files read-only (the
 //!   index is one of the sandbox's read-only paths): it cannot write them.
@@ -29,7 +30,6 @@
 //! guarantees do not cover either.
 
 use std::fs::File;
-use std::io::Write;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -47,33 +47,9 @@ unsafe impl Send for MappedFile {}
 // SAFETY: as for `Send` above.
 unsafe impl Sync for MappedFile {}
 
-/// Write `data` as the file at `path`, the way [`MappedFile::open_immutable`]
-/// requires: a new temporary file in the same directory, mode 0444,
-/// renamed over `path` (which is replaced atomically, never rewritten).
-pub fn write_immutable(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(data))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 impl MappedFile {
-    /// Map the file at `path` read-only, if it is one [`write_immutable`]
-    /// wrote: a regular file without write permission for anyone, owned by
+    /// Map the file at `path` read-only, if it is one `paths::write_atomic`
+    /// wrote with mode 0444: a regular file without write permission for anyone, owned by
     /// this process's effective user or by root. See the module doc for why
     /// its bytes stay put while mapped; any other file is refused
     /// (`PermissionDenied`: read it instead).
@@ -169,16 +145,16 @@ mod tests {
     fn maps_contents_and_empty_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
-        write_immutable(&path, b"hello index").unwrap();
+        crate::paths::write_atomic(&path, b"hello index", 0o444).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
         let m = MappedFile::open_immutable(&path).unwrap();
         assert_eq!(&m[..], b"hello index");
         // Replaced, not rewritten: the old mapping keeps the old bytes.
-        write_immutable(&path, b"another").unwrap();
+        crate::paths::write_atomic(&path, b"another", 0o444).unwrap();
         assert_eq!(&m[..], b"hello index");
         assert_eq!(&MappedFile::open_immutable(&path).unwrap()[..], b"another");
-        write_immutable(&path, b"").unwrap();
+        crate::paths::write_atomic(&path, b"", 0o444).unwrap();
         assert!(MappedFile::open_immutable(&path).unwrap().is_empty());
     }
 

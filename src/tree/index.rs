@@ -153,9 +153,10 @@ fn defect_code(d: Option<Defect>) -> u8 {
     }
 }
 
-/// Write the index of `t` at `path`, as `load` can map it.
+/// Write the index of `t` at `path`, as `load` can map it: read-only,
+/// replaced by rename, never rewritten (`sys::mmap`).
 pub fn save(path: &Path, t: &Tree) -> crate::Result<()> {
-    crate::sys::mmap::write_immutable(path, &encode(t)).map_err(|e| crate::Error::io(path, e))
+    crate::paths::write_atomic(path, &encode(t), 0o444)
 }
 
 /// Map and decode the index file at `path`; `None` if it is missing,

@@ -170,6 +170,20 @@ impl WorkingSet {
         }
     }
 
+    /// Remember what a run or mount touched, added to what was recorded
+    /// before, so the next cold tree is replayed warm. Nothing is written
+    /// when it adds nothing new.
+    pub fn record(self, previous: Option<&WorkingSet>, path: &Path) {
+        let mut ws = previous.cloned().unwrap_or_default();
+        ws.merge(self);
+        if ws.is_empty() || previous == Some(&ws) {
+            return;
+        }
+        if let Err(e) = ws.save(path) {
+            tracing::debug!("working set not saved: {e}");
+        }
+    }
+
     pub fn load(path: &Path) -> Option<WorkingSet> {
         std::fs::read(path).ok().map(|b| WorkingSet::from_bytes(&b))
     }
@@ -178,7 +192,7 @@ impl WorkingSet {
         if let Some(dir) = path.parent() {
             crate::paths::mkdir_all(dir, 0o750)?;
         }
-        crate::hololib::catalog::write_atomic(path, &self.to_bytes())
+        crate::paths::write_atomic(path, &self.to_bytes(), 0o666)
     }
 
     /// Stat every path and list every directory under `mountpoint` from
