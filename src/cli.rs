@@ -131,6 +131,16 @@ pub struct SandboxArgs {
     /// Write the same as JSON to FILE (keys: docs/stats.md).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// auto: the virtual holotree where the machine allows it, else a copy
+    /// of the environment (with one warning); virtual: never a copy (a
+    /// refusal is exit 69); copy: always a copy, as rcc runs (default:
+    /// $VHRUN_MODE, else auto).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Option<crate::lower::Mode>,
+}
+
+fn parse_mode(s: &str) -> Result<crate::lower::Mode, String> {
+    s.parse()
 }
 
 #[derive(Debug, Args, Clone, Default)]

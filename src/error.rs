@@ -107,6 +107,11 @@ pub enum Error {
     #[error("{what}: {hint}")]
     Unavailable { what: String, hint: String },
 
+    /// The machine refuses a step of the virtual holotree (FUSE, a
+    /// namespace, overlayfs): `--mode auto` runs from a copy instead.
+    #[error("{detail}; {}", refusal.fix())]
+    Refused { refusal: Refusal, detail: String },
+
     #[error("{0}")]
     Usage(String),
 
@@ -130,7 +135,7 @@ impl Error {
             Error::CatalogMissing { .. } | Error::NoSuchCatalog { .. } => exit::ENV_MISSING,
             Error::EnvBuildFailed { code, .. } => *code,
             Error::UnknownTask { .. } => exit::UNKNOWN_TASK,
-            Error::Unavailable { .. } => exit::UNAVAILABLE,
+            Error::Unavailable { .. } | Error::Refused { .. } => exit::UNAVAILABLE,
             Error::Usage(_) => exit::USAGE,
             Error::Internal(_) => exit::INTERNAL,
         }
@@ -200,6 +205,74 @@ impl Error {
         Error::Unavailable {
             what: what.into(),
             hint: hint.into(),
+        }
+    }
+}
+
+/// A step of the virtual holotree the machine refuses, each with the fix
+/// `vhrun doctor` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// No `/dev/fuse`, or the user may not open it.
+    DevFuse,
+    /// Unprivileged user namespaces refused (sysctl, AppArmor, seccomp).
+    UserNamespace,
+    /// A mount namespace, or mounting in it, refused.
+    MountNamespace,
+    /// The kernel refused the FUSE mount.
+    FuseMount,
+    /// overlayfs refused the layers (module, upper filesystem).
+    Overlay,
+}
+
+impl Refusal {
+    /// What is missing, for the one warning line of a fallback.
+    pub fn what(self) -> &'static str {
+        match self {
+            Refusal::DevFuse => "no usable /dev/fuse",
+            Refusal::UserNamespace => "user namespaces refused",
+            Refusal::MountNamespace => "mount namespaces refused",
+            Refusal::FuseMount => "FUSE mount refused",
+            Refusal::Overlay => "overlayfs refused",
+        }
+    }
+
+    /// How to let vhrun run virtually.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Refusal::DevFuse => {
+                "give the container /dev/fuse (--device /dev/fuse), load the fuse module (modprobe fuse), or make it usable as distributions ship it (chmod 0666 /dev/fuse)"
+            }
+            Refusal::UserNamespace => {
+                "allow unprivileged user namespaces (sysctl user.max_user_namespaces, kernel.apparmor_restrict_unprivileged_userns=0, a seccomp profile permitting unshare), or run as root"
+            }
+            Refusal::MountNamespace => {
+                "allow unshare and mount (in a container: a seccomp profile permitting them, or --privileged)"
+            }
+            Refusal::FuseMount => "allow FUSE mounts (in a container: CAP_SYS_ADMIN, or user namespaces)",
+            Refusal::Overlay => {
+                "load overlayfs (modprobe overlay) and keep VHRUN_HOME on a filesystem overlayfs takes as upper layer (ext4, xfs, btrfs, tmpfs)"
+            }
+        }
+    }
+}
+
+impl Error {
+    /// `refusal`, for `detail` (what was tried and the kernel's answer).
+    pub fn refused(refusal: Refusal, detail: impl Into<String>) -> Self {
+        Error::Refused {
+            refusal,
+            detail: detail.into(),
+        }
+    }
+
+    /// The refusal behind this error, if the machine refused a step of the
+    /// virtual holotree.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Refused { refusal, .. } => Some(*refusal),
+            _ => None,
         }
     }
 }

@@ -121,6 +121,9 @@ pub struct Plan {
     pub temp_dir: PathBuf,
     pub sandbox: SandboxOptions,
     pub lower: lower::Options,
+    /// rcc's `--controller` and `--space`, recorded in a copy's `.meta`.
+    pub controller: String,
+    pub space: String,
 }
 
 /// `vhrun run` / `vhrun -r robot.yaml -t task`.
@@ -281,6 +284,8 @@ fn plan(
         temp_dir,
         sandbox: sandbox.clone(),
         lower: lower.clone(),
+        controller: opts.controller.clone(),
+        space: opts.space.clone(),
     })
 }
 
@@ -309,34 +314,105 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         shown_as: resolved.space_path.clone(),
         workset_path: WorkingSet::path_for_commands(home, &resolved.tree, &plan.commands),
     };
-    let mut lower = Lower::choose(source, &plan.lower, &Identity::current());
+    let mut lower = Lower::choose(source, &plan.lower, &Identity::current())?;
+    if let Some(because) = lower.copy() {
+        if let Some(e) = because {
+            tracing::warn!("{}", lower::probe::fallback_warning(e));
+        }
+        let refusal = because.and_then(Error::refusal);
+        return execute_copy(&plan, started, refusal);
+    }
     let spec = SandboxSpec {
         join: lower.namespaces(),
         ..spec
     };
     let ended = sandbox::run_sandboxed(&spec, move |target| lower.mount(target));
     let report = ended.lower.and_then(lower::Served::finish);
-    remove_temp(&plan.temp_dir);
-    let outcome = ended.outcome?;
-    if let Some(report) = report.filter(|_| plan.sandbox.wants_stats()) {
-        let stats = RunStats::collect(&runstats::Inputs {
-            started,
-            catalog_path: &resolved.catalog_path,
-            environment: &resolved.space_path,
-            lower: &report,
-            outcome: &outcome,
-            exit_code: outcome.code(),
-            kept: spec.keep_overlay.as_deref(),
-        });
-        let json = plan.sandbox.stats_json.as_deref();
-        if let Err(e) = runstats::report(&stats, plan.sandbox.stats, json) {
-            tracing::error!("--stats-json: {e}");
+    let outcome = match ended.outcome {
+        // Refused before the task started: nothing ran, and the sandbox
+        // unmounted what it had made.
+        Err(e) if plan.lower.mode == lower::Mode::Auto && e.refusal().is_some() => {
+            tracing::warn!("{}", lower::probe::fallback_warning(&e));
+            return execute_copy(&plan, started, e.refusal());
         }
+        other => other,
+    };
+    remove_temp(&plan.temp_dir);
+    let outcome = outcome?;
+    if let Some(report) = report.filter(|_| plan.sandbox.wants_stats()) {
+        report_stats(
+            &plan,
+            &report,
+            &outcome,
+            started,
+            spec.keep_overlay.as_deref(),
+        );
     }
     Ok(RunEnd {
         code: outcome.code(),
         command: outcome.command,
     })
+}
+
+/// Run the commands in a restored copy of the environment (copy mode),
+/// `because` of a refusal of the machine (`None`: asked for).
+fn execute_copy(
+    plan: &Plan,
+    started: std::time::Instant,
+    because: Option<crate::error::Refusal>,
+) -> Result<RunEnd> {
+    let resolved = &plan.resolved;
+    let space = lower::copy::prepare(&lower::copy::CopySource {
+        hololib: &resolved.hololib,
+        tree: &resolved.tree,
+        space: &resolved.space_path,
+        target_name: &resolved.space_name,
+        controller: &plan.controller,
+        space_label: &plan.space,
+    });
+    let outcome = space.and_then(|space| {
+        let outcome = sandbox::run_in_place(&sandbox_spec(plan));
+        // The space's lock is held until the task has ended.
+        outcome.map(|o| (o, space.report))
+    });
+    remove_temp(&plan.temp_dir);
+    let (outcome, copied) = outcome?;
+    if plan.sandbox.wants_stats() {
+        let report = lower::Report {
+            totals: resolved.tree.totals(),
+            copy: Some(copied),
+            refused: because,
+            ..lower::Report::default()
+        };
+        report_stats(plan, &report, &outcome, started, None);
+    }
+    Ok(RunEnd {
+        code: outcome.code(),
+        command: outcome.command,
+    })
+}
+
+fn report_stats(
+    plan: &Plan,
+    report: &lower::Report,
+    outcome: &sandbox::RunOutcome,
+    started: std::time::Instant,
+    kept: Option<&Path>,
+) {
+    let resolved = &plan.resolved;
+    let stats = RunStats::collect(&runstats::Inputs {
+        started,
+        catalog_path: &resolved.catalog_path,
+        environment: &resolved.space_path,
+        lower: report,
+        outcome,
+        exit_code: outcome.code(),
+        kept,
+    });
+    let json = plan.sandbox.stats_json.as_deref();
+    if let Err(e) = runstats::report(&stats, plan.sandbox.stats, json) {
+        tracing::error!("--stats-json: {e}");
+    }
 }
 
 /// The sandbox of a planned run: its commands, environment, and the

@@ -47,13 +47,22 @@
 //! | `server.pid` | its process id |
 //! | `server.runs_before` | runs it served before this one (`0`: started for this run, cold caches) |
 //! | `image` | the EROFS image directory that gave the tree (`null`: FUSE); with an image the kernel serves everything, so `fuse`, `files.opened`, `bytes.opened` and `blobs` are 0 |
+//! | `mode` | `virtual` (image, server or FUSE) or `copy` (the task ran in a restored copy; `fuse`, `blobs`, `overlay`, `files.opened` and `bytes.opened` are 0) |
+//! | `copy` | copy mode's work on the space before the task (`null` in virtual mode) |
+//! | `copy.state` | `restored` (written whole: new, or not known to hold this catalog), `reused` (found unchanged) or `repaired` |
+//! | `copy.reused` / `.restored` / `.repaired` | files kept as found / written because missing / rewritten because changed |
+//! | `copy.removed` / `.relinked` | entries the catalog does not have, removed / symlinks (re)made |
+//! | `copy.bytes_written` | content bytes written into the space |
+//! | `copy.check_ms` / `.prepare_ms` | checking the space against the catalog / lock, check and repair |
+//! | `copy.refused` | why an `auto` run used a copy: `dev_fuse`, `user_namespace`, `mount_namespace`, `fuse_mount`, `overlay`; `null` for `--mode copy` |
 //!
 //! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
 //! `blobs` figures are what the server did while the run was connected:
 //! what earlier runs left in the kernel's caches costs no request, and
 //! runs at the same time count in each other's figures.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
+use crate::lower::copy::SpaceState;
 use crate::lower::fuse::ReadMode;
 use crate::lower::server::ServerInfo as Server;
 use crate::lower::Report;
@@ -96,6 +105,27 @@ pub struct RunStats {
     pub fuse: Fuse,
     pub server: Option<Server>,
     pub image: Option<PathBuf>,
+    /// `virtual` or `copy`.
+    pub mode: &'static str,
+    /// A copy-mode run's space (`null` in virtual mode).
+    pub copy: Option<Copy>,
+}
+
+/// What copy mode did to the space before the task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Copy {
+    /// `restored` (whole), `reused` (unchanged) or `repaired`.
+    pub state: SpaceState,
+    pub reused: u64,
+    pub restored: u64,
+    pub repaired: u64,
+    pub removed: u64,
+    pub relinked: u64,
+    pub bytes_written: u64,
+    pub check_ms: f64,
+    pub prepare_ms: f64,
+    /// The refusal that made an `auto` run use a copy (`null`: `--mode copy`).
+    pub refused: Option<Refusal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -238,6 +268,23 @@ impl RunStats {
             },
             server: i.lower.server,
             image: i.lower.image.clone(),
+            mode: if i.lower.copy.is_some() {
+                "copy"
+            } else {
+                "virtual"
+            },
+            copy: i.lower.copy.as_ref().map(|c| Copy {
+                state: c.state,
+                reused: c.reused,
+                restored: c.restored,
+                repaired: c.repaired,
+                removed: c.removed,
+                relinked: c.relinked,
+                bytes_written: c.bytes,
+                check_ms: ms(c.check),
+                prepare_ms: ms(c.total),
+                refused: i.lower.refused,
+            }),
         }
     }
 
@@ -334,6 +381,28 @@ impl RunStats {
                 None => String::new(),
             }
         );
+        if let Some(c) = &self.copy {
+            s += &format!(
+                "  copy          space {}: {} files reused, {} restored, {} repaired, {} removed; {} written; checked in {:.1} ms, ready in {:.1} ms{}\n",
+                match c.state {
+                    SpaceState::Restored => "restored",
+                    SpaceState::Reused => "reused",
+                    SpaceState::Repaired => "repaired",
+                },
+                c.reused,
+                c.restored,
+                c.repaired,
+                c.removed,
+                human(c.bytes_written),
+                c.check_ms,
+                c.prepare_ms,
+                match c.refused {
+                    Some(r) => format!(" (auto mode: {})", r.what()),
+                    None => String::new(),
+                }
+            );
+            return s;
+        }
         if let Some(image) = &self.image {
             s += &format!(
                 "  tree          EROFS image {} (the kernel serves it: no FUSE, no server)\n",

@@ -15,7 +15,7 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
         catalog: args.catalog.clone(),
         command: args.command.clone(),
         sandbox: args.sandbox.options(),
-        lower: Switches::from_env().lower(),
+        lower: Switches::from_env().lower_for_run(args.sandbox.mode)?,
     };
     crate::run::exec(Locations::from_env(), &opts)
 }

@@ -12,7 +12,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         args: args.args.clone(),
         rcc_exit_codes: args.rcc_exit_codes,
         sandbox: args.sandbox.options(),
-        lower: Switches::from_env().lower(),
+        lower: Switches::from_env().lower_for_run(args.sandbox.mode)?,
     };
     crate::run::run(Locations::from_env(), &opts)
 }

@@ -5,8 +5,9 @@
 //! rcc's own `ROBOCORP_HOME`) and `VHRUN_LOG` (`logging`, before anything
 //! else runs).
 
+use crate::error::{Error, Result};
 use crate::lower::fuse::PassthroughMode;
-use crate::lower::{self, Prefetch};
+use crate::lower::{self, Mode, Prefetch};
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct Switches {
     pub passthrough: Option<OsString>,
     /// `VHRUN_PREFETCH=off|sync`: no working-set replay, or before the task.
     pub prefetch: Option<OsString>,
+    /// `VHRUN_MODE=auto|virtual|copy` (`--mode` wins).
+    pub mode: Option<OsString>,
 }
 
 impl Switches {
@@ -38,12 +41,31 @@ impl Switches {
             server_idle: var("VHRUN_SERVER_IDLE"),
             passthrough: var("VHRUN_PASSTHROUGH"),
             prefetch: var("VHRUN_PREFETCH"),
+            mode: var("VHRUN_MODE"),
         }
     }
 
     /// The rcc `vhrun build` hands environments to, if any.
     pub fn build_rcc(&self) -> Option<PathBuf> {
         crate::rcc::for_builds(self.rcc.as_deref(), std::env::var_os("PATH").as_deref())
+    }
+
+    /// How runs provide their tree, `--mode` (if given) over `VHRUN_MODE`.
+    pub fn lower_for_run(&self, mode: Option<Mode>) -> Result<lower::Options> {
+        let mode = match (mode, self.mode.as_deref()) {
+            (Some(m), _) => m,
+            (None, None) => Mode::default(),
+            (None, Some(v)) => v
+                .to_str()
+                .unwrap_or("?")
+                .trim()
+                .parse()
+                .map_err(|e| Error::Usage(format!("VHRUN_MODE={}", e)))?,
+        };
+        Ok(lower::Options {
+            mode,
+            ..self.lower()
+        })
     }
 
     /// How runs provide their tree.
@@ -68,6 +90,7 @@ impl Switches {
                 Some(v) if v == "sync" => Prefetch::Before,
                 _ => Prefetch::Alongside,
             },
+            mode: default.mode,
         }
     }
 }

@@ -45,7 +45,7 @@ pub const MOTHER_TIME: i64 = 1_610_000_000;
 
 /// Blobs and contents up to this size are decoded in memory (one read, one
 /// write); bigger ones are streamed.
-const IN_MEMORY_LIMIT: u64 = 64 << 20;
+pub(crate) const IN_MEMORY_LIMIT: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreStats {
@@ -167,7 +167,7 @@ fn mother_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(MOTHER_TIME as u64)
 }
 
-fn set_dir_times(path: &Path) -> Result<()> {
+pub(crate) fn set_dir_times(path: &Path) -> Result<()> {
     let t = nix::sys::time::TimeSpec::new(MOTHER_TIME, 0);
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
@@ -253,7 +253,7 @@ fn plan<'a>(
     Ok(())
 }
 
-fn restore_symlink(text: &str, sink: &Path) -> Result<()> {
+pub(crate) fn restore_symlink(text: &str, sink: &Path) -> Result<()> {
     if let Ok(m) = std::fs::symlink_metadata(sink) {
         if m.file_type().is_symlink()
             && std::fs::read_link(sink).is_ok_and(|t| t.as_os_str() == text)
@@ -275,7 +275,7 @@ thread_local! {
 }
 
 /// rcc's `DropFile`. Returns (content bytes written, was a symlink).
-fn drop_file(
+pub(crate) fn drop_file(
     lib: &Hololib,
     sink: &Path,
     f: &File,

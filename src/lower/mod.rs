@@ -6,23 +6,29 @@
 //! | [`Way::Image`] | the catalog's EROFS image and its data-only layers | root, and `vhrun prepare` or a warm server built the image |
 //! | [`Way::Server`] | nothing: it joins the catalog's warm FUSE server | a server could be reached or started |
 //! | [`Way::Fuse`] | a FUSE mount of its own, served by its threads | otherwise, and when an image fails to mount |
+//! | [`Way::Copy`] | nothing: the task runs in a restored copy of the environment ([`copy`]) | `--mode copy`, or `auto` on a machine that refuses a step of the others ([`probe`]) |
 //!
 //! A run calls [`Lower::choose`] before any namespace exists (connecting
 //! to a server is a plain socket call), hands [`Lower::mount`] to the
 //! sandbox, gets the [`Served`] guard back after the sandbox's teardown,
-//! and asks [`Served::finish`] for what `--stats` reports. Each way's own
+//! and asks [`Served::finish`] for what `--stats` reports. A copy-mode run
+//! instead prepares its space with [`copy::prepare`] and runs in place
+//! (`crate::sandbox::run_in_place`); so does a run whose sandbox the
+//! machine refused before the task started (`crate::error::Refusal`). Each way's own
 //! module holds its mechanics: [`image`] (and the [`erofs`] writer behind
 //! it), [`server`], [`fuse`] (and the [`blobcache`] every FUSE tree reads
 //! through).
 
 pub mod blobcache;
+pub mod copy;
 pub mod erofs;
 pub mod fuse;
 pub mod host;
 pub mod image;
+pub mod probe;
 pub mod server;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::sandbox::{Identity, LowerTarget, Mounted};
 use crate::tree::Tree;
@@ -50,6 +56,33 @@ pub struct Options {
     pub passthrough: PassthroughMode,
     /// Replaying the recorded working set on a cold tree (`VHRUN_PREFETCH`).
     pub prefetch: Prefetch,
+    /// Virtual holotree or a copy (`--mode`, `VHRUN_MODE`).
+    pub mode: Mode,
+}
+
+/// How a run gets its environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The virtual holotree where the machine allows it, else a copy.
+    #[default]
+    Auto,
+    /// The virtual holotree or nothing (a refusal is exit 69).
+    Virtual,
+    /// A restored copy of the environment, as rcc runs it.
+    Copy,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "virtual" => Ok(Mode::Virtual),
+            "copy" => Ok(Mode::Copy),
+            _ => Err(format!("{s:?}: expected auto, virtual or copy")),
+        }
+    }
 }
 
 impl Default for Options {
@@ -60,6 +93,7 @@ impl Default for Options {
             server_idle: Duration::from_secs(server::DEFAULT_IDLE),
             passthrough: PassthroughMode::Auto,
             prefetch: Prefetch::Alongside,
+            mode: Mode::Auto,
         }
     }
 }
@@ -124,6 +158,11 @@ pub enum Way {
     /// Boxed: a connection carries its greeting and descriptors.
     Server(Box<Connection>),
     Fuse,
+    /// Run in a restored copy; `because` is the refusal that led here in
+    /// `auto` mode (`None`: asked for).
+    Copy {
+        because: Option<Error>,
+    },
 }
 
 /// A chosen way, with what it serves.
@@ -138,19 +177,67 @@ pub struct Lower {
 
 impl Lower {
     /// The image if one is built (root only), else the warm server, else a
-    /// FUSE mount of the run's own.
-    pub fn choose(source: Source, opts: &Options, id: &Identity) -> Lower {
+    /// FUSE mount of the run's own; a copy when asked, or in `auto` mode
+    /// when the machine refuses what those need. `Err` only in `virtual`
+    /// mode, with the refusal.
+    pub fn choose(source: Source, opts: &Options, id: &Identity) -> Result<Lower> {
         let previous = WorkingSet::load(&source.workset_path);
-        let way = Self::image(&source, opts, id)
-            .map(Way::Image)
-            .or_else(|| Self::server(&source, opts, id).map(|c| Way::Server(Box::new(c))))
-            .unwrap_or(Way::Fuse);
-        Lower {
+        let way = match opts.mode {
+            Mode::Copy => Way::Copy { because: None },
+            Mode::Virtual => Self::virtual_way(&source, opts, id)?,
+            Mode::Auto => match Self::virtual_way(&source, opts, id) {
+                Ok(way) => way,
+                Err(e) if e.refusal().is_some() => Way::Copy { because: Some(e) },
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Lower {
             source,
             opts: opts.clone(),
             way,
             previous,
+        })
+    }
+
+    /// What the machine refused, when the way is a copy because of it.
+    pub fn copy(&self) -> Option<Option<&Error>> {
+        match &self.way {
+            Way::Copy { because } => Some(because.as_ref()),
+            _ => None,
         }
+    }
+
+    fn virtual_way(source: &Source, opts: &Options, id: &Identity) -> Result<Way> {
+        if let Some(image) = Self::image(source, opts, id) {
+            return Ok(Way::Image(image));
+        }
+        let req = server::Request {
+            home: &source.home,
+            tree: &source.tree,
+            blobs: &source.blobs,
+            target_name: &source.target_name,
+            shown_as: &source.shown_as,
+            passthrough: opts.passthrough,
+            idle: opts.server_idle,
+            identity: *id,
+        };
+        // A warm server already running has proved FUSE and namespaces;
+        // before starting one, or mounting for this run, ask the machine.
+        if opts.server {
+            if let Some(conn) = server::connect_running(&req) {
+                return Ok(Way::Server(Box::new(conn)));
+            }
+        }
+        probe::virtual_allowed(id)?;
+        if opts.server {
+            match server::connect_or_spawn(&req) {
+                Ok(conn) => return Ok(Way::Server(Box::new(conn))),
+                Err(e) => {
+                    tracing::warn!("no warm server ({e}); mounting the tree for this run only")
+                }
+            }
+        }
+        Ok(Way::Fuse)
     }
 
     fn image(source: &Source, opts: &Options, id: &Identity) -> Option<Image> {
@@ -165,27 +252,6 @@ impl Lower {
         let found = Image::find(&source.home, &source.tree, who)?;
         found.touch();
         Some(found)
-    }
-
-    fn server(source: &Source, opts: &Options, id: &Identity) -> Option<Connection> {
-        if !opts.server {
-            return None;
-        }
-        let req = server::Request {
-            home: &source.home,
-            tree: &source.tree,
-            blobs: &source.blobs,
-            target_name: &source.target_name,
-            shown_as: &source.shown_as,
-            passthrough: opts.passthrough,
-            idle: opts.server_idle,
-            identity: *id,
-        };
-        server::connect_or_spawn(&req)
-            .inspect_err(|e| {
-                tracing::warn!("no warm server ({e}); mounting the tree for this run only")
-            })
-            .ok()
     }
 
     /// The warm server's namespaces, for the sandbox to join (once).
@@ -243,6 +309,11 @@ impl Lower {
             },
             Way::Server(conn) => By::Server(conn),
             Way::Fuse => fuse(blobs)?,
+            Way::Copy { .. } => {
+                return Err(Error::Internal(
+                    "a run from a copy has no tree to mount (a bug in vhrun)".into(),
+                ))
+            }
         };
         // A warm server's kernel caches already hold what earlier runs
         // touched, and an image needs no replay: replaying is for a tree
@@ -336,6 +407,10 @@ pub struct Report {
     pub server: Option<server::ServerInfo>,
     /// The kernel image mounted, if one was.
     pub image: Option<PathBuf>,
+    /// A copy-mode run's space (`None`: the virtual holotree served it).
+    pub copy: Option<copy::CopyReport>,
+    /// The refusal that made an `auto` run use a copy.
+    pub refused: Option<crate::error::Refusal>,
 }
 
 impl Served {
@@ -396,7 +471,7 @@ impl Served {
                         pid: conn.hello.pid,
                         runs_before: conn.hello.served,
                     }),
-                    image: None,
+                    ..Report::default()
                 })
             }
         }

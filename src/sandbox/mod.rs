@@ -372,20 +372,7 @@ where
         mounts.env = Some(spec.env_path.clone());
     }
     let _s = info_span!("sandbox_prepare_exec").entered();
-    let path_var = spec
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
-    let commands = spec
-        .commands
-        .iter()
-        .map(|argv| command::prepare_command(argv, path_var, &spec.cwd))
-        .collect::<Result<Vec<_>>>()?;
-    let envp = command::prepare_env(&spec.env)?;
-    let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
-        .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
+    let (commands, envp, cwd) = prepare_exec(spec)?;
     let mut hidden = spec.hidden_paths.clone();
     hidden.push(spec.runs_dir.clone());
     let isolation = Isolation {
@@ -403,6 +390,7 @@ where
         envp: &envp,
         cwd: &cwd,
         pid_ns: !spec.share_pids,
+        mount_ns: true,
         isolation: &isolation,
         caps: caps.as_ref(),
         task_mask: signals.original,
@@ -414,6 +402,72 @@ where
         signals: &signals.fd,
         started,
     })
+}
+
+/// Run `spec.commands` in place, with no namespace, no overlay and no
+/// isolation mounts: copy mode, on a machine that refuses them. Only
+/// `commands`, `env`, `cwd` and `stdio` of `spec` apply. vhrun is a child
+/// subreaper and kills whatever the commands leave running when the run
+/// ends; a SIGKILL of vhrun leaves those alive (no PID namespace holds
+/// them), which is as far as an unprivileged process can go.
+pub fn run_in_place(spec: &SandboxSpec) -> Result<RunOutcome> {
+    let started = Instant::now();
+    spec.validate()?;
+    if spec.keep_overlay.is_some() {
+        return Err(Error::Usage(
+            "--keep-overlay needs the virtual holotree: a run from a copy writes into the space itself"
+                .into(),
+        ));
+    }
+    let signals = SignalGuard::block()?;
+    let _s = info_span!("sandbox_prepare_exec").entered();
+    let (commands, envp, cwd) = prepare_exec(spec)?;
+    let isolation = isolation::Prepared::default();
+    drop(_s);
+    let _s = info_span!("sandbox_run").entered();
+    process::spawn_and_supervise(&process::Supervision {
+        commands: &commands,
+        envp: &envp,
+        cwd: &cwd,
+        pid_ns: false,
+        mount_ns: false,
+        isolation: &isolation,
+        caps: None,
+        task_mask: signals.original,
+        stdio: [
+            spec.stdio[0].as_ref(),
+            spec.stdio[1].as_ref(),
+            spec.stdio[2].as_ref(),
+        ],
+        signals: &signals.fd,
+        started,
+    })
+}
+
+/// Each command's program found in the task's PATH, and the environment
+/// and working directory as the exec needs them (before the fork).
+fn prepare_exec(
+    spec: &SandboxSpec,
+) -> Result<(
+    Vec<command::PreparedCommand>,
+    crate::sys::exec::CStringArray,
+    CString,
+)> {
+    let path_var = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_os_str());
+    let commands = spec
+        .commands
+        .iter()
+        .map(|argv| command::prepare_command(argv, path_var, &spec.cwd))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = command::prepare_env(&spec.env)?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
+        .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
+    Ok((commands, envp, cwd))
 }
 
 /// What is mounted in the run's namespace, undone in reverse order.

@@ -6,7 +6,7 @@
 //! (kernel-facts.md), so [`enter`] refuses to run in a multi-threaded
 //! process instead of producing a half-private sandbox.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{getegid, geteuid};
@@ -111,9 +111,9 @@ fn set_propagation(propagation: Propagation) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| {
-        Error::unavailable(
-            format!("making / {what} in a new mount namespace"),
-            e.desc(),
+        Error::refused(
+            Refusal::MountNamespace,
+            format!("making / {what} in a new mount namespace: {}", e.desc()),
         )
     })?;
     Ok(())
@@ -141,19 +141,29 @@ pub fn join(id: &Identity, ns: &Joined, cwd: &Path) -> Result<()> {
     ensure_single_threaded()?;
     if let Some(userns) = &ns.userns {
         setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| {
-            Error::unavailable("entering the warm server's user namespace", e.desc())
+            Error::refused(
+                Refusal::UserNamespace,
+                format!("entering the warm server's user namespace: {}", e.desc()),
+            )
         })?;
     } else if id.rootless {
         return Err(Error::Internal(
             "a rootless run needs the warm server's user namespace".into(),
         ));
     }
-    setns(&ns.mntns, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| Error::unavailable("entering the warm server's mount namespace", e.desc()))?;
+    setns(&ns.mntns, CloneFlags::CLONE_NEWNS).map_err(|e| {
+        Error::refused(
+            Refusal::MountNamespace,
+            format!("entering the warm server's mount namespace: {}", e.desc()),
+        )
+    })?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| {
-        Error::unavailable(
-            "unshare(CLONE_NEWNS) in the warm server's namespace",
-            e.desc(),
+        Error::refused(
+            Refusal::MountNamespace,
+            format!(
+                "unshare(CLONE_NEWNS) in the warm server's namespace: {}",
+                e.desc()
+            ),
         )
     })?;
     set_propagation(Propagation::Private)?;
@@ -165,18 +175,18 @@ pub fn join(id: &Identity, ns: &Joined, cwd: &Path) -> Result<()> {
 
 fn write_proc(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|e| {
-        Error::unavailable(
-            format!("writing {value:?} to {path}"),
-            format!("{e}; the user namespace cannot map the caller"),
+        Error::refused(
+            Refusal::UserNamespace,
+            format!("writing {value:?} to {path}: {e} (the user namespace cannot map the caller)"),
         )
     })
 }
 
 fn unshare_error(id: &Identity, e: nix::errno::Errno) -> Error {
     if !id.rootless {
-        return Error::unavailable(
-            "unshare(CLONE_NEWNS)",
-            format!("{}; vhrun needs CAP_SYS_ADMIN or user namespaces", e.desc()),
+        return Error::refused(
+            Refusal::MountNamespace,
+            format!("unshare(CLONE_NEWNS): {}", e.desc()),
         );
     }
     let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
@@ -199,7 +209,10 @@ fn unshare_error(id: &Identity, e: nix::errno::Errno) -> Error {
             e.desc()
         )
     };
-    Error::unavailable("cannot create a user namespace", hint)
+    Error::refused(
+        Refusal::UserNamespace,
+        format!("cannot create a user namespace ({hint})"),
+    )
 }
 
 #[cfg(test)]

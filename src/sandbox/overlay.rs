@@ -3,7 +3,7 @@
 //! write layer.
 
 use super::rundir::RunDir;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -117,13 +117,14 @@ pub fn mount_overlay(
         result = try_mount(&data);
     }
     result.map_err(|e| {
-        Error::unavailable(
-            format!("mounting overlayfs at {}", target.display()),
+        Error::refused(
+            Refusal::Overlay,
             format!(
-                "{} (options {data}); overlayfs must be available (modprobe overlay){}",
+                "mounting overlayfs at {}: {} (options {data}{})",
+                target.display(),
                 e.desc(),
                 if userxattr {
-                    ", with userxattr support for unprivileged use (Linux >= 5.11)"
+                    "; unprivileged use needs userxattr support, Linux >= 5.11"
                 } else {
                     ""
                 }

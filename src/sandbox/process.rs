@@ -95,6 +95,8 @@ pub struct Supervision<'a> {
     pub envp: &'a CStringArray,
     pub cwd: &'a CString,
     pub pid_ns: bool,
+    /// The task's own mount namespace, with `isolation` applied.
+    pub mount_ns: bool,
     pub isolation: &'a super::isolation::Prepared,
     pub caps: Option<&'a super::capabilities::CapDrop>,
     pub task_mask: SigSet,
@@ -118,6 +120,7 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         envp: s.envp,
         cwd: s.cwd,
         pid_ns: s.pid_ns,
+        mount_ns: s.mount_ns,
         isolation: s.isolation,
         caps: s.caps,
         task_mask: s.task_mask,

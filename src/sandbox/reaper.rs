@@ -124,6 +124,9 @@ pub struct Plan<'a> {
     pub cwd: &'a CStr,
     /// pid 1 of a new PID namespace (else: a subreaper in vhrun's).
     pub pid_ns: bool,
+    /// Unshare the task's mount namespace and apply `isolation` (not in
+    /// copy mode, where the machine allows no namespace).
+    pub mount_ns: bool,
     pub isolation: &'a isolation::Prepared,
     pub caps: Option<&'a CapDrop>,
     /// The signal mask vhrun was started with, restored for the task.
@@ -177,11 +180,13 @@ pub fn reaper_main(plan: &Plan) -> i32 {
     }
     let _ = sys::signal::set_default(libc::SIGCHLD);
 
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
-        return plan.fail(Stage::UnshareMountNs, 0, e);
-    }
-    if let Err((i, e)) = plan.isolation.apply() {
-        return plan.fail(Stage::Isolation, i, e);
+    if plan.mount_ns {
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
+            return plan.fail(Stage::UnshareMountNs, 0, e);
+        }
+        if let Err((i, e)) = plan.isolation.apply() {
+            return plan.fail(Stage::Isolation, i, e);
+        }
     }
     if plan.pid_ns {
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

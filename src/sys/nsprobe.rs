@@ -82,3 +82,90 @@ fn status(mut cmd: Command) -> Result<(), Errno> {
         Err(e) => Err(e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)),
     }
 }
+
+/// The step of [`try_user_namespace`] the kernel refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsernsStep {
+    Unshare,
+    /// Writing setgroups, uid_map or gid_map (AppArmor's restriction of
+    /// unprivileged user namespaces lets the unshare succeed and refuses
+    /// this, or the mount after it).
+    Map,
+    /// Making `/` private in the new mount namespace.
+    Mount,
+}
+
+/// What a sandbox of a rootless run does first, tried in a forked child
+/// (no exec): `unshare(CLONE_NEWUSER|CLONE_NEWNS)`, map the caller's ids
+/// to themselves, make `/` private. A refusal after the unshare would
+/// leave the caller itself in a namespace it cannot use, so the run asks
+/// first.
+pub fn try_user_namespace(uid: u32, gid: u32) -> Result<(), (UsernsStep, Errno)> {
+    use nix::fcntl::{open, OFlag};
+    use nix::mount::{mount, MsFlags};
+    use nix::sys::stat::Mode;
+    let uid_map = format!("{uid} {uid} 1");
+    let gid_map = format!("{gid} {gid} 1");
+    let writes: [(&CStr, &[u8]); 3] = [
+        (c"/proc/self/setgroups", b"deny"),
+        (c"/proc/self/uid_map", uid_map.as_bytes()),
+        (c"/proc/self/gid_map", gid_map.as_bytes()),
+    ];
+    let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| (UsernsStep::Unshare, e))?;
+    // The child writes the failed step and its errno: 8 bytes, one write.
+    let child = || -> i32 {
+        let fail = |step: u32, e: Errno| {
+            let mut rec = [0u8; 8];
+            rec[..4].copy_from_slice(&step.to_ne_bytes());
+            rec[4..].copy_from_slice(&(e as i32).to_ne_bytes());
+            let _ = nix::unistd::write(&tx, &rec);
+            1
+        };
+        let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+        if let Err(e) = nix::sched::unshare(flags) {
+            return fail(0, e);
+        }
+        for (path, data) in writes {
+            let r = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .and_then(|fd| nix::unistd::write(&fd, data));
+            if let Err(e) = r {
+                return fail(1, e);
+            }
+        }
+        let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+        if let Err(e) = mount(None::<&CStr>, c"/", None::<&CStr>, private, None::<&CStr>) {
+            return fail(2, e);
+        }
+        0
+    };
+    let pid = super::fork::clone_child(false, child).map_err(|e| (UsernsStep::Unshare, e))?;
+    drop(tx);
+    let mut rec = [0u8; 8];
+    let n = loop {
+        match nix::unistd::read(&rx, &mut rec) {
+            Err(Errno::EINTR) => continue,
+            r => break r.unwrap_or(0),
+        }
+    };
+    let clean = loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break true,
+            _ => break false,
+        }
+    };
+    if n < rec.len() {
+        return if clean {
+            Ok(())
+        } else {
+            Err((UsernsStep::Unshare, Errno::ECHILD))
+        };
+    }
+    let step = match u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]) {
+        0 => UsernsStep::Unshare,
+        1 => UsernsStep::Map,
+        _ => UsernsStep::Mount,
+    };
+    let errno = Errno::from_raw(i32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]));
+    Err((step, errno))
+}

@@ -21,7 +21,7 @@ pub mod workset;
 pub use stats::{ReadMode, Stats};
 pub use workset::{Prefetched, WorkingSet};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::lower::blobcache::BlobCache;
 use crate::tree::Tree;
 use nix::fcntl::OFlag;
@@ -170,12 +170,7 @@ pub fn mount(
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
-        .map_err(|e| {
-            Error::unavailable(
-                format!("/dev/fuse: {e}"),
-                "load the fuse module (modprobe fuse) or give the container /dev/fuse",
-            )
-        })?;
+        .map_err(|e| Error::refused(Refusal::DevFuse, format!("/dev/fuse: {e}")))?;
     let data = format!(
         "fd={},rootmode=40000,user_id={},group_id={}",
         dev.as_raw_fd(),
@@ -190,10 +185,14 @@ pub fn mount(
         Some(data.as_str()),
     )
     .map_err(|e| match e {
-        nix::errno::Errno::EPERM => Error::unavailable(
-            format!("mounting FUSE at {}: {e}", mountpoint.display()),
-            "needs root or CAP_SYS_ADMIN in the mount's user namespace",
-        ),
+        // The kernel's answer to "not allowed here" (EPERM) or "no fuse
+        // filesystem" (ENODEV): nothing wrong with the mountpoint itself.
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES | nix::errno::Errno::ENODEV => {
+            Error::refused(
+                Refusal::FuseMount,
+                format!("mounting FUSE at {}: {}", mountpoint.display(), e.desc()),
+            )
+        }
         _ => Error::io(mountpoint, std::io::Error::from(e)),
     })?;
     let counters = Arc::new(stats::Counters::for_tree(tree.len()));
@@ -223,9 +222,12 @@ pub fn mount(
         Ok(s) => s,
         Err(e) => {
             let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
-            return Err(Error::unavailable(
-                format!("FUSE handshake at {}: {e}", mountpoint.display()),
-                "the kernel refused the FUSE connection",
+            return Err(Error::refused(
+                Refusal::FuseMount,
+                format!(
+                    "FUSE handshake at {}: {e} (the kernel refused the connection)",
+                    mountpoint.display()
+                ),
             ));
         }
     };

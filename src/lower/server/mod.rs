@@ -201,6 +201,13 @@ pub fn key(req: &Request) -> String {
 }
 
 /// Connect to the warm server of `req`, starting it if none answers.
+/// The catalog's server, if one is running and answers.
+pub fn connect_running(req: &Request) -> Option<Connection> {
+    let _s = tracing::info_span!("server.connect").entered();
+    let paths = Paths::new(&req.home.servers(), &key(req));
+    connect(&paths, req).ok()
+}
+
 pub fn connect_or_spawn(req: &Request) -> Result<Connection> {
     let _s = tracing::info_span!("server.connect").entered();
     let dir = req.home.servers();
