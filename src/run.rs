@@ -362,21 +362,20 @@ fn execute_copy(
     because: Option<crate::error::Refusal>,
 ) -> Result<RunEnd> {
     let resolved = &plan.resolved;
-    let space = lower::copy::prepare(&lower::copy::CopySource {
+    let source = lower::copy::CopySource {
         hololib: &resolved.hololib,
         tree: &resolved.tree,
         space: &resolved.space_path,
         target_name: &resolved.space_name,
         controller: &plan.controller,
         space_label: &plan.space,
-    });
-    let outcome = space.and_then(|space| {
-        let outcome = sandbox::run_in_place(&sandbox_spec(plan));
-        // The space's lock is held until the task has ended.
-        outcome.map(|o| (o, space.report))
-    });
+    };
+    // The space's lock is held until the task has ended.
+    let ran = sandbox::run_in_place(&sandbox_spec(plan), || lower::copy::prepare(&source));
     remove_temp(&plan.temp_dir);
-    let (outcome, copied) = outcome?;
+    let (outcome, space) = ran?;
+    let copied = space.report.clone();
+    drop(space);
     if plan.sandbox.wants_stats() {
         let report = lower::Report {
             totals: resolved.tree.totals(),

@@ -4,6 +4,7 @@
 //! a child process.
 
 use crate::builder;
+use crate::error::{Error, Refusal};
 use crate::hololib::Locations;
 use crate::sys::nsprobe;
 use nix::sched::CloneFlags;
@@ -48,10 +49,23 @@ pub struct Store {
     pub hololibs: Vec<HololibInfo>,
 }
 
+/// Which way `--mode auto` runs robots on this machine, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeVerdict {
+    /// `virtual` or `copy`.
+    pub mode: &'static str,
+    /// What the machine refuses (copy only).
+    pub refused: Option<Refusal>,
+    pub detail: Option<String>,
+    /// What would let runs use the virtual holotree.
+    pub fix: Option<&'static str>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Every required capability is there.
+    /// Every required capability is there (the virtual holotree works).
     pub ok: bool,
+    pub mode: ModeVerdict,
     pub vhrun_version: &'static str,
     pub root: bool,
     pub kernel: String,
@@ -294,6 +308,49 @@ fn python_checks() -> [Check; 2] {
     [python, pip]
 }
 
+/// What `auto` mode picks here: the run's own up-front probes, plus (as
+/// root) a mount namespace tried in a child and overlayfs looked up.
+pub fn mode_verdict(filesystems: &str) -> ModeVerdict {
+    let id = crate::sandbox::Identity::current();
+    let refused = crate::lower::probe::virtual_allowed(&id)
+        .err()
+        .or_else(|| {
+            (!id.rootless)
+                .then(|| nsprobe::try_unshare(CloneFlags::CLONE_NEWNS).err())
+                .flatten()
+                .map(|e| {
+                    Error::refused(
+                        Refusal::MountNamespace,
+                        format!("unshare(CLONE_NEWNS): {}", e.desc()),
+                    )
+                })
+        })
+        .or_else(|| {
+            (!has_filesystem(filesystems, "overlay"))
+                .then(|| Error::refused(Refusal::Overlay, "overlay is not in /proc/filesystems"))
+        });
+    match refused {
+        Some(Error::Refused { refusal, detail }) => ModeVerdict {
+            mode: "copy",
+            refused: Some(refusal),
+            detail: Some(format!("{}: {detail}", refusal.what())),
+            fix: Some(refusal.fix()),
+        },
+        Some(other) => ModeVerdict {
+            mode: "copy",
+            refused: None,
+            detail: Some(other.to_string()),
+            fix: None,
+        },
+        None => ModeVerdict {
+            mode: "virtual",
+            refused: None,
+            detail: None,
+            fix: None,
+        },
+    }
+}
+
 /// Run every check.
 pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     let root = nix::unistd::geteuid().is_root();
@@ -369,6 +426,7 @@ pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     };
     Report {
         ok: checks.iter().all(|c| !c.required || c.status == Status::Ok),
+        mode: mode_verdict(&filesystems),
         vhrun_version: env!("CARGO_PKG_VERSION"),
         root,
         kernel: release,
@@ -425,10 +483,17 @@ pub fn render_text(r: &Report) -> String {
             }
         ));
     }
+    match (&r.mode.detail, r.mode.fix) {
+        (Some(why), Some(fix)) => s.push_str(&format!(
+            "mode: copy ({why}): runs restore a copy of the environment, as rcc does (slower); to run them virtually: {fix}\n"
+        )),
+        (Some(why), None) => s.push_str(&format!("mode: copy ({why})\n")),
+        _ => s.push_str("mode: virtual (runs mount the environment; nothing is copied)\n"),
+    }
     s.push_str(if r.ok {
         "everything vhrun needs is there\n"
     } else {
-        "something vhrun needs is MISSING (see above)\n"
+        "something the virtual holotree needs is MISSING (see above)\n"
     });
     s
 }

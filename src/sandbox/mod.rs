@@ -410,7 +410,14 @@ where
 /// subreaper and kills whatever the commands leave running when the run
 /// ends; a SIGKILL of vhrun leaves those alive (no PID namespace holds
 /// them), which is as far as an unprivileged process can go.
-pub fn run_in_place(spec: &SandboxSpec) -> Result<RunOutcome> {
+///
+/// `prepare` (copy mode: restoring the space) runs once the supervised
+/// signals are blocked, so the threads it starts leave them to the
+/// supervisor; what it returns lives until the commands have ended.
+pub fn run_in_place<T>(
+    spec: &SandboxSpec,
+    prepare: impl FnOnce() -> Result<T>,
+) -> Result<(RunOutcome, T)> {
     let started = Instant::now();
     spec.validate()?;
     if spec.keep_overlay.is_some() {
@@ -420,12 +427,13 @@ pub fn run_in_place(spec: &SandboxSpec) -> Result<RunOutcome> {
         ));
     }
     let signals = SignalGuard::block()?;
+    let prepared = prepare()?;
     let _s = info_span!("sandbox_prepare_exec").entered();
     let (commands, envp, cwd) = prepare_exec(spec)?;
     let isolation = isolation::Prepared::default();
     drop(_s);
     let _s = info_span!("sandbox_run").entered();
-    process::spawn_and_supervise(&process::Supervision {
+    let outcome = process::spawn_and_supervise(&process::Supervision {
         commands: &commands,
         envp: &envp,
         cwd: &cwd,
@@ -441,7 +449,8 @@ pub fn run_in_place(spec: &SandboxSpec) -> Result<RunOutcome> {
         ],
         signals: &signals.fd,
         started,
-    })
+    })?;
+    Ok((outcome, prepared))
 }
 
 /// Each command's program found in the task's PATH, and the environment

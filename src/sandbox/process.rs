@@ -180,7 +180,10 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
         if let Some(e) = &exec_r {
             fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // SIGCHLD reaches the signalfd only if every thread blocks it; a
+        // thread that does not (started before the mask was set) takes it
+        // silently. Looking at the reaper every 250 ms bounds that loss.
+        match poll(&mut fds, PollTimeout::from(250u8)) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("poll", e)),

@@ -89,10 +89,16 @@ pub struct DevFuseOpen(u32);
 
 impl DevFuseOpen {
     pub fn new() -> DevFuseOpen {
+        DevFuseOpen::with_mode(0o666)
+    }
+
+    /// `/dev/fuse` at `mode` while it lives (0600: unusable by users, as on
+    /// this machine and in many containers).
+    pub fn with_mode(mode: u32) -> DevFuseOpen {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        DevFuseOpen(mode)
+        let was = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode)).unwrap();
+        DevFuseOpen(was)
     }
 }
 
