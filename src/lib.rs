@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! robot.yaml -> robot -> blueprint -> hololib catalog -> tree
-//!            -> lower (image | server | fuse) -> sandbox -> the task
+//!            -> lower (image | server | fuse | copy) -> sandbox -> the task
 //! ```
 //!
 //! - [`robot`] reads robot.yaml, [`blueprint`] turns its conda.yaml into
@@ -14,7 +14,9 @@
 //! - [`tree`] decodes the catalog once into the inode arena every way of
 //!   serving it reads ([`relocate`], [`gomode`], [`digest`]: rcc's formats);
 //! - [`lower`] provides that tree read-only: a kernel EROFS image, the
-//!   catalog's warm FUSE server, or a FUSE mount of the run's own;
+//!   catalog's warm FUSE server, or a FUSE mount of the run's own; or, on a
+//!   machine that refuses those ([`error::Refusal`]), a restored copy of the
+//!   space as rcc makes it;
 //! - [`sandbox`] runs the commands in private namespaces over an overlay on
 //!   that tree; [`environ`] (with [`settings`]) builds their variables as
 //!   rcc does; [`run`] ties the steps together and [`runstats`] reports

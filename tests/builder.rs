@@ -653,6 +653,10 @@ fn doctor_json_reports_every_capability() {
         c["name"] = names[i].into();
         c["hint"] = "string or null".into();
     }
+    // virtual (nulls) or copy (strings) is the machine's
+    for k in ["detail", "fix", "refused"] {
+        s["mode"][k] = "string or null".into();
+    }
     // how many hololibs depends on rcc's shared mode: one shows the keys
     let first = s["store"]["hololibs"][0].clone();
     s["store"]["hololibs"] = serde_json::Value::Array(vec![first]);
