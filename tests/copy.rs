@@ -30,6 +30,8 @@ const ROBOT: &str = r#"tasks:
     shell: python task.py
   env:
     shell: python -c "import os, json; print(json.dumps(dict(os.environ), sort_keys=True))"
+  wait:
+    shell: python wait.py
   count:
     shell: python -c "import os; print(sum(len(f) for _, _, f in os.walk(os.environ['CONDA_PREFIX'])))"
 condaConfigFile: conda.yaml
@@ -43,6 +45,13 @@ with open(os.path.join(out, "done.txt"), "w") as f:
     f.write(sys.prefix + "\n" + os.environ["CONDA_PREFIX"] + "\n")
 subprocess.Popen(["sh", "-c", 'exec -a "$0" sleep 300', marker], start_new_session=True)
 sys.exit(3)
+"#;
+
+/// Exits 42 on SIGTERM.
+const WAIT: &str = r#"import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))
+print("ready", flush=True)
+time.sleep(60)
 "#;
 
 struct Lab {
@@ -69,6 +78,7 @@ fn lab() -> &'static Lab {
             fs::write(dir.join("conda.yaml"), CONDA).unwrap();
             fs::write(dir.join("robot.yaml"), ROBOT).unwrap();
             fs::write(dir.join("task.py"), TASK).unwrap();
+            fs::write(dir.join("wait.py"), WAIT).unwrap();
         }
         fs::copy(env!("CARGO_BIN_EXE_vhrun"), lab.vhrun()).unwrap();
         let out = Command::new(lab.vhrun())
@@ -505,4 +515,27 @@ fn concurrent_runs_never_see_a_half_restored_space() {
     assert!(n.trim().parse::<u64>().unwrap() > 1000, "{n}");
     assert_eq!(stdout(&a), n, "{}", stderr(&a));
     assert_eq!(stdout(&b), n, "{}", stderr(&b));
+}
+
+#[test]
+fn signals_reach_the_task_of_a_copy() {
+    let _s = serial();
+    let lab = lab();
+    let mut c = lab.run(None, "signals", &["-t", "wait", "--mode", "copy"]);
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42), "the task's SIGTERM handler ran");
 }
