@@ -1,7 +1,8 @@
 //! Copy mode on machines that refuse the virtual holotree, each refusal
 //! made for real: an unprivileged user with `/dev/fuse` at 0600, a user
 //! namespace whose `max_user_namespaces` is 0, an overlay upper layer on a
-//! filesystem overlayfs will not take. In each case the robot runs from a
+//! filesystem overlayfs will not take, a seccomp filter refusing unshare
+//! and mount (Docker's default) for root. In each case the robot runs from a
 //! restored copy (real Python from the space), with the exit code,
 //! artifacts and variables of a virtual run; the hololib is unchanged, no
 //! mount and no process is left, the second run reuses the space and a
@@ -538,4 +539,27 @@ fn signals_reach_the_task_of_a_copy() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(42), "the task's SIGTERM handler ran");
+}
+
+#[test]
+fn seccomp_refusing_unshare_and_mount_runs_root_from_a_copy() {
+    let _s = serial();
+    common::require_tool("python3", "python3");
+    let filter = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/no-mounts.py");
+    // Root, as in a default Docker container: the warm server, the
+    // per-run mount and the image path all need unshare or mount.
+    let wrap = |c: Command| {
+        let mut w = Command::new("python3");
+        w.arg(&filter).arg(c.get_program()).args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        w.stdin(Stdio::null());
+        w
+    };
+    work_runs_from_a_copy(wrap, None, "seccomp", "mount namespaces refused");
+    reuse_and_repair(wrap, None, "seccomp");
 }

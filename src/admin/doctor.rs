@@ -308,23 +308,12 @@ fn python_checks() -> [Check; 2] {
     [python, pip]
 }
 
-/// What `auto` mode picks here: the run's own up-front probes, plus (as
-/// root) a mount namespace tried in a child and overlayfs looked up.
+/// What `auto` mode picks here: the run's own up-front probes, and
+/// overlayfs looked up.
 pub fn mode_verdict(filesystems: &str) -> ModeVerdict {
     let id = crate::sandbox::Identity::current();
     let refused = crate::lower::probe::virtual_allowed(&id)
         .err()
-        .or_else(|| {
-            (!id.rootless)
-                .then(|| nsprobe::try_unshare(CloneFlags::CLONE_NEWNS).err())
-                .flatten()
-                .map(|e| {
-                    Error::refused(
-                        Refusal::MountNamespace,
-                        format!("unshare(CLONE_NEWNS): {}", e.desc()),
-                    )
-                })
-        })
         .or_else(|| {
             (!has_filesystem(filesystems, "overlay"))
                 .then(|| Error::refused(Refusal::Overlay, "overlay is not in /proc/filesystems"))

@@ -4,16 +4,19 @@
 //!
 //! - `/dev/fuse` is opened (read-write, as a mount would; a device cgroup
 //!   or a 0600 mode refuses here, not at the mount);
-//! - rootless, the sandbox's first steps (user and mount namespace, the
-//!   id maps, `/` private) are tried in a forked child: under AppArmor's
-//!   `apparmor_restrict_unprivileged_userns` the unshare itself succeeds
-//!   and the steps after it fail, which would leave vhrun itself in a
-//!   namespace where it cannot even create files.
+//! - the sandbox's first steps (a mount namespace, rootless in a user
+//!   namespace with the id maps; `/` private) are tried in a forked child
+//!   (~0.2 ms): under AppArmor's `apparmor_restrict_unprivileged_userns`
+//!   the unshare itself succeeds and the steps after it fail, which would
+//!   leave vhrun itself in a namespace where it cannot even create files;
+//!   and a warm server started under a seccomp filter that refuses
+//!   `unshare` or `mount` would only fail in its turn.
 //!
-//! The rest is found where it happens, with nothing to undo: root's
-//! `unshare(CLONE_NEWNS)` (seccomp), the FUSE mount and the overlay mount
-//! in the run's private namespace each fail as `Error::Refused` before the
-//! task starts, and the run falls back from there (`crate::run`).
+//! Neither runs when a kernel image or a running warm server serves the
+//! run (they have proved both). The rest is found where it happens, with
+//! nothing to undo: the FUSE mount and the overlay mount in the run's
+//! private namespace fail as `Error::Refused` before the task starts, and
+//! the run falls back from there (`crate::run`).
 
 use crate::error::{Error, Refusal, Result};
 use crate::sandbox::Identity;
@@ -25,10 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 pub fn virtual_allowed(id: &Identity) -> Result<()> {
     let _s = tracing::info_span!("probe").entered();
     dev_fuse()?;
-    if id.rootless {
-        user_namespace(id)?;
-    }
-    Ok(())
+    namespaces(id)
 }
 
 /// `/dev/fuse` opens read-write.
@@ -42,15 +42,21 @@ pub fn dev_fuse() -> Result<()> {
         .map_err(|e| Error::refused(Refusal::DevFuse, format!("/dev/fuse: {e}")))
 }
 
-/// A rootless sandbox's namespaces can be made.
-pub fn user_namespace(id: &Identity) -> Result<()> {
-    nsprobe::try_user_namespace(id.uid, id.gid).map_err(|(step, errno)| {
-        let what = match step {
-            UsernsStep::Unshare => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
-            UsernsStep::Map => "mapping the caller's ids in a new user namespace",
-            UsernsStep::Mount => "making / private in a new user namespace",
+/// The sandbox's namespaces can be made.
+pub fn namespaces(id: &Identity) -> Result<()> {
+    nsprobe::try_sandbox_namespaces(id.rootless, id.uid, id.gid).map_err(|(step, errno)| {
+        let what = match (step, id.rootless) {
+            (UsernsStep::Unshare, true) => "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            (UsernsStep::Unshare, false) => "unshare(CLONE_NEWNS)",
+            (UsernsStep::Map, _) => "mapping the caller's ids in a new user namespace",
+            (UsernsStep::Mount, _) => "making / private in a new mount namespace",
         };
-        Error::refused(Refusal::UserNamespace, format!("{what}: {}", errno.desc()))
+        let refusal = if id.rootless {
+            Refusal::UserNamespace
+        } else {
+            Refusal::MountNamespace
+        };
+        Error::refused(refusal, format!("{what}: {}", errno.desc()))
     })
 }
 

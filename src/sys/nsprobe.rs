@@ -83,7 +83,7 @@ fn status(mut cmd: Command) -> Result<(), Errno> {
     }
 }
 
-/// The step of [`try_user_namespace`] the kernel refused.
+/// The step of [`try_sandbox_namespaces`] the kernel refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsernsStep {
     Unshare,
@@ -95,12 +95,11 @@ pub enum UsernsStep {
     Mount,
 }
 
-/// What a sandbox of a rootless run does first, tried in a forked child
-/// (no exec): `unshare(CLONE_NEWUSER|CLONE_NEWNS)`, map the caller's ids
-/// to themselves, make `/` private. A refusal after the unshare would
-/// leave the caller itself in a namespace it cannot use, so the run asks
-/// first.
-pub fn try_user_namespace(uid: u32, gid: u32) -> Result<(), (UsernsStep, Errno)> {
+/// What a run's sandbox does first, tried in a forked child (no exec):
+/// `unshare(CLONE_NEWNS)`, with `CLONE_NEWUSER` and the caller's ids mapped
+/// to themselves when `user`, then make `/` private. A refusal after the
+/// unshare would leave the caller itself in a namespace it cannot use.
+pub fn try_sandbox_namespaces(user: bool, uid: u32, gid: u32) -> Result<(), (UsernsStep, Errno)> {
     use nix::fcntl::{open, OFlag};
     use nix::mount::{mount, MsFlags};
     use nix::sys::stat::Mode;
@@ -121,11 +120,15 @@ pub fn try_user_namespace(uid: u32, gid: u32) -> Result<(), (UsernsStep, Errno)>
             let _ = nix::unistd::write(&tx, &rec);
             1
         };
-        let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+        let flags = if user {
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS
+        } else {
+            CloneFlags::CLONE_NEWNS
+        };
         if let Err(e) = nix::sched::unshare(flags) {
             return fail(0, e);
         }
-        for (path, data) in writes {
+        for &(path, data) in writes.iter().filter(|_| user) {
             let r = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .and_then(|fd| nix::unistd::write(&fd, data));
             if let Err(e) = r {
