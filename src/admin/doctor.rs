@@ -312,12 +312,10 @@ fn python_checks() -> [Check; 2] {
 /// overlayfs looked up.
 pub fn mode_verdict(filesystems: &str) -> ModeVerdict {
     let id = crate::sandbox::Identity::current();
-    let refused = crate::lower::probe::virtual_allowed(&id)
-        .err()
-        .or_else(|| {
-            (!has_filesystem(filesystems, "overlay"))
-                .then(|| Error::refused(Refusal::Overlay, "overlay is not in /proc/filesystems"))
-        });
+    let refused = crate::lower::probe::virtual_allowed(&id).err().or_else(|| {
+        (!has_filesystem(filesystems, "overlay"))
+            .then(|| Error::refused(Refusal::Overlay, "overlay is not in /proc/filesystems"))
+    });
     match refused {
         Some(Error::Refused { refusal, detail }) => ModeVerdict {
             mode: "copy",
