@@ -315,7 +315,8 @@ fn scan_dir(
                 }
             }
             Kind::File if ft.is_file() => {
-                let m = std::fs::symlink_metadata(&full).at(&full)?;
+                // fstatat on the directory's descriptor: no path walk per file.
+                let m = entry.metadata().at(&full)?;
                 if !unchanged(&m, node, clean_before) {
                     fixes.push(Fix::File {
                         ino: node.ino(),
@@ -403,7 +404,12 @@ fn apply(src: &CopySource, fixes: &[Fix], report: &mut CopyReport) -> Result<()>
     };
     for fix in fixes {
         if let Fix::Remove(p) = fix {
-            let m = std::fs::symlink_metadata(p).at(p)?;
+            let m = match std::fs::symlink_metadata(p) {
+                Ok(m) => m,
+                // Gone since the check (a process outside vhrun's lock).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(p, e)),
+            };
             if m.is_dir() {
                 std::fs::remove_dir_all(p).at(p)?;
             } else {
