@@ -949,7 +949,11 @@ def main():
     table = tables(data)
     print(table)
     if args.write or not (args.no_write or quick):
-        (REPO / "BENCHMARKS.md").write_text(benchmarks_md(data, table))
+        # bench/copy.sh owns its own section: keep it across rewrites.
+        out = REPO / "BENCHMARKS.md"
+        old = out.read_text() if out.exists() else ""
+        kept = old[old.find("\n## Copy mode"):] if "\n## Copy mode" in old else ""
+        out.write_text(benchmarks_md(data, table).rstrip("\n") + "\n" + kept)
         svg = REPO / "bench" / "ratios.svg"
         env = dict(base_env(), PYTHONDONTWRITEBYTECODE="1", MPLCONFIGDIR=str(VH / "mpl"))
         r = subprocess.run([str(ENV / "bin" / "python3"), str(REPO / "bench" / "plot.py"), str(RES / "results.json"),
