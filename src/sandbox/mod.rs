@@ -19,6 +19,8 @@
 //! std::process::exit(ended.outcome?.code());
 //! ```
 //! For a plain directory as the lower layer: `crate::lower::plain_dir(dir)`.
+//! Copy mode, on a machine that refuses namespaces, runs the same commands
+//! in place with [`run_in_place`] (no namespace, no overlay, a subreaper).
 //!
 //! # Sequence (and the constraints behind it)
 //!
