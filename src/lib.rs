@@ -50,6 +50,7 @@ pub mod lower;
 pub mod paths;
 pub mod rcc;
 pub mod relocate;
+pub mod remote;
 pub mod resolve;
 pub mod robot;
 pub mod run;
