@@ -509,16 +509,22 @@ fn real_rcc() -> PathBuf {
     shared().join("tools/rcc/rcc")
 }
 
+/// One rccremote at a time: a port `free_port` found can be taken by a
+/// second server started meanwhile (the first binds it only after its import).
+static ONE_SERVER: Mutex<()> = Mutex::new(());
+
 /// rccremote (through rccremote-serve.sh) serving `zip` on a free port.
 struct Rccremote {
     child: Child,
     url: String,
     scratch: tempfile::TempDir,
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Rccremote {
     fn start(zip: &Path) -> Rccremote {
         common::require_root();
+        let one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
         let scratch = tempfile::Builder::new()
             .prefix("vhrun-rccremote-")
             .tempdir()
@@ -532,16 +538,21 @@ impl Rccremote {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let r = Rccremote {
+        let mut r = Rccremote {
             child,
             url: format!("http://127.0.0.1:{port}"),
             scratch,
+            _one: one,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "rccremote did not start on {port}"
+            );
+            assert!(
+                r.child.try_wait().unwrap().is_none(),
+                "rccremote-serve.sh exited before serving on {port}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -662,8 +673,6 @@ fn exec_with_rcc_remote_origin_pulls_and_runs_without_a_build() {
     let work = tempfile::tempdir().unwrap();
     let zip = vhrun_export(work.path());
     let remote = Rccremote::start(&zip);
-    let identity = zip_entries(&zip);
-    let _ = identity;
 
     for by_catalog in [false, true] {
         let clean = FixtureRobot::without_import(TASKS);
