@@ -309,7 +309,7 @@ fn pull_asks_for_the_parts_then_the_missing_blobs_with_rccs_headers() {
     );
     let reqs = origin.requests();
     assert_eq!(reqs.len(), 4);
-    assert!(reqs[2].headers.get("authorization").is_none());
+    assert!(!reqs[2].headers.contains_key("authorization"));
     assert_eq!(reqs[3].body, "");
 
     // One blob missing: only that one is asked for; --force asks for all.
