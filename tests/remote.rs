@@ -51,11 +51,26 @@ impl Fake {
         let log = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                if let Some(req) = read_request(&stream) {
+                let Ok(mut stream) = stream else { continue };
+                let Some(mut req) = read_request(&stream) else {
+                    continue;
+                };
+                if req.method == "CONNECT" {
+                    // as a proxy: open the tunnel, then serve what comes through
                     log.lock().unwrap().push(req.clone());
-                    let _ = respond(stream, handler(&req));
+                    if stream
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    match read_request(&stream) {
+                        Some(r) => req = r,
+                        None => continue,
+                    }
                 }
+                log.lock().unwrap().push(req.clone());
+                let _ = respond(stream, handler(&req));
             }
         });
         Fake { url, requests }
@@ -162,10 +177,10 @@ fn fixture_origin(tamper: impl Fn(&mut BTreeMap<String, Vec<u8>>)) -> Fake {
     let mut entries = fixture_entries();
     tamper(&mut entries);
     Fake::start(move |req| match (req.method.as_str(), req.path.as_str()) {
-        ("GET", p) if p == format!("/parts/{KEY}") => {
+        ("GET", p) if p.ends_with(&format!("/parts/{KEY}")) => {
             Resp::Full(200, (digests(&entries).join("\n") + "\n").into_bytes())
         }
-        ("POST", p) if p == format!("/delta/{KEY}") => {
+        ("POST", p) if p.ends_with(&format!("/delta/{KEY}")) => {
             Resp::Full(200, delta_zip(&entries, &req.body))
         }
         _ => Resp::Full(404, b"no such catalog".to_vec()),
@@ -479,6 +494,167 @@ fn doctor_shows_the_origin_and_whether_it_answers() {
     assert_eq!(fake.requests()[0].path, "/parts/x");
     let down = check(Some(&format!("http://127.0.0.1:{}", free_port())));
     assert_eq!(down["status"], "warn", "{down}");
+}
+
+/// A proxy from settings.yaml's `network` section is used for the origin
+/// (and `no-proxy` skips it), as rcc's transport does; without settings,
+/// `HTTP_PROXY`-style variables.
+#[test]
+fn pull_goes_through_rccs_proxy_settings() {
+    let proxy = fixture_origin(|_| {});
+    let home = Home::new();
+    std::fs::create_dir_all(&home.rh).unwrap();
+    let origin = "http://fleet-origin.invalid:4653";
+    std::fs::write(
+        home.rh.join("settings.yaml"),
+        format!("network:\n  http-proxy: {}\n", proxy.url),
+    )
+    .unwrap();
+    let out = home.pull(origin, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reqs = proxy.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "CONNECT" && r.path.contains("fleet-origin.invalid"))
+            || reqs.iter().any(|r| r.path.starts_with(origin)),
+        "{reqs:?}"
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.method == "POST" && r.path.ends_with(&format!("/delta/{KEY}"))));
+    assert!(home.hololib().join("catalog").join(KEY).is_file());
+
+    // no-proxy: straight to the (unresolvable) origin, the proxy sees nothing
+    std::fs::write(
+        home.rh.join("settings.yaml"),
+        format!(
+            "network:\n  http-proxy: {}\n  no-proxy: fleet-origin.invalid\n",
+            proxy.url
+        ),
+    )
+    .unwrap();
+    let before = proxy.requests().len();
+    let out = home.pull(origin, &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert_eq!(proxy.requests().len(), before);
+
+    // no settings: HTTP_PROXY
+    std::fs::remove_file(home.rh.join("settings.yaml")).unwrap();
+    let out = home
+        .vhrun()
+        .env("HTTP_PROXY", &proxy.url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args(["pull", "--catalog", KEY, "--origin", origin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(proxy.requests().len() > before);
+}
+
+/// https origins, with the CA of `<ROBOCORP_HOME>/ca-bundle.pem` (a test
+/// CA made with openssl; `openssl s_server -WWW` answers the GET).
+#[test]
+fn https_origins_use_the_ca_bundle() {
+    common::require_tool("openssl", "openssl");
+    let home = Home::new();
+    let dir = home._tmp.path().join("tls");
+    std::fs::create_dir_all(dir.join("www/parts")).unwrap();
+    std::fs::write(dir.join("www/parts/x"), "x\n").unwrap();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj /CN=vhrun-test-ca -days 2
+        openssl req -newkey rsa:2048 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext");
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept", &port.to_string()])
+        .args(["-cert", "../leaf.pem", "-key", "../leaf.key"])
+        .current_dir(dir.join("www"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let origin = format!("https://127.0.0.1:{port}");
+    let doctor = || -> serde_json::Value {
+        let out = home
+            .vhrun()
+            .env("RCC_REMOTE_ORIGIN", &origin)
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "remote_origin")
+            .cloned()
+            .unwrap()
+    };
+    std::fs::create_dir_all(&home.rh).unwrap();
+    let untrusted = doctor();
+    std::fs::copy(dir.join("ca.pem"), home.rh.join("ca-bundle.pem")).unwrap();
+    let trusted = doctor();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(untrusted["status"], "warn", "{untrusted}");
+    assert!(
+        untrusted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{untrusted}"
+    );
+    assert_eq!(trusted["status"], "ok", "{trusted}");
+    assert!(
+        trusted["detail"].as_str().unwrap().contains("HTTP 200"),
+        "{trusted}"
+    );
+}
+
+/// `vhrun run` and `exec -r` with RCC_REMOTE_ORIGIN and no catalog pull it
+/// in their `vhrun build` child and run, building nothing.
+#[test]
+fn run_pulls_a_missing_catalog_and_runs_without_a_build() {
+    common::require_fuse();
+    let origin = fixture_origin(|_| {});
+    let fx = FixtureRobot::without_import(
+        "tasks:\n  show:\n    shell: sh -c 'cat \"$CONDA_PREFIX/identity.yaml\"'\n",
+    );
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .env("VHRUN_SERVER", "off")
+        .args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("pulled {KEY}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
 }
 
 fn free_port() -> u16 {

@@ -85,18 +85,8 @@ impl Origin {
             return Err(remote("not an http:// or https:// URL".into()));
         }
         let mut tls = ureq::tls::TlsConfig::builder().disable_verification(!settings.verify_ssl);
-        if let Some(bundle) = &settings.ca_bundle {
-            let pem = std::fs::read(bundle).map_err(|e| Error::io(bundle, e))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(Error::bad_input(bundle, "no PEM certificate in it"));
-            }
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        if let Some(roots) = root_certs(settings)? {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
         }
         let proxy = proxy_for(&url, settings).map_err(remote)?;
         let config = ureq::Agent::config_builder()
@@ -237,6 +227,44 @@ impl Origin {
         }
         Ok(total)
     }
+}
+
+/// Go's `SystemCertPool` files on Linux (the first that exists is read).
+const SYSTEM_CA_FILES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// rcc's `loadRootCAs`: the system's CAs plus `<ROBOCORP_HOME>/ca-bundle.pem`.
+/// `None` (ureq's built-in Mozilla roots) when the system has no CA file
+/// and there is no bundle.
+fn root_certs(settings: &NetworkSettings) -> Result<Option<Vec<ureq::tls::Certificate<'static>>>> {
+    let pem_certs = |pem: &[u8]| -> Vec<ureq::tls::Certificate<'static>> {
+        ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut certs = SYSTEM_CA_FILES
+        .iter()
+        .find_map(|f| std::fs::read(f).ok())
+        .map(|pem| pem_certs(&pem))
+        .unwrap_or_default();
+    if let Some(bundle) = &settings.ca_bundle {
+        let pem = std::fs::read(bundle).map_err(|e| Error::io(bundle, e))?;
+        let extra = pem_certs(&pem);
+        if extra.is_empty() {
+            return Err(Error::bad_input(bundle, "no PEM certificate in it"));
+        }
+        certs.extend(extra);
+    }
+    Ok((!certs.is_empty()).then_some(certs))
 }
 
 fn first_line(s: &str) -> String {
