@@ -100,8 +100,9 @@ pub fn pull(
     // The staging hololib lives in the hololib's directory (same
     // filesystem: its blobs are renamed into place).
     mkdir_all(&lib.root, 0o750)?;
+    remove_stale_stages(&lib.root);
     let stage_dir = tempfile::Builder::new()
-        .prefix(".vhrun-pull.")
+        .prefix(STAGE_PREFIX)
         .tempdir_in(&lib.root)
         .map_err(|e| Error::io(&lib.root, e))?;
     let zip_path = stage_dir.path().join("delta.zip");
@@ -161,6 +162,29 @@ pub fn pull(
     );
     Ok(stats)
 }
+
+/// Staging directories a killed pull left (older than a day: a running
+/// pull's is younger).
+fn remove_stale_stages(root: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for e in rd.filter_map(|e| e.ok()) {
+        let stale = e.file_name().to_string_lossy().starts_with(STAGE_PREFIX)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+        if stale {
+            tracing::info!("removing {} (left by a killed pull)", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+const STAGE_PREFIX: &str = ".vhrun-pull.";
 
 /// Rename every blob of `stage` into `lib` (keeping those `lib` already has).
 fn move_blobs(stage: &Hololib, lib: &Hololib) -> Result<u64> {
