@@ -221,11 +221,12 @@ fn download_bar(catalog: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "vhrun: pulling {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            "vhrun: pulling {msg} {bar:20} {bytes}/{total_bytes} {bytes_per_sec}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message(catalog.to_string());
+    // the blueprint hash: the line fits 80 columns
+    bar.set_message(catalog.split("v12.").next().unwrap_or(catalog).to_string());
     bar
 }
 
