@@ -655,6 +655,37 @@ fn run_pulls_a_missing_catalog_and_runs_without_a_build() {
         stderr(&out)
     );
     assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
+
+    // `exec --catalog KEY` (no robot, no build possible) pulls it too
+    let fx = FixtureRobot::without_import(TASKS);
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .env("VHRUN_SERVER", "off")
+        .args(["exec", "--catalog", KEY, "--"])
+        .args(["sh", "-c", "cat \"$CONDA_PREFIX/identity.yaml\""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+
+    // and with the origin down it fails as before: no such catalog
+    let fx = FixtureRobot::without_import(TASKS);
+    let out = fx
+        .vhrun()
+        .env(
+            "RCC_REMOTE_ORIGIN",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .args(["exec", "--catalog", KEY, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no catalog matches"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn free_port() -> u16 {
