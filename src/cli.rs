@@ -62,6 +62,9 @@ pub enum Command {
     /// Build the robot's environment and, as root, its kernel image: later
     /// runs mount it instead of serving the tree with FUSE.
     Prepare(PrepareArgs),
+    /// Pull the robot's catalog and its missing blobs from an rccremote
+    /// origin (like `rcc holotree pull`).
+    Pull(PullArgs),
     /// Check what this machine offers vhrun (FUSE, namespaces, overlayfs, builder tools).
     Doctor(DoctorArgs),
     /// Remove unused blob-cache entries and stale run directories (never the hololib).
@@ -231,6 +234,23 @@ pub struct HashArgs {
 pub struct CatalogsArgs {
     #[arg(short = 'j', long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    /// The robot.yaml whose environment to pull.
+    #[arg(short = 'r', long = "robot", default_value = "robot.yaml")]
+    pub robot: PathBuf,
+    /// The catalog to pull (`<hash>v12.<platform>`, or a blueprint hash),
+    /// instead of robot.yaml's.
+    #[arg(long, conflicts_with = "robot")]
+    pub catalog: Option<String>,
+    /// The rccremote origin URL (default: RCC_REMOTE_ORIGIN).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Download every blob of the catalog, also those the hololib has.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -112,6 +112,20 @@ pub enum Error {
     #[error("{detail}; {}", refusal.fix())]
     Refused { refusal: Refusal, detail: String },
 
+    /// A remote origin (rccremote) cannot be reached or answers with an
+    /// error; `msg` names the request (and the catalog).
+    #[error("origin {origin}: {msg}")]
+    Remote { origin: String, msg: String },
+
+    /// A remote origin sent data that fails its checks (a blob whose
+    /// digest does not match, a zip that is not a hololib delta).
+    #[error("origin {origin}: catalog {catalog}: {msg}")]
+    RemoteData {
+        origin: String,
+        catalog: String,
+        msg: String,
+    },
+
     #[error("{0}")]
     Usage(String),
 
@@ -136,6 +150,8 @@ impl Error {
             Error::EnvBuildFailed { code, .. } => *code,
             Error::UnknownTask { .. } => exit::UNKNOWN_TASK,
             Error::Unavailable { .. } | Error::Refused { .. } => exit::UNAVAILABLE,
+            Error::Remote { .. } => exit::IO,
+            Error::RemoteData { .. } => exit::BAD_INPUT,
             Error::Usage(_) => exit::USAGE,
             Error::Internal(_) => exit::INTERNAL,
         }

@@ -23,7 +23,8 @@
 //!   what a run cost.
 //!
 //! Beside the flow: [`builder`] makes a missing environment (or lets the
-//! real [`rcc`] make it), [`shim`] puts vhrun behind an `rcc` command,
+//! real [`rcc`] make it; [`remote`] pulls it from an rccremote first when
+//! `RCC_REMOTE_ORIGIN` is set), [`shim`] puts vhrun behind an `rcc` command,
 //! [`admin`] holds `doctor` and `gc`, [`home`] owns `$VHRUN_HOME`'s layout,
 //! [`paths`] the Go path helpers, [`error`] the error type, [`logging`]
 //! the log. [`commands`] has one function per subcommand ([`cli`] their
@@ -50,6 +51,7 @@ pub mod lower;
 pub mod paths;
 pub mod rcc;
 pub mod relocate;
+pub mod remote;
 pub mod resolve;
 pub mod robot;
 pub mod run;

@@ -175,7 +175,7 @@ pub fn exec(locations: Locations, opts: &ExecOptions) -> Result<i32> {
     let r = &opts.robot;
     let (resolved, robot) = match &opts.catalog {
         Some(key) => (
-            resolve::resolve_catalog(&locations, key, &r.controller, &r.space)?,
+            resolve_catalog_or_pull(&locations, key, &r.controller, &r.space)?,
             None,
         ),
         None => {
@@ -196,6 +196,38 @@ pub fn exec(locations: Locations, opts: &ExecOptions) -> Result<i32> {
         commands,
     )?;
     execute(plan)
+}
+
+/// [`resolve::resolve_catalog`]; a catalog that is in no hololib is first
+/// pulled from `RCC_REMOTE_ORIGIN` when that is set (as a child
+/// `vhrun pull`, for the same reason as the build below; its failure is its
+/// one line on stderr, and the missing catalog the error).
+pub fn resolve_catalog_or_pull(
+    locations: &Locations,
+    key: &str,
+    controller: &str,
+    space: &str,
+) -> Result<Resolved> {
+    match resolve::resolve_catalog(locations, key, controller, space) {
+        Err(e @ Error::NoSuchCatalog { .. }) => {
+            if crate::remote::origin::origin_from_env().is_none() {
+                return Err(e);
+            }
+            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+            let status = std::process::Command::new(exe)
+                .arg("pull")
+                .args(crate::logging::verbosity_args())
+                .args(["--catalog", key])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map_err(|e| Error::spawn("vhrun pull", e))?;
+            if !status.success() {
+                return Err(e);
+            }
+            resolve::resolve_catalog(locations, key, controller, space)
+        }
+        other => other,
+    }
 }
 
 /// The robot's environment, built first when its catalog is missing.

@@ -338,6 +338,40 @@ pub fn mode_verdict(filesystems: &str) -> ModeVerdict {
     }
 }
 
+/// `RCC_REMOTE_ORIGIN` and whether it answers `GET /parts/x` (any HTTP
+/// status will do): never required, a warning when it does not answer.
+fn remote_origin(locations: &Locations) -> Check {
+    let Some(url) = crate::remote::origin::origin_from_env() else {
+        return check(
+            "remote_origin",
+            true,
+            false,
+            "RCC_REMOTE_ORIGIN not set (missing environments are built here, not pulled)".into(),
+            "",
+        );
+    };
+    let answer = crate::settings::NetworkSettings::load(&locations.robocorp_home)
+        .and_then(|s| crate::remote::Origin::new(&url, &s))
+        .map_err(|e| e.to_string())
+        .and_then(|o| o.probe("/parts/x", std::time::Duration::from_secs(5)));
+    match answer {
+        Ok(status) => check(
+            "remote_origin",
+            true,
+            false,
+            format!("{url} answers (HTTP {status} to GET /parts/x)"),
+            "",
+        ),
+        Err(why) => check(
+            "remote_origin",
+            false,
+            false,
+            format!("{url} does not answer: {why}"),
+            "start the rccremote there or fix RCC_REMOTE_ORIGIN (and settings.yaml's proxies); without it missing environments are built here",
+        ),
+    }
+}
+
 /// Run every check.
 pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     let root = nix::unistd::geteuid().is_root();
@@ -395,6 +429,7 @@ pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
         },
         crate::rcc::INSTALL_HINT,
     ));
+    checks.push(remote_origin(locations));
     let store = Store {
         robocorp_home: locations.robocorp_home.clone(),
         vhrun_home: locations.home.root().to_path_buf(),

@@ -82,6 +82,8 @@ pub fn find_catalog(locations: &Locations, blueprint: &str) -> Option<String> {
 pub enum BuildOutcome {
     /// The catalog exists (already, or built meanwhile by a build we waited for).
     Existing { key: String },
+    /// Pulled from the rccremote origin (`RCC_REMOTE_ORIGIN`) instead.
+    Pulled { key: String },
     /// rcc built it into its hololib.
     BuiltByRcc { key: String },
     /// vhrun's builder built and lifted it.
@@ -96,6 +98,7 @@ impl BuildOutcome {
     pub fn key(&self) -> &str {
         match self {
             BuildOutcome::Existing { key }
+            | BuildOutcome::Pulled { key }
             | BuildOutcome::BuiltByRcc { key }
             | BuildOutcome::Built { key, .. } => key,
         }
@@ -129,6 +132,15 @@ pub fn ensure_environment(
     let exists = || find_catalog(locations, &blueprint.hash);
     if let Some(key) = exists() {
         return Ok(BuildOutcome::Existing { key });
+    }
+    // As rcc: with RCC_REMOTE_ORIGIN set, pull before any build (a failed
+    // pull has said why; then build as before). Every command that builds
+    // comes here (`run`/`exec`/`prepare` through a child `vhrun build`).
+    if crate::remote::pull_before_build(locations, &catalog_name(&blueprint.hash, host_platform()))
+    {
+        if let Some(key) = exists() {
+            return Ok(BuildOutcome::Pulled { key });
+        }
     }
     let rcc = opts.rcc.clone().filter(|_| opts.python.is_none());
     match rcc {

@@ -19,6 +19,7 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<i32> {
     let outcome = builder::ensure_environment(&locations, &robot, &conda, &opts, &progress)?;
     match &outcome {
         BuildOutcome::Existing { key } => progress.note(&format!("{key} is already built")),
+        BuildOutcome::Pulled { key } => progress.note(&format!("{key} pulled, nothing built")),
         BuildOutcome::BuiltByRcc { key } => progress.note(&format!("rcc built {key}")),
         BuildOutcome::Built {
             key, interpreter, ..

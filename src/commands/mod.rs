@@ -18,6 +18,7 @@ pub mod import;
 pub mod lift;
 pub mod mount;
 pub mod prepare;
+pub mod pull;
 pub mod restore;
 pub mod run;
 pub mod serve;
@@ -42,6 +43,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Mount(a)) => mount::run(&a),
         Some(Command::Build(a)) => build::run(&a, &cli.global),
         Some(Command::Prepare(a)) => prepare::run(&a),
+        Some(Command::Pull(a)) => pull::run(&a),
         Some(Command::Doctor(a)) => doctor::run(&a),
         Some(Command::Gc(a)) => gc::run(&a),
         Some(Command::InstallShim(a)) => shim::install(&a),

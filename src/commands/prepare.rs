@@ -8,7 +8,6 @@ use crate::hololib::Locations;
 use crate::lower::blobcache::BlobCache;
 use crate::lower::image::{self, Image, Prepared};
 use crate::paths::mkdir_all;
-use crate::resolve;
 use crate::robot::Robot;
 use crate::sandbox::Identity;
 
@@ -16,7 +15,7 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
     let locations = Locations::from_env();
     let (controller, space) = (&args.robot.controller, &args.robot.space);
     let resolved = match &args.catalog {
-        Some(key) => resolve::resolve_catalog(&locations, key, controller, space)?,
+        Some(key) => crate::run::resolve_catalog_or_pull(&locations, key, controller, space)?,
         None => {
             let robot = Robot::load(&args.robot.robot)?;
             crate::run::resolve_or_build(&locations, &robot, &args.robot.options())?.ok_or_else(

@@ -5,7 +5,8 @@
 
 use crate::cli::VarsArgs;
 use crate::environ::{self, build, build_shell, load_env_json, render_exports, render_json};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::hololib::catalog::{catalog_name, host_platform};
 use crate::hololib::layout::user_home_identity;
 use crate::hololib::Locations;
 use crate::paths::absolute;
@@ -19,12 +20,20 @@ pub fn run(args: &VarsArgs) -> Result<i32> {
         Some(p) => load_env_json(&absolute(p))?,
         None => Vec::new(),
     };
-    let env = match resolve_environment(
-        &locations,
-        &robot,
-        &args.robot.controller,
-        &args.robot.space,
-    )? {
+    let (controller, space) = (&args.robot.controller, &args.robot.space);
+    let resolved = match resolve_environment(&locations, &robot, controller, space) {
+        // as rcc's `holotree variables`: pull a missing catalog first
+        Err(Error::CatalogMissing { blueprint, .. })
+            if crate::remote::pull_before_build(
+                &locations,
+                &catalog_name(&blueprint, host_platform()),
+            ) =>
+        {
+            resolve_environment(&locations, &robot, controller, space)
+        }
+        other => other,
+    };
+    let env = match resolved? {
         // a shell robot gets only its PATH (rcc's `ht vars` fails on it)
         None => {
             let inherited: environ::EnvList = std::env::vars_os().collect();

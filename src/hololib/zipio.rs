@@ -165,6 +165,15 @@ pub fn catalog_names(zip_path: &Path) -> Result<Vec<String>> {
 
 /// Import one `rcc holotree export` zip into `lib`.
 pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
+    import_zip_over(lib, &[], zip_path)
+}
+
+/// [`import_zip`] into `lib`, where a blob already in one of `have` counts
+/// as present: it is not written again, and a catalog may need it (a
+/// delta zip staged apart from the hololib it completes).
+pub fn import_zip_over(lib: &Hololib, have: &[&Hololib], zip_path: &Path) -> Result<ImportStats> {
+    let present =
+        |d: &str| lib.blob_path(d).is_file() || have.iter().any(|h| h.blob_path(d).is_file());
     let _span = tracing::info_span!("import", zip = %zip_path.display()).entered();
     let mut archive = open_zip(zip_path)?;
     let bad = |name: &str, msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
@@ -246,7 +255,7 @@ pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
                 let mut placed = 0;
                 for (i, name, digest) in chunk {
                     let sink = lib.blob_path(digest);
-                    if sink.is_file() {
+                    if present(digest) {
                         continue;
                     }
                     mkdir_all(sink.parent().expect("blob has a parent"), 0o750)?;
@@ -294,7 +303,7 @@ pub fn import_zip(lib: &Hololib, zip_path: &Path) -> Result<ImportStats> {
         catalog.validate_names().map_err(|m| bad(name, &m))?;
         let missing: Vec<_> = needed_digests(&catalog)
             .into_iter()
-            .filter(|(_, d)| !lib.blob_path(d).is_file())
+            .filter(|(_, d)| !present(d))
             .collect();
         if let Some((path, digest)) = missing.first() {
             return Err(bad(

@@ -1,0 +1,10 @@
+//! Fleets: environments from an rccremote origin (`RCC_REMOTE_ORIGIN`),
+//! as rcc's `holotree pull` and the pull rcc makes before a build.
+//! [`origin`] is the HTTP client (rcc's headers and network settings,
+//! bounded timeouts), [`pull`] the protocol and the import.
+
+pub mod origin;
+pub mod pull;
+
+pub use origin::Origin;
+pub use pull::{pull, pull_before_build, PullStats};

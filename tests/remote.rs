@@ -1,0 +1,944 @@
+//! `vhrun pull` and the pull before a build (`RCC_REMOTE_ORIGIN`), issue 16.
+//!
+//! The default run covers the protocol with a tiny in-process HTTP server
+//! (a `TcpListener` thread answering `/parts` and `/delta` from the rcc
+//! fixture export): the requests and headers rcc sends, only missing
+//! blobs asked for, corrupt and truncated downloads refused with nothing
+//! imported. The `interop` tests (`--ignored`) pull from the real
+//! rccremote, served by `../shared/tools/rcc/rccremote-serve.sh` on a free
+//! loopback port, and check the result with the real rcc.
+
+mod common;
+use common::{fixture, stderr, stdout, FixtureRobot};
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "c34ed96c2d8a459av12.linux_amd64";
+
+// ---------------------------------------------------------------------------
+// A tiny HTTP server
+
+#[derive(Debug, Clone)]
+struct Req {
+    method: String,
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+enum Resp {
+    Full(u16, Vec<u8>),
+    /// 200 announcing `len` bytes, then only `body` and a closed connection.
+    Truncated(Vec<u8>, usize),
+}
+
+struct Fake {
+    url: String,
+    requests: Arc<Mutex<Vec<Req>>>,
+}
+
+impl Fake {
+    fn start(handler: impl Fn(&Req) -> Resp + Send + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(mut req) = read_request(&stream) else {
+                    continue;
+                };
+                if req.method == "CONNECT" {
+                    // as a proxy: open the tunnel, then serve what comes through
+                    log.lock().unwrap().push(req.clone());
+                    if stream
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    match read_request(&stream) {
+                        Some(r) => req = r,
+                        None => continue,
+                    }
+                }
+                log.lock().unwrap().push(req.clone());
+                let _ = respond(stream, handler(&req));
+            }
+        });
+        Fake { url, requests }
+    }
+
+    fn requests(&self) -> Vec<Req> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Req> {
+    let mut r = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut it = line.split_whitespace();
+    let (method, path) = (it.next()?.to_string(), it.next()?.to_string());
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Req {
+        method,
+        path,
+        headers,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+fn respond(mut s: TcpStream, resp: Resp) -> std::io::Result<()> {
+    let (status, body, len) = match resp {
+        Resp::Full(status, body) => {
+            let n = body.len();
+            (status, body, n)
+        }
+        Resp::Truncated(body, len) => (200, body, len),
+    };
+    write!(
+        s,
+        "HTTP/1.1 {status} X\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+    )?;
+    s.write_all(&body)?;
+    s.flush()
+}
+
+// ---------------------------------------------------------------------------
+// The fixture export as an origin would serve it
+
+/// The entries of simple_linux.zip: name -> stored (blob) bytes.
+fn fixture_entries() -> BTreeMap<String, Vec<u8>> {
+    let f = std::fs::File::open(fixture("simple_linux.zip")).unwrap();
+    let mut z = zip::ZipArchive::new(f).unwrap();
+    let mut out = BTreeMap::new();
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).unwrap();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        out.insert(e.name().unwrap().to_string(), buf);
+    }
+    out
+}
+
+fn digests(entries: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    entries
+        .keys()
+        .filter_map(|n| n.strip_prefix("library/"))
+        .map(|n| n.rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
+fn blob_name(d: &str) -> String {
+    format!("library/{}/{}/{}/{d}", &d[0..2], &d[2..4], &d[4..6])
+}
+
+/// rccremote's `/delta` answer: the requested blobs it has, then the catalog.
+fn delta_zip(entries: &BTreeMap<String, Vec<u8>>, wanted: &str) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    for d in wanted.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(bytes) = entries.get(&blob_name(d)) {
+            z.start_file(blob_name(d), opts).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+    }
+    z.start_file(format!("catalog/{KEY}"), opts).unwrap();
+    z.write_all(&entries[&format!("catalog/{KEY}")]).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// An origin serving the fixture; `tamper` changes the entries it serves.
+fn fixture_origin(tamper: impl Fn(&mut BTreeMap<String, Vec<u8>>)) -> Fake {
+    let mut entries = fixture_entries();
+    tamper(&mut entries);
+    Fake::start(move |req| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", p) if p.ends_with(&format!("/parts/{KEY}")) => {
+            Resp::Full(200, (digests(&entries).join("\n") + "\n").into_bytes())
+        }
+        ("POST", p) if p.ends_with(&format!("/delta/{KEY}")) => {
+            Resp::Full(200, delta_zip(&entries, &req.body))
+        }
+        _ => Resp::Full(404, b"no such catalog".to_vec()),
+    })
+}
+
+struct Home {
+    _tmp: tempfile::TempDir,
+    rh: PathBuf,
+}
+
+impl Home {
+    fn new() -> Home {
+        let tmp = tempfile::Builder::new()
+            .prefix("vhrun-remote-")
+            .tempdir()
+            .unwrap();
+        let rh = tmp.path().join("rh");
+        Home { _tmp: tmp, rh }
+    }
+    fn hololib(&self) -> PathBuf {
+        self.rh.join("hololib")
+    }
+    fn vhrun(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vhrun"));
+        c.env("ROBOCORP_HOME", &self.rh)
+            .env("VHRUN_HOME", self.rh.join("vhrun"))
+            .env("HOME", "/home/user")
+            .env("VHRUN_RCC", "")
+            .env_remove("RCC_REMOTE_ORIGIN")
+            .env_remove("RCC_REMOTE_AUTHORIZATION")
+            .env_remove("VHRUN_LOG")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+    fn pull(&self, origin: &str, extra: &[&str]) -> Output {
+        self.vhrun()
+            .args(["pull", "--catalog", KEY, "--origin", origin])
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+    /// Every file under the hololib (relative name -> bytes).
+    fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(&self.hololib(), &self.hololib(), &mut out);
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.map(Result::unwrap) {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            walk(root, &p, out);
+        } else {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+/// The hololib holds neither the catalog nor a blob nor a staging leftover.
+fn assert_nothing_imported(home: &Home) {
+    let files = home.files();
+    assert!(
+        files.keys().all(|n| n == "catalog/compress.no"),
+        "left behind: {:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(home.hololib())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".vhrun-pull"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "staging left: {leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The protocol, in-process
+
+#[test]
+fn pull_asks_for_the_parts_then_the_missing_blobs_with_rccs_headers() {
+    let origin = fixture_origin(|_| {});
+    let home = Home::new();
+    let out = home
+        .vhrun()
+        .env("RCC_REMOTE_AUTHORIZATION", "Bearer fleet-secret")
+        .args(["pull", "--catalog", "c34ed96c2d8a459a", "--origin"])
+        .arg(format!("{}/", origin.url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), KEY);
+
+    // Byte for byte what the export holds, where rcc keeps its hololib.
+    let entries = fixture_entries();
+    let files = home.files();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        entries.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &entries {
+        assert!(files[name] == *bytes, "{name} differs");
+    }
+
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(
+        (reqs[0].method.as_str(), reqs[0].path.as_str()),
+        ("GET", format!("/parts/{KEY}").as_str())
+    );
+    assert_eq!(
+        (reqs[1].method.as_str(), reqs[1].path.as_str()),
+        ("POST", format!("/delta/{KEY}").as_str())
+    );
+    let mut asked: Vec<&str> = reqs[1].body.lines().collect();
+    asked.sort();
+    let all = digests(&entries);
+    assert_eq!(asked, all.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in &reqs {
+        let id = &r.headers["x-rcc-random-identity"];
+        assert!(id.len() >= 16, "{id:?}");
+        assert_eq!(id, &reqs[0].headers["x-rcc-random-identity"]);
+        assert_eq!(r.headers["authorization"], "Bearer fleet-secret");
+        assert!(r.headers["user-agent"].starts_with("vhrun/"), "{r:?}");
+    }
+
+    // The second pull asks for no blob (and still gets the catalog).
+    let again = home.pull(&origin.url, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("0 requested, 0 new blobs"),
+        "{}",
+        stderr(&again)
+    );
+    let reqs = origin.requests();
+    assert_eq!(reqs.len(), 4);
+    assert!(!reqs[2].headers.contains_key("authorization"));
+    assert_eq!(reqs[3].body, "");
+
+    // One blob missing: only that one is asked for; --force asks for all.
+    let victim = &all[1];
+    std::fs::remove_file(home.hololib().join(blob_name(victim))).unwrap();
+    assert!(home.pull(&origin.url, &[]).status.success());
+    assert_eq!(origin.requests()[5].body, *victim);
+    assert!(home.hololib().join(blob_name(victim)).is_file());
+    assert!(home.pull(&origin.url, &["--force"]).status.success());
+    assert_eq!(origin.requests()[7].body.lines().count(), all.len());
+}
+
+#[test]
+fn a_blob_that_fails_its_digest_is_refused_and_nothing_is_imported() {
+    let all = digests(&fixture_entries());
+    let victim = all[2].clone();
+    let origin = fixture_origin(move |e| {
+        // a well-formed gzip blob, but of other bytes
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"not what the digest says\n").unwrap();
+        e.insert(blob_name(&victim), gz.finish().unwrap());
+    });
+    let home = Home::new();
+    let out = home.pull(&origin.url, &[]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&origin.url) && err.contains(KEY) && err.contains(&all[2]),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_nothing_imported(&home);
+}
+
+#[test]
+fn a_truncated_or_foreign_download_imports_nothing() {
+    let entries = fixture_entries();
+    let parts = digests(&entries).join("\n");
+    let zip = delta_zip(&entries, &parts);
+    let (p, z) = (parts.clone(), zip.clone());
+    let origin = Fake::start(move |req| match req.method.as_str() {
+        "GET" => Resp::Full(200, p.clone().into_bytes()),
+        _ => Resp::Truncated(z[..z.len() / 2].to_vec(), z.len()),
+    });
+    let home = Home::new();
+    let out = home.pull(&origin.url, &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(stderr(&out).contains("download"), "{}", stderr(&out));
+    assert_nothing_imported(&home);
+
+    // a zip that is not a hololib delta
+    let origin = Fake::start(move |req| match req.method.as_str() {
+        "GET" => Resp::Full(200, parts.clone().into_bytes()),
+        _ => Resp::Full(200, b"PK\x03\x04 certainly not a zip".to_vec()),
+    });
+    let out = home.pull(&origin.url, &[]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert_nothing_imported(&home);
+
+    // a catalog the origin does not have
+    let origin = Fake::start(|_| Resp::Full(404, b"nope".to_vec()));
+    let out = home.pull(&origin.url, &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
+    assert_eq!(origin.requests().len(), 1, "a 404 is not retried");
+    assert_nothing_imported(&home);
+}
+
+#[test]
+fn an_unreachable_origin_fails_in_bounded_time_after_retries() {
+    let port = free_port();
+    let home = Home::new();
+    let t = Instant::now();
+    let out = home.pull(&format!("http://127.0.0.1:{port}"), &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(stderr(&out).contains("3 tries"), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_nothing_imported(&home);
+}
+
+/// `vars` and `build` with RCC_REMOTE_ORIGIN pull the missing catalog and
+/// build nothing (VHRUN_RCC="": the fixture's conda-forge spec cannot be
+/// built here, a build would fail); with the origin down they warn once
+/// and fail as before.
+#[test]
+fn vars_and_build_pull_a_missing_catalog_instead_of_building() {
+    let origin = fixture_origin(|_| {});
+    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .args(["vars", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("CONDA_PREFIX="), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("pulled {KEY}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
+
+    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .args(["build", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), KEY);
+    assert!(
+        stderr(&out).contains("pulled, nothing built"),
+        "{}",
+        stderr(&out)
+    );
+
+    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
+    let out = fx
+        .vhrun()
+        .env(
+            "RCC_REMOTE_ORIGIN",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .args(["build", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warnings: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("warning: cannot pull"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("127.0.0.1"), "{err}");
+}
+
+#[test]
+fn doctor_shows_the_origin_and_whether_it_answers() {
+    let home = Home::new();
+    let check = |origin: Option<&str>| -> serde_json::Value {
+        let mut c = home.vhrun();
+        if let Some(o) = origin {
+            c.env("RCC_REMOTE_ORIGIN", o);
+        }
+        let out = c.args(["doctor", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "remote_origin")
+            .cloned()
+            .unwrap()
+    };
+    let unset = check(None);
+    assert_eq!(unset["status"], "ok");
+    assert_eq!(unset["required"], false);
+    let fake = Fake::start(|_| Resp::Full(404, Vec::new()));
+    let up = check(Some(&fake.url));
+    assert_eq!(up["status"], "ok", "{up}");
+    assert!(up["detail"].as_str().unwrap().contains("HTTP 404"), "{up}");
+    assert_eq!(fake.requests()[0].path, "/parts/x");
+    let down = check(Some(&format!("http://127.0.0.1:{}", free_port())));
+    assert_eq!(down["status"], "warn", "{down}");
+}
+
+/// A proxy from settings.yaml's `network` section is used for the origin
+/// (and `no-proxy` skips it), as rcc's transport does; without settings,
+/// `HTTP_PROXY`-style variables.
+#[test]
+fn pull_goes_through_rccs_proxy_settings() {
+    let proxy = fixture_origin(|_| {});
+    let home = Home::new();
+    std::fs::create_dir_all(&home.rh).unwrap();
+    let origin = "http://fleet-origin.invalid:4653";
+    std::fs::write(
+        home.rh.join("settings.yaml"),
+        format!("network:\n  http-proxy: {}\n", proxy.url),
+    )
+    .unwrap();
+    let out = home.pull(origin, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reqs = proxy.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "CONNECT" && r.path.contains("fleet-origin.invalid"))
+            || reqs.iter().any(|r| r.path.starts_with(origin)),
+        "{reqs:?}"
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.method == "POST" && r.path.ends_with(&format!("/delta/{KEY}"))));
+    assert!(home.hololib().join("catalog").join(KEY).is_file());
+
+    // no-proxy: straight to the (unresolvable) origin, the proxy sees nothing
+    std::fs::write(
+        home.rh.join("settings.yaml"),
+        format!(
+            "network:\n  http-proxy: {}\n  no-proxy: fleet-origin.invalid\n",
+            proxy.url
+        ),
+    )
+    .unwrap();
+    let before = proxy.requests().len();
+    let out = home.pull(origin, &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert_eq!(proxy.requests().len(), before);
+
+    // no settings: HTTP_PROXY
+    std::fs::remove_file(home.rh.join("settings.yaml")).unwrap();
+    let out = home
+        .vhrun()
+        .env("HTTP_PROXY", &proxy.url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args(["pull", "--catalog", KEY, "--origin", origin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(proxy.requests().len() > before);
+}
+
+/// https origins, with the CA of `<ROBOCORP_HOME>/ca-bundle.pem` (a test
+/// CA made with openssl; `openssl s_server -WWW` answers the GET).
+#[test]
+fn https_origins_use_the_ca_bundle() {
+    common::require_tool("openssl", "openssl");
+    let home = Home::new();
+    let dir = home._tmp.path().join("tls");
+    std::fs::create_dir_all(dir.join("www/parts")).unwrap();
+    std::fs::write(dir.join("www/parts/x"), "x\n").unwrap();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj /CN=vhrun-test-ca -days 2
+        openssl req -newkey rsa:2048 -nodes -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile ext");
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept", &port.to_string()])
+        .args(["-cert", "../leaf.pem", "-key", "../leaf.key"])
+        .current_dir(dir.join("www"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let origin = format!("https://127.0.0.1:{port}");
+    let doctor = || -> serde_json::Value {
+        let out = home
+            .vhrun()
+            .env("RCC_REMOTE_ORIGIN", &origin)
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "remote_origin")
+            .cloned()
+            .unwrap()
+    };
+    std::fs::create_dir_all(&home.rh).unwrap();
+    let untrusted = doctor();
+    std::fs::copy(dir.join("ca.pem"), home.rh.join("ca-bundle.pem")).unwrap();
+    let trusted = doctor();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(untrusted["status"], "warn", "{untrusted}");
+    assert!(
+        untrusted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{untrusted}"
+    );
+    assert_eq!(trusted["status"], "ok", "{trusted}");
+    assert!(
+        trusted["detail"].as_str().unwrap().contains("HTTP 200"),
+        "{trusted}"
+    );
+}
+
+/// `vhrun run` and `exec -r` with RCC_REMOTE_ORIGIN and no catalog pull it
+/// in their `vhrun build` child and run, building nothing.
+#[test]
+fn run_pulls_a_missing_catalog_and_runs_without_a_build() {
+    common::require_fuse();
+    let origin = fixture_origin(|_| {});
+    let fx = FixtureRobot::without_import(
+        "tasks:\n  show:\n    shell: sh -c 'cat \"$CONDA_PREFIX/identity.yaml\"'\n",
+    );
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .env("VHRUN_SERVER", "off")
+        .args(["run", "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("pulled {KEY}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
+
+    // `exec --catalog KEY` (no robot, no build possible) pulls it too
+    let fx = FixtureRobot::without_import(TASKS);
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", &origin.url)
+        .env("VHRUN_SERVER", "off")
+        .args(["exec", "--catalog", KEY, "--"])
+        .args(["sh", "-c", "cat \"$CONDA_PREFIX/identity.yaml\""])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+
+    // and with the origin down it fails as before: no such catalog
+    let fx = FixtureRobot::without_import(TASKS);
+    let out = fx
+        .vhrun()
+        .env(
+            "RCC_REMOTE_ORIGIN",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .args(["exec", "--catalog", KEY, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no catalog matches"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// The real rccremote
+
+fn shared() -> PathBuf {
+    let shared = std::env::var_os("VHRUN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let script = shared.join("tools/rcc/rccremote-serve.sh");
+    assert!(
+        script.is_file(),
+        "{}: missing (interop tests need ../shared beside the repository, or VHRUN_SHARED)",
+        script.display()
+    );
+    shared
+}
+
+fn real_rcc() -> PathBuf {
+    shared().join("tools/rcc/rcc")
+}
+
+/// One rccremote at a time: a port `free_port` found can be taken by a
+/// second server started meanwhile (the first binds it only after its import).
+static ONE_SERVER: Mutex<()> = Mutex::new(());
+
+/// rccremote (through rccremote-serve.sh) serving `zip` on a free port.
+struct Rccremote {
+    child: Child,
+    url: String,
+    scratch: tempfile::TempDir,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Rccremote {
+    fn start(zip: &Path) -> Rccremote {
+        common::require_root();
+        let one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
+        let scratch = tempfile::Builder::new()
+            .prefix("vhrun-rccremote-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let child = Command::new(shared().join("tools/rcc/rccremote-serve.sh"))
+            .arg(scratch.path())
+            .arg(port.to_string())
+            .arg(zip)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut r = Rccremote {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            scratch,
+            _one: one,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rccremote did not start on {port}"
+            );
+            assert!(
+                r.child.try_wait().unwrap().is_none(),
+                "rccremote-serve.sh exited before serving on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+
+    /// A blob file of the hololib rccremote serves.
+    fn served_blob(&self, digest: &str) -> PathBuf {
+        self.scratch
+            .path()
+            .join("opt/ht/lib")
+            .join(blob_name(digest))
+    }
+}
+
+impl Drop for Rccremote {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// The fixture, imported with `vhrun import` and exported with `vhrun export`.
+fn vhrun_export(dir: &Path) -> PathBuf {
+    let fx = FixtureRobot::new("tasks:\n  t:\n    shell: true\n");
+    let zip = dir.join("env.zip");
+    let out = fx
+        .vhrun()
+        .args(["export", KEY, "-o"])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    zip
+}
+
+fn zip_entries(zip: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut e = z.by_index(i).unwrap();
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf).unwrap();
+            (e.name().unwrap().to_string(), buf)
+        })
+        .collect()
+}
+
+fn rcc(home: &Path, args: &[&str]) -> Output {
+    Command::new(real_rcc())
+        .env("ROBOCORP_HOME", home)
+        .env("HOME", "/home/user")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const TASKS: &str = "tasks:\n  t:\n    shell: true\n";
+
+#[test]
+#[ignore = "interop: needs the real rccremote in ../shared/tools/rcc"]
+fn pull_from_the_real_rccremote_and_rcc_sees_it() {
+    let work = tempfile::tempdir().unwrap();
+    let zip = vhrun_export(work.path());
+    let remote = Rccremote::start(&zip);
+
+    let clean = FixtureRobot::without_import(TASKS);
+    let out = clean
+        .vhrun()
+        .args(["pull", "--catalog", KEY, "--origin", &remote.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), KEY);
+    let lib = clean.robocorp_home.join("hololib");
+    for (name, bytes) in zip_entries(&zip) {
+        let got = std::fs::read(lib.join(&name)).unwrap();
+        assert!(got == bytes, "{name} differs from the export");
+    }
+
+    // the real rcc sees the catalog, and its check (on a copy) passes
+    let listed = rcc(&clean.robocorp_home, &["holotree", "catalogs", "--bundled"]);
+    let text = stdout(&listed) + &stderr(&listed);
+    assert!(
+        listed.status.success() && text.contains("c34ed96c2d8a459a"),
+        "{text}"
+    );
+    let copy = work.path().join("copy");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&clean.robocorp_home)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let checked = rcc(&copy, &["holotree", "check", "--bundled"]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+
+    // a second pull transfers no blob
+    let again = clean
+        .vhrun()
+        .args(["pull", "--catalog", KEY, "--origin", &remote.url])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("0 requested, 0 new blobs"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+#[ignore = "interop: needs the real rccremote in ../shared/tools/rcc"]
+fn exec_with_rcc_remote_origin_pulls_and_runs_without_a_build() {
+    common::require_fuse();
+    let work = tempfile::tempdir().unwrap();
+    let zip = vhrun_export(work.path());
+    let remote = Rccremote::start(&zip);
+
+    for by_catalog in [false, true] {
+        let clean = FixtureRobot::without_import(TASKS);
+        let mut c = clean.vhrun();
+        c.env("RCC_REMOTE_ORIGIN", &remote.url)
+            .env("VHRUN_SERVER", "off")
+            .arg("exec");
+        if by_catalog {
+            c.args(["--catalog", KEY]);
+        } else {
+            c.arg("-r").arg(clean.robot_yaml());
+        }
+        let out = c
+            .args(["--", "sh", "-c", "cat \"$CONDA_PREFIX/identity.yaml\""])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "by_catalog={by_catalog}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
+        assert!(
+            !stderr(&out).contains("building"),
+            "a build ran: {}",
+            stderr(&out)
+        );
+        assert!(clean
+            .robocorp_home
+            .join("hololib/catalog")
+            .join(KEY)
+            .is_file());
+    }
+}
+
+#[test]
+#[ignore = "interop: needs the real rccremote in ../shared/tools/rcc"]
+fn a_blob_corrupted_on_the_rccremote_is_refused_by_digest() {
+    let work = tempfile::tempdir().unwrap();
+    let zip = vhrun_export(work.path());
+    let remote = Rccremote::start(&zip);
+    let all = digests(&zip_entries(&zip));
+    let victim = &all[0];
+    let served = remote.served_blob(victim);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"tampered on the server\n").unwrap();
+    std::fs::write(&served, gz.finish().unwrap()).unwrap();
+
+    let clean = FixtureRobot::without_import(TASKS);
+    let out = clean
+        .vhrun()
+        .args(["pull", "--catalog", KEY, "--origin", &remote.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains(victim.as_str()), "{}", stderr(&out));
+    let home = Home {
+        _tmp: tempfile::tempdir().unwrap(),
+        rh: clean.robocorp_home.clone(),
+    };
+    assert_nothing_imported(&home);
+}
