@@ -638,3 +638,71 @@ fn rcc_finds_a_space_copy_mode_restored_clean() {
     assert_eq!(first("after rcc"), "reused");
     let _ = fs::remove_dir_all(&rh);
 }
+
+/// vhrun killed (SIGKILL) in the middle of a restore: the next run finds
+/// the half-written space and makes it exactly what a clean restore makes.
+#[test]
+fn a_restore_killed_half_way_is_finished_by_the_next_run() {
+    let _s = serial();
+    let lab = lab();
+    let space = "killed";
+    let stats = lab.stats(space);
+    let run = || {
+        let mut c = lab.run(
+            None,
+            space,
+            &["-t", "count", "--mode", "copy", "--stats-json"],
+        );
+        c.arg(&stats);
+        let out = output(c);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let s = json(&stats);
+        (
+            PathBuf::from(s["environment"].as_str().unwrap()),
+            s["copy"]["state"].as_str().unwrap().to_string(),
+        )
+    };
+    let (env, _) = run();
+    let wipe = |env: &Path| {
+        let _ = fs::remove_dir_all(env);
+        for ext in [".meta", ".meta.info", ".vhrun", ".use", ".lck"] {
+            let mut p = env.as_os_str().to_owned();
+            p.push(ext);
+            let _ = fs::remove_file(PathBuf::from(p));
+        }
+    };
+    wipe(&env);
+    let clean = {
+        run();
+        tree_hash(&env)
+    };
+    wipe(&env);
+    // Kill it once the restore has written some of the space's files.
+    let mut child = lab
+        .run(None, space, &["-t", "count", "--mode", "copy"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let python = env.join("lib/python3.11");
+    common::wait_until(
+        "the restore to start",
+        std::time::Duration::from_secs(30),
+        || fs::read_dir(&python).is_ok_and(|mut d| d.next().is_some()),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stamp = env.as_os_str().to_owned();
+    stamp.push(".vhrun");
+    assert!(
+        !PathBuf::from(stamp).exists(),
+        "the restore finished before the kill: the test proves nothing"
+    );
+    let (_, state) = run();
+    assert_eq!(
+        state, "restored",
+        "no stamp: the space is written whole again"
+    );
+    assert_eq!(tree_hash(&env), clean);
+    assert_eq!(run().1, "reused");
+}
