@@ -171,6 +171,24 @@ impl Lab {
     fn stats(&self, name: &str) -> PathBuf {
         self.root.join(format!("stats-{name}.json"))
     }
+
+    /// The `count` task in `space` with `args`, through `wrap`, as `uid`:
+    /// it must succeed; its `--stats-json` (in `stats(space)`).
+    fn count(
+        &self,
+        wrap: impl Fn(Command) -> Command,
+        uid: Option<u32>,
+        space: &str,
+        args: &[&str],
+        what: &str,
+    ) -> serde_json::Value {
+        let stats = self.stats(space);
+        let mut c = self.run(uid, space, &["-t", "count", "--stats-json"]);
+        c.arg(&stats).args(args);
+        let out = output(wrap(c));
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        json(&stats)
+    }
 }
 
 fn output(mut c: Command) -> Output {
@@ -273,13 +291,7 @@ fn reuse_and_repair(wrap: impl Fn(Command) -> Command, uid: Option<u32>, space: 
     let stats = lab.stats(space);
     let env = PathBuf::from(json(&stats)["environment"].as_str().unwrap());
     let pristine = tree_hash(&env);
-    let count = |name: &str| {
-        let mut c = lab.run(uid, space, &["-t", "count", "--stats-json"]);
-        c.arg(&stats);
-        let out = output(wrap(c));
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
-        json(&stats)["copy"].clone()
-    };
+    let count = |what: &str| lab.count(&wrap, uid, space, &[], what)["copy"].clone();
     let again = count("second run");
     assert_eq!(again["state"], "reused", "{again}");
     assert_eq!(again["restored"], 0);
@@ -564,20 +576,6 @@ fn seccomp_refusing_unshare_and_mount_runs_root_from_a_copy() {
     reuse_and_repair(wrap, None, "seccomp");
 }
 
-/// The real rcc (`../shared/tools/rcc/rcc`, or `$VHRUN_SHARED/tools/rcc/rcc`).
-fn real_rcc() -> PathBuf {
-    let shared = std::env::var_os("VHRUN_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let rcc = shared.join("tools/rcc/rcc");
-    assert!(
-        rcc.is_file(),
-        "{}: the real rcc is missing (interop tests need ../shared beside the repository, or VHRUN_SHARED)",
-        rcc.display()
-    );
-    rcc
-}
-
 /// A space copy mode restored is clean for rcc (its restore finds nothing
 /// to do: vhrun wrote rcc's `.meta`), and rcc's visit leaves it reusable.
 #[test]
@@ -585,19 +583,11 @@ fn real_rcc() -> PathBuf {
 fn rcc_finds_a_space_copy_mode_restored_clean() {
     let _s = serial();
     let lab = lab();
-    let rcc = real_rcc();
+    let rcc = common::shared_tool("rcc");
     let space = "withrcc";
-    let stats = lab.stats(space);
     let first = |what: &str| {
-        let mut c = lab.run(
-            None,
-            space,
-            &["-t", "count", "--mode", "copy", "--stats-json"],
-        );
-        c.arg(&stats);
-        let out = output(c);
-        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
-        json(&stats)["copy"]["state"].as_str().unwrap().to_string()
+        let s = lab.count(|c| c, None, space, &["--mode", "copy"], what);
+        s["copy"]["state"].as_str().unwrap().to_string()
     };
     assert_eq!(first("restore"), "restored");
     // rcc gets a home of its own with a copy of the hololib: it touches
@@ -646,17 +636,8 @@ fn a_restore_killed_half_way_is_finished_by_the_next_run() {
     let _s = serial();
     let lab = lab();
     let space = "killed";
-    let stats = lab.stats(space);
     let run = || {
-        let mut c = lab.run(
-            None,
-            space,
-            &["-t", "count", "--mode", "copy", "--stats-json"],
-        );
-        c.arg(&stats);
-        let out = output(c);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let s = json(&stats);
+        let s = lab.count(|c| c, None, space, &["--mode", "copy"], "copy run");
         (
             PathBuf::from(s["environment"].as_str().unwrap()),
             s["copy"]["state"].as_str().unwrap().to_string(),

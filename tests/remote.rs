@@ -405,6 +405,39 @@ fn an_unreachable_origin_fails_in_bounded_time_after_retries() {
     assert_nothing_imported(&home);
 }
 
+/// `vhrun CMD -r robot.yaml` for a new fixture robot (`tasks`) whose
+/// catalog is not imported, with RCC_REMOTE_ORIGIN=`origin` and `env`.
+fn robot_with_origin(
+    tasks: &str,
+    origin: &str,
+    cmd: &str,
+    env: &[(&str, &str)],
+) -> (FixtureRobot, std::process::Output) {
+    let fx = FixtureRobot::without_import(tasks);
+    let out = fx
+        .vhrun()
+        .env("RCC_REMOTE_ORIGIN", origin)
+        .envs(env.iter().copied())
+        .args([cmd, "-r"])
+        .arg(fx.robot_yaml())
+        .output()
+        .unwrap();
+    (fx, out)
+}
+
+/// The command succeeded, said it pulled the fixture catalog, and the
+/// catalog is in rcc's hololib.
+#[track_caller]
+fn assert_pulled(fx: &FixtureRobot, out: &std::process::Output) {
+    assert!(out.status.success(), "{}", stderr(out));
+    assert!(
+        stderr(out).contains(&format!("pulled {KEY}")),
+        "{}",
+        stderr(out)
+    );
+    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
+}
+
 /// `vars` and `build` with RCC_REMOTE_ORIGIN pull the missing catalog and
 /// build nothing (VHRUN_RCC="": the fixture's conda-forge spec cannot be
 /// built here, a build would fail); with the origin down they warn once
@@ -412,31 +445,11 @@ fn an_unreachable_origin_fails_in_bounded_time_after_retries() {
 #[test]
 fn vars_and_build_pull_a_missing_catalog_instead_of_building() {
     let origin = fixture_origin(|_| {});
-    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
-    let out = fx
-        .vhrun()
-        .env("RCC_REMOTE_ORIGIN", &origin.url)
-        .args(["vars", "-r"])
-        .arg(fx.robot_yaml())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (fx, out) = robot_with_origin("tasks:\n  t:\n    shell: true\n", &origin.url, "vars", &[]);
+    assert_pulled(&fx, &out);
     assert!(stdout(&out).contains("CONDA_PREFIX="), "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains(&format!("pulled {KEY}")),
-        "{}",
-        stderr(&out)
-    );
-    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
 
-    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
-    let out = fx
-        .vhrun()
-        .env("RCC_REMOTE_ORIGIN", &origin.url)
-        .args(["build", "-r"])
-        .arg(fx.robot_yaml())
-        .output()
-        .unwrap();
+    let (_, out) = robot_with_origin("tasks:\n  t:\n    shell: true\n", &origin.url, "build", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), KEY);
     assert!(
@@ -445,17 +458,12 @@ fn vars_and_build_pull_a_missing_catalog_instead_of_building() {
         stderr(&out)
     );
 
-    let fx = FixtureRobot::without_import("tasks:\n  t:\n    shell: true\n");
-    let out = fx
-        .vhrun()
-        .env(
-            "RCC_REMOTE_ORIGIN",
-            format!("http://127.0.0.1:{}", free_port()),
-        )
-        .args(["build", "-r"])
-        .arg(fx.robot_yaml())
-        .output()
-        .unwrap();
+    let (_, out) = robot_with_origin(
+        "tasks:\n  t:\n    shell: true\n",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "build",
+        &[],
+    );
     assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
     let err = stderr(&out);
     let warnings: Vec<_> = err
@@ -636,25 +644,14 @@ fn https_origins_use_the_ca_bundle() {
 fn run_pulls_a_missing_catalog_and_runs_without_a_build() {
     common::require_fuse();
     let origin = fixture_origin(|_| {});
-    let fx = FixtureRobot::without_import(
+    let (fx, out) = robot_with_origin(
         "tasks:\n  show:\n    shell: sh -c 'cat \"$CONDA_PREFIX/identity.yaml\"'\n",
+        &origin.url,
+        "run",
+        &[("VHRUN_SERVER", "off")],
     );
-    let out = fx
-        .vhrun()
-        .env("RCC_REMOTE_ORIGIN", &origin.url)
-        .env("VHRUN_SERVER", "off")
-        .args(["run", "-r"])
-        .arg(fx.robot_yaml())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_pulled(&fx, &out);
     assert!(stdout(&out).contains("ca-certificates"), "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains(&format!("pulled {KEY}")),
-        "{}",
-        stderr(&out)
-    );
-    assert!(fx.robocorp_home.join("hololib/catalog").join(KEY).is_file());
 
     // `exec --catalog KEY` (no robot, no build possible) pulls it too
     let fx = FixtureRobot::without_import(TASKS);
@@ -699,23 +696,6 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------
 // The real rccremote
 
-fn shared() -> PathBuf {
-    let shared = std::env::var_os("VHRUN_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let script = shared.join("tools/rcc/rccremote-serve.sh");
-    assert!(
-        script.is_file(),
-        "{}: missing (interop tests need ../shared beside the repository, or VHRUN_SHARED)",
-        script.display()
-    );
-    shared
-}
-
-fn real_rcc() -> PathBuf {
-    shared().join("tools/rcc/rcc")
-}
-
 /// One rccremote at a time: a port `free_port` found can be taken by a
 /// second server started meanwhile (the first binds it only after its import).
 static ONE_SERVER: Mutex<()> = Mutex::new(());
@@ -737,7 +717,7 @@ impl Rccremote {
             .tempdir()
             .unwrap();
         let port = free_port();
-        let child = Command::new(shared().join("tools/rcc/rccremote-serve.sh"))
+        let child = Command::new(common::shared_tool("rccremote-serve.sh"))
             .arg(scratch.path())
             .arg(port.to_string())
             .arg(zip)
@@ -810,7 +790,7 @@ fn zip_entries(zip: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn rcc(home: &Path, args: &[&str]) -> Output {
-    Command::new(real_rcc())
+    Command::new(common::shared_tool("rcc"))
         .env("ROBOCORP_HOME", home)
         .env("HOME", "/home/user")
         .args(args)

@@ -20,6 +20,17 @@ pub struct FileLock {
 /// Open (create, truncate, 0666 as rcc) and flock `path`, waiting if another
 /// process holds it.
 pub fn lock_file(path: &Path) -> Result<FileLock> {
+    let lock = open_and_flock(path, false, "held by another rcc or vhrun")?;
+    Ok(FileLock {
+        _lock: lock,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Open `path` as rcc opens its lock files (its directory made, created
+/// 0666, truncated) and flock it exclusively or `shared`, saying what it
+/// waits for when another process holds it.
+fn open_and_flock(path: &Path, shared: bool, held_by: &str) -> Result<Flock<File>> {
     if let Some(parent) = path.parent() {
         mkdir_all(parent, 0o750)?;
     }
@@ -31,26 +42,19 @@ pub fn lock_file(path: &Path) -> Result<FileLock> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .at(path)?;
-    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => {
-            return Ok(FileLock {
-                _lock: lock,
-                path: path.to_path_buf(),
-            })
-        }
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
-        Err((_, e)) => return Err(Error::io(path, e.into())),
+    let (now, wait) = if shared {
+        (FlockArg::LockSharedNonblock, FlockArg::LockShared)
+    } else {
+        (FlockArg::LockExclusiveNonblock, FlockArg::LockExclusive)
     };
-    tracing::info!(
-        "waiting for {} (held by another rcc or vhrun)",
-        path.display()
-    );
-    let lock =
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io(path, e.into()))?;
-    Ok(FileLock {
-        _lock: lock,
-        path: path.to_path_buf(),
-    })
+    match Flock::lock(file, now) {
+        Ok(lock) => Ok(lock),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            tracing::info!("waiting for {} ({held_by})", path.display());
+            Flock::lock(file, wait).map_err(|(_, e)| Error::io(path, e.into()))
+        }
+        Err((_, e)) => Err(Error::io(path, e.into())),
+    }
 }
 
 /// `<holotree>/global.lck`, rcc's `HolotreeLock`.
@@ -71,30 +75,10 @@ pub struct SpaceLock {
 }
 
 impl SpaceLock {
-    /// Open (create, 0666 as rcc; not truncated) and take it shared.
+    /// Open it as rcc does and take it shared.
     pub fn shared(path: &Path) -> Result<SpaceLock> {
-        if let Some(parent) = path.parent() {
-            mkdir_all(parent, 0o750)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .at(path)?;
-        let lock = match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(lock) => lock,
-            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-                tracing::info!("waiting for {} (a restore holds it)", path.display());
-                Flock::lock(file, FlockArg::LockShared)
-                    .map_err(|(_, e)| Error::io(path, e.into()))?
-            }
-            Err((_, e)) => return Err(Error::io(path, e.into())),
-        };
         Ok(SpaceLock {
-            lock,
+            lock: open_and_flock(path, true, "a restore holds it")?,
             path: path.to_path_buf(),
             exclusive: false,
         })

@@ -374,7 +374,7 @@ where
         mounts.env = Some(spec.env_path.clone());
     }
     let _s = info_span!("sandbox_prepare_exec").entered();
-    let (commands, envp, cwd) = prepare_exec(spec)?;
+    let exec = prepare_exec(spec)?;
     let mut hidden = spec.hidden_paths.clone();
     hidden.push(spec.runs_dir.clone());
     let isolation = Isolation {
@@ -386,24 +386,13 @@ where
     let caps = capabilities::CapDrop::for_identity(id.rootless);
     drop(_s);
 
-    let _s = info_span!("sandbox_run").entered();
-    process::spawn_and_supervise(&process::Supervision {
-        commands: &commands,
-        envp: &envp,
-        cwd: &cwd,
+    let confinement = Confinement {
         pid_ns: !spec.share_pids,
         mount_ns: true,
         isolation: &isolation,
         caps: caps.as_ref(),
-        task_mask: signals.original,
-        stdio: [
-            spec.stdio[0].as_ref(),
-            spec.stdio[1].as_ref(),
-            spec.stdio[2].as_ref(),
-        ],
-        signals: &signals.fd,
-        started,
-    })
+    };
+    spawn(spec, signals, &exec, &confinement, started)
 }
 
 /// Run `spec.commands` in place, with no namespace, no overlay and no
@@ -431,18 +420,45 @@ pub fn run_in_place<T>(
     let signals = SignalGuard::block()?;
     let prepared = prepare()?;
     let _s = info_span!("sandbox_prepare_exec").entered();
-    let (commands, envp, cwd) = prepare_exec(spec)?;
+    let exec = prepare_exec(spec)?;
     let isolation = isolation::Prepared::default();
     drop(_s);
-    let _s = info_span!("sandbox_run").entered();
-    let outcome = process::spawn_and_supervise(&process::Supervision {
-        commands: &commands,
-        envp: &envp,
-        cwd: &cwd,
+    let confinement = Confinement {
         pid_ns: false,
         mount_ns: false,
         isolation: &isolation,
         caps: None,
+    };
+    let outcome = spawn(spec, &signals, &exec, &confinement, started)?;
+    Ok((outcome, prepared))
+}
+
+/// How far the commands are confined beyond vhrun's own namespaces.
+struct Confinement<'a> {
+    pid_ns: bool,
+    /// The task's own mount namespace, with `isolation` applied.
+    mount_ns: bool,
+    isolation: &'a isolation::Prepared,
+    caps: Option<&'a capabilities::CapDrop>,
+}
+
+/// Fork the reaper for the prepared commands and supervise it to the end.
+fn spawn(
+    spec: &SandboxSpec,
+    signals: &SignalGuard,
+    exec: &Exec,
+    confinement: &Confinement,
+    started: Instant,
+) -> Result<RunOutcome> {
+    let _s = info_span!("sandbox_run").entered();
+    process::spawn_and_supervise(&process::Supervision {
+        commands: &exec.commands,
+        envp: &exec.envp,
+        cwd: &exec.cwd,
+        pid_ns: confinement.pid_ns,
+        mount_ns: confinement.mount_ns,
+        isolation: confinement.isolation,
+        caps: confinement.caps,
         task_mask: signals.original,
         stdio: [
             spec.stdio[0].as_ref(),
@@ -451,19 +467,19 @@ pub fn run_in_place<T>(
         ],
         signals: &signals.fd,
         started,
-    })?;
-    Ok((outcome, prepared))
+    })
+}
+
+/// The commands as the exec needs them, prepared before the fork.
+struct Exec {
+    commands: Vec<command::PreparedCommand>,
+    envp: crate::sys::exec::CStringArray,
+    cwd: CString,
 }
 
 /// Each command's program found in the task's PATH, and the environment
 /// and working directory as the exec needs them (before the fork).
-fn prepare_exec(
-    spec: &SandboxSpec,
-) -> Result<(
-    Vec<command::PreparedCommand>,
-    crate::sys::exec::CStringArray,
-    CString,
-)> {
+fn prepare_exec(spec: &SandboxSpec) -> Result<Exec> {
     let path_var = spec
         .env
         .iter()
@@ -478,7 +494,11 @@ fn prepare_exec(
     let envp = command::prepare_env(&spec.env)?;
     let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
         .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
-    Ok((commands, envp, cwd))
+    Ok(Exec {
+        commands,
+        envp,
+        cwd,
+    })
 }
 
 /// What is mounted in the run's namespace, undone in reverse order.

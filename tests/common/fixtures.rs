@@ -28,6 +28,24 @@ pub fn oracle(name: &str) -> PathBuf {
     p
 }
 
+/// A tool of `../shared/tools/rcc` (the real `rcc`, `rccremote-serve.sh`),
+/// or of `$VHRUN_SHARED/tools/rcc`. Only `#[ignore]`d interop tests may
+/// call this: a clone of the repository alone has no `../shared`, and
+/// `.ci/run` runs those tests explicitly, with `../shared` beside it.
+#[track_caller]
+pub fn shared_tool(name: &str) -> PathBuf {
+    let shared = std::env::var_os("VHRUN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let p = shared.join("tools/rcc").join(name);
+    assert!(
+        p.is_file(),
+        "{}: missing (interop tests need ../shared beside the repository, or VHRUN_SHARED)",
+        p.display()
+    );
+    p
+}
+
 /// Unzip the fixture export `zip` (e.g. `simple_linux.zip`) into
 /// `hololib`, as `rcc holotree import` lays it out (no vhrun involved).
 pub fn extract_fixture(zip: &str, hololib: &Path) {

@@ -14,7 +14,9 @@ mod require;
 mod rng;
 mod wait;
 
-pub use fixtures::{extract_fixture, fixture, fixtures_dir, oracle, FixtureRobot, FIXTURE_HOME};
+pub use fixtures::{
+    extract_fixture, fixture, fixtures_dir, oracle, shared_tool, FixtureRobot, FIXTURE_HOME,
+};
 pub use require::{require_fuse, require_root, require_tool};
 pub use rng::Rng;
 pub use wait::wait_until;
