@@ -181,7 +181,6 @@ impl Lower {
     /// when the machine refuses what those need. `Err` only in `virtual`
     /// mode, with the refusal.
     pub fn choose(source: Source, opts: &Options, id: &Identity) -> Result<Lower> {
-        let previous = WorkingSet::load(&source.workset_path);
         let way = match opts.mode {
             Mode::Copy => Way::Copy { because: None },
             Mode::Virtual => Self::virtual_way(&source, opts, id)?,
@@ -190,6 +189,11 @@ impl Lower {
                 Err(e) if e.refusal().is_some() => Way::Copy { because: Some(e) },
                 Err(e) => return Err(e),
             },
+        };
+        // A copy replays nothing: its files are on disk already.
+        let previous = match way {
+            Way::Copy { .. } => None,
+            _ => WorkingSet::load(&source.workset_path),
         };
         Ok(Lower {
             source,
