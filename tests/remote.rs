@@ -1408,3 +1408,54 @@ fn eight_lazy_runs_at_once_fetch_each_blob_once() {
         assert_eq!(catalog_fetches, 1, "{server}");
     }
 }
+
+/// A lazy run from the real rccremote: the catalog alone (rccremote answers
+/// an empty `/delta` with the catalog), then only what the task opened;
+/// rccremote killed mid-run: EIO and a line, no hang.
+#[test]
+#[ignore = "interop: needs the real rccremote in ../shared/tools/rcc"]
+fn a_lazy_run_from_the_real_rccremote() {
+    common::require_fuse();
+    let lab = lazy_lab();
+    let mut remote = Rccremote::start(&lab.zip);
+    let w = Worker::new();
+    let (out, stats) = w.run(&remote.url, "imp", &[("VHRUN_SERVER", "off")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("imported alpha"), "{}", stdout(&out));
+    let r = &stats["remote"];
+    let zip_size = std::fs::metadata(&lab.zip).unwrap().len();
+    assert!(r["requests"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(
+        r["bytes"].as_u64().unwrap() < zip_size - BIG as u64,
+        "{stats} vs an export of {zip_size} bytes"
+    );
+    let big = lab_digest("data/big.bin");
+    assert!(!w.rh().join("hololib").join(blob_name(&big)).exists());
+
+    // the server goes away while a task waits: its next file fails clearly
+    let started = Instant::now();
+    let child = w
+        .vhrun(&remote.url)
+        .env("VHRUN_SERVER", "off")
+        .args(["run", "--lazy", "-t", "late"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until("the task imported", Duration::from_secs(60), || {
+        w.robot().join("ready").exists()
+    });
+    let pid = nix::unistd::Pid::from_raw(remote.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = remote.child.wait();
+    std::fs::write(w.robot().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("data/big.bin") && l.contains(&big) && l.contains(&remote.url)),
+        "{err}"
+    );
+}
