@@ -102,16 +102,7 @@ pub fn resolve_blueprint(
                 source.display()
             ),
         })?;
-    let catalog_path = hololib.catalog_path(&key);
-    resolve_key(
-        locations,
-        hololib,
-        key,
-        bp,
-        source,
-        (controller, space),
-        catalog_path,
-    )
+    resolve_in(locations, hololib, key, bp, source, (controller, space))
 }
 
 /// `vhrun exec --catalog KEY`: the environment of a catalog found by key
@@ -129,16 +120,20 @@ pub fn resolve_catalog(
         text: String::new(),
         hash,
     };
+    resolve_in(locations, hololib, key, bp, &path, (controller, space))
+}
+
+/// Catalog `key` of `hololib`, where it holds the whole environment.
+fn resolve_in(
+    locations: &Locations,
+    hololib: Hololib,
+    key: String,
+    bp: Blueprint,
+    source: &Path,
+    place: (&str, &str),
+) -> Result<Resolved> {
     let catalog_path = hololib.catalog_path(&key);
-    resolve_key(
-        locations,
-        hololib,
-        key,
-        bp,
-        &path,
-        (controller, space),
-        catalog_path,
-    )
+    resolve_key(locations, hololib, key, bp, source, place, catalog_path)
 }
 
 /// Catalog `key` served lazily from `origin`: the catalog fetched into

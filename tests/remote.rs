@@ -1090,6 +1090,23 @@ impl Worker {
             .stdin(std::process::Stdio::null());
         c
     }
+    /// `vhrun run --lazy -t late` started, once its task has imported and
+    /// waits for the file `go`.
+    fn start_late(&self, origin: &str, server: &str) -> Child {
+        let child = self
+            .vhrun(origin)
+            .env("VHRUN_SERVER", server)
+            .args(["run", "--lazy", "-t", "late"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::wait_until("the task imported", Duration::from_secs(60), || {
+            self.robot().join("ready").exists()
+        });
+        child
+    }
+
     /// `vhrun run --lazy -t TASK --stats-json`, with `env`.
     fn run(&self, origin: &str, task: &str, env: &[(&str, &str)]) -> (Output, serde_json::Value) {
         let stats = self.tmp.path().join(format!("stats-{task}.json"));
@@ -1303,17 +1320,7 @@ fn the_origin_gone_mid_run_gives_eio_and_a_clear_line() {
         let origin = LazyOrigin::start(|_| {});
         let w = Worker::new();
         let started = Instant::now();
-        let child = w
-            .vhrun(origin.url())
-            .env("VHRUN_SERVER", server)
-            .args(["run", "--lazy", "-t", "late"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        common::wait_until("the task imported", Duration::from_secs(60), || {
-            w.robot().join("ready").exists()
-        });
+        let child = w.start_late(origin.url(), server);
         origin.down.store(true, std::sync::atomic::Ordering::SeqCst);
         std::fs::write(w.robot().join("go"), "").unwrap();
         let out = child.wait_with_output().unwrap();
@@ -1434,17 +1441,7 @@ fn a_lazy_run_from_the_real_rccremote() {
 
     // the server goes away while a task waits: its next file fails clearly
     let started = Instant::now();
-    let child = w
-        .vhrun(&remote.url)
-        .env("VHRUN_SERVER", "off")
-        .args(["run", "--lazy", "-t", "late"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_until("the task imported", Duration::from_secs(60), || {
-        w.robot().join("ready").exists()
-    });
+    let child = w.start_late(&remote.url, "off");
     let pid = nix::unistd::Pid::from_raw(remote.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = remote.child.wait();
