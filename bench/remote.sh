@@ -408,7 +408,7 @@ wrows = ["| contender | task's first line | heavy import done | whole sample | o
          "|---|---:|---:|---:|---:|---:|"]
 for s in warm:
     wrows.append(f"| {LABEL[s['leg']]} | {secs(s['first'])} | {secs(s['imported'])} | {secs(s['total'])} | "
-                 f"{secs(s.get('pull'))} | {mb(s['down'])} |")
+                 f"{secs(s['pull']) if 'pull' in s else '-'} | {mb(s['down'])} |")
 wtable = "\n".join(wrows)
 
 verdict, remote = "", ""
