@@ -140,6 +140,11 @@ pub struct SandboxArgs {
     /// $VHRUN_MODE, else auto).
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub mode: Option<crate::lower::Mode>,
+    /// A catalog missing here is served lazily from RCC_REMOTE_ORIGIN: the
+    /// task starts once the catalog is fetched, each file's blobs come on
+    /// its first open (default: $VHRUN_REMOTE=lazy; else pulled whole first).
+    #[arg(long)]
+    pub lazy: bool,
 }
 
 fn parse_mode(s: &str) -> Result<crate::lower::Mode, String> {
@@ -249,8 +254,15 @@ pub struct PullArgs {
     #[arg(long)]
     pub origin: Option<String>,
     /// Download every blob of the catalog, also those the hololib has.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lazy")]
     pub force: bool,
+    /// Fetch the catalog alone (into $VHRUN_HOME/lazy/), for runs that
+    /// fetch each file's blobs on its first open (`run --lazy`).
+    #[arg(long)]
+    pub lazy: bool,
+    /// What was fetched, as JSON on stdout, instead of the catalog name.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -419,6 +431,11 @@ pub struct TreeArgs {
     pub blobs: PathBuf,
     #[arg(long)]
     pub target: String,
+    /// Serve lazily: fetch missing blobs from this rccremote origin.
+    #[arg(long)]
+    pub origin: Option<String>,
+    #[arg(long, default_value = "dir")]
+    pub lazy_batch: String,
 }
 
 impl RobotArgs {
@@ -429,6 +446,7 @@ impl RobotArgs {
             controller: self.controller.clone(),
             environment: self.environment.clone(),
             workspace: self.workspace.clone(),
+            lazy: None,
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   servers/                  warm servers: <key>.{sock,lock,log}, <id>/
 //!   images/<key>/             kernel images: image.erofs, data/, image.json
 //!   locks/<blueprint>.lck     one build per blueprint at a time
+//!   locks/lazy-<catalog>.lck  one fetch from the origin per catalog at a time
+//!   lazy/<catalog>            catalogs served lazily from an rccremote origin
 //! ```
 //!
 //! Everything but `hololib/` can be removed when nothing runs: it is
@@ -78,7 +80,14 @@ impl Home {
         self.root.join("images")
     }
 
-    /// Build locks (`builder::lock`).
+    /// Catalogs fetched for lazy runs (`remote::lazy`): kept apart from
+    /// every hololib until all their blobs are there, because rcc would
+    /// take a catalog in its hololib for a whole environment.
+    pub fn lazy(&self) -> PathBuf {
+        self.root.join("lazy")
+    }
+
+    /// Build locks (`builder::lock`) and lazy fetch locks (`remote::lazy`).
     pub fn locks(&self) -> PathBuf {
         self.root.join("locks")
     }

@@ -38,6 +38,11 @@ pub struct Resolved {
     pub facts: SpaceFacts,
     /// The persistent bytecode cache of this catalog (vhrun's default mode).
     pub pycache_dir: PathBuf,
+    /// The rccremote origin of a lazily served catalog (`remote::lazy`):
+    /// the hololib has only some of its blobs, the rest come on first open.
+    pub origin: Option<String>,
+    /// What was fetched from it before this process served the tree.
+    pub fetched: crate::remote::lazy::RemoteStats,
 }
 
 /// How the environment variables are wanted.
@@ -97,7 +102,16 @@ pub fn resolve_blueprint(
                 source.display()
             ),
         })?;
-    resolve_key(locations, hololib, key, bp, source, controller, space)
+    let catalog_path = hololib.catalog_path(&key);
+    resolve_key(
+        locations,
+        hololib,
+        key,
+        bp,
+        source,
+        (controller, space),
+        catalog_path,
+    )
 }
 
 /// `vhrun exec --catalog KEY`: the environment of a catalog found by key
@@ -115,7 +129,69 @@ pub fn resolve_catalog(
         text: String::new(),
         hash,
     };
-    resolve_key(locations, hololib, key, bp, &path, controller, space)
+    let catalog_path = hololib.catalog_path(&key);
+    resolve_key(
+        locations,
+        hololib,
+        key,
+        bp,
+        &path,
+        (controller, space),
+        catalog_path,
+    )
+}
+
+/// Catalog `key` served lazily from `origin`: the catalog fetched into
+/// `$VHRUN_HOME/lazy/` (`vhrun pull --lazy`), its blobs landing in rcc's
+/// hololib as they are fetched. `None` when that catalog, or a blob the
+/// environment's variables need, is not here yet.
+pub fn resolve_lazy(
+    locations: &Locations,
+    key: &str,
+    source: &Path,
+    (controller, space): (&str, &str),
+    origin: &str,
+) -> Result<Option<Resolved>> {
+    let catalog_path = crate::remote::lazy::catalog_path(&locations.home, key);
+    if !catalog_path.is_file() {
+        return Ok(None);
+    }
+    let hash = key.split("v12.").next().unwrap_or_default().to_string();
+    let bp = Blueprint {
+        text: String::new(),
+        hash,
+    };
+    let lib = locations.hololib.clone();
+    // A lazily served tree is a plain tree: its index is built the same way.
+    let tree = Tree::load_indexed(&catalog_path, &locations.home.index())?;
+    if startup_digests(&tree)
+        .iter()
+        .any(|d| !lib.blob_path(d).is_file())
+    {
+        return Ok(None);
+    }
+    let mut r = resolve_key(
+        locations,
+        lib,
+        key.to_string(),
+        bp,
+        source,
+        (controller, space),
+        catalog_path,
+    )?;
+    r.origin = Some(origin.to_string());
+    Ok(Some(r))
+}
+
+/// The blobs [`space_facts`] reads (rcc_activate.json's), which a lazily
+/// served catalog fetches before its run starts.
+pub fn startup_digests(tree: &Tree) -> Vec<String> {
+    tree.resolve(Path::new("rcc_activate.json"))
+        .filter(|f| f.stats_as_file())
+        .and_then(|f| follow(tree, f))
+        .and_then(|f| f.digest().map(str::to_string))
+        .into_iter()
+        .collect()
 }
 
 fn resolve_key(
@@ -124,10 +200,9 @@ fn resolve_key(
     key: String,
     bp: Blueprint,
     source: &Path,
-    controller: &str,
-    space: &str,
+    (controller, space): (&str, &str),
+    catalog_path: PathBuf,
 ) -> Result<Resolved> {
-    let catalog_path = hololib.catalog_path(&key);
     let tree = Arc::new(Tree::load_indexed(&catalog_path, &locations.home.index())?);
     let space_name = locations.space_name(controller, space);
     let space_path = locations.space_path(tree.recorded_path(), controller, space);
@@ -147,6 +222,8 @@ fn resolve_key(
         space_path,
         facts,
         pycache_dir,
+        origin: None,
+        fetched: Default::default(),
     })
 }
 

@@ -9,17 +9,20 @@
 
 use crate::environ::{self, EnvList};
 use crate::error::{Error, Result};
+use crate::hololib::catalog::{catalog_name, host_platform};
 use crate::hololib::Locations;
 use crate::lower::blobcache::BlobCache;
 use crate::lower::fuse::{self, WorkingSet};
 use crate::lower::{self, Lower};
 use crate::paths::{absolute, mkdir_all};
+use crate::remote::lazy::Lazy;
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::runstats::{self, RunStats};
 use crate::sandbox::{self, Identity, SandboxSpec};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// rcc's exit code for any failed task (`--rcc-exit-codes`).
 pub const RCC_TASK_FAILED: i32 = 10;
@@ -60,6 +63,10 @@ pub struct RobotOptions {
     pub environment: Option<PathBuf>,
     /// Control Room workspace id: `RC_WORKSPACE_ID`.
     pub workspace: Option<String>,
+    /// Serve a catalog missing here lazily from `RCC_REMOTE_ORIGIN`
+    /// (`--lazy`, `VHRUN_REMOTE=lazy`), batching misses so; `None`: pull
+    /// it whole first, as rcc does.
+    pub lazy: Option<crate::remote::lazy::Batching>,
 }
 
 /// How the sandbox runs the commands, and what it reports.
@@ -124,6 +131,8 @@ pub struct Plan {
     /// rcc's `--controller` and `--space`, recorded in a copy's `.meta`.
     pub controller: String,
     pub space: String,
+    /// How a lazily served tree batches its fetches.
+    pub lazy_batch: crate::remote::lazy::Batching,
 }
 
 /// `vhrun run` / `vhrun -r robot.yaml -t task`.
@@ -175,7 +184,7 @@ pub fn exec(locations: Locations, opts: &ExecOptions) -> Result<i32> {
     let r = &opts.robot;
     let (resolved, robot) = match &opts.catalog {
         Some(key) => (
-            resolve_catalog_or_pull(&locations, key, &r.controller, &r.space)?,
+            resolve_catalog_or_pull(&locations, key, (&r.controller, &r.space), r.lazy)?,
             None,
         ),
         None => {
@@ -205,29 +214,89 @@ pub fn exec(locations: Locations, opts: &ExecOptions) -> Result<i32> {
 pub fn resolve_catalog_or_pull(
     locations: &Locations,
     key: &str,
-    controller: &str,
-    space: &str,
+    (controller, space): (&str, &str),
+    lazy: Option<crate::remote::lazy::Batching>,
 ) -> Result<Resolved> {
     match resolve::resolve_catalog(locations, key, controller, space) {
         Err(e @ Error::NoSuchCatalog { .. }) => {
             if crate::remote::origin::origin_from_env().is_none() {
                 return Err(e);
             }
-            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-            let status = std::process::Command::new(exe)
-                .arg("pull")
-                .args(crate::logging::verbosity_args())
-                .args(["--catalog", key])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .map_err(|e| Error::spawn("vhrun pull", e))?;
-            if !status.success() {
+            if lazy.is_some() {
+                let name = crate::remote::pull::catalog_key(key);
+                let source = Path::new(key);
+                if let Some(r) = resolve_lazily(locations, &name, source, (controller, space))? {
+                    return Ok(r);
+                }
+            }
+            if !vhrun_child("pull", &["--catalog".as_ref(), key.as_ref()], false)?
+                .status
+                .success()
+            {
                 return Err(e);
             }
             resolve::resolve_catalog(locations, key, controller, space)
         }
         other => other,
     }
+}
+
+/// Catalog `key` served lazily from `RCC_REMOTE_ORIGIN`: fetched first
+/// when it is not here yet, by a child `vhrun pull --lazy` (HTTP may start
+/// a resolver thread, which would forbid this process its user
+/// namespace). `None` when no origin is set or that fetch failed (it said
+/// why on stderr).
+fn resolve_lazily(
+    locations: &Locations,
+    key: &str,
+    source: &Path,
+    (controller, space): (&str, &str),
+) -> Result<Option<Resolved>> {
+    let Some(url) = crate::remote::origin::origin_from_env() else {
+        return Ok(None);
+    };
+    let here = || resolve::resolve_lazy(locations, key, source, (controller, space), &url);
+    if let Some(r) = here()? {
+        return Ok(Some(r));
+    }
+    let args = [
+        "--lazy".as_ref(),
+        "--json".as_ref(),
+        "--catalog".as_ref(),
+        key.as_ref(),
+    ];
+    let out = vhrun_child("pull", &args, false)?;
+    if !out.status.success() {
+        eprintln!("vhrun: warning: cannot serve {key} lazily from {url}");
+        return Ok(None);
+    }
+    let fetched = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        tracing::debug!("vhrun pull --lazy --json: {e}");
+        Default::default()
+    });
+    Ok(here()?.map(|r| Resolved { fetched, ..r }))
+}
+
+/// Run `vhrun COMMAND ARGS` (with this process's verbosity) to its end,
+/// its stdout captured, its stderr ours; `no_origin`: without
+/// `RCC_REMOTE_ORIGIN` (the origin already failed this run).
+fn vhrun_child(
+    command: &str,
+    args: &[&std::ffi::OsStr],
+    no_origin: bool,
+) -> Result<std::process::Output> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(command)
+        .args(crate::logging::verbosity_args())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    if no_origin {
+        cmd.env_remove(crate::remote::origin::ORIGIN_ENV);
+    }
+    cmd.output()
+        .map_err(|e| Error::spawn(format!("vhrun {command}"), e))
 }
 
 /// The robot's environment, built first when its catalog is missing.
@@ -244,20 +313,32 @@ pub fn resolve_or_build(
         Err(Error::CatalogMissing {
             blueprint, file, ..
         }) => {
+            let place = (opts.controller.as_str(), opts.space.as_str());
+            let mut lazy_failed = false;
+            if opts.lazy.is_some() {
+                let key = catalog_name(&blueprint, host_platform());
+                if let Some(r) = resolve_lazily(locations, &key, &file, place)? {
+                    return Ok(Some(r));
+                }
+                lazy_failed = crate::remote::origin::origin_from_env().is_some();
+            }
             tracing::info!(
                 "no catalog for blueprint {blueprint} ({}): building it",
                 file.display()
             );
-            let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-            let status = std::process::Command::new(exe)
-                .arg("build")
-                .args(crate::logging::verbosity_args())
-                .arg("-r")
-                .arg(robot.file())
-                .args(["--space", &opts.space, "--controller", &opts.controller])
-                .stdout(std::process::Stdio::null())
-                .status()
-                .map_err(|e| Error::spawn("vhrun build", e))?;
+            let status = vhrun_child(
+                "build",
+                &[
+                    "-r".as_ref(),
+                    robot.file().as_os_str(),
+                    "--space".as_ref(),
+                    opts.space.as_ref(),
+                    "--controller".as_ref(),
+                    opts.controller.as_ref(),
+                ],
+                lazy_failed,
+            )?
+            .status;
             if !status.success() {
                 // The build printed its own one-line error.
                 return Err(Error::EnvBuildFailed {
@@ -318,6 +399,7 @@ fn plan(
         lower: lower.clone(),
         controller: opts.controller.clone(),
         space: opts.space.clone(),
+        lazy_batch: opts.lazy.unwrap_or_default(),
     })
 }
 
@@ -331,7 +413,18 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     let started = runstats::started();
     let home = &plan.locations.home;
     let resolved = &plan.resolved;
-    let blobs = BlobCache::at_home(resolved.hololib.clone(), home);
+    let remote = match &resolved.origin {
+        Some(url) => Some(Arc::new(Lazy::connect(
+            url,
+            plan.lazy_batch,
+            resolved.hololib.clone(),
+            resolved.tree.clone(),
+            home,
+            &plan.locations.robocorp_home,
+        )?)),
+        None => None,
+    };
+    let blobs = BlobCache::at_home(resolved.hololib.clone(), home).with_remote(remote);
     mkdir_all(&plan.temp_dir, 0o700)?;
     mkdir_all(blobs.root(), 0o750)?;
     if !plan.sandbox.rcc_env {
@@ -394,6 +487,23 @@ fn execute_copy(
     because: Option<crate::error::Refusal>,
 ) -> Result<RunEnd> {
     let resolved = &plan.resolved;
+    // A copy is restored whole: a lazily served catalog is pulled first
+    // (the blobs fetched so far are not asked for again).
+    if resolved.origin.is_some() {
+        let key: &std::ffi::OsStr = resolved.catalog_key.as_ref();
+        if !vhrun_child("pull", &["--catalog".as_ref(), key], false)?
+            .status
+            .success()
+        {
+            return Err(Error::Remote {
+                origin: resolved.origin.clone().unwrap_or_default(),
+                msg: format!(
+                    "a run from a copy needs all of {}, and pulling it failed",
+                    resolved.catalog_key
+                ),
+            });
+        }
+    }
     let source = lower::copy::CopySource {
         hololib: &resolved.hololib,
         tree: &resolved.tree,
@@ -439,6 +549,10 @@ fn report_stats(
         outcome,
         exit_code: outcome.code(),
         kept,
+        remote: resolved
+            .origin
+            .as_deref()
+            .map(|url| (url, resolved.fetched)),
     });
     let json = plan.sandbox.stats_json.as_deref();
     if let Err(e) = runstats::report(&stats, plan.sandbox.stats, json) {

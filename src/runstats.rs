@@ -55,6 +55,11 @@
 //! | `copy.bytes_written` | content bytes written into the space |
 //! | `copy.check_ms` / `.prepare_ms` | checking the space against the catalog / lock, check and repair |
 //! | `copy.refused` | why an `auto` run used a copy: `dev_fuse`, `user_namespace`, `mount_namespace`, `fuse_mount`, `overlay`; `null` for `--mode copy` |
+//! | `remote` | what a lazily served tree fetched from its rccremote origin for this run (`null`: not served lazily) |
+//! | `remote.origin` | the origin's URL |
+//! | `remote.requests` / `.blobs` / `.bytes` | `/delta` requests made (the catalog's included), blobs placed into the hololib, bytes downloaded |
+//! | `remote.wait_ms` | time spent waiting on the network (the catalog's fetch, the working set's, and opens that waited for a fetch) |
+//! | `remote.failures` | fetches that failed (each an EIO for the file that needed it) |
 //!
 //! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
 //! `blobs` figures are what the server did while the run was connected:
@@ -66,6 +71,7 @@ use crate::lower::copy::SpaceState;
 use crate::lower::fuse::ReadMode;
 use crate::lower::server::ServerInfo as Server;
 use crate::lower::Report;
+use crate::remote::lazy::RemoteStats;
 use crate::sandbox::overlay::UpperUsage;
 use crate::sandbox::RunOutcome;
 use serde::Serialize;
@@ -109,6 +115,19 @@ pub struct RunStats {
     pub mode: &'static str,
     /// A copy-mode run's space (`null` in virtual mode).
     pub copy: Option<Copy>,
+    /// What a lazily served tree fetched (`null`: not lazy).
+    pub remote: Option<Remote>,
+}
+
+/// What a lazy run fetched from its origin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Remote {
+    pub origin: String,
+    pub requests: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+    pub wait_ms: f64,
+    pub failures: u64,
 }
 
 /// What copy mode did to the space before the task.
@@ -193,6 +212,9 @@ pub struct Inputs<'a> {
     pub outcome: &'a RunOutcome,
     pub exit_code: i32,
     pub kept: Option<&'a Path>,
+    /// A lazily served tree's origin, and what was fetched before the
+    /// tree was served (the catalog; added to what the tree fetched).
+    pub remote: Option<(&'a str, RemoteStats)>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -284,6 +306,17 @@ impl RunStats {
                 check_ms: ms(c.check),
                 prepare_ms: ms(c.total),
                 refused: i.lower.refused,
+            }),
+            remote: i.remote.map(|(origin, before)| {
+                let r = i.lower.fuse.remote.plus(&before);
+                Remote {
+                    origin: origin.to_string(),
+                    requests: r.requests,
+                    blobs: r.blobs,
+                    bytes: r.bytes,
+                    wait_ms: ms(std::time::Duration::from_micros(r.wait_us)),
+                    failures: r.failures,
+                }
             }),
         }
     }
@@ -381,6 +414,21 @@ impl RunStats {
                 None => String::new(),
             }
         );
+        if let Some(r) = &self.remote {
+            s += &format!(
+                "  remote        {} in {} blobs from {} ({} requests, waited {:.1} ms){}\n",
+                human(r.bytes),
+                r.blobs,
+                r.origin,
+                r.requests,
+                r.wait_ms,
+                if r.failures > 0 {
+                    format!(", {} failed", r.failures)
+                } else {
+                    String::new()
+                },
+            );
+        }
         if let Some(c) = &self.copy {
             s += &format!(
                 "  copy          space {}: {} files reused, {} restored, {} repaired, {} removed; {} written; checked in {:.1} ms, ready in {:.1} ms{}\n",

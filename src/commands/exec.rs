@@ -10,12 +10,17 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
     if let (Some(lower), Some(env_path)) = (&args.lower_dir, &args.env_path) {
         return exec_over_dir(args, &absolute(lower), &absolute(env_path));
     }
+    let switches = Switches::from_env();
+    let robot = crate::run::RobotOptions {
+        lazy: switches.lazy(args.sandbox.lazy)?,
+        ..args.robot.options()
+    };
     let opts = ExecOptions {
-        robot: args.robot.options(),
+        robot,
         catalog: args.catalog.clone(),
         command: args.command.clone(),
         sandbox: args.sandbox.options(),
-        lower: Switches::from_env().lower_for_run(args.sandbox.mode)?,
+        lower: switches.lower_for_run(args.sandbox.mode)?,
     };
     crate::run::exec(Locations::from_env(), &opts)
 }

@@ -15,7 +15,9 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
     let locations = Locations::from_env();
     let (controller, space) = (&args.robot.controller, &args.robot.space);
     let resolved = match &args.catalog {
-        Some(key) => crate::run::resolve_catalog_or_pull(&locations, key, controller, space)?,
+        Some(key) => {
+            crate::run::resolve_catalog_or_pull(&locations, key, (controller, space), None)?
+        }
         None => {
             let robot = Robot::load(&args.robot.robot)?;
             crate::run::resolve_or_build(&locations, &robot, &args.robot.options())?.ok_or_else(

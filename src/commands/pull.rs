@@ -1,6 +1,6 @@
 //! `vhrun pull (-r robot.yaml | --catalog KEY) [--origin URL] [--force]`,
 //! as `rcc holotree pull`: the catalog name on stdout, a progress bar and
-//! a summary on stderr.
+//! a summary on stderr. `--lazy`: the catalog alone, for lazy runs.
 
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
@@ -31,6 +31,29 @@ pub fn run(args: &PullArgs) -> Result<i32> {
         })?;
     let settings = NetworkSettings::load(&locations.robocorp_home)?;
     let origin = Origin::new(&url, &settings)?;
+    if args.lazy {
+        let (path, stats) = remote::lazy::fetch_catalog(
+            &locations.home,
+            &locations.hololib,
+            origin,
+            &catalog,
+            crate::resolve::startup_digests,
+        )?;
+        if !crate::logging::quiet() {
+            eprintln!(
+                "vhrun: fetched catalog {catalog} from {url} for lazy runs ({}): {} blobs, {} bytes",
+                path.display(),
+                stats.blobs,
+                stats.bytes
+            );
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+        } else {
+            println!("{catalog}");
+        }
+        return Ok(0);
+    }
     let bar = crate::logging::decorations() && !crate::logging::quiet();
     let stats = remote::pull(&locations, &origin, &catalog, args.force, bar)?;
     if !crate::logging::quiet() {
@@ -39,6 +62,10 @@ pub fn run(args: &PullArgs) -> Result<i32> {
             origin.url, stats.parts, stats.requested, stats.new_blobs, stats.bytes
         );
     }
-    println!("{catalog}");
+    if args.json {
+        println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+    } else {
+        println!("{catalog}");
+    }
     Ok(0)
 }

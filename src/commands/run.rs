@@ -5,14 +5,19 @@ use crate::hololib::Locations;
 use crate::run::RunOptions;
 
 pub fn run(args: &RunArgs) -> Result<i32> {
+    let switches = Switches::from_env();
+    let robot = crate::run::RobotOptions {
+        lazy: switches.lazy(args.sandbox.lazy)?,
+        ..args.robot.options()
+    };
     let opts = RunOptions {
-        robot: args.robot.options(),
+        robot,
         task: args.task.clone(),
         dev: args.dev,
         args: args.args.clone(),
         rcc_exit_codes: args.rcc_exit_codes,
         sandbox: args.sandbox.options(),
-        lower: Switches::from_env().lower_for_run(args.sandbox.mode)?,
+        lower: switches.lower_for_run(args.sandbox.mode)?,
     };
     crate::run::run(Locations::from_env(), &opts)
 }

@@ -1,5 +1,5 @@
 use crate::cli::ServeArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hololib::Locations;
 use crate::lower::fuse::PassthroughMode;
 use crate::lower::server::daemon::{self, ServeConfig};
@@ -8,8 +8,18 @@ use std::time::Duration;
 /// `vhrun __serve`: a catalog's warm server (see `crate::lower::server`).
 pub fn run(a: &ServeArgs) -> Result<i32> {
     crate::sys::fdpass::close_inherited();
+    let locations = Locations::from_env();
+    let origin = match &a.tree.origin {
+        Some(url) => Some((
+            url.clone(),
+            a.tree.lazy_batch.parse().map_err(Error::Usage)?,
+        )),
+        None => None,
+    };
     daemon::serve(&ServeConfig {
-        home: Locations::from_env().home,
+        home: locations.home,
+        robocorp_home: locations.robocorp_home,
+        origin,
         key: a.key.clone(),
         catalog: a.tree.catalog.clone(),
         hololib: a.tree.hololib.clone(),

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::lower::fuse::PassthroughMode;
 use crate::lower::{self, Mode, Prefetch};
+use crate::remote::lazy::Batching;
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +30,11 @@ pub struct Switches {
     pub prefetch: Option<OsString>,
     /// `VHRUN_MODE=auto|virtual|copy` (`--mode` wins).
     pub mode: Option<OsString>,
+    /// `VHRUN_REMOTE=lazy|pull`: how a catalog missing here comes from
+    /// `RCC_REMOTE_ORIGIN` (`--lazy` wins).
+    pub remote: Option<OsString>,
+    /// `VHRUN_LAZY_BATCH=dir|file`: what one lazy miss fetches.
+    pub lazy_batch: Option<OsString>,
 }
 
 impl Switches {
@@ -42,7 +48,39 @@ impl Switches {
             passthrough: var("VHRUN_PASSTHROUGH"),
             prefetch: var("VHRUN_PREFETCH"),
             mode: var("VHRUN_MODE"),
+            remote: var("VHRUN_REMOTE"),
+            lazy_batch: var("VHRUN_LAZY_BATCH"),
         }
+    }
+
+    /// Whether a run serves a missing catalog lazily (`--lazy` given, or
+    /// `VHRUN_REMOTE=lazy`), and how it batches. `--lazy` with no origin
+    /// to fetch from is a usage error; `VHRUN_REMOTE=lazy` (fleet-wide
+    /// configuration) then changes nothing.
+    pub fn lazy(&self, flag: bool) -> Result<Option<Batching>> {
+        let text = |v: &OsStr| v.to_str().unwrap_or("?").trim().to_string();
+        let from_env = match self.remote.as_deref().map(text).as_deref() {
+            None | Some("") | Some("pull") => false,
+            Some("lazy") => true,
+            Some(v) => {
+                return Err(Error::Usage(format!(
+                    "VHRUN_REMOTE={v:?}: expected lazy or pull"
+                )))
+            }
+        };
+        let batching = match self.lazy_batch.as_deref() {
+            None => Batching::default(),
+            Some(v) => text(v)
+                .parse()
+                .map_err(|e| Error::Usage(format!("VHRUN_LAZY_BATCH={e}")))?,
+        };
+        if flag && crate::remote::origin::origin_from_env().is_none() {
+            return Err(Error::Usage(format!(
+                "--lazy serves from an rccremote origin: set {}",
+                crate::remote::origin::ORIGIN_ENV
+            )));
+        }
+        Ok((flag || from_env).then_some(batching))
     }
 
     /// The rcc `vhrun build` hands environments to, if any.

@@ -244,17 +244,23 @@ impl Locations {
     }
 }
 
-/// rcc's `UserHomeIdentity`: 7 hex of siphash of the home dir, `badcafe` if unknown.
+/// rcc's `UserHomeIdentity`: the first 7 hex digits of the siphash of the
+/// home dir, `badcafe` if unknown. rcc formats the hash with `%02x`, not
+/// `Textual`'s `%016x`: a hash below 2^60 loses its leading zeros before
+/// the cut (`/tmp/uhi/h40` is `d24a32a` for the real rcc, not `0d24a32`),
+/// and every space name of that user with it.
 pub fn user_home_identity(home: Option<&Path>) -> String {
     match home {
-        Some(h) => textual(
-            siphash64(
+        Some(h) => {
+            let hash = siphash64(
                 digest::HOME_K0,
                 digest::HOME_K1,
                 h.as_os_str().as_encoded_bytes(),
-            ),
-            7,
-        ),
+            );
+            let mut hex = format!("{hash:02x}");
+            hex.truncate(7);
+            hex
+        }
         None => "badcafe".to_string(),
     }
 }
@@ -283,6 +289,12 @@ mod tests {
     fn rcc_names() {
         let uhi = user_home_identity(Some(Path::new("/home/user")));
         assert_eq!(uhi, "59acff1");
+        // The real rcc (`rcc configuration diagnostics`: holotree-user-id)
+        // for a home whose hash starts with a zero nibble.
+        assert_eq!(
+            user_home_identity(Some(Path::new("/tmp/uhi/h40"))),
+            "d24a32a"
+        );
         assert_eq!(
             stage_identity(&uhi, "linux_amd64"),
             "h59acff1_493f813dad24d3t"

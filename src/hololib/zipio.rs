@@ -254,26 +254,10 @@ pub fn import_zip_over(lib: &Hololib, have: &[&Hololib], zip_path: &Path) -> Res
                 let mut archive = open_zip(zip_path)?;
                 let mut placed = 0;
                 for (i, name, digest) in chunk {
-                    let sink = lib.blob_path(digest);
                     if present(digest) {
                         continue;
                     }
-                    mkdir_all(sink.parent().expect("blob has a parent"), 0o750)?;
-                    let mut part = PartFile::create(&sink, 0o666)?;
-                    let part_path = part.path().to_path_buf();
-                    let mut entry = archive
-                        .by_index(*i)
-                        .map_err(|e| bad(name, &e.to_string()))?;
-                    std::io::copy(&mut entry, part.file())
-                        .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
-                    part.file().flush().at(&part_path)?;
-                    blob::copy_verified(part.path(), digest, &mut std::io::sink()).map_err(
-                        |e| match e {
-                            Error::Blob { msg, .. } => bad(name, &msg),
-                            other => other,
-                        },
-                    )?;
-                    part.commit(&sink)?;
+                    place_blob(&mut archive, *i, name, digest, lib, zip_path)?;
                     placed += 1;
                 }
                 Ok(placed)
@@ -286,21 +270,7 @@ pub fn import_zip_over(lib: &Hololib, have: &[&Hololib], zip_path: &Path) -> Res
     // Catalogs last, once their blobs are all there.
     let mut placed = Vec::new();
     for (i, name, file) in &catalogs {
-        let mut entry = archive
-            .by_index(*i)
-            .map_err(|e| bad(name, &e.to_string()))?;
-        let mut raw = Vec::new();
-        let cap = crate::hololib::catalog::MAX_DECODED_CAP;
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, cap + 1), &mut raw)
-            .map_err(|e| bad(name, &format!("cannot read: {e}")))?;
-        if raw.len() as u64 > cap {
-            return Err(bad(
-                name,
-                &format!("more than {} MiB: not a catalog", cap >> 20),
-            ));
-        }
-        let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(name, &m))?;
-        catalog.validate_names().map_err(|m| bad(name, &m))?;
+        let (raw, catalog) = read_catalog(&mut archive, *i, name, zip_path)?;
         let missing: Vec<_> = needed_digests(&catalog)
             .into_iter()
             .filter(|(_, d)| !present(d))
@@ -330,6 +300,110 @@ pub fn import_zip_over(lib: &Hololib, have: &[&Hololib], zip_path: &Path) -> Res
         new_blobs,
         catalogs: placed,
     })
+}
+
+type Archive = zip::ZipArchive<BufReader<std::fs::File>>;
+
+/// Entry `i` (`name`, blob `digest`) of the zip at `zip_path`, copied into
+/// `lib` through a part file and committed only when it hashes to its
+/// digest.
+fn place_blob(
+    archive: &mut Archive,
+    i: usize,
+    name: &str,
+    digest: &str,
+    lib: &Hololib,
+    zip_path: &Path,
+) -> Result<()> {
+    let bad = |msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
+    let sink = lib.blob_path(digest);
+    mkdir_all(sink.parent().expect("blob has a parent"), 0o750)?;
+    let mut part = PartFile::create(&sink, 0o666)?;
+    let part_path = part.path().to_path_buf();
+    let mut entry = archive.by_index(i).map_err(|e| bad(&e.to_string()))?;
+    std::io::copy(&mut entry, part.file()).map_err(|e| bad(&format!("cannot read: {e}")))?;
+    part.file().flush().at(&part_path)?;
+    blob::copy_verified(part.path(), digest, &mut std::io::sink()).map_err(|e| match e {
+        Error::Blob { msg, .. } => bad(&msg),
+        other => other,
+    })?;
+    part.commit(&sink)
+}
+
+/// Catalog entry `i` (`name`) of the zip: its bytes, parsed and checked.
+fn read_catalog(
+    archive: &mut Archive,
+    i: usize,
+    name: &str,
+    zip_path: &Path,
+) -> Result<(Vec<u8>, Catalog)> {
+    let bad = |msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
+    let mut entry = archive.by_index(i).map_err(|e| bad(&e.to_string()))?;
+    let mut raw = Vec::new();
+    let cap = crate::hololib::catalog::MAX_DECODED_CAP;
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, cap + 1), &mut raw)
+        .map_err(|e| bad(&format!("cannot read: {e}")))?;
+    if raw.len() as u64 > cap {
+        return Err(bad(&format!("more than {} MiB: not a catalog", cap >> 20)));
+    }
+    let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(&m))?;
+    catalog.validate_names().map_err(|m| bad(&m))?;
+    Ok((raw, catalog))
+}
+
+/// What a delta zip (rccremote's answer to `/delta`) brought.
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// Digests of the blobs placed into the hololib.
+    pub placed: Vec<String>,
+    /// Blobs refused (a digest mismatch, an unreadable entry), and why:
+    /// one bad blob costs only the files that need it.
+    pub refused: Vec<(String, String)>,
+    /// The catalog entry: its name and bytes (checked, not written).
+    pub catalog: Option<(String, Vec<u8>)>,
+}
+
+/// Place the blobs of delta zip `zip_path` that are in `wanted` into `lib`,
+/// each verified against its digest (the others are ignored: the zip
+/// comes from the network), and read its catalog. Every entry name is
+/// checked as an import checks it. A blob is present only once it is whole
+/// and verified; the refused ones are listed.
+pub fn import_delta(lib: &Hololib, zip_path: &Path, wanted: &HashSet<&str>) -> Result<Delta> {
+    let mut archive = open_zip(zip_path)?;
+    let mut delta = Delta::default();
+    for i in 0..archive.len() {
+        let name = {
+            let entry = archive
+                .by_index_raw(i)
+                .map_err(|e| Error::bad_input(zip_path, format!("entry #{i}: {e}")))?;
+            if entry.is_symlink() {
+                return Err(Error::bad_input(
+                    zip_path,
+                    format!("entry #{i}: is a symlink"),
+                ));
+            }
+            String::from_utf8_lossy(entry.name_raw()).into_owned()
+        };
+        let kind = classify(&name)
+            .map_err(|m| Error::bad_input(zip_path, format!("entry {name:?}: {m}")))?;
+        match kind {
+            EntryKind::Directory => {}
+            EntryKind::Blob(d) => {
+                if wanted.contains(d.as_str()) && !lib.blob_path(&d).is_file() {
+                    match place_blob(&mut archive, i, &name, &d, lib, zip_path) {
+                        Ok(()) => delta.placed.push(d),
+                        Err(Error::BadInput { msg, .. }) => delta.refused.push((d, msg)),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            EntryKind::Catalog(c) => {
+                let (raw, _) = read_catalog(&mut archive, i, &name, zip_path)?;
+                delta.catalog = Some((c, raw));
+            }
+        }
+    }
+    Ok(delta)
 }
 
 /// Export catalog `key` of `lib` and its blobs to `out`, laid out as rcc's

@@ -19,11 +19,16 @@
 //! metadata commits), and an fsync per first open would dominate cold runs.
 //! Cache files are 0444. Temp files of a killed writer are left behind (they
 //! are never served; `vhrun check` is the place to sweep them).
+//!
+//! A lazily served tree's cache has a remote ([`BlobCache::with_remote`]):
+//! a blob the hololib lacks is first fetched from the origin into the
+//! hololib (`remote::lazy`), then decoded as any other.
 
 use crate::error::{Error, Result};
 use crate::hololib::blob::{self, Codec};
 use crate::hololib::Hololib;
 use crate::home::Home;
+use crate::remote::lazy::Lazy;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -78,6 +83,8 @@ pub struct BlobCache {
     raw_ok: Mutex<HashSet<String>>,
     counters: CacheCounters,
     tmp_seq: AtomicU64,
+    /// Where missing blobs come from (lazy serving).
+    remote: Option<Arc<Lazy>>,
 }
 
 impl BlobCache {
@@ -90,7 +97,17 @@ impl BlobCache {
             raw_ok: Mutex::new(HashSet::new()),
             counters: CacheCounters::default(),
             tmp_seq: AtomicU64::new(0),
+            remote: None,
         }
+    }
+
+    /// This cache, fetching the blobs its hololib lacks from `remote`.
+    pub fn with_remote(self, remote: Option<Arc<Lazy>>) -> BlobCache {
+        BlobCache { remote, ..self }
+    }
+
+    pub fn remote(&self) -> Option<&Arc<Lazy>> {
+        self.remote.as_ref()
     }
 
     /// The cache for `hololib` at vhrun's usual place.
@@ -164,6 +181,11 @@ impl BlobCache {
         if let Some(f) = open_if_size(&entry, size) {
             self.counters.hits.fetch_add(1, Relaxed);
             return Ok((f, Source::Cached));
+        }
+        if let Some(remote) = &self.remote {
+            remote
+                .ensure(digest)
+                .map_err(|e| Error::blob(digest, &blob_path, format!("not fetched: {e}")))?;
         }
         if !relocated {
             let file = blob::open_blob_file(&blob_path, digest)?;

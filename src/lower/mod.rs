@@ -30,6 +30,7 @@ pub mod server;
 
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::remote::lazy::{Batching, Lazy, RemoteStats};
 use crate::sandbox::{Identity, LowerTarget, Mounted};
 use crate::tree::Tree;
 use blobcache::BlobCache;
@@ -134,11 +135,13 @@ pub struct TreePaths {
     pub hololib: PathBuf,
     pub blobs: PathBuf,
     pub target: String,
+    /// A lazily served tree's origin, and how it batches.
+    pub origin: Option<(String, Batching)>,
 }
 
 impl TreePaths {
     pub fn argv(&self) -> Vec<std::ffi::OsString> {
-        vec![
+        let mut v: Vec<std::ffi::OsString> = vec![
             "--catalog".into(),
             self.catalog.clone().into(),
             "--hololib".into(),
@@ -147,7 +150,27 @@ impl TreePaths {
             self.blobs.clone().into(),
             "--target".into(),
             self.target.clone().into(),
-        ]
+        ];
+        if let Some((url, batching)) = &self.origin {
+            v.extend([
+                "--origin".into(),
+                url.into(),
+                "--lazy-batch".into(),
+                batching.as_str().into(),
+            ]);
+        }
+        v
+    }
+
+    /// The paths of what `blobs` serves (its origin included).
+    pub fn of(catalog: &Path, blobs: &BlobCache, target: &str) -> TreePaths {
+        TreePaths {
+            catalog: catalog.to_path_buf(),
+            hololib: blobs.hololib().root.clone(),
+            blobs: blobs.root().to_path_buf(),
+            target: target.to_string(),
+            origin: blobs.remote().map(|r| (r.url().to_string(), r.batching())),
+        }
     }
 }
 
@@ -276,6 +299,10 @@ impl Lower {
             previous,
         } = self;
         note_catalog(target, source.tree.catalog_path());
+        let startup = match (source.blobs.remote(), &previous) {
+            (Some(remote), Some(ws)) => fetch_working_set(remote, &source.tree, ws),
+            _ => Default::default(),
+        };
         let Source {
             tree,
             blobs,
@@ -338,6 +365,7 @@ impl Lower {
                 previous,
                 tree,
                 workset_path,
+                startup,
             },
             data_layers,
         })
@@ -352,6 +380,28 @@ fn note_catalog(target: &LowerTarget, catalog: &Path) {
     if let Err(e) = std::fs::write(&note, catalog.as_os_str().as_encoded_bytes()) {
         tracing::debug!("{}: {e}", note.display());
     }
+}
+
+/// A lazily served tree fetches the blobs of the files the command looked
+/// up last time before its task starts, in one request (a failure is
+/// logged: each file then fetches on its first open).
+fn fetch_working_set(remote: &Lazy, tree: &Tree, ws: &WorkingSet) -> RemoteStats {
+    let digests: Vec<String> = ws
+        .lookups
+        .iter()
+        .filter_map(|p| tree.resolve(p))
+        .filter(|n| n.kind() == crate::tree::Kind::File)
+        .filter_map(|n| n.digest().map(str::to_string))
+        .collect();
+    let before = remote.stats();
+    match remote.fetch(digests) {
+        Err(e) => tracing::warn!("{e}: files will be fetched as they are opened"),
+        Ok(refused) if !refused.is_empty() => {
+            tracing::warn!("{} blobs of the working set refused", refused.len())
+        }
+        Ok(_) => {}
+    }
+    remote.stats().since(&before)
 }
 
 /// Replay `ws` through `mountpoint`: a thread for [`Prefetch::Alongside`]
@@ -393,6 +443,8 @@ pub struct Served {
     previous: Option<WorkingSet>,
     tree: Arc<Tree>,
     workset_path: PathBuf,
+    /// What this process fetched for a lazily served tree before its task.
+    startup: RemoteStats,
 }
 
 #[derive(Debug)]
@@ -421,7 +473,14 @@ impl Served {
     /// Record the working set, stop serving, and say what it cost. `None`
     /// when the warm server ended during the run (logged: the run's files
     /// read after that failed).
-    pub fn finish(mut self) -> Option<Report> {
+    pub fn finish(self) -> Option<Report> {
+        let startup = self.startup;
+        let mut report = self.finish_serving()?;
+        report.fuse.remote = report.fuse.remote.plus(&startup);
+        Some(report)
+    }
+
+    fn finish_serving(mut self) -> Option<Report> {
         if let Some(h) = self.replay.take() {
             let _ = h.join();
         }

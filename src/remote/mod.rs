@@ -1,8 +1,10 @@
 //! Fleets: environments from an rccremote origin (`RCC_REMOTE_ORIGIN`),
 //! as rcc's `holotree pull` and the pull rcc makes before a build.
 //! [`origin`] is the HTTP client (rcc's headers and network settings,
-//! bounded timeouts), [`pull`] the protocol and the import.
+//! bounded timeouts), [`pull`] the protocol and the import, [`lazy`] the
+//! blobs fetched as a lazily served tree's files are first opened.
 
+pub mod lazy;
 pub mod origin;
 pub mod pull;
 

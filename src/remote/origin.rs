@@ -27,6 +27,21 @@ pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Tries of an idempotent GET (with 0.5 s, 1 s, ... between them).
 pub const GET_TRIES: u32 = 3;
 
+/// How long a download may take: in all, and with no byte arriving.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    pub global: Duration,
+    pub idle: Duration,
+}
+
+impl Patience {
+    /// A whole pull: large, but never forever.
+    pub const DOWNLOAD: Patience = Patience {
+        global: DOWNLOAD_TIMEOUT,
+        idle: READ_IDLE_TIMEOUT,
+    };
+}
+
 /// `RCC_REMOTE_ORIGIN`, when set and not empty.
 pub fn origin_from_env() -> Option<String> {
     std::env::var(ORIGIN_ENV)
@@ -181,6 +196,7 @@ impl Origin {
         &self,
         path: &str,
         body: &str,
+        patience: Patience,
         sink: &mut dyn Write,
         on_bytes: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<u64> {
@@ -188,6 +204,10 @@ impl Origin {
         let mut resp = self
             .headers(self.agent.post(&url))
             .content_type("text/plain")
+            .config()
+            .timeout_global(Some(patience.global))
+            .timeout_per_read(Some(patience.idle))
+            .build()
             .send(body)
             .map_err(|e| self.err(format!("POST {path}: {e}")))?;
         let status = resp.status().as_u16();

@@ -122,6 +122,7 @@ pub fn pull(
         let got = origin.post_to(
             &format!("/delta/{catalog}"),
             &body,
+            crate::remote::origin::Patience::DOWNLOAD,
             &mut file,
             &mut on_bytes,
         );

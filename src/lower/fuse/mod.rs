@@ -308,7 +308,11 @@ impl MountedTree {
 
     /// Counters so far (cheap: a few atomic loads).
     pub fn stats(&self) -> Stats {
-        Stats::from(&self.counters, self.cache.stats())
+        Stats::from(
+            &self.counters,
+            self.cache.stats(),
+            self.cache.remote().map(|r| r.stats()).unwrap_or_default(),
+        )
     }
 
     pub fn read_mode(&self) -> ReadMode {

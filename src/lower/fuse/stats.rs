@@ -2,6 +2,7 @@
 //! request (no logging on the hot path), read as a snapshot for `--stats`.
 
 use crate::lower::blobcache::CacheStats;
+use crate::remote::lazy::RemoteStats;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// How file contents reach readers.
@@ -130,10 +131,13 @@ pub struct Stats {
     /// Sum of the sizes of those files (what the run could have read).
     pub bytes_opened: u64,
     pub cache: CacheStats,
+    /// What a lazily served tree fetched from its origin.
+    #[serde(default)]
+    pub remote: RemoteStats,
 }
 
 impl Stats {
-    pub(crate) fn from(c: &Counters, cache: CacheStats) -> Stats {
+    pub(crate) fn from(c: &Counters, cache: CacheStats, remote: RemoteStats) -> Stats {
         let g = |a: &AtomicU64| a.load(Relaxed);
         Stats {
             read_mode: c.read_mode(),
@@ -156,6 +160,7 @@ impl Stats {
             files_opened: g(&c.files_opened),
             bytes_opened: g(&c.bytes_opened),
             cache,
+            remote,
         }
     }
 
@@ -195,6 +200,7 @@ impl Stats {
                 bytes_written: d(c.bytes_written, e.bytes_written),
                 failures: d(c.failures, e.failures),
             },
+            remote: self.remote.since(&earlier.remote),
         }
     }
 

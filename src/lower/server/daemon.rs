@@ -8,6 +8,7 @@ use crate::home::Home;
 use crate::lower::blobcache::BlobCache;
 use crate::lower::fuse::{self, MountOptions, MountedTree, PassthroughMode};
 use crate::lower::image::{self, Image};
+use crate::remote::lazy::{Batching, Lazy};
 use crate::sandbox::namespaces::{self, Identity, Propagation};
 use crate::sandbox::rundir::RunDir;
 use crate::tree::Tree;
@@ -41,6 +42,10 @@ pub struct ServeConfig {
     pub passthrough: PassthroughMode,
     /// Build the kernel image after a few runs (as root).
     pub image: bool,
+    /// Serve lazily from this rccremote origin (`remote::lazy`).
+    pub origin: Option<(String, Batching)>,
+    /// rcc's home, whose network settings reach the origin.
+    pub robocorp_home: PathBuf,
 }
 
 /// Detach and serve. Returns in the starter's child at once (exit 0); the
@@ -85,7 +90,19 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let mut tree = Tree::load_indexed(&cfg.catalog, &cfg.home.index())?;
     tree.detach_from_index();
     let tree = Arc::new(tree);
-    let blobs = BlobCache::new(Hololib::new(&cfg.hololib), &cfg.blobs);
+    let lib = Hololib::new(&cfg.hololib);
+    let remote = match &cfg.origin {
+        Some((url, batching)) => Some(Arc::new(Lazy::connect(
+            url,
+            *batching,
+            lib.clone(),
+            tree.clone(),
+            &cfg.home,
+            &cfg.robocorp_home,
+        )?)),
+        None => None,
+    };
+    let blobs = BlobCache::new(lib, &cfg.blobs).with_remote(remote);
     // A run directory of its own: gc sees the catalog in use, and a
     // crashed server's directory is removed by the next one.
     let run = RunDir::create(&dir)?;
@@ -171,7 +188,9 @@ pub const IMAGE_AFTER_RUNS: u64 = 2;
 /// server, which then idles out. Nothing when the image exists, is switched off, or cannot be
 /// (rootless).
 fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dyn FnOnce()>> {
-    if id.rootless || !cfg.image {
+    // An image reads every blob: a lazily served tree would pull the
+    // whole environment behind its runs' backs.
+    if id.rootless || !cfg.image || cfg.origin.is_some() {
         return None;
     }
     let who = image::For {
@@ -191,6 +210,7 @@ fn image_builder(cfg: &ServeConfig, tree: &Tree, id: &Identity) -> Option<Box<dy
                 hololib: cfg.hololib.clone(),
                 blobs: cfg.blobs.clone(),
                 target: cfg.target_name.clone(),
+                origin: None,
             }
             .argv(),
         )

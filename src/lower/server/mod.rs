@@ -178,6 +178,12 @@ pub fn key(req: &Request) -> String {
             .as_encoded_bytes()
             .to_vec(),
         req.blobs.root().as_os_str().as_encoded_bytes().to_vec(),
+        // A lazily served tree's server fetches from its origin.
+        req.blobs
+            .remote()
+            .map(|r| format!("{} {}", r.url(), r.batching().as_str()))
+            .unwrap_or_default()
+            .into_bytes(),
         req.target_name.as_bytes().to_vec(),
         req.shown_as.as_os_str().as_encoded_bytes().to_vec(),
         format!(
@@ -372,13 +378,7 @@ fn spawn(req: &Request, key: &str, paths: &Paths) -> Result<()> {
         .arg("--key")
         .arg(key)
         .args(
-            crate::lower::TreePaths {
-                catalog: req.tree.catalog_path().to_path_buf(),
-                hololib: req.blobs.hololib().root.clone(),
-                blobs: req.blobs.root().to_path_buf(),
-                target: req.target_name.to_string(),
-            }
-            .argv(),
+            crate::lower::TreePaths::of(req.tree.catalog_path(), req.blobs, req.target_name).argv(),
         )
         .arg("--shown-as")
         .arg(req.shown_as)
