@@ -62,8 +62,8 @@
 #
 # Needs root (rccremote-serve.sh's mount namespace, vhrun's mounts) and the
 # scratch dir W (default /tmp/vhbench) of bench/run (built here with a
-# minimal bench/run if absent). About 8 minutes; --quick: 1 sample of each
-# per delay (about 3 minutes); --only=LEG,..: those contenders only (print
+# minimal bench/run if absent). About 8 minutes (4 samples of each per
+# delay); --quick: 1 sample of each per delay (about 3 minutes); --only=LEG,..: those contenders only (print
 # only; for development). Everything started here (rccremote, proxies,
 # warm servers) is stopped, and everything made here removed, at the end,
 # except $W/vh/remote/env.zip (the export, reused) and the results.
@@ -121,7 +121,7 @@ KEY=$(<"$GZ/key")
 LAZY=0
 "$VHRUN" run --help 2>/dev/null | grep -q -- '--lazy' && LAZY=1
 
-if ((quick)); then N=1; else N=3; fi
+if ((quick)); then N=1; else N=4; fi
 
 ORIGIN=$R/origin WORKER=$R/worker ROBOT=$R/robot
 SERVE_PID="" PROXY_PIDS=()
@@ -212,7 +212,7 @@ done
 
 # ------------------------------------------------------------ measure and report
 W=$W R=$R RES=$RES RCC=$RCC VHRUN=$VHRUN KEY=$KEY REPO=$REPO N=$N LAZY=$LAZY QUICK=$quick \
-    ONLY=$only PROXIES=$PROXIES NETEM=$NETEM LOAD0=$load0 STARTED=$started WORKER=$WORKER ROBOT=$ROBOT \
+    ONLY=$only PORT=$PORT PROXIES=$PROXIES NETEM=$NETEM LOAD0=$load0 STARTED=$started WORKER=$WORKER ROBOT=$ROBOT \
     HOSTNS=$(readlink /proc/self/ns/mnt) unshare --mount --propagation private python3 -B - "$write" "$REPO/BENCHMARKS.md" <<'EOF'
 import datetime, json, os, platform, re, shutil, socket, statistics, subprocess, sys, time
 write, md = sys.argv[1] == "1", sys.argv[2]
@@ -369,6 +369,24 @@ finally:
         while p in mounted():
             subprocess.run(["umount", "-l", p])
 
+# What one /delta answer carries besides its blobs: asked for one blob, straight from the origin.
+def probe_delta():
+    import io, urllib.request, zipfile
+    base = f"http://127.0.0.1:{E['PORT']}"
+    parts = urllib.request.urlopen(f"{base}/parts/{KEY}", timeout=60).read().decode().split()
+    req = urllib.request.Request(f"{base}/delta/{KEY}", data=(parts[0] + "\n").encode(), method="POST")
+    body = urllib.request.urlopen(req, timeout=60).read()
+    z = zipfile.ZipFile(io.BytesIO(body))
+    cat = sum(i.compress_size for i in z.infolist() if i.filename.startswith("catalog/"))
+    blobs = [i for i in z.infolist() if i.filename.startswith("library/")]
+    return {"answer": len(body), "catalog": cat, "blobs": len(blobs), "names": [i.filename for i in z.infolist()]}
+try:
+    probe = probe_delta()
+except Exception as e:  # the figures stand without it
+    log(f"warning: /delta probe failed: {e}")
+    probe = None
+json.dump({"warmup": warm, "samples": samples, "delta_probe": probe}, open(f"{RES}/samples.json", "w"), indent=1)
+
 # ------------------------------------------------------------ report
 def sel(leg, rtt):
     return [s for s in samples if s["leg"] == leg and s["rtt_ms"] == rtt]
@@ -447,8 +465,16 @@ else:
             v = [g[k] for g in got if isinstance(g.get(k), (int, float))]
             vals.append("?" if not v else (mb(statistics.median(v)) if k == "bytes" else f"{statistics.median(v):.0f}"))
         rr.append(f"| {rtt} ms | " + " | ".join(vals) + " |")
-    remote = ("What the lazy run says it fetched (`--stats-json`'s `remote`, medians; `bytes` is blob "
-              "payload, the proxy's figures above include HTTP and the catalog):\n\n" + "\n".join(rr))
+    remote = ("What the lazy run says it fetched (`--stats-json`'s `remote`, medians):\n\n" + "\n".join(rr))
+    if probe and probe["catalog"]:
+        reqs = statistics.median((s.get("remote") or {}).get("requests", 0) for s in sel("lazy", 0))
+        lazy0 = med("lazy", 0, "down")
+        rest = lazy0 - reqs * probe["catalog"]
+        full0 = med("vhrun", 0, "down")
+        remote += (f"\n\nrccremote puts the whole catalog into every `/delta` answer: asked for one blob, it answers "
+                   f"{mb(probe['answer'])}, of which the catalog (`catalog/{KEY}`, compressed) {mb(probe['catalog'])}. "
+                   f"The lazy run's {reqs:.0f} requests carry it {reqs:.0f} times, ~{mb(reqs * probe['catalog'])} of "
+                   f"its {mb(lazy0)} (0 ms); the rest, ~{mb(rest)}, is {rest / full0:.0%} of the full pull's download.")
 
 def out(*cmd):
     try:
@@ -473,8 +499,9 @@ tmpfs on its `ROBOCORP_HOME` (with `VHRUN_HOME`) and one on the holotree directo
 recorded path (where rcc restores and vhrun mounts), in a mount namespace of the harness: no catalog, no
 blobs, no blob or bytecode cache, no warm server, nothing of the environment but what came over the
 network. tmpfs keeps this machine's slow, shared disk out of the figures (on a disk the full pull's
-~330 MB of blobs and rcc's ~520 MB restore cost more: tmpfs favours the pulls); the page cache stays warm. The robot's task prints a line, runs `import pandas, numpy, sqlalchemy`
-and prints a second line; times are from the start of the sample's first command.
+~330 MB of blobs and rcc's ~520 MB restore cost more: tmpfs favours the pulls); the page cache stays
+warm. The robot's task prints a line, runs `import pandas, numpy, sqlalchemy` and prints a second
+line; times are from the start of the sample's first command, bytes are the sample's whole traffic.
 
 - (a) `rcc holotree pull --bundled -r robot.yaml`, then `rcc run --bundled -r robot.yaml -t t`
   (a restore of the whole environment into a space, and `pip freeze` before the task, as rcc runs);
