@@ -949,10 +949,11 @@ def main():
     table = tables(data)
     print(table)
     if args.write or not (args.no_write or quick):
-        # bench/copy.sh owns its own section: keep it across rewrites.
+        # bench/copy.sh and bench/remote.sh own their sections (the file's tail): keep them across rewrites.
         out = REPO / "BENCHMARKS.md"
         old = out.read_text() if out.exists() else ""
-        kept = old[old.find("\n## Copy mode"):] if "\n## Copy mode" in old else ""
+        owned = [old.find(h) for h in ("\n## Copy mode", "\n## Fleets: rccremote") if h in old]
+        kept = old[min(owned):] if owned else ""
         out.write_text(benchmarks_md(data, table).rstrip("\n") + "\n" + kept)
         svg = REPO / "bench" / "ratios.svg"
         env = dict(base_env(), PYTHONDONTWRITEBYTECODE="1", MPLCONFIGDIR=str(VH / "mpl"))
