@@ -1259,7 +1259,12 @@ fn a_lazy_run_fetches_only_what_it_opens_and_keeps_it() {
     let r = &stats["remote"];
     assert_eq!(r["origin"], origin.url(), "{stats}");
     assert_eq!(r["requests"], posts.len() as u64, "{stats}");
-    assert_eq!(r["bytes"], *origin.served.lock().unwrap(), "{stats}");
+    // read up to the last blob asked for: never more than was sent
+    let bytes = r["bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && bytes <= *origin.served.lock().unwrap(),
+        "{stats}"
+    );
     assert_eq!(r["blobs"], asked.len() as u64, "{stats}");
     assert_eq!(r["failures"], 0, "{stats}");
     let zip_size = std::fs::metadata(&lab.zip).unwrap().len();

@@ -315,19 +315,150 @@ fn place_blob(
     lib: &Hololib,
     zip_path: &Path,
 ) -> Result<()> {
+    let mut entry = archive
+        .by_index(i)
+        .map_err(|e| Error::bad_input(zip_path, format!("entry {name:?}: {e}")))?;
+    land_blob(&mut entry, name, digest, lib, zip_path)
+}
+
+/// The bytes of entry `name` from `src`, placed into `lib` as blob
+/// `digest` through a part file, committed only when they hash to it.
+fn land_blob(
+    src: &mut dyn std::io::Read,
+    name: &str,
+    digest: &str,
+    lib: &Hololib,
+    zip_path: &Path,
+) -> Result<()> {
     let bad = |msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
     let sink = lib.blob_path(digest);
     mkdir_all(sink.parent().expect("blob has a parent"), 0o750)?;
     let mut part = PartFile::create(&sink, 0o666)?;
     let part_path = part.path().to_path_buf();
-    let mut entry = archive.by_index(i).map_err(|e| bad(&e.to_string()))?;
-    std::io::copy(&mut entry, part.file()).map_err(|e| bad(&format!("cannot read: {e}")))?;
+    std::io::copy(src, part.file()).map_err(|e| bad(&format!("cannot read: {e}")))?;
     part.file().flush().at(&part_path)?;
     blob::copy_verified(part.path(), digest, &mut std::io::sink()).map_err(|e| match e {
         Error::Blob { msg, .. } => bad(&msg),
         other => other,
     })?;
     part.commit(&sink)
+}
+
+/// [`import_delta`] from the answer as it streams in, stopping once every
+/// blob of `wanted` has been read: rccremote ends each answer with the
+/// whole catalog (1.1 MB for a 12k-file environment), which a lazy fetch
+/// already has. Entries are read by their local headers: stored or
+/// deflated, with sizes up front or (Go's `zip.Writer.Create`) in a data
+/// descriptor after deflated data. `source` names the answer in errors.
+pub fn stream_delta(
+    reader: impl std::io::Read,
+    lib: &Hololib,
+    wanted: &HashSet<&str>,
+    source: &Path,
+) -> Result<Delta> {
+    use std::io::{BufRead, Read};
+    let bad = |msg: String| Error::bad_input(source, msg);
+    let mut r = BufReader::with_capacity(64 << 10, reader);
+    let mut delta = Delta::default();
+    let mut left: HashSet<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|d| !lib.blob_path(d).is_file())
+        .collect();
+    let le16 = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    while !left.is_empty() {
+        let mut head = [0u8; 30];
+        match r.read_exact(&mut head[..4]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(bad(format!("download broke: {e}"))),
+        }
+        if head[..4] != *b"PK\x03\x04" {
+            // the central directory: no entry follows
+            break;
+        }
+        r.read_exact(&mut head[4..])
+            .map_err(|e| bad(format!("a local header broke off: {e}")))?;
+        let (flags, method) = (le16(&head, 6), le16(&head, 8));
+        let size = le32(&head, 18) as u64;
+        let mut meta = vec![0u8; le16(&head, 26) as usize + le16(&head, 28) as usize];
+        r.read_exact(&mut meta)
+            .map_err(|e| bad(format!("a local header broke off: {e}")))?;
+        let name_len = le16(&head, 26) as usize;
+        let name = String::from_utf8_lossy(&meta[..name_len]).into_owned();
+        let kind = classify(&name).map_err(|m| bad(format!("entry {name:?}: {m}")))?;
+        let described = flags & 0x8 != 0;
+        let digest = match &kind {
+            EntryKind::Blob(d) if left.contains(d.as_str()) => Some(d.clone()),
+            _ => None,
+        };
+        let mut land = |src: &mut dyn Read| -> Result<()> {
+            match &digest {
+                Some(d) => match land_blob(src, &name, d, lib, source) {
+                    Ok(()) => {
+                        delta.placed.push(d.clone());
+                        Ok(())
+                    }
+                    Err(Error::BadInput { msg, .. }) => {
+                        // the rest of the entry is skipped below
+                        delta.refused.push((d.clone(), msg));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                None => std::io::copy(src, &mut std::io::sink())
+                    .map(drop)
+                    .map_err(|e| bad(format!("entry {name:?}: {e}"))),
+            }
+        };
+        match (method, described) {
+            (0, false) => {
+                let mut entry = (&mut r).take(size);
+                land(&mut entry)?;
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .map_err(|e| bad(format!("entry {name:?}: {e}")))?;
+            }
+            (8, _) => {
+                let mut entry = flate2::bufread::DeflateDecoder::new(&mut r);
+                land(&mut entry)?;
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .map_err(|e| bad(format!("entry {name:?}: {e}")))?;
+                if !described && entry.total_in() != size {
+                    return Err(bad(format!("entry {name:?}: deflate data of another size")));
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry {name:?}: compression method {method}{} cannot be streamed",
+                    if described {
+                        " with a data descriptor"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        }
+        if described {
+            // [signature] crc32, compressed size, size (32-bit: Go writes
+            // zip64 descriptors only past 4 GiB)
+            let sig = r
+                .fill_buf()
+                .map_err(|e| bad(format!("download broke: {e}")))?;
+            let skip = if sig.starts_with(b"PK\x07\x08") {
+                16
+            } else {
+                12
+            };
+            let mut desc = [0u8; 16];
+            r.read_exact(&mut desc[..skip])
+                .map_err(|e| bad(format!("a data descriptor broke off: {e}")))?;
+        }
+        if let Some(d) = &digest {
+            left.remove(d.as_str());
+        }
+    }
+    Ok(delta)
 }
 
 /// Catalog entry `i` (`name`) of the zip: its bytes, parsed and checked.
@@ -490,6 +621,88 @@ pub fn export_zip(lib: &Hololib, key: &str, out: &Path) -> Result<ExportStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delta as Go's `zip.Writer.Create` writes it (deflated, sizes in
+    /// data descriptors) and as a seekable writer does (stored, sizes up
+    /// front): blobs, then a large catalog.
+    fn delta_zip(blobs: &[(&str, &[u8])], method: zip::CompressionMethod, stream: bool) -> Vec<u8> {
+        use std::io::Write as _;
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        let add = |z: &mut dyn FnMut(&str, &[u8])| {
+            for (d, b) in blobs {
+                z(
+                    &format!("library/{}/{}/{}/{d}", &d[0..2], &d[2..4], &d[4..6]),
+                    b,
+                );
+            }
+            // incompressible, as a gzip catalog is
+            let mut x = 1u32;
+            let big: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (x >> 24) as u8
+                })
+                .collect();
+            z("catalog/0123456789abcdefv12.linux_amd64", &big);
+        };
+        if stream {
+            let mut z = zip::ZipWriter::new_stream(Vec::new());
+            add(&mut |n, b| {
+                z.start_file(n, opts).unwrap();
+                z.write_all(b).unwrap();
+            });
+            z.finish().unwrap().into_inner()
+        } else {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            add(&mut |n, b| {
+                z.start_file(n, opts).unwrap();
+                z.write_all(b).unwrap();
+            });
+            z.finish().unwrap().into_inner()
+        }
+    }
+
+    #[test]
+    fn a_streamed_delta_lands_verified_blobs_and_stops_before_the_catalog() {
+        let gz = |t: &[u8]| crate::hololib::catalog::gzip_bytes(t);
+        let (a, b) = (gz(b"alpha"), gz(b"beta"));
+        let da = DigestKind::Sha256.digest(b"alpha");
+        let db = DigestKind::Sha256.digest(b"beta");
+        let evil = gz(b"evil");
+        for (method, stream) in [
+            (zip::CompressionMethod::Deflated, true),
+            (zip::CompressionMethod::Stored, false),
+            (zip::CompressionMethod::Deflated, false),
+        ] {
+            let t = tempfile::tempdir().unwrap();
+            let lib = Hololib::new(t.path());
+            let zip = delta_zip(&[(&da, &a), (&db, &evil)], method, stream);
+            let mut read = 0u64;
+            struct Count<'a>(&'a [u8], &'a mut u64);
+            impl std::io::Read for Count<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                    let n = std::io::Read::read(&mut self.0, buf)?;
+                    *self.1 += n as u64;
+                    Ok(n)
+                }
+            }
+            let wanted: HashSet<&str> = [da.as_str(), db.as_str()].into();
+            let d = stream_delta(Count(&zip, &mut read), &lib, &wanted, Path::new("test")).unwrap();
+            assert_eq!(d.placed, vec![da.clone()], "{method:?}");
+            assert_eq!(d.refused.len(), 1, "{method:?}");
+            assert!(d.refused[0].1.contains("hashes to"), "{:?}", d.refused);
+            assert!(lib.blob_path(&da).is_file() && !lib.blob_path(&db).exists());
+            assert!(
+                read < (zip.len() as u64) / 2,
+                "{method:?}: read {read} of {} bytes: the catalog too",
+                zip.len()
+            );
+            // a good b in a second answer
+            let zip = delta_zip(&[(&db, &b)], method, stream);
+            let d = stream_delta(&zip[..], &lib, &wanted, Path::new("test")).unwrap();
+            assert_eq!(d.placed, vec![db.clone()]);
+        }
+    }
 
     const D: &str = "fa883829ebb8cd2a602f9b21c1f85de24cf47949d520bceb1828b4cd1cb6906c";
 

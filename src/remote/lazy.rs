@@ -292,9 +292,6 @@ impl Lazy {
             &wanted,
             &self.counters,
         )?;
-        if got.catalog.is_none() {
-            return Err(self.data_err("the delta zip holds no catalog".into()));
-        }
         for (d, why) in &got.refused {
             tracing::debug!("{}: blob {d} refused: {why}", self.origin.url);
         }
@@ -329,30 +326,45 @@ fn delta(
             std::thread::sleep(Duration::from_millis(200));
         }
         counters.requests.fetch_add(1, Relaxed);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".delta.")
-            .tempfile_in(scratch)
-            .map_err(|e| Error::io(scratch, e))?;
-        let mut got = 0;
-        let r = origin.post_to(
-            &format!("/delta/{catalog}"),
-            &body,
-            PATIENCE,
-            tmp.as_file_mut(),
-            &mut |n, _| got = n,
-        );
+        let set: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let data_err = |e: Error| match e {
+            Error::BadInput { msg, .. } => Error::RemoteData {
+                origin: origin.url.clone(),
+                catalog: catalog.to_string(),
+                msg,
+            },
+            other => other,
+        };
+        let path = format!("/delta/{catalog}");
+        let (r, got) = if wanted.is_empty() {
+            // the catalog itself is wanted: the whole answer, as a file
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".delta.")
+                .tempfile_in(scratch)
+                .map_err(|e| Error::io(scratch, e))?;
+            let mut got = 0;
+            let r = origin
+                .post_to(&path, &body, PATIENCE, tmp.as_file_mut(), &mut |n, _| {
+                    got = n
+                })
+                .and_then(|_| zipio::import_delta(lib, tmp.path(), &set).map_err(data_err));
+            (r, got)
+        } else {
+            let got = AtomicU64::new(0);
+            let r = origin
+                .post_stream(&path, &body, PATIENCE)
+                .and_then(|(body, _)| {
+                    let counted = Counted {
+                        inner: body,
+                        n: &got,
+                    };
+                    zipio::stream_delta(counted, lib, &set, Path::new(&path)).map_err(data_err)
+                });
+            (r, got.load(Relaxed))
+        };
         counters.bytes.fetch_add(got, Relaxed);
         match r {
-            Ok(_) => {
-                let set: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-                let d = zipio::import_delta(lib, tmp.path(), &set).map_err(|e| match e {
-                    Error::BadInput { msg, .. } => Error::RemoteData {
-                        origin: origin.url.clone(),
-                        catalog: catalog.to_string(),
-                        msg,
-                    },
-                    other => other,
-                })?;
+            Ok(d) => {
                 counters.blobs.fetch_add(d.placed.len() as u64, Relaxed);
                 tracing::debug!(
                     "{catalog}: {} blobs ({got} bytes) from {}",
@@ -366,6 +378,20 @@ fn delta(
         }
     }
     Err(last.expect("tried at least once"))
+}
+
+/// A reader counting the bytes it read.
+struct Counted<'a, R> {
+    inner: R,
+    n: &'a AtomicU64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.fetch_add(k as u64, Relaxed);
+        Ok(k)
+    }
 }
 
 /// The file name of a catalog path, as the origin names the catalog.

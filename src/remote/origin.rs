@@ -200,28 +200,7 @@ impl Origin {
         sink: &mut dyn Write,
         on_bytes: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<u64> {
-        let url = format!("{}{path}", self.url);
-        let mut resp = self
-            .headers(self.agent.post(&url))
-            .content_type("text/plain")
-            .config()
-            .timeout_global(Some(patience.global))
-            .timeout_per_read(Some(patience.idle))
-            .build()
-            .send(body)
-            .map_err(|e| self.err(format!("POST {path}: {e}")))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let text = resp
-                .body_mut()
-                .with_config()
-                .limit(1 << 20)
-                .read_to_string()
-                .unwrap_or_default();
-            return Err(self.err(format!("POST {path}: HTTP {status}: {}", first_line(&text))));
-        }
-        let announced = resp.body().content_length();
-        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let (mut reader, announced) = self.post_stream(path, body, patience)?;
         let mut buf = vec![0u8; 256 << 10];
         let mut total = 0u64;
         loop {
@@ -246,6 +225,41 @@ impl Origin {
             )));
         }
         Ok(total)
+    }
+
+    /// `POST {origin}{path}` with `body`: the answer's body as a reader,
+    /// and its announced length. A non-2xx status is an error. Dropping
+    /// the reader before its end closes the connection (a lazy fetch
+    /// stops once it has its blobs).
+    pub fn post_stream(
+        &self,
+        path: &str,
+        body: &str,
+        patience: Patience,
+    ) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+        let url = format!("{}{path}", self.url);
+        let mut resp = self
+            .headers(self.agent.post(&url))
+            .content_type("text/plain")
+            .config()
+            .timeout_global(Some(patience.global))
+            .timeout_per_read(Some(patience.idle))
+            .build()
+            .send(body)
+            .map_err(|e| self.err(format!("POST {path}: {e}")))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default();
+            return Err(self.err(format!("POST {path}: HTTP {status}: {}", first_line(&text))));
+        }
+        let announced = resp.body().content_length();
+        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        Ok((Box::new(reader), announced))
     }
 }
 
