@@ -126,6 +126,12 @@ pub enum Error {
         msg: String,
     },
 
+    /// A step vhrun ran as a child (a lazy fetch, a build) was ended by
+    /// a signal, as from Ctrl-C: the run stops there and nothing else is
+    /// tried in its place.
+    #[error("{what} was ended by {}", signal_name(*signal))]
+    Interrupted { what: String, signal: i32 },
+
     #[error("{0}")]
     Usage(String),
 
@@ -135,6 +141,13 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `SIGINT`, or `signal 99` for a number with no name.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
@@ -152,6 +165,7 @@ impl Error {
             Error::Unavailable { .. } | Error::Refused { .. } => exit::UNAVAILABLE,
             Error::Remote { .. } => exit::IO,
             Error::RemoteData { .. } => exit::BAD_INPUT,
+            Error::Interrupted { signal, .. } => 128 + signal,
             Error::Usage(_) => exit::USAGE,
             Error::Internal(_) => exit::INTERNAL,
         }

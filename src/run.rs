@@ -266,8 +266,10 @@ fn resolve_lazily(
         key.as_ref(),
     ];
     let out = vhrun_child("pull", &args, false)?;
+    interrupted(&out.status, "the lazy fetch (vhrun pull --lazy)")?;
     if !out.status.success() {
-        eprintln!("vhrun: warning: cannot serve {key} lazily from {url}");
+        // the child printed why
+        eprintln!("vhrun: warning: cannot serve {key} lazily from {url}: building it instead");
         return Ok(None);
     }
     let fetched = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -275,6 +277,19 @@ fn resolve_lazily(
         Default::default()
     });
     Ok(here()?.map(|r| Resolved { fetched, ..r }))
+}
+
+/// `Err` when a child step was ended by a signal (Ctrl-C reaches the
+/// whole process group): nothing is tried in its place.
+fn interrupted(status: &std::process::ExitStatus, what: &str) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(signal) => Err(Error::Interrupted {
+            what: what.to_string(),
+            signal,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Run `vhrun COMMAND ARGS` (with this process's verbosity) to its end,
@@ -339,6 +354,7 @@ pub fn resolve_or_build(
                 lazy_failed,
             )?
             .status;
+            interrupted(&status, "the build (vhrun build)")?;
             if !status.success() {
                 // The build printed its own one-line error.
                 return Err(Error::EnvBuildFailed {

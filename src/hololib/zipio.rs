@@ -344,16 +344,24 @@ fn land_blob(
     part.commit(&sink)
 }
 
-/// [`import_delta`] from the answer as it streams in, stopping once every
-/// blob of `wanted` has been read: rccremote ends each answer with the
-/// whole catalog (1.1 MB for a 12k-file environment), which a lazy fetch
-/// already has. Entries are read by their local headers: stored or
-/// deflated, with sizes up front or (Go's `zip.Writer.Create`) in a data
-/// descriptor after deflated data. `source` names the answer in errors.
+/// Place the blobs of a delta zip (rccremote's answer to `/delta`) that
+/// are in `wanted` into `lib`, each verified against its digest (the
+/// others are ignored: the zip comes from the network), reading the
+/// answer as it streams in and stopping once every blob of `wanted` has
+/// been read: rccremote ends each answer with the whole catalog (1.1 MB
+/// for a 12k-file environment), which a lazy fetch already has. Entries
+/// are read by their local headers: stored or deflated, with sizes up
+/// front or (Go's `zip.Writer.Create`) in a data descriptor after deflated
+/// data; each name is checked as an import checks it. `source` names the
+/// answer in errors.
+///
+/// `want_catalog`: also read the catalog entry (checked as an import
+/// checks it) into [`Delta::catalog`], and go on until it came.
 pub fn stream_delta(
     reader: impl std::io::Read,
     lib: &Hololib,
     wanted: &HashSet<&str>,
+    want_catalog: bool,
     source: &Path,
 ) -> Result<Delta> {
     use std::io::{BufRead, Read};
@@ -367,7 +375,7 @@ pub fn stream_delta(
         .collect();
     let le16 = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
     let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    while !left.is_empty() {
+    while !left.is_empty() || (want_catalog && delta.catalog.is_none()) {
         let mut head = [0u8; 30];
         match r.read_exact(&mut head[..4]) {
             Ok(()) => {}
@@ -393,7 +401,16 @@ pub fn stream_delta(
             EntryKind::Blob(d) if left.contains(d.as_str()) => Some(d.clone()),
             _ => None,
         };
+        let catalog = match kind {
+            EntryKind::Catalog(c) if want_catalog => Some(c),
+            _ => None,
+        };
         let mut land = |src: &mut dyn Read| -> Result<()> {
+            if let Some(c) = &catalog {
+                let (raw, _) = read_catalog_from(src, &name, source)?;
+                delta.catalog = Some((c.clone(), raw));
+                return Ok(());
+            }
             match &digest {
                 Some(d) => match land_blob(src, &name, d, lib, source) {
                     Ok(()) => {
@@ -468,11 +485,23 @@ fn read_catalog(
     name: &str,
     zip_path: &Path,
 ) -> Result<(Vec<u8>, Catalog)> {
-    let bad = |msg: &str| Error::bad_input(zip_path, format!("entry {name:?}: {msg}"));
-    let mut entry = archive.by_index(i).map_err(|e| bad(&e.to_string()))?;
+    let mut entry = archive
+        .by_index(i)
+        .map_err(|e| Error::bad_input(zip_path, format!("entry {name:?}: {e}")))?;
+    read_catalog_from(&mut entry, name, zip_path)
+}
+
+/// The bytes of catalog entry `name` from `src`, parsed and checked
+/// (`source` names the zip in errors).
+fn read_catalog_from(
+    src: &mut dyn std::io::Read,
+    name: &str,
+    source: &Path,
+) -> Result<(Vec<u8>, Catalog)> {
+    let bad = |msg: &str| Error::bad_input(source, format!("entry {name:?}: {msg}"));
     let mut raw = Vec::new();
     let cap = crate::hololib::catalog::MAX_DECODED_CAP;
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, cap + 1), &mut raw)
+    std::io::Read::read_to_end(&mut std::io::Read::take(src, cap + 1), &mut raw)
         .map_err(|e| bad(&format!("cannot read: {e}")))?;
     if raw.len() as u64 > cap {
         return Err(bad(&format!("more than {} MiB: not a catalog", cap >> 20)));
@@ -480,6 +509,89 @@ fn read_catalog(
     let catalog = Catalog::from_bytes(&raw).map_err(|m| bad(&m))?;
     catalog.validate_names().map_err(|m| bad(&m))?;
     Ok((raw, catalog))
+}
+
+/// Where a zip's entries start, from its central directory: what a lazy
+/// fetch reads from the end of an answer (an HTTP range) to ask next for
+/// only the span of its blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipIndex {
+    /// Entry names and the offsets of their local headers, in zip order.
+    pub entries: Vec<(String, u64)>,
+    /// Where the central directory starts (the end of the last entry).
+    pub directory: u64,
+}
+
+impl ZipIndex {
+    /// Read the index from `tail`, the last bytes of a zip of `total`
+    /// bytes. `Err` when the tail does not hold the whole central
+    /// directory or is not one (zip64 included: a delta is far smaller).
+    pub fn from_tail(tail: &[u8], total: u64) -> std::result::Result<ZipIndex, String> {
+        let le16 = |at: usize| u16::from_le_bytes([tail[at], tail[at + 1]]) as usize;
+        let le32 = |at: usize| {
+            u32::from_le_bytes([tail[at], tail[at + 1], tail[at + 2], tail[at + 3]]) as u64
+        };
+        let start = total
+            .checked_sub(tail.len() as u64)
+            .ok_or("the tail is longer than the zip")?;
+        // the end record: 22 bytes, then a comment of up to 64 KiB
+        let eocd = (0..=tail.len().saturating_sub(22))
+            .rev()
+            .take(1 << 16)
+            .find(|&i| tail[i..].starts_with(b"PK\x05\x06") && i + 22 + le16(i + 20) == tail.len())
+            .ok_or("no end of central directory record")?;
+        let (count, size, offset) = (le16(eocd + 10), le32(eocd + 12), le32(eocd + 16));
+        if offset + size != start + eocd as u64 {
+            return Err("the central directory is not where the end record puts it".into());
+        }
+        let mut at = offset
+            .checked_sub(start)
+            .ok_or("the tail does not reach back to the central directory")?
+            as usize;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            if at + 46 > eocd || !tail[at..].starts_with(b"PK\x01\x02") {
+                return Err("a central directory entry is broken".into());
+            }
+            let (n, x, c) = (le16(at + 28), le16(at + 30), le16(at + 32));
+            let local = le32(at + 42);
+            let name = tail
+                .get(at + 46..at + 46 + n)
+                .ok_or("a central directory entry is broken")?;
+            if local >= offset {
+                return Err("an entry starts after the central directory".into());
+            }
+            entries.push((String::from_utf8_lossy(name).into_owned(), local));
+            at += 46 + n + x + c;
+        }
+        Ok(ZipIndex {
+            entries,
+            directory: offset,
+        })
+    }
+
+    /// The end of the last entry `keep` selects: where a range holding
+    /// all of them may stop (the next entry's start, or the directory).
+    pub fn end_of(&self, keep: impl Fn(&str) -> bool) -> Option<u64> {
+        let mut starts: Vec<(u64, bool)> =
+            self.entries.iter().map(|(n, o)| (*o, keep(n))).collect();
+        starts.sort_unstable();
+        let last = starts.iter().rposition(|&(_, k)| k)?;
+        Some(starts.get(last + 1).map_or(self.directory, |&(o, _)| o))
+    }
+
+    /// The byte span of entry `name` (its local header to the next entry).
+    pub fn span_of(&self, name: &str) -> Option<(u64, u64)> {
+        let (_, from) = self.entries.iter().find(|(n, _)| n == name)?;
+        let to = self
+            .entries
+            .iter()
+            .map(|&(_, o)| o)
+            .filter(|&o| o > *from)
+            .min()
+            .unwrap_or(self.directory);
+        Some((*from, to))
+    }
 }
 
 /// What a delta zip (rccremote's answer to `/delta`) brought.
@@ -492,49 +604,6 @@ pub struct Delta {
     pub refused: Vec<(String, String)>,
     /// The catalog entry: its name and bytes (checked, not written).
     pub catalog: Option<(String, Vec<u8>)>,
-}
-
-/// Place the blobs of delta zip `zip_path` that are in `wanted` into `lib`,
-/// each verified against its digest (the others are ignored: the zip
-/// comes from the network), and read its catalog. Every entry name is
-/// checked as an import checks it. A blob is present only once it is whole
-/// and verified; the refused ones are listed.
-pub fn import_delta(lib: &Hololib, zip_path: &Path, wanted: &HashSet<&str>) -> Result<Delta> {
-    let mut archive = open_zip(zip_path)?;
-    let mut delta = Delta::default();
-    for i in 0..archive.len() {
-        let name = {
-            let entry = archive
-                .by_index_raw(i)
-                .map_err(|e| Error::bad_input(zip_path, format!("entry #{i}: {e}")))?;
-            if entry.is_symlink() {
-                return Err(Error::bad_input(
-                    zip_path,
-                    format!("entry #{i}: is a symlink"),
-                ));
-            }
-            String::from_utf8_lossy(entry.name_raw()).into_owned()
-        };
-        let kind = classify(&name)
-            .map_err(|m| Error::bad_input(zip_path, format!("entry {name:?}: {m}")))?;
-        match kind {
-            EntryKind::Directory => {}
-            EntryKind::Blob(d) => {
-                if wanted.contains(d.as_str()) && !lib.blob_path(&d).is_file() {
-                    match place_blob(&mut archive, i, &name, &d, lib, zip_path) {
-                        Ok(()) => delta.placed.push(d),
-                        Err(Error::BadInput { msg, .. }) => delta.refused.push((d, msg)),
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            EntryKind::Catalog(c) => {
-                let (raw, _) = read_catalog(&mut archive, i, &name, zip_path)?;
-                delta.catalog = Some((c, raw));
-            }
-        }
-    }
-    Ok(delta)
 }
 
 /// Export catalog `key` of `lib` and its blobs to `out`, laid out as rcc's
@@ -687,7 +756,14 @@ mod tests {
                 }
             }
             let wanted: HashSet<&str> = [da.as_str(), db.as_str()].into();
-            let d = stream_delta(Count(&zip, &mut read), &lib, &wanted, Path::new("test")).unwrap();
+            let d = stream_delta(
+                Count(&zip, &mut read),
+                &lib,
+                &wanted,
+                false,
+                Path::new("test"),
+            )
+            .unwrap();
             assert_eq!(d.placed, vec![da.clone()], "{method:?}");
             assert_eq!(d.refused.len(), 1, "{method:?}");
             assert!(d.refused[0].1.contains("hashes to"), "{:?}", d.refused);
@@ -699,8 +775,52 @@ mod tests {
             );
             // a good b in a second answer
             let zip = delta_zip(&[(&db, &b)], method, stream);
-            let d = stream_delta(&zip[..], &lib, &wanted, Path::new("test")).unwrap();
+            let d = stream_delta(&zip[..], &lib, &wanted, false, Path::new("test")).unwrap();
             assert_eq!(d.placed, vec![db.clone()]);
+        }
+    }
+
+    #[test]
+    fn a_zip_tail_tells_where_its_blobs_end_and_its_catalog_lies() {
+        let gz = |t: &[u8]| crate::hololib::catalog::gzip_bytes(t);
+        let (da, db) = (
+            DigestKind::Sha256.digest(b"alpha"),
+            DigestKind::Sha256.digest(b"beta"),
+        );
+        let blob = |d: &str| format!("library/{}/{}/{}/{d}", &d[0..2], &d[2..4], &d[4..6]);
+        for (method, stream) in [
+            (zip::CompressionMethod::Deflated, true),
+            (zip::CompressionMethod::Stored, false),
+        ] {
+            let zip = delta_zip(&[(&da, &gz(b"alpha")), (&db, &gz(b"beta"))], method, stream);
+            let total = zip.len() as u64;
+            let tail = &zip[zip.len() - 600..];
+            let ix = ZipIndex::from_tail(tail, total).unwrap();
+            assert_eq!(ix.entries.len(), 3);
+            let cat = "catalog/0123456789abcdefv12.linux_amd64";
+            let (from, to) = ix.span_of(cat).unwrap();
+            assert_eq!(to, ix.directory);
+            assert_eq!(ix.end_of(|n| n == blob(&db) || n == blob(&da)), Some(from));
+            let first = ix.end_of(|n| n == blob(&da)).unwrap();
+            assert!(first < from);
+            assert_eq!(ix.end_of(|_| false), None);
+            // the blobs' span alone streams both of them in
+            let t = tempfile::tempdir().unwrap();
+            let lib = Hololib::new(t.path());
+            let wanted: HashSet<&str> = [da.as_str(), db.as_str()].into();
+            let d =
+                stream_delta(&zip[..from as usize], &lib, &wanted, false, Path::new("t")).unwrap();
+            assert_eq!(d.placed.len(), 2, "{method:?}");
+            // the catalog's span alone is read as the catalog
+            let span = &zip[from as usize..to as usize];
+            let d = stream_delta(span, &lib, &HashSet::new(), true, Path::new("t"));
+            assert!(
+                matches!(&d, Err(Error::BadInput { msg, .. }) if msg.contains(cat)),
+                "not a catalog, refused as one: {d:?}"
+            );
+            // a tail too short for the directory, or not a zip's, is said so
+            assert!(ZipIndex::from_tail(&zip[zip.len() - 40..], total).is_err());
+            assert!(ZipIndex::from_tail(&[0u8; 100], 1000).is_err());
         }
     }
 

@@ -8,7 +8,7 @@
 //!   a package's modules are imported together), or of that file alone
 //!   ([`Batching::File`], `VHRUN_LAZY_BATCH=file`, to measure the other).
 //! - Every blob is hashed against its digest before it is renamed into the
-//!   hololib (`zipio::import_delta`); nothing is served before that, so a
+//!   hololib (`zipio::stream_delta`); nothing is served before that, so a
 //!   bad blob or a broken download is an error (EIO for the file), never
 //!   wrong bytes.
 //! - Fetched blobs are kept in the hololib, where `vhrun pull` and rcc's
@@ -27,7 +27,7 @@ use crate::hololib::part::write_via_part;
 use crate::hololib::{zipio, Hololib};
 use crate::home::Home;
 use crate::paths::mkdir_all;
-use crate::remote::origin::{Origin, Patience};
+use crate::remote::origin::{Origin, OriginThread, Patience, Post};
 use crate::tree::{Kind, Tree};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -121,11 +121,10 @@ struct Counters {
 
 /// The origin a lazily served tree fills its hololib from.
 pub struct Lazy {
-    origin: Origin,
+    origin: OriginThread,
     catalog: String,
     lib: Hololib,
     tree: Arc<Tree>,
-    scratch: PathBuf,
     lock_path: PathBuf,
     batching: Batching,
     /// Blob digest -> the directory (inode) of a file that needs it.
@@ -137,7 +136,7 @@ pub struct Lazy {
 impl std::fmt::Debug for Lazy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lazy")
-            .field("origin", &self.origin.url)
+            .field("origin", &self.origin.url())
             .field("catalog", &self.catalog)
             .field("batching", &self.batching)
             .finish()
@@ -157,8 +156,7 @@ impl Lazy {
         let catalog = file_name(tree.catalog_path());
         Lazy {
             lock_path: lock_path(home, &catalog),
-            scratch: home.lazy(),
-            origin,
+            origin: OriginThread::new(origin),
             catalog,
             lib,
             tree,
@@ -185,7 +183,7 @@ impl Lazy {
     }
 
     pub fn url(&self) -> &str {
-        &self.origin.url
+        self.origin.url()
     }
 
     pub fn batching(&self) -> Batching {
@@ -288,102 +286,176 @@ impl Lazy {
             &self.origin,
             &self.catalog,
             &self.lib,
-            &self.scratch,
             &wanted,
+            Want::Blobs,
             &self.counters,
         )?;
         for (d, why) in &got.refused {
-            tracing::debug!("{}: blob {d} refused: {why}", self.origin.url);
+            tracing::debug!("{}: blob {d} refused: {why}", self.origin.url());
         }
         Ok(got.refused)
     }
 
     fn data_err(&self, msg: String) -> Error {
         Error::RemoteData {
-            origin: self.origin.url.clone(),
+            origin: self.origin.url().to_string(),
             catalog: self.catalog.clone(),
             msg,
         }
     }
 }
 
-/// `POST /delta/<catalog>` for `wanted`, downloaded into `scratch` and its
-/// wanted blobs placed into `lib` (verified). One retry when the request
-/// failed before any byte arrived (a refused or reset connection).
+/// What one `/delta` request is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The blobs asked for.
+    Blobs,
+    /// The catalog alone (the blobs asked for only make the answer this
+    /// catalog's: rccremote caches answers by the list asked for).
+    Catalog,
+}
+
+/// `POST /delta/<catalog>` asking for `asked`: the wanted blobs placed
+/// into `lib` (verified) as they stream in, or the catalog read. One retry
+/// when the request failed before any byte arrived (a refused or reset
+/// connection).
 fn delta(
-    origin: &Origin,
+    origin: &dyn Post,
     catalog: &str,
     lib: &Hololib,
-    scratch: &Path,
-    wanted: &[String],
+    asked: &[String],
+    want: Want,
     counters: &Counters,
 ) -> Result<zipio::Delta> {
-    mkdir_all(scratch, 0o750)?;
-    let body = wanted.join("\n");
+    let body = asked.join("\n");
+    let path = format!("/delta/{catalog}");
+    let set: HashSet<&str> = match want {
+        Want::Blobs => asked.iter().map(String::as_str).collect(),
+        Want::Catalog => HashSet::new(),
+    };
+    let data_err = |e: Error| match e {
+        Error::BadInput { msg, .. } => Error::RemoteData {
+            origin: origin.url().to_string(),
+            catalog: catalog.to_string(),
+            msg,
+        },
+        other => other,
+    };
     let mut last = None;
     for attempt in 0..2 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(200));
         }
-        counters.requests.fetch_add(1, Relaxed);
-        let set: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let data_err = |e: Error| match e {
-            Error::BadInput { msg, .. } => Error::RemoteData {
-                origin: origin.url.clone(),
-                catalog: catalog.to_string(),
-                msg,
+        let got = AtomicU64::new(0);
+        let before = counters.requests.load(Relaxed);
+        let r = ranged(
+            origin,
+            &path,
+            &body,
+            counters,
+            &got,
+            |ix| {
+                match want {
+            Want::Blobs => ix
+                .end_of(|n| matches!(zipio::classify(n), Ok(zipio::EntryKind::Blob(d)) if set.contains(d.as_str())))
+                .map(|end| (0, end)),
+            Want::Catalog => ix.span_of(&format!("catalog/{catalog}")),
+        }
             },
-            other => other,
-        };
-        let path = format!("/delta/{catalog}");
-        let (r, got) = if wanted.is_empty() {
-            // the catalog itself is wanted: the whole answer, as a file
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".delta.")
-                .tempfile_in(scratch)
-                .map_err(|e| Error::io(scratch, e))?;
-            let mut got = 0;
-            let r = origin
-                .post_to(&path, &body, PATIENCE, tmp.as_file_mut(), &mut |n, _| {
-                    got = n
-                })
-                .and_then(|_| zipio::import_delta(lib, tmp.path(), &set).map_err(data_err));
-            (r, got)
-        } else {
-            let got = AtomicU64::new(0);
-            let r = origin
-                .post_stream(&path, &body, PATIENCE)
-                .and_then(|(body, _)| {
-                    let counted = Counted {
-                        inner: body,
-                        n: &got,
-                    };
-                    zipio::stream_delta(counted, lib, &set, Path::new(&path)).map_err(data_err)
-                });
-            (r, got.load(Relaxed))
-        };
-        counters.bytes.fetch_add(got, Relaxed);
+            |r| {
+                zipio::stream_delta(r, lib, &set, want == Want::Catalog, Path::new(&path))
+                    .map_err(data_err)
+            },
+        );
+        counters.bytes.fetch_add(got.load(Relaxed), Relaxed);
         match r {
             Ok(d) => {
                 counters.blobs.fetch_add(d.placed.len() as u64, Relaxed);
                 tracing::debug!(
-                    "{catalog}: {} blobs ({got} bytes) from {}",
+                    "{catalog}: {} blobs ({} bytes, {} requests) from {}",
                     d.placed.len(),
-                    origin.url
+                    got.load(Relaxed),
+                    counters.requests.load(Relaxed) - before,
+                    origin.url()
                 );
                 return Ok(d);
             }
-            Err(e) if got == 0 => last = Some(e),
+            Err(e) if got.load(Relaxed) == 0 => last = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last.expect("tried at least once"))
 }
 
+/// One `/delta` answer, read in ranges where the origin serves them
+/// (rccremote does: `http.ServeFile`): first its last bytes, the zip's
+/// central directory, then only the span `pick` chooses from that index
+/// (`None`: nothing in it is wanted). rccremote ends every answer with
+/// the whole catalog (1.1 MB for a 12k-file environment), which a lazy
+/// fetch already has: a range leaves it on the server, and a response
+/// read to its end keeps the connection for the next request. An origin
+/// that answers with the whole zip is read as it streams. `read` gets the
+/// body; `got` counts its bytes.
+fn ranged<T>(
+    origin: &dyn Post,
+    path: &str,
+    body: &str,
+    counters: &Counters,
+    got: &AtomicU64,
+    pick: impl FnOnce(&zipio::ZipIndex) -> Option<(u64, u64)>,
+    read: impl FnOnce(&mut dyn std::io::Read) -> Result<T>,
+) -> Result<T> {
+    use std::io::Read;
+    let post = |range: Option<&str>| {
+        counters.requests.fetch_add(1, Relaxed);
+        origin.post(path, body, range, PATIENCE)
+    };
+    // a central directory entry is 46 bytes and a name (~81 for a blob)
+    let entries = body.lines().count() as u64 + 1;
+    let tail_len = 22 + 4096 + 160 * entries;
+    let first = post(Some(&format!("bytes=-{tail_len}")))?;
+    let Some(total) = first.whole else {
+        return read(&mut Counted::new(first.reader, got));
+    };
+    let mut tail = Vec::new();
+    Counted::new(first.reader, got)
+        .take(tail_len + 1)
+        .read_to_end(&mut tail)
+        .map_err(|e| origin_err(origin, format!("POST {path}: download broke: {e}")))?;
+    let span = match zipio::ZipIndex::from_tail(&tail, total) {
+        Ok(index) => pick(&index),
+        Err(why) => {
+            tracing::debug!("{}{path}: {why}: reading the whole answer", origin.url());
+            return read(&mut Counted::new(post(None)?.reader, got));
+        }
+    };
+    let Some((from, to)) = span.filter(|(f, t)| f < t) else {
+        return read(&mut std::io::empty());
+    };
+    let mut rest = Counted::new(post(Some(&format!("bytes={from}-{}", to - 1)))?.reader, got);
+    let t = read(&mut rest)?;
+    // the range's end (nothing, normally): the connection goes back to the pool
+    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    Ok(t)
+}
+
+fn origin_err(origin: &dyn Post, msg: String) -> Error {
+    Error::Remote {
+        origin: origin.url().to_string(),
+        msg,
+    }
+}
+
 /// A reader counting the bytes it read.
 struct Counted<'a, R> {
     inner: R,
     n: &'a AtomicU64,
+}
+
+impl<'a, R> Counted<'a, R> {
+    fn new(inner: R, n: &'a AtomicU64) -> Self {
+        Counted { inner, n }
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
@@ -429,19 +501,8 @@ pub fn fetch_catalog(
     // before the blobs: `Lazy::fetch` takes it again).
     let lock = lock_file(&lock_path(home, catalog))?;
     if !path.is_file() {
-        let got = delta(&origin, catalog, lib, &home.lazy(), &[], &counters)?;
-        let (name, raw) = got.catalog.ok_or_else(|| Error::RemoteData {
-            origin: origin.url.clone(),
-            catalog: catalog.to_string(),
-            msg: "the delta zip holds no catalog".into(),
-        })?;
-        if name != catalog {
-            return Err(Error::RemoteData {
-                origin: origin.url.clone(),
-                catalog: catalog.to_string(),
-                msg: format!("the delta zip holds catalog {name}"),
-            });
-        }
+        mkdir_all(&home.lazy(), 0o750)?;
+        let raw = catalog_bytes(&origin, catalog, lib, &counters)?;
         write_via_part(&path, &raw, 0o644)?;
     }
     drop(lock);
@@ -455,6 +516,51 @@ pub fn fetch_catalog(
     stats.requests += counters.requests.load(Relaxed);
     stats.bytes += counters.bytes.load(Relaxed);
     Ok((path, stats))
+}
+
+/// The bytes of catalog `catalog` from `origin`, asked for with no blob
+/// first. rccremote caches its answers by the list asked for alone, not
+/// by the catalog: an origin that was asked the same list for another
+/// catalog before sends that one's zip. The list is then made this
+/// catalog's own: one, then two of its parts (ordered by a hash keyed
+/// with the catalog's name, so that other catalogs pick other parts).
+fn catalog_bytes(
+    origin: &Origin,
+    catalog: &str,
+    lib: &Hololib,
+    counters: &Counters,
+) -> Result<Vec<u8>> {
+    let mut asked = Vec::new();
+    for round in 0..3 {
+        let got = delta(
+            origin as &dyn Post,
+            catalog,
+            lib,
+            &asked,
+            Want::Catalog,
+            counters,
+        )?;
+        match got.catalog {
+            Some((name, raw)) if name == catalog => return Ok(raw),
+            held => tracing::info!(
+                "{}: asked for catalog {catalog} with {} blobs, the answer holds {}: \
+                 asking with other blobs",
+                origin.url,
+                asked.len(),
+                held.map_or("no catalog".to_string(), |(n, _)| format!("catalog {n}"))
+            ),
+        }
+        if round == 0 {
+            let parts = crate::remote::pull::parts(origin, catalog)?;
+            asked = crate::remote::pull::own_parts(catalog, parts);
+        }
+        asked.truncate(round + 1);
+    }
+    Err(Error::RemoteData {
+        origin: origin.url.clone(),
+        catalog: catalog.to_string(),
+        msg: "every answer held another catalog or none (rccremote's answer cache)".into(),
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::settings::NetworkSettings;
 use std::io::{Read, Write};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 /// `X-Rcc-Random-Identity`: rccremote answers 409 to its own identity (loops).
@@ -200,7 +201,11 @@ impl Origin {
         sink: &mut dyn Write,
         on_bytes: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<u64> {
-        let (mut reader, announced) = self.post_stream(path, body, patience)?;
+        let Body {
+            mut reader,
+            len: announced,
+            ..
+        } = self.post_stream(path, body, None, patience)?;
         let mut buf = vec![0u8; 256 << 10];
         let mut total = 0u64;
         loop {
@@ -227,20 +232,26 @@ impl Origin {
         Ok(total)
     }
 
-    /// `POST {origin}{path}` with `body`: the answer's body as a reader,
-    /// and its announced length. A non-2xx status is an error. Dropping
-    /// the reader before its end closes the connection (a lazy fetch
-    /// stops once it has its blobs).
+    /// `POST {origin}{path}` with `body` (and a `Range` header when
+    /// `range` is given): the answer's body as a reader. A non-2xx status
+    /// is an error. Dropping the reader before its end closes the
+    /// connection; read to its end, the connection is kept for the next
+    /// request.
     pub fn post_stream(
         &self,
         path: &str,
         body: &str,
+        range: Option<&str>,
         patience: Patience,
-    ) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+    ) -> Result<Body> {
         let url = format!("{}{path}", self.url);
-        let mut resp = self
+        let mut req = self
             .headers(self.agent.post(&url))
-            .content_type("text/plain")
+            .content_type("text/plain");
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        let mut resp = req
             .config()
             .timeout_global(Some(patience.global))
             .timeout_per_read(Some(patience.idle))
@@ -257,10 +268,210 @@ impl Origin {
                 .unwrap_or_default();
             return Err(self.err(format!("POST {path}: HTTP {status}: {}", first_line(&text))));
         }
-        let announced = resp.body().content_length();
+        // `Content-Range: bytes 0-99/1234`: a part of an answer of 1234 bytes
+        let whole = (status == 206)
+            .then(|| resp.headers().get("content-range"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok());
+        let len = resp.body().content_length();
         let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
-        Ok((Box::new(reader), announced))
+        Ok(Body {
+            reader: Box::new(reader),
+            len,
+            whole,
+        })
     }
+}
+
+/// What asks an origin for `/delta` answers: the origin itself, or the
+/// thread that keeps its connections ([`OriginThread`]).
+pub trait Post {
+    fn url(&self) -> &str;
+    /// [`Origin::post_stream`].
+    fn post(&self, path: &str, body: &str, range: Option<&str>, patience: Patience)
+        -> Result<Body>;
+}
+
+impl Post for Origin {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn post(
+        &self,
+        path: &str,
+        body: &str,
+        range: Option<&str>,
+        patience: Patience,
+    ) -> Result<Body> {
+        self.post_stream(path, body, range, patience)
+    }
+}
+
+/// An origin whose requests are all made by one thread of its own, which
+/// keeps the connections alive between them. Why a thread: the FUSE
+/// server's threads have a descriptor table of their own
+/// (`lower::fuse::mount`), so a kept connection opened by one table's
+/// thread must never be used, or closed, by the other's: there its
+/// descriptor number means another file, or none. The thread starts on
+/// the first request (a process about to enter a user namespace must
+/// have one thread) and ends, closing its connections, when this drops.
+pub struct OriginThread {
+    url: String,
+    origin: Mutex<Option<Origin>>,
+    asks: Mutex<Option<mpsc::Sender<Ask>>>,
+}
+
+struct Ask {
+    path: String,
+    body: String,
+    range: Option<String>,
+    patience: Patience,
+    answer: mpsc::SyncSender<Result<Body>>,
+}
+
+impl OriginThread {
+    pub fn new(origin: Origin) -> OriginThread {
+        OriginThread {
+            url: origin.url.clone(),
+            origin: Mutex::new(Some(origin)),
+            asks: Mutex::new(None),
+        }
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Ask>> {
+        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = &*asks {
+            return Ok(tx.clone());
+        }
+        let origin = self
+            .origin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| Error::Internal("the origin's thread ended".into()))?;
+        let (tx, rx) = mpsc::channel::<Ask>();
+        std::thread::Builder::new()
+            .name("vhrun-origin".into())
+            .spawn(move || {
+                for ask in rx {
+                    let r = origin.post_stream(
+                        &ask.path,
+                        &ask.body,
+                        ask.range.as_deref(),
+                        ask.patience,
+                    );
+                    match r {
+                        Err(e) => drop(ask.answer.send(Err(e))),
+                        Ok(Body {
+                            mut reader,
+                            len,
+                            whole,
+                        }) => {
+                            let (chunks, from) = mpsc::sync_channel(4);
+                            let body = Body {
+                                reader: Box::new(Chunks {
+                                    from,
+                                    at: Vec::new(),
+                                    pos: 0,
+                                }),
+                                len,
+                                whole,
+                            };
+                            if ask.answer.send(Ok(body)).is_err() {
+                                continue;
+                            }
+                            // until its end, or until the asker stops reading
+                            loop {
+                                let mut buf = vec![0u8; 64 << 10];
+                                let chunk = match reader.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => {
+                                        buf.truncate(n);
+                                        Ok(buf)
+                                    }
+                                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                                        continue
+                                    }
+                                    Err(e) => Err(e),
+                                };
+                                let failed = chunk.is_err();
+                                if chunks.send(chunk).is_err() || failed {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::spawn("the origin's thread", e))?;
+        *asks = Some(tx.clone());
+        Ok(tx)
+    }
+}
+
+impl Post for OriginThread {
+    fn url(&self) -> &str {
+        &self.url
+    }
+    fn post(
+        &self,
+        path: &str,
+        body: &str,
+        range: Option<&str>,
+        patience: Patience,
+    ) -> Result<Body> {
+        let gone = || Error::Remote {
+            origin: self.url.clone(),
+            msg: format!("POST {path}: the origin's thread is gone"),
+        };
+        let (answer, answered) = mpsc::sync_channel(1);
+        self.sender()?
+            .send(Ask {
+                path: path.to_string(),
+                body: body.to_string(),
+                range: range.map(str::to_string),
+                patience,
+                answer,
+            })
+            .map_err(|_| gone())?;
+        answered.recv().map_err(|_| gone())?
+    }
+}
+
+/// The reading end of a body the origin's thread reads.
+struct Chunks {
+    from: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    at: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.at.len() {
+            match self.from.recv() {
+                Ok(chunk) => {
+                    self.at = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.at.len() - self.pos);
+        buf[..n].copy_from_slice(&self.at[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// An answer's body, as it streams in.
+pub struct Body {
+    pub reader: Box<dyn Read + Send>,
+    /// Its announced length.
+    pub len: Option<u64>,
+    /// When it is a range of the answer (HTTP 206): the whole answer's size.
+    pub whole: Option<u64>,
 }
 
 /// Go's `SystemCertPool` files on Linux (the first that exists is read).

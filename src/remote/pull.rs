@@ -55,31 +55,7 @@ pub fn pull(
     }
     let lib = &locations.hololib;
 
-    let answer = origin.get(&format!("/parts/{catalog}"))?;
-    if answer.status != 200 {
-        return Err(Error::Remote {
-            origin: origin.url.clone(),
-            msg: format!(
-                "GET /parts/{catalog}: HTTP {}{}",
-                answer.status,
-                if answer.status == 404 {
-                    " (the origin has no such catalog)"
-                } else {
-                    ""
-                }
-            ),
-        });
-    }
-    let mut parts = Vec::new();
-    for line in answer.body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if !crate::digest::is_hex_digest(line) {
-            return Err(data_err(format!(
-                "/parts lists {:?}, which is not a blob digest",
-                line.chars().take(80).collect::<String>()
-            )));
-        }
-        parts.push(line.to_string());
-    }
+    let parts = parts(origin, catalog)?;
     let wanted: Vec<&String> = parts
         .iter()
         .filter(|d| force || !lib.blob_path(d).is_file())
@@ -106,31 +82,31 @@ pub fn pull(
         .tempdir_in(&lib.root)
         .map_err(|e| Error::io(&lib.root, e))?;
     let zip_path = stage_dir.path().join("delta.zip");
-    let mut body: String = wanted.iter().map(|d| format!("{d}\n")).collect();
-    body.truncate(body.trim_end().len());
-    {
-        let mut file = std::fs::File::create(&zip_path).map_err(|e| Error::io(&zip_path, e))?;
-        let bar = progress.then(|| download_bar(catalog));
-        let mut on_bytes = |n: u64, len: Option<u64>| {
-            if let Some(b) = &bar {
-                if let Some(l) = len {
-                    b.set_length(l);
-                }
-                b.set_position(n);
-            }
-        };
-        let got = origin.post_to(
-            &format!("/delta/{catalog}"),
-            &body,
-            crate::remote::origin::Patience::DOWNLOAD,
-            &mut file,
-            &mut on_bytes,
-        );
-        if let Some(b) = &bar {
-            b.finish_and_clear();
+    // rccremote caches answers by the list asked for, not by the catalog:
+    // a list asked for another catalog before (the empty one, when every
+    // blob is here) brings that one's zip. Then the list is made this
+    // catalog's own with a part or two of it.
+    let mut asked: Vec<&String> = wanted.clone();
+    let own = own_parts(catalog, parts.clone());
+    for round in 0.. {
+        stats.bytes += download(origin, catalog, &asked, &zip_path, progress)?;
+        let held = zipio::catalog_names(&zip_path).map_err(|e| match e {
+            Error::BadInput { msg, .. } => data_err(msg),
+            other => other,
+        })?;
+        if held == [catalog] {
+            break;
         }
-        stats.bytes = got?;
-        file.sync_all().map_err(|e| Error::io(&zip_path, e))?;
+        let held = format!(
+            "the delta zip holds catalogs [{}], not {catalog}",
+            held.join(", ")
+        );
+        if round == 2 {
+            return Err(data_err(held));
+        }
+        tracing::info!("{}: {held}: asking with other blobs", origin.url);
+        asked = wanted.clone();
+        asked.extend(own.iter().take(round + 1).filter(|d| !wanted.contains(d)));
     }
 
     let _lock = holotree_lock(&locations.holotree)?;
@@ -162,6 +138,90 @@ pub fn pull(
         stats.new_blobs
     );
     Ok(stats)
+}
+
+/// `POST /delta/<catalog>` for `asked`, into `zip_path` (a bar on a
+/// terminal when `progress`): the bytes downloaded.
+fn download(
+    origin: &Origin,
+    catalog: &str,
+    asked: &[&String],
+    zip_path: &std::path::Path,
+    progress: bool,
+) -> Result<u64> {
+    let body = asked
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut file = std::fs::File::create(zip_path).map_err(|e| Error::io(zip_path, e))?;
+    let bar = progress.then(|| download_bar(catalog));
+    let mut on_bytes = |n: u64, len: Option<u64>| {
+        if let Some(b) = &bar {
+            if let Some(l) = len {
+                b.set_length(l);
+            }
+            b.set_position(n);
+        }
+    };
+    let got = origin.post_to(
+        &format!("/delta/{catalog}"),
+        &body,
+        crate::remote::origin::Patience::DOWNLOAD,
+        &mut file,
+        &mut on_bytes,
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let got = got?;
+    file.sync_all().map_err(|e| Error::io(zip_path, e))?;
+    Ok(got)
+}
+
+/// `parts` in an order keyed by `catalog`: its first few make a `/delta`
+/// list that another catalog's fetch is unlikely to have asked with.
+pub fn own_parts(catalog: &str, mut parts: Vec<String>) -> Vec<String> {
+    let key =
+        |d: &String| crate::digest::DigestKind::Sha256.digest(format!("{catalog}\n{d}").as_bytes());
+    parts.sort_by_cached_key(key);
+    parts.truncate(2);
+    parts
+}
+
+/// `GET /parts/<catalog>`: the digests of the catalog's blobs at `origin`.
+pub fn parts(origin: &Origin, catalog: &str) -> Result<Vec<String>> {
+    let data_err = |msg: String| Error::RemoteData {
+        origin: origin.url.clone(),
+        catalog: catalog.to_string(),
+        msg,
+    };
+    let answer = origin.get(&format!("/parts/{catalog}"))?;
+    if answer.status != 200 {
+        return Err(Error::Remote {
+            origin: origin.url.clone(),
+            msg: format!(
+                "GET /parts/{catalog}: HTTP {}{}",
+                answer.status,
+                if answer.status == 404 {
+                    " (the origin has no such catalog)"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
+    let mut parts = Vec::new();
+    for line in answer.body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !crate::digest::is_hex_digest(line) {
+            return Err(data_err(format!(
+                "/parts lists {:?}, which is not a blob digest",
+                line.chars().take(80).collect::<String>()
+            )));
+        }
+        parts.push(line.to_string());
+    }
+    Ok(parts)
 }
 
 /// Staging directories a killed pull left (older than a day: a running
