@@ -205,7 +205,7 @@ impl Origin {
             mut reader,
             len: announced,
             ..
-        } = self.post_stream(path, body, None, patience)?;
+        } = self.post(path, body, None, patience)?;
         let mut buf = vec![0u8; 256 << 10];
         let mut total = 0u64;
         loop {
@@ -231,13 +231,27 @@ impl Origin {
         }
         Ok(total)
     }
+}
 
+/// What asks an origin for `/delta` answers: the origin itself, or the
+/// thread that keeps its connections ([`OriginThread`]).
+pub trait Post {
+    fn url(&self) -> &str;
     /// `POST {origin}{path}` with `body` (and a `Range` header when
     /// `range` is given): the answer's body as a reader. A non-2xx status
     /// is an error. Dropping the reader before its end closes the
     /// connection; read to its end, the connection is kept for the next
     /// request.
-    pub fn post_stream(
+    fn post(&self, path: &str, body: &str, range: Option<&str>, patience: Patience)
+        -> Result<Body>;
+}
+
+impl Post for Origin {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn post(
         &self,
         path: &str,
         body: &str,
@@ -282,30 +296,6 @@ impl Origin {
             len,
             whole,
         })
-    }
-}
-
-/// What asks an origin for `/delta` answers: the origin itself, or the
-/// thread that keeps its connections ([`OriginThread`]).
-pub trait Post {
-    fn url(&self) -> &str;
-    /// [`Origin::post_stream`].
-    fn post(&self, path: &str, body: &str, range: Option<&str>, patience: Patience)
-        -> Result<Body>;
-}
-
-impl Post for Origin {
-    fn url(&self) -> &str {
-        &self.url
-    }
-    fn post(
-        &self,
-        path: &str,
-        body: &str,
-        range: Option<&str>,
-        patience: Patience,
-    ) -> Result<Body> {
-        self.post_stream(path, body, range, patience)
     }
 }
 
@@ -356,12 +346,7 @@ impl OriginThread {
             .name("vhrun-origin".into())
             .spawn(move || {
                 for ask in rx {
-                    let r = origin.post_stream(
-                        &ask.path,
-                        &ask.body,
-                        ask.range.as_deref(),
-                        ask.patience,
-                    );
+                    let r = origin.post(&ask.path, &ask.body, ask.range.as_deref(), ask.patience);
                     match r {
                         Err(e) => drop(ask.answer.send(Err(e))),
                         Ok(Body {
