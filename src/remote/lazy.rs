@@ -348,25 +348,19 @@ fn delta(
         }
         let got = AtomicU64::new(0);
         let before = counters.requests.load(Relaxed);
-        let r = ranged(
-            origin,
-            &path,
-            &body,
-            counters,
-            &got,
-            |ix| {
-                match want {
-            Want::Blobs => ix
-                .end_of(|n| matches!(zipio::classify(n), Ok(zipio::EntryKind::Blob(d)) if set.contains(d.as_str())))
-                .map(|end| (0, end)),
+        let wanted_blob = |n: &str| match zipio::classify(n) {
+            Ok(zipio::EntryKind::Blob(d)) => set.contains(d.as_str()),
+            _ => false,
+        };
+        let pick = |ix: &zipio::ZipIndex| match want {
+            Want::Blobs => ix.end_of(wanted_blob).map(|end| (0, end)),
             Want::Catalog => ix.span_of(&format!("catalog/{catalog}")),
-        }
-            },
-            |r| {
-                zipio::stream_delta(r, lib, &set, want == Want::Catalog, Path::new(&path))
-                    .map_err(data_err)
-            },
-        );
+        };
+        let read = |r: &mut dyn std::io::Read| {
+            zipio::stream_delta(r, lib, &set, want == Want::Catalog, Path::new(&path))
+                .map_err(data_err)
+        };
+        let r = ranged(origin, &path, &body, counters, &got, pick, read);
         counters.bytes.fetch_add(got.load(Relaxed), Relaxed);
         match r {
             Ok(d) => {
