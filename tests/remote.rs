@@ -1422,6 +1422,48 @@ fn a_lazy_catalog_is_asked_for_with_a_list_of_its_own() {
     assert_eq!(gz, zip_entries(&lab.zip)[&format!("catalog/{}", lab.key)]);
 }
 
+/// A pull with every blob here asks with the empty list; when rccremote's
+/// answer cache holds another catalog for it, the pull asks again with a
+/// part of its own and places the right catalog.
+#[test]
+fn a_pull_with_every_blob_here_asks_with_a_list_of_its_own() {
+    let lab = lazy_lab();
+    let w = Worker::new();
+    let pull = |url: &str| {
+        w.vhrun(url)
+            .args(["pull", "--catalog", &lab.key])
+            .output()
+            .unwrap()
+    };
+    let plain = LazyOrigin::start(|_| {});
+    let out = pull(plain.url());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let placed = w.rh().join("hololib/catalog").join(&lab.key);
+    std::fs::remove_file(&placed).unwrap();
+
+    let poisoned = LazyOrigin::serving(|_| {}, true);
+    let out = pull(poisoned.url());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let posts = poisoned.posts();
+    assert_eq!(
+        posts.len(),
+        2,
+        "{:?}",
+        posts.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert!(posts[0].body.trim().is_empty());
+    assert_eq!(
+        posts[1].body.trim().lines().count(),
+        1,
+        "{:?}",
+        posts[1].body
+    );
+    assert_eq!(
+        std::fs::read(&placed).unwrap(),
+        zip_entries(&lab.zip)[&format!("catalog/{}", lab.key)]
+    );
+}
+
 /// The origin goes away mid-run: a file not fetched yet fails with EIO and
 /// one line naming it, its digest and the origin, in bounded time; what was
 /// fetched keeps working, and nothing stays mounted.

@@ -87,7 +87,7 @@ pub fn pull(
     // blob is here) brings that one's zip. Then the list is made this
     // catalog's own with a part or two of it.
     let mut asked: Vec<&String> = wanted.clone();
-    let own = own_parts(catalog, parts.clone());
+    let mut own = Vec::new();
     for round in 0.. {
         stats.bytes += download(origin, catalog, &asked, &zip_path, progress)?;
         let held = zipio::catalog_names(&zip_path).map_err(|e| match e {
@@ -105,6 +105,9 @@ pub fn pull(
             return Err(data_err(held));
         }
         tracing::info!("{}: {held}: asking with other blobs", origin.url);
+        if own.is_empty() {
+            own = own_parts(catalog, parts.clone());
+        }
         asked = wanted.clone();
         asked.extend(own.iter().take(round + 1).filter(|d| !wanted.contains(d)));
     }
