@@ -139,6 +139,10 @@ pub fn try_sandbox_namespaces(user: bool, uid: u32, gid: u32) -> Result<(), (Use
         if let Err(e) = mount(None::<&CStr>, c"/", None::<&CStr>, private, None::<&CStr>) {
             return fail(2, e);
         }
+        // Every step passed: say so before exiting, so the caller need not
+        // wait for this exit, which tears the namespace down (an RCU grace
+        // period: milliseconds).
+        let _ = nix::unistd::write(&tx, &PASSED);
         0
     };
     let pid = super::fork::clone_child(false, child).map_err(|e| (UsernsStep::Unshare, e))?;
@@ -150,6 +154,12 @@ pub fn try_sandbox_namespaces(user: bool, uid: u32, gid: u32) -> Result<(), (Use
             r => break r.unwrap_or(0),
         }
     };
+    if rec == PASSED {
+        // reaped by the next probe, or by the kernel when vhrun exits: a
+        // zombie meanwhile
+        reap_later(pid);
+        return Ok(());
+    }
     let clean = loop {
         match nix::sys::wait::waitpid(pid, None) {
             Err(Errno::EINTR) => continue,
@@ -171,4 +181,23 @@ pub fn try_sandbox_namespaces(user: bool, uid: u32, gid: u32) -> Result<(), (Use
     };
     let errno = Errno::from_raw(i32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]));
     Err((step, errno))
+}
+
+/// What a probe child writes when every step passed.
+const PASSED: [u8; 8] = [0xff; 8];
+
+/// Probe children that said they passed and are exiting; reaped, without
+/// waiting, at the next probe.
+static EXITING: std::sync::Mutex<Vec<nix::unistd::Pid>> = std::sync::Mutex::new(Vec::new());
+
+fn reap_later(pid: nix::unistd::Pid) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let mut exiting = EXITING.lock().unwrap_or_else(|p| p.into_inner());
+    exiting.retain(|&p| {
+        matches!(
+            waitpid(p, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
+    exiting.push(pid);
 }
