@@ -190,16 +190,29 @@ fn blob_name(d: &str) -> String {
 
 /// rccremote's `/delta` answer: the requested blobs it has, then the catalog.
 fn delta_zip(entries: &BTreeMap<String, Vec<u8>>, wanted: &str) -> Vec<u8> {
+    delta_zip_of(entries, wanted, KEY, KEY, zip::CompressionMethod::Deflated)
+}
+
+/// [`delta_zip`] of the catalog `catalog` of `entries`, put into the zip
+/// as catalog `named`, entries compressed with `method`.
+fn delta_zip_of(
+    entries: &BTreeMap<String, Vec<u8>>,
+    wanted: &str,
+    catalog: &str,
+    named: &str,
+    method: zip::CompressionMethod,
+) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default();
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
     for d in wanted.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(bytes) = entries.get(&blob_name(d)) {
             z.start_file(blob_name(d), opts).unwrap();
             z.write_all(bytes).unwrap();
         }
     }
-    z.start_file(format!("catalog/{KEY}"), opts).unwrap();
-    z.write_all(&entries[&format!("catalog/{KEY}")]).unwrap();
+    z.start_file(format!("catalog/{named}"), opts).unwrap();
+    z.write_all(&entries[&format!("catalog/{catalog}")])
+        .unwrap();
     z.finish().unwrap().into_inner()
 }
 
@@ -1178,19 +1191,8 @@ impl LazyOrigin {
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let served = Arc::new(Mutex::new(0u64));
         let (d, s) = (down.clone(), served.clone());
-        let answer = move |body: &str, catalog: &str| {
-            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored);
-            for d in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                if let Some(bytes) = entries.get(&blob_name(d)) {
-                    z.start_file(blob_name(d), opts).unwrap();
-                    z.write_all(bytes).unwrap();
-                }
-            }
-            z.start_file(format!("catalog/{catalog}"), opts).unwrap();
-            z.write_all(&entries[&format!("catalog/{key}")]).unwrap();
-            z.finish().unwrap().into_inner()
+        let answer = move |body: &str, named: &str| {
+            delta_zip_of(&entries, body, &key, named, zip::CompressionMethod::Stored)
         };
         let mut cache: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         if poisoned {

@@ -309,8 +309,14 @@ impl Post for Origin {
 /// have one thread) and ends, closing its connections, when this drops.
 pub struct OriginThread {
     url: String,
-    origin: Mutex<Option<Origin>>,
-    asks: Mutex<Option<mpsc::Sender<Ask>>>,
+    state: Mutex<Thread>,
+}
+
+enum Thread {
+    /// No request yet: the origin waits for its thread.
+    NotYet(Origin),
+    /// The thread runs and takes requests here.
+    Running(mpsc::Sender<Ask>),
 }
 
 struct Ask {
@@ -325,23 +331,20 @@ impl OriginThread {
     pub fn new(origin: Origin) -> OriginThread {
         OriginThread {
             url: origin.url.clone(),
-            origin: Mutex::new(Some(origin)),
-            asks: Mutex::new(None),
+            state: Mutex::new(Thread::NotYet(origin)),
         }
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Ask>> {
-        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = &*asks {
-            return Ok(tx.clone());
-        }
-        let origin = self
-            .origin
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| Error::Internal("the origin's thread ended".into()))?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tx, rx) = mpsc::channel::<Ask>();
+        let origin = match std::mem::replace(&mut *state, Thread::Running(tx.clone())) {
+            Thread::Running(running) => {
+                *state = Thread::Running(running.clone());
+                return Ok(running);
+            }
+            Thread::NotYet(origin) => origin,
+        };
         std::thread::Builder::new()
             .name("vhrun-origin".into())
             .spawn(move || {
@@ -391,7 +394,6 @@ impl OriginThread {
                 }
             })
             .map_err(|e| Error::spawn("the origin's thread", e))?;
-        *asks = Some(tx.clone());
         Ok(tx)
     }
 }
