@@ -14,7 +14,12 @@ Contenders, all serving the same environment at an rcc-shaped path:
          passthrough on: what runs get before the image exists, rootless
   c-nopt c-fuse with VHRUN_PASSTHROUGH=off (vhrun serves the reads)
   c-perrun  c-fuse with VHRUN_SERVER=off: a FUSE mount of its own per run
+  c-user c-fuse as an unprivileged user (user `vhbench`, a home of its own):
+         the rootless warm server, no passthrough: the path most users get
   d      the environment as a plain directory: the floor
+  e      bubblewrap over the plain directory (`bwrap --dev-bind / /
+         --unshare-all --die-with-parent`; with an overlay of it where the
+         installed bwrap has --overlay): the activation anchor
 b, c and d keep bytecode in a persistent PYTHONPYCACHEPREFIX (vhrun's own
 per-catalog cache for c).
 
@@ -65,8 +70,13 @@ LABELS = {
     "c-fuse": "(c) vhrun FUSE, warm server",
     "c-nopt": "(c) vhrun FUSE, no passthrough",
     "c-perrun": "(c) vhrun FUSE, per-run mount",
+    "c-user": "(c) vhrun FUSE, rootless warm server",
     "d": "(d) plain dir",
+    "e": "(e) bubblewrap",
 }
+# The rootless contender's user, made once (`useradd --system`).
+BENCH_USER = "vhbench"
+BWRAP = ["bwrap", "--dev-bind", "/", "/", "--unshare-all", "--die-with-parent"]
 E2E = "end to end, incl. activation+teardown"
 METRICS = {
     "true": "activation (`true`)",
@@ -278,17 +288,63 @@ def extra_env():
     return dict(p.split("=", 1) for p in pairs)
 
 
+def bwrap_argv():
+    """bubblewrap's sandbox; over an overlay of the plain directory (writes
+    vanish, as in vhrun's) where this bwrap has --overlay (0.9+)."""
+    r = subprocess.run(["bwrap", "--help"], capture_output=True, text=True)
+    if "--overlay-src" in r.stdout:
+        return BWRAP + ["--overlay-src", str(ENV), "--tmp-overlay", str(ENV)]
+    return BWRAP
+
+
+def ensure_user_home():
+    """The rootless contender's user and its ROBOCORP_HOME: a copy of the
+    gz hololib (and robot) it owns, /dev/fuse opened to it (0666, as
+    distributions ship it; this machine kind has 0600)."""
+    if subprocess.run(["id", "-u", BENCH_USER], capture_output=True).returncode:
+        sh(f"useradd --system --no-create-home --shell /usr/sbin/nologin {BENCH_USER}")
+    import pwd
+    pw = pwd.getpwnam(BENCH_USER)
+    home = VH / "user"
+    if not (home / "hololib").is_dir():
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        sh(f"cp -a {VH / 'gz' / 'hololib'} {home / 'hololib'}")
+        shutil.copytree(VH / "robot", home / "robot")
+        sh(f"chown -R {pw.pw_uid}:{pw.pw_gid} {home}")
+    os.chmod("/dev/fuse", 0o666)
+    # The user's spaces go next to the environment, as rcc's shared
+    # holotree (mode 1777, `rcc holotree shared --enable`) has them.
+    os.chmod(W / "holotree", 0o1777)
+    return (pw.pw_uid, pw.pw_gid), home
+
+
+def as_user(user):
+    """subprocess keywords that run a child as `user` ((uid, gid) or None)."""
+    return {} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}
+
+
 class Contender:
     def __init__(self, name, keys, robot):
         self.name = name
         self.robot = robot
         self.env = base_env()
         self.cold_dir = None
+        # (uid, gid) to run as; None: root
+        self.user = None
         if name.startswith("a"):
             variant = "raw" if name == "a-raw" else "gz"
             self.env.update(ROBOCORP_HOME=str(VH / variant), KEY=keys[variant])
         elif name == "b":
             self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "b")
+        elif name == "c-user":
+            self.key = keys["gz"]
+            self.user, home = ensure_user_home()
+            self.robot = home / "robot"
+            self.env.update(extra_env())
+            self.env.update(ROBOCORP_HOME=str(home), VHRUN_HOME=str(home / "vhrun"), HOME=str(home),
+                            VHRUN_IMAGE="off")
+            self.cold_dir = home / "vhrun-cold"
         elif name.startswith("c"):
             variant = "raw" if name == "c-raw" else "gz"
             self.key = keys[variant]
@@ -301,9 +357,9 @@ class Contender:
             if name == "c-perrun":
                 self.env["VHRUN_SERVER"] = "off"
             self.cold_dir = VH / variant / "vhrun-cold"
-        elif name == "d":
-            self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / "d")
-            self.env["ROBOT_ARTIFACTS"] = str(VH / "out" / "d")
+        elif name in ("d", "e"):
+            self.env["PYTHONPYCACHEPREFIX"] = str(VH / "pyc" / name)
+            self.env["ROBOT_ARTIFACTS"] = str(VH / "out" / name)
 
     def label(self):
         return LABELS[self.name]
@@ -323,6 +379,16 @@ class Contender:
                     "pass-in": f"{BIN}/inenv.sh pass", "import-in": f"{BIN}/inenv.sh import"}[kind]
             return f"{VHRUN} exec --catalog {self.key} -- {task}", None
         py = ENV / "bin" / "python3"
+        if n == "e":
+            wrap = " ".join(bwrap_argv())
+            return {
+                "true": (f"{wrap} true", None),
+                "pass": (f"{wrap} {py} -c pass", None),
+                "import": (f"{wrap} {py} -c '{IMPORTS}'", None),
+                "pass-in": (f"{wrap} {BIN}/kind.sh {ENV} pass-in", None),
+                "import-in": (f"{wrap} {BIN}/kind.sh {ENV} import-in", None),
+                "robot": (f"{wrap} --chdir {self.robot} {py} report.py data/sales.csv", None),
+            }[kind]
         return {
             "true": ("true", None),
             "pass": (f"{py} -c pass", None),
@@ -364,21 +430,26 @@ class Contender:
         return env
 
 
-def hyperfine(name, cmd, env, runs, warmup, prepare, cwd):
+def hyperfine(name, cmd, env, runs, warmup, prepare, cwd, user=None):
     out = RES / f"{name}.json"
+    if user:
+        # hyperfine runs as the user and writes its export there
+        out.touch()
+        os.chown(out, *user)
     args = ["hyperfine", "-N", "--style", "none", "--runs", str(runs), "--warmup", str(warmup),
             "--export-json", str(out)]
     if prepare:
         args += ["--prepare", prepare]
     args.append(cmd)
-    r = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       **as_user(user))
     if r.returncode:
         return {"error": r.stdout.strip().splitlines()[-1] if r.stdout.strip() else f"exit {r.returncode}"}
     times = json.loads(out.read_text())["results"][0]["times"]
     return summary(times)
 
 
-def in_env_sample(name, cmd, env, prepare, cwd):
+def in_env_sample(name, cmd, env, prepare, cwd, user=None):
     """One whole run of the contender's command (a fresh vhrun run, mount or
     copy) whose task, inenv.sh, writes the clock around the interpreter to
     fd 3: (in-environment seconds, wall seconds), or {"error": why}."""
@@ -395,7 +466,8 @@ def in_env_sample(name, cmd, env, prepare, cwd):
         # close_fds=False: fd 3 must survive; the harness's own fds are
         # close-on-exec (PEP 446)
         r = subprocess.run(shlex.split(cmd), env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True, preexec_fn=to_fd3, close_fds=False)
+                           stderr=subprocess.PIPE, text=True, preexec_fn=to_fd3, close_fds=False,
+                           **as_user(user))
         wall = time.perf_counter() - t
         out.seek(0)
         line = out.read().split()
@@ -410,16 +482,16 @@ def in_env_interleaved(jobs):
     """In-environment samples of several contenders taken round-robin (one
     sample of each in turn), so that drift on a shared machine (load,
     writeback, thermal) falls on every contender alike. jobs: name ->
-    (cmd, env, runs, warmup, prepare, cwd). Returns name -> summary."""
+    (cmd, env, runs, warmup, prepare, cwd[, user]). Returns name -> summary."""
     samples = {k: [] for k in jobs}
     walls = {k: [] for k in jobs}
     failed = {}
-    rounds = max(w + n for (_, _, n, w, _, _) in jobs.values())
+    rounds = max(job[3] + job[2] for job in jobs.values())
     for i in range(rounds):
-        for k, (cmd, env, n, w, prepare, cwd) in jobs.items():
+        for k, (cmd, env, n, w, prepare, cwd, *user) in jobs.items():
             if k in failed or i >= w + n:
                 continue
-            got = in_env_sample(k, cmd, env, prepare, cwd)
+            got = in_env_sample(k, cmd, env, prepare, cwd, *user)
             if isinstance(got, dict):
                 failed[k] = got
             elif i >= w:
@@ -436,9 +508,9 @@ def in_env_interleaved(jobs):
     return out
 
 
-def in_env(name, cmd, env, runs, warmup, prepare, cwd):
+def in_env(name, cmd, env, runs, warmup, prepare, cwd, user=None):
     """in_env_interleaved for one contender."""
-    return in_env_interleaved({name: (cmd, env, runs, warmup, prepare, cwd)})[name]
+    return in_env_interleaved({name: (cmd, env, runs, warmup, prepare, cwd, user)})[name]
 
 
 def summary(times):
@@ -457,11 +529,12 @@ def fmt_s(v):
 # ---------------------------------------------------------------- measurements
 
 
-def measure_proc(argv, env, cwd=None):
+def measure_proc(argv, env, cwd=None, user=None):
     """Run argv; its own peak RSS (VmHWM, sampled) and CPU time (utime+stime of
     the process itself, all threads, without children) read before reaping."""
     t = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         **as_user(user))
     hwm = 0
     while True:
         try:
@@ -487,10 +560,10 @@ def measure_proc(argv, env, cwd=None):
     return {"rc": rc, "wall": time.perf_counter() - t, "rss_kib": hwm, "cpu_s": cpu, "stderr": err[-400:]}
 
 
-def server_usage(env):
+def server_usage(env, user=None):
     """Peak RSS (VmHWM) and CPU time so far of the warm server of `env`'s
     VHRUN_HOME (None with VHRUN_SERVER=off, or when none is running)."""
-    r = subprocess.run([VHRUN, "servers", "--json"], env=env, capture_output=True, text=True)
+    r = subprocess.run([VHRUN, "servers", "--json"], env=env, capture_output=True, text=True, **as_user(user))
     try:
         pid = json.loads(r.stdout)[0]["hello"]["pid"]
         with open(f"/proc/{pid}/status") as f:
@@ -511,7 +584,7 @@ def concurrent(c, rounds, n=8):
         cmds = [c.command("import", slot=i if c.name.startswith("a") else None) for i in range(n)]
         t = time.perf_counter()
         procs = [subprocess.Popen(shlex.split(cmd), env=c.env, cwd=cwd, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for cmd, cwd in cmds]
+                                  stderr=subprocess.DEVNULL, **as_user(c.user)) for cmd, cwd in cmds]
         rcs = [p.wait() for p in procs]
         walls.append(time.perf_counter() - t)
         errors += sum(rc != 0 for rc in rcs)
@@ -538,9 +611,10 @@ def stats_pass(cs, quick):
             # The first run ever: no image yet, the FUSE tree decodes on
             # demand (its server's background image build switched off,
             # so the cache figure is the first run's own).
-            first = measure_proc(cmd, dict(env, VHRUN_IMAGE="off"))
+            u = c.user
+            first = measure_proc(cmd, dict(env, VHRUN_IMAGE="off"), user=u)
             s["first"] = first
-            s["server_first"] = server_usage(env)
+            s["server_first"] = server_usage(env, u)
             s["blob_cache"] = du(home / "blobs")
             s["pycache"] = du(home / "pycache")
             s["index"] = du(home / "index")
@@ -550,15 +624,17 @@ def stats_pass(cs, quick):
                 imgs = list((home / "images").glob("*/image.erofs"))
                 s["image"] = (sum(p.stat().st_size for p in imgs), len(imgs))
                 s["blob_cache_full"] = du(home / "blobs")
-            s["warm"] = measure_proc(cmd, env)
-            keep = VH / "keep" / c.name
+            s["warm"] = measure_proc(cmd, env, user=u)
+            keep = (home.parent if u else VH) / "keep" / c.name
             shutil.rmtree(keep, ignore_errors=True)
             keep.parent.mkdir(exist_ok=True)
-            kept = measure_proc(cmd[:2] + ["--keep-overlay", str(keep)] + cmd[2:], env)
+            if u:
+                os.chown(keep.parent, *u)
+            kept = measure_proc(cmd[:2] + ["--keep-overlay", str(keep)] + cmd[2:], env, user=u)
             s["upper"] = du(keep) if kept["rc"] == 0 else None
-            s["robot"] = measure_proc(shlex.split(c.command("robot")[0]), env)
-            s["server_all"] = server_usage(env)
-            subprocess.run([VHRUN, "-q", "servers", "--stop"], env=env)
+            s["robot"] = measure_proc(shlex.split(c.command("robot")[0]), env, user=u)
+            s["server_all"] = server_usage(env, u)
+            subprocess.run([VHRUN, "-q", "servers", "--stop"], env=env, **as_user(u))
         elif c.name.startswith("a"):
             shutil.rmtree(SPACE, ignore_errors=True)
             s["restore"] = measure_proc([VHRUN, "restore", "--no-meta", "--catalog", c.env["KEY"], str(SPACE)], c.env)
@@ -576,8 +652,8 @@ def stats_pass(cs, quick):
             if run:
                 shutil.rmtree(run, ignore_errors=True)
             s["pycache"] = du(VH / "pyc" / "b")
-        elif c.name == "d":
-            s["pycache"] = du(VH / "pyc" / "d")
+        elif c.name in ("d", "e"):
+            s["pycache"] = du(VH / "pyc" / c.name)
         st[c.name] = s
     return st
 
@@ -624,6 +700,21 @@ def targets(res, st, names):
         t.append(("activation <= 10 ms warm", fmt_s(c_true), c_true <= 0.010))
     if c_true and a_true:
         t.append(("activation >= 50x faster than (a)", f"{a_true / c_true:.0f}x", a_true / c_true >= 50))
+    e_true, f_true = med(res, "true", "e"), med(res, "true", "c-fuse")
+    if c_true:
+        t.append(("activation, kernel image <= 3 ms" + (", and below (e) bubblewrap" if e_true else ""),
+                  fmt_s(c_true) + (f" vs {fmt_s(e_true)}" if e_true else ""),
+                  c_true <= 0.003 and (not e_true or c_true < e_true)))
+    if f_true:
+        t.append(("activation, FUSE warm server <= 3.5 ms", fmt_s(f_true), f_true <= 0.0035))
+    ui, di = med(res, "import-in", "c-user"), med(res, "import-in", "d")
+    if ui and di:
+        t.append(("heavy import, warm, rootless warm server within 2% of (d), in-environment",
+                  f"{(ui / di - 1) * 100:+.1f}% ({fmt_s(ui)} vs {fmt_s(di)})", ui / di <= 1.02))
+    cc, dc = med(res, "cold", "c"), med(res, "cold", "d")
+    if cc and dc:
+        t.append(("cold first run <= 1.2x (d) cold", f"{cc / dc:.2f}x ({fmt_s(cc)} vs {fmt_s(dc)})",
+                  cc / dc <= 1.2))
     # Judged in-environment: activation has its own target above, and no
     # sandbox fits several ms of set-up into 5% of an 8 ms interpreter start.
     # The end-to-end figures stand next to them.
@@ -816,12 +907,12 @@ def main():
     img, _ = ensure_squashfs()
     robot = ensure_robot()
     write_scripts(keys, robot, img)
-    for d in ("pyc/b", "pyc/d", "out/d"):
+    for d in ("pyc/b", "pyc/d", "pyc/e", "out/d", "out/e"):
         (VH / d).mkdir(parents=True, exist_ok=True)
 
     # (a) last in each metric: its 500 MB copies leave writeback behind (synced after).
-    names = (["d", "c", "c-fuse", "b", "a"] if quick
-             else ["d", "c", "c-fuse", "c-perrun", "c-nopt", "c-raw", "b", "a", "a-raw"])
+    names = (["d", "e", "c", "c-fuse", "c-user", "b", "a"] if quick
+             else ["d", "e", "c", "c-fuse", "c-user", "c-perrun", "c-nopt", "c-raw", "b", "a", "a-raw"])
     if args.contenders:
         names = args.contenders.split(",")
         unknown = [n for n in names if n not in LABELS]
@@ -847,14 +938,15 @@ def main():
         cmd, cwd = c.command("import")
         if c.name.startswith("a"):
             shutil.rmtree(SPACE, ignore_errors=True)
-        r = subprocess.run(shlex.split(cmd), env=c.env, cwd=cwd, capture_output=True, text=True)
+        r = subprocess.run(shlex.split(cmd), env=c.env, cwd=cwd, capture_output=True, text=True,
+                           **as_user(c.user))
         if r.returncode:
             broken[c.name] = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
             log(f"{c.label()}: heavy import fails: {broken[c.name]}")
     shutil.rmtree(SPACE, ignore_errors=True)
 
     log(f"[{time.perf_counter() - started:.0f} s] disk / memory / CPU figures")
-    st = stats_pass([c for c in cs if c.name not in broken and not (quick and c.name in ("c-fuse", "c-nopt", "c-perrun"))],
+    st = stats_pass([c for c in cs if c.name not in broken and not (quick and c.name in ("c-fuse", "c-nopt", "c-perrun", "c-user"))],
                     quick)
 
     def runs(c, m):
@@ -883,7 +975,7 @@ def main():
                     continue
                 n, w = runs(c, m)
                 cmd, cwd = c.command(m)
-                jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd)
+                jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd, c.user)
             got = in_env_interleaved(jobs)
             for c in cs:
                 r = got.get(f"{m}-{c.name}")
@@ -902,6 +994,10 @@ def main():
             # dominates its pass / import figures anyway)
             if quick and c.name.startswith("a") and m in ("pass", "import"):
                 continue
+            if m == "cold" and c.user:
+                # dropping the page cache needs root, and hyperfine's
+                # --prepare runs as the user
+                continue
             if m == "conc":
                 if quick and c.name not in ("c", "d"):
                     continue
@@ -912,7 +1008,7 @@ def main():
                 cmd, cwd = c.command("import" if cold else m)
                 env = c.cold_env() if cold else c.env
                 measure = in_env if m.endswith("-in") else hyperfine
-                r = measure(f"{m}-{c.name}", cmd, env, n, w, c.prepare(cold), cwd)
+                r = measure(f"{m}-{c.name}", cmd, env, n, w, c.prepare(cold), cwd, c.user)
             res[m][c.name] = r
             if c.name.startswith("a"):
                 sh("sync")
@@ -926,7 +1022,7 @@ def main():
                     + (f", {r['errors']} errors" if "errors" in r else ""))
     shutil.rmtree(SPACE, ignore_errors=True)
     # bytecode caches are final only now
-    for c in ("b", "d"):
+    for c in ("b", "d", "e"):
         if c in st:
             st[c]["pycache"] = du(VH / "pyc" / c)
 

@@ -28,7 +28,7 @@ METRICS = {
 COLORS = {
     "a": "#b0413e", "a-raw": "#d98c8a", "b": "#e0a030", "c": "#2f6db5",
     "c-nopt": "#7ea6d9", "c-raw": "#1b3f6b", "c-perrun": "#4fa3a5", "c-fuse": "#5b8fd0",
-    "d": "#6a6a6a",
+    "c-user": "#9b6fc0", "d": "#6a6a6a", "e": "#8a9a5b",
 }
 
 

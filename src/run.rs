@@ -591,6 +591,9 @@ fn sandbox_spec(plan: &Plan) -> SandboxSpec {
     spec.share_pids = plan.sandbox.share_pids;
     spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
     spec.measure_upper = plan.sandbox.wants_stats();
+    // `vhrun gc` spares the blobs of the catalog a live run names; without
+    // the note it leaves the whole blob cache alone while any run lives.
+    spec.note = resolved.catalog_path.to_string_lossy().into_owned();
     // The task reads the store only through the tree: it may not write the
     // hololibs, the blob cache, the index or the images (whose data/ links
     // are blob cache files), whoever owns them.

@@ -388,3 +388,69 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     wait_until("the drained server exits", WAIT, || !alive(pid));
 }
+
+/// A cold tree decodes ahead what the same command looked up last time,
+/// on the cores the task leaves idle: a task that only stats two files
+/// finds their blobs decoded all the same, where its first run (nothing
+/// recorded yet) decoded nothing.
+#[test]
+fn a_cold_tree_decodes_the_recorded_working_set_ahead() {
+    let tasks = "tasks:\n  Stat:\n    shell: sh -c \"stat -c %s $CONDA_PREFIX/ssl/cacert.pem $CONDA_PREFIX/rcc_activate.sh\"\n";
+    let fx = FixtureRobot::new(tasks);
+    let env = [("VHRUN_IMAGE", "off")];
+    let cached = || {
+        walk_files(&fx.vhrun_home.join("blobs"))
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".tmp"))
+            .count()
+    };
+    let cold_server = || {
+        let out = fx.vhrun().args(["servers", "--stop"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_until("the server gone", Duration::from_secs(10), || {
+            server_pids(&fx.vhrun_home).is_empty()
+        });
+        let _ = fs::remove_dir_all(fx.vhrun_home.join("blobs"));
+    };
+    let (first, _) = run(&fx, &env, "first");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).starts_with("265969\n"),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let before = cached();
+    cold_server();
+    let (second, _) = run(&fx, &env, "second");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(first.stdout, second.stdout);
+    assert!(
+        cached() >= before + 2,
+        "decoded ahead: {} cache files, {before} after the first run",
+        cached()
+    );
+    // Off with the rest of the prefetch.
+    cold_server();
+    let (third, _) = run(
+        &fx,
+        &[("VHRUN_IMAGE", "off"), ("VHRUN_PREFETCH", "off")],
+        "third",
+    );
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(cached(), before);
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

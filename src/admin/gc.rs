@@ -97,10 +97,15 @@ fn add_digests(catalog: &Catalog, into: &mut HashSet<String>) {
     });
 }
 
-/// A live run's catalog, from `runs/<id>/catalog` (a path, or a key to
-/// look up in the hololibs).
+/// A live run's catalog, from its lock file (`runs/<id>.run`,
+/// `runs/<id>/lock`; `runs/<id>/catalog` before vhrun 0.1's in-memory
+/// runs): a path, or a key to look up in the hololibs.
 fn live_catalog(locations: &Locations, run: &Path) -> Option<(PathBuf, Catalog)> {
-    let text = std::fs::read_to_string(run.join("catalog")).ok()?;
+    let noted = std::fs::read_to_string(lock_file(run)).unwrap_or_default();
+    let text = match noted.trim() {
+        "" => std::fs::read_to_string(run.join("catalog")).ok()?,
+        _ => noted,
+    };
     let text = text.trim();
     let path = if Path::new(text).is_absolute() {
         PathBuf::from(text)
@@ -138,8 +143,18 @@ fn mount_points() -> Vec<PathBuf> {
         .collect()
 }
 
+/// A run's lock: the file itself for an in-memory run, `lock` inside a
+/// run directory.
+fn lock_file(run: &Path) -> PathBuf {
+    if run.is_file() {
+        run.to_path_buf()
+    } else {
+        run.join("lock")
+    }
+}
+
 fn run_state(run: &Path) -> Result<RunState> {
-    let lock = run.join("lock");
+    let lock = lock_file(run);
     // Read-only is enough for flock, and works on another user's lock file.
     let f = match std::fs::File::open(&lock) {
         Ok(f) => f,
@@ -201,7 +216,10 @@ pub fn collect(locations: &Locations, opts: &GcOptions) -> Result<GcReport> {
     entries.sort();
     let mounts = mount_points();
     for run in entries {
-        if !run.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        let in_memory = run.is_file()
+            && !run.starts_with(&servers)
+            && file_name(&run).ends_with(crate::sandbox::rundir::LOCK_SUFFIX);
+        if !in_memory && !run.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
             continue;
         }
         let old = age(run.symlink_metadata().and_then(|m| m.modified()), now) > max_age;

@@ -145,6 +145,39 @@ impl BlobCache {
         self.root.join(&digest[..2]).join(name)
     }
 
+    /// Decode the entries of `files` (digest, size, rewrite offsets) that
+    /// are not cached yet, in their order, from `threads` threads, until
+    /// `stop` is set: a task that opens them next finds them ready. A file
+    /// that fails is left to the open that needs it, which reports it.
+    /// Returns how many were decoded.
+    pub fn fill_ahead(
+        &self,
+        files: &[(&str, u64, &[u64])],
+        target: &str,
+        threads: usize,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> u64 {
+        let next = AtomicU64::new(0);
+        let before = self.counters.decoded.load(Relaxed);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| {
+                    crate::sys::priority::nice_this_thread();
+                    while !stop.load(Relaxed) {
+                        let i = next.fetch_add(1, Relaxed) as usize;
+                        let Some(&(digest, size, rewrite)) = files.get(i) else {
+                            break;
+                        };
+                        if let Err(e) = self.open(digest, size, rewrite, target) {
+                            tracing::debug!("decoding ahead: {e}");
+                        }
+                    }
+                });
+            }
+        });
+        self.counters.decoded.load(Relaxed) - before
+    }
+
     /// Open the content of a file of `size` bytes whose blob is `digest`,
     /// with `target` written at each `rewrite` offset. The returned file is
     /// read-only and holds exactly the bytes a restore would write.

@@ -298,7 +298,6 @@ impl Lower {
             way,
             previous,
         } = self;
-        note_catalog(target, source.tree.catalog_path());
         let startup = match (source.blobs.remote(), &previous) {
             (Some(remote), Some(ws)) => fetch_working_set(remote, &source.tree, ws),
             _ => Default::default(),
@@ -311,6 +310,13 @@ impl Lower {
             workset_path,
             ..
         } = source;
+        // The run's own handle on the cache the tree reads through, for
+        // decoding ahead (a lazily served tree fetched its working set
+        // above; what it lacks is fetched by the opens that need it).
+        let ahead =
+            (previous.is_some() && blobs.remote().is_none() && opts.prefetch != Prefetch::Off)
+                .then(|| BlobCache::new(blobs.hololib().clone(), blobs.root()));
+        let ahead_target = target_name.clone();
         let fuse = |blobs| {
             let mount_opts = MountOptions {
                 target_name,
@@ -358,10 +364,15 @@ impl Lower {
             .as_ref()
             .filter(|_| cold)
             .and_then(|ws| replay(ws.clone(), &target.mountpoint, opts.prefetch));
+        let ahead = match (previous.as_ref(), ahead) {
+            (Some(ws), Some(cache)) if cold => decode_ahead(ws, tree.clone(), cache, ahead_target),
+            _ => None,
+        };
         Ok(Mounted {
             guard: Served {
                 by,
                 replay,
+                ahead,
                 previous,
                 tree,
                 workset_path,
@@ -369,16 +380,6 @@ impl Lower {
             },
             data_layers,
         })
-    }
-}
-
-/// `vhrun gc` spares the blobs of the catalog a live run names in
-/// `runs/<id>/catalog`; without the note, gc leaves the whole blob cache
-/// alone while any run lives.
-fn note_catalog(target: &LowerTarget, catalog: &Path) {
-    let note = target.run_dir.join("catalog");
-    if let Err(e) = std::fs::write(&note, catalog.as_os_str().as_encoded_bytes()) {
-        tracing::debug!("{}: {e}", note.display());
     }
 }
 
@@ -434,12 +435,57 @@ fn replay(ws: WorkingSet, mountpoint: &Path, when: Prefetch) -> Option<JoinHandl
     }
 }
 
+/// Decode the blobs of the files `ws` looked up into the blob cache, on
+/// every core at nice 19, while the task starts: a cold tree otherwise
+/// decodes each file when the task first opens it, one after the other,
+/// on the task's time. Stopped when the run ends.
+fn decode_ahead(
+    ws: &WorkingSet,
+    tree: Arc<Tree>,
+    cache: BlobCache,
+    target: String,
+) -> Option<Ahead> {
+    let paths = ws.lookups.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handle = std::thread::Builder::new()
+        .name("vhrun-decode".into())
+        .spawn(move || {
+            let _s = tracing::info_span!("decode_ahead", paths = paths.len()).entered();
+            let files: Vec<(&str, u64, &[u64])> = paths
+                .iter()
+                .filter_map(|p| tree.resolve(p))
+                .filter(|n| n.kind() == crate::tree::Kind::File && n.defect().is_none())
+                .filter_map(|n| Some((n.digest()?, n.size(), n.rewrite())))
+                .collect();
+            let t0 = std::time::Instant::now();
+            let decoded = cache.fill_ahead(&files, &target, threads, &stopped);
+            tracing::info!(
+                "decoded {decoded} of {} files ahead in {:?}",
+                files.len(),
+                t0.elapsed()
+            );
+        })
+        .inspect_err(|e| tracing::debug!("no decode-ahead thread: {e}"))
+        .ok()?;
+    Some(Ahead { handle, stop })
+}
+
+/// A running [`decode_ahead`].
+#[derive(Debug)]
+struct Ahead {
+    handle: JoinHandle<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// What serves a mounted tree; the sandbox hands it back after its
 /// teardown (the tree is unmounted from the run's namespace by then).
 #[derive(Debug)]
 pub struct Served {
     by: By,
     replay: Option<JoinHandle<()>>,
+    ahead: Option<Ahead>,
     previous: Option<WorkingSet>,
     tree: Arc<Tree>,
     workset_path: PathBuf,
@@ -481,6 +527,10 @@ impl Served {
     }
 
     fn finish_serving(mut self) -> Option<Report> {
+        if let Some(a) = self.ahead.take() {
+            a.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = a.handle.join();
+        }
         if let Some(h) = self.replay.take() {
             let _ = h.join();
         }

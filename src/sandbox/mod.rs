@@ -143,6 +143,9 @@ pub struct SandboxSpec {
     /// instead of creating fresh ones (`crate::lower::server`). `mount_lower` is
     /// still called, with the server's mountpoint, and must not mount.
     pub join: Option<namespaces::Joined>,
+    /// What the run serves, written in its lock file for `vhrun gc` (the
+    /// catalog's path).
+    pub note: String,
 }
 
 impl SandboxSpec {
@@ -162,6 +165,7 @@ impl SandboxSpec {
             stdio: [None, None, None],
             measure_upper: false,
             join: None,
+            note: String::new(),
         }
     }
 
@@ -218,8 +222,6 @@ pub struct LowerTarget {
     /// An empty directory in the run directory; mount the tree here (or,
     /// joining a warm server, where it is already mounted).
     pub mountpoint: PathBuf,
-    /// The run directory (`$VHRUN_HOME/runs/<id>`).
-    pub run_dir: PathBuf,
     /// The caller's ids (mapped to themselves in a user namespace): what
     /// the tree should report as owner (kernel-facts.md, "Rootless").
     pub uid: u32,
@@ -269,7 +271,12 @@ fn prepare(spec: &SandboxSpec) -> Result<(RunDir, Identity, SignalGuard)> {
     let id = Identity::current();
     let run = {
         let _s = info_span!("sandbox_prepare").entered();
-        let run = RunDir::create(&spec.runs_dir)?;
+        // A write layer kept after the run must be on disk; any other
+        // lives in memory and vanishes with the run's namespace.
+        let run = match spec.keep_overlay {
+            Some(_) => RunDir::create(&spec.runs_dir, &spec.note)?,
+            None => RunDir::in_memory(&spec.runs_dir, &spec.note)?,
+        };
         overlay::ensure_mountpoint(&spec.env_path)?;
         run
     };
@@ -350,11 +357,11 @@ where
             run.lower()
         }
     };
+    run.mount()?;
     let data_layers = {
         let _s = info_span!("sandbox_mount_lower").entered();
         let target = LowerTarget {
             mountpoint: lower.clone(),
-            run_dir: run.path.clone(),
             uid: id.uid,
             gid: id.gid,
             rootless: id.rootless,

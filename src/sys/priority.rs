@@ -2,6 +2,17 @@
 //! the threads it starts, which inherit both) at nice 19 and in the idle
 //! I/O class.
 
+/// Lower the calling thread's CPU priority only (nice 19): work that may
+/// take idle cores but must read the disk as soon as the task does.
+/// Best effort.
+pub fn nice_this_thread() {
+    // SAFETY: a plain syscall with integer arguments naming the calling
+    // thread (Linux keeps nice per thread).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
+}
+
 /// Lower the calling thread's CPU and I/O priority. Best effort.
 pub fn background_this_thread() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;

@@ -31,6 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// while mounted.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const BLKSIZE: u32 = 4096;
+/// Contents a server without opens keeps open for READ: a bound on its
+/// descriptors (the page cache, not these, serves warm reads).
+const KEPT: usize = 512;
 
 /// One opened content, shared by every open of the same inode.
 struct OpenFile {
@@ -52,7 +55,13 @@ pub(crate) struct VhFs {
     passthrough: AtomicBool,
     /// The kernel opens directories without asking (FUSE_NO_OPENDIR_SUPPORT).
     no_opendir: AtomicBool,
+    /// The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT, where
+    /// reads are served): READ then comes with handle 0 and is answered
+    /// from `kept`, and the kernel keeps each file's page cache.
+    no_open: AtomicBool,
     by_inode: Mutex<HashMap<u64, Weak<OpenFile>>>,
+    /// Contents read without an open (`no_open`), at most [`KEPT`].
+    kept: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     mtime: SystemTime,
@@ -87,6 +96,8 @@ impl VhFs {
             recorder,
             passthrough: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
+            no_open: AtomicBool::new(false),
+            kept: Mutex::new(HashMap::new()),
             by_inode: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -155,7 +166,13 @@ impl VhFs {
         Errno::EIO
     }
 
-    fn open_content(&self, n: &NodeRef<'_>, reply: &ReplyOpen) -> Result<Arc<OpenFile>, Errno> {
+    /// The content of `n`, decoded, verified and relocated in the blob
+    /// cache; with a backing id when `reply` is given and passthrough is on.
+    fn open_content(
+        &self,
+        n: &NodeRef<'_>,
+        reply: Option<&ReplyOpen>,
+    ) -> Result<Arc<OpenFile>, Errno> {
         let ino = n.ino();
         if let Some(f) = self
             .by_inode
@@ -178,8 +195,8 @@ impl VhFs {
                 Some(errno) => errno,
                 None => self.eio(ino, &e),
             })?;
-        let backing = if self.passthrough.load(Relaxed) {
-            match reply.open_backing(&file) {
+        let backing = match reply.filter(|_| self.passthrough.load(Relaxed)) {
+            Some(reply) => match reply.open_backing(&file) {
                 Ok(id) => Some(id),
                 Err(e) if e.raw_os_error().is_some_and(is_transient) => {
                     return Err(Errno::from(e));
@@ -199,9 +216,8 @@ impl VhFs {
                     }
                     None
                 }
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         let fresh = Arc::new(OpenFile { file, backing });
         let mut map = self.by_inode.lock().unwrap();
@@ -212,6 +228,27 @@ impl VhFs {
         }
         map.insert(ino, Arc::downgrade(&fresh));
         Ok(fresh)
+    }
+
+    /// The content of `n` for a READ without an open handle (`no_open`):
+    /// counted as opened on its first read.
+    fn kept_content(&self, n: &NodeRef<'_>) -> Result<Arc<OpenFile>, Errno> {
+        let ino = n.ino();
+        if let Some(f) = self.kept.lock().unwrap().get(&ino) {
+            return Ok(f.clone());
+        }
+        let f = self.open_content(n, None)?;
+        self.counters.opened(ino, n.size());
+        let mut kept = self.kept.lock().unwrap();
+        if kept.len() >= KEPT {
+            // Any one: a file read again after this is reopened from the
+            // blob cache, which is cheap next to the READ that needs it.
+            if let Some(&old) = kept.keys().next() {
+                kept.remove(&old);
+            }
+        }
+        kept.insert(ino, f.clone());
+        Ok(f)
     }
 
     fn dir_entries(&self, ino: u64) -> Option<(NodeRef<'_>, u64)> {
@@ -310,6 +347,14 @@ impl Filesystem for VhFs {
         self.passthrough
             .store(mode == ReadMode::Passthrough, Relaxed);
         self.counters.set_read_mode(mode);
+        // Where vhrun serves the reads, an OPEN buys nothing (the content
+        // is found by inode) and costs a round trip per open.
+        let no_open = mode == ReadMode::Served
+            && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT)
+            && config
+                .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
+                .is_ok();
+        self.no_open.store(no_open, Relaxed);
         Ok(())
     }
 
@@ -369,7 +414,16 @@ impl Filesystem for VhFs {
             Kind::Dir => return reply.error(Errno::EISDIR),
             Kind::Symlink => return reply.error(Errno::ELOOP),
         }
-        let f = match self.open_content(&n, &reply) {
+        if self.no_open.load(Relaxed) {
+            // The first open of the connection: what fails for it fails
+            // here, what works is kept for its READs, and ENOSYS tells
+            // the kernel to open every file without asking from now on.
+            return match self.kept_content(&n) {
+                Ok(_) => reply.error(Errno::ENOSYS),
+                Err(e) => reply.error(e),
+            };
+        }
+        let f = match self.open_content(&n, Some(&reply)) {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
@@ -402,8 +456,18 @@ impl Filesystem for VhFs {
         reply: ReplyData,
     ) {
         Counters::bump(&self.counters.read);
-        let Some(f) = self.handles.lock().unwrap().get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let f = match self.handles.lock().unwrap().get(&fh.0).cloned() {
+            Some(f) => f,
+            None if fh.0 == 0 && self.no_open.load(Relaxed) => {
+                let Some(n) = self.tree.get(ino.0).filter(|n| n.kind() == Kind::File) else {
+                    return reply.error(Errno::EBADF);
+                };
+                match self.kept_content(&n) {
+                    Ok(f) => f,
+                    Err(e) => return reply.error(e),
+                }
+            }
+            None => return reply.error(Errno::EBADF),
         };
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size as usize {

@@ -105,9 +105,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     let blobs = BlobCache::new(lib, &cfg.blobs).with_remote(remote);
     // A run directory of its own: gc sees the catalog in use, and a
     // crashed server's directory is removed by the next one.
-    let run = RunDir::create(&dir)?;
-    let note = run.path.join("catalog");
-    std::fs::write(&note, cfg.catalog.as_os_str().as_encoded_bytes()).at(&note)?;
+    let run = RunDir::create(&dir, &cfg.catalog.to_string_lossy())?;
     let opts = MountOptions {
         target_name: cfg.target_name.clone(),
         uid: id.uid,
