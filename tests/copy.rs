@@ -473,16 +473,40 @@ impl Drop for OverlayHome {
 }
 
 #[test]
-fn overlayfs_refused_runs_from_a_copy() {
+fn a_home_on_overlayfs_runs_virtually_and_refuses_a_kept_overlay_there() {
     let _s = serial();
     let ovl = OverlayHome::new("ovl-home");
     let home = ovl.home();
-    let with_home = move |mut c: Command| {
-        c.env("VHRUN_HOME", &home).env("VHRUN_SERVER", "off");
-        c
-    };
-    work_runs_from_a_copy(&with_home, None, "noovl", "overlayfs refused");
-    reuse_and_repair(&with_home, None, "noovl");
+    let lab = lab();
+    // The write layer lives on the run's own tmpfs, which overlayfs takes:
+    // once this machine's runs all went to a copy.
+    let stats = lab.stats("noovl");
+    let _ = fs::remove_file(lab.robot(None).join("output/done.txt"));
+    let mut c = lab.run(None, "noovl", &["-t", "work", "--stats-json"]);
+    c.arg(&stats)
+        .args(["--", "marker"])
+        .env("VHRUN_HOME", &home)
+        .env("VHRUN_SERVER", "off");
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(json(&stats)["mode"], "virtual", "{}", stderr(&out));
+    assert!(lab.robot(None).join("output/done.txt").exists());
+    // A write layer kept on disk meets the refusal, and says it.
+    let keep = lab.root.join("ovl-keep");
+    let _ = fs::remove_dir_all(&keep);
+    let mut c = lab.run(None, "noovl", &["-t", "work", "--mode", "virtual"]);
+    c.arg("--keep-overlay")
+        .arg(&keep)
+        .args(["--", "marker"])
+        .env("VHRUN_HOME", &home)
+        .env("VHRUN_SERVER", "off");
+    let out = output(c);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("mounting overlayfs") && err.contains("upper layer"),
+        "{err}"
+    );
     drop(ovl);
     assert!(vhrun_mounts().is_empty(), "{:?}", vhrun_mounts());
 }

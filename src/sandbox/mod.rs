@@ -27,9 +27,11 @@
 //! In the calling process, which must still be single-threaded
 //! (`unshare(CLONE_NEWUSER)` fails with a second thread; `CLONE_NEWNS`
 //! would move only the calling thread):
-//! 1. check `Threads: 1`; remove stale run directories; create and lock
-//!    `$VHRUN_HOME/runs/<id>/{lower,upper,work}`; create the environment's
-//!    mountpoint (host side, as rcc's restore creates the space dir);
+//! 1. check `Threads: 1`; remove stale run locks and directories; take
+//!    the run's lock `$VHRUN_HOME/runs/<id>.run` (with `keep_overlay`:
+//!    create and lock `runs/<id>/{lower,upper,work}` on disk); create the
+//!    environment's mountpoint (host side, as rcc's restore creates the
+//!    space dir);
 //! 2. block SIGINT/TERM/HUP/QUIT/CHLD in the main thread and open a
 //!    signalfd for them; threads created later inherit the mask, so the
 //!    signals wait for the supervisor loop instead of killing vhrun;
@@ -37,7 +39,9 @@
 //!    caller's uid/gid to themselves when not root) and make / rprivate;
 //!    or, with `spec.join` (a warm server, `crate::lower::server`), `setns` into
 //!    the server's user and mount namespaces, where the tree is already
-//!    mounted, and unshare a private mount namespace from there;
+//!    mounted, and unshare a private mount namespace from there; then
+//!    (in memory) mount the run's tmpfs over `runs/` and make
+//!    `runs/<id>/{lower,upper,work}` in it ([`rundir`]);
 //! 4. **call `mount_lower(&LowerTarget)`**: threads may be started from
 //!    here on (FUSE workers). It mounts the lower tree at
 //!    `target.mountpoint` (joining a server: mounts nothing, the tree is
