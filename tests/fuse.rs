@@ -82,6 +82,35 @@ impl World {
         Server::start(c, mountpoint, self.path())
     }
 
+    /// The fixture's tree, a fresh mountpoint named after `tag` and the
+    /// options of an in-process mount that serves the reads itself.
+    fn in_process(
+        &self,
+        tag: &str,
+    ) -> (
+        std::sync::Arc<vhrun::tree::Tree>,
+        PathBuf,
+        vhrun::lower::fuse::MountOptions,
+    ) {
+        let catalog = self.hololib().join("catalog").join(FIXTURE_KEY);
+        let index = self.vhrun_home().join("index");
+        let tree = std::sync::Arc::new(vhrun::tree::Tree::load_indexed(&catalog, &index).unwrap());
+        let name = name24(tag);
+        let mp = self.path().join(&name);
+        fs::create_dir(&mp).unwrap();
+        let mut opts = vhrun::lower::fuse::MountOptions::for_caller(name);
+        opts.passthrough = vhrun::lower::fuse::PassthroughMode::Off;
+        (tree, mp, opts)
+    }
+
+    /// The blob cache of this world's homes.
+    fn blob_cache(&self) -> vhrun::lower::blobcache::BlobCache {
+        vhrun::lower::blobcache::BlobCache::at_home(
+            vhrun::hololib::Hololib::new(self.hololib()),
+            &vhrun::home::Home::new(self.vhrun_home()),
+        )
+    }
+
     /// Restore `key` with the Python oracle into `target`.
     fn oracle_restore(&self, hololib: &Path, key: &str, target: &Path) {
         fs::create_dir_all(target.parent().unwrap()).unwrap();
@@ -1355,30 +1384,14 @@ fn catalog_defects_give_eio_and_hostile_names_refuse_the_mount() {
 #[test]
 fn library_mount_records_and_prefetches_the_working_set() {
     common::require_fuse();
-    use std::sync::Arc;
-    use vhrun::hololib::Hololib;
-    use vhrun::lower::blobcache::BlobCache;
-    use vhrun::lower::fuse::{MountOptions, PassthroughMode};
-    use vhrun::tree::Tree;
     let w = World::with_fixture();
-    let catalog = w.hololib().join("catalog").join(FIXTURE_KEY);
-    let tree = Arc::new(Tree::load_indexed(&catalog, &w.vhrun_home().join("index")).unwrap());
-    let name = name24("library");
-    let mp = w.path().join(&name);
-    fs::create_dir(&mp).unwrap();
-    let mut opts = MountOptions::for_caller(name.clone());
-    opts.passthrough = PassthroughMode::Off;
+    let (tree, mp, opts) = w.in_process("library");
     let touch = |mp: &Path| {
         assert_eq!(fs::read(mp.join("ssl/cacert.pem")).unwrap().len(), 265969);
         assert!(fs::symlink_metadata(mp.join("conda-meta/missing")).is_err());
         assert_eq!(fs::read_dir(mp.join("ssl")).unwrap().count(), 2);
     };
-    let cache = || {
-        BlobCache::at_home(
-            Hololib::new(w.hololib()),
-            &vhrun::home::Home::new(w.vhrun_home()),
-        )
-    };
+    let cache = || w.blob_cache();
     let m = vhrun::lower::fuse::mount(tree.clone(), cache(), &mp, &opts).unwrap();
     assert!(is_mounted(&mp) && m.is_serving());
     touch(&mp);
@@ -1413,26 +1426,11 @@ fn library_mount_records_and_prefetches_the_working_set() {
 #[test]
 fn served_reads_cost_one_open_per_mount_and_keep_the_page_cache() {
     common::require_fuse();
-    use std::sync::Arc;
-    use vhrun::hololib::Hololib;
-    use vhrun::lower::blobcache::BlobCache;
-    use vhrun::lower::fuse::{MountOptions, PassthroughMode};
-    use vhrun::tree::Tree;
     let w = World::with_fixture();
-    let catalog = w.hololib().join("catalog").join(FIXTURE_KEY);
-    let tree = Arc::new(Tree::load_indexed(&catalog, &w.vhrun_home().join("index")).unwrap());
-    let name = name24("noopen");
-    let mp = w.path().join(&name);
-    fs::create_dir(&mp).unwrap();
-    let restored = w.path().join("oracle").join(&name);
+    let (tree, mp, opts) = w.in_process("noopen");
+    let restored = w.path().join("oracle").join(mp.file_name().unwrap());
     w.oracle_restore(&w.hololib(), FIXTURE_KEY, &restored);
-    let mut opts = MountOptions::for_caller(name.clone());
-    opts.passthrough = PassthroughMode::Off;
-    let cache = BlobCache::at_home(
-        Hololib::new(w.hololib()),
-        &vhrun::home::Home::new(w.vhrun_home()),
-    );
-    let m = vhrun::lower::fuse::mount(tree, cache, &mp, &opts).unwrap();
+    let m = vhrun::lower::fuse::mount(tree, w.blob_cache(), &mp, &opts).unwrap();
     let files = ["ssl/cacert.pem", "ssl/cert.pem", "rcc_activate.sh"];
     let read_all = || {
         for f in files {
