@@ -16,6 +16,7 @@
 //!   locks/<blueprint>.lck     one build per blueprint at a time
 //!   locks/lazy-<catalog>.lck  one fetch from the origin per catalog at a time
 //!   lazy/<catalog>            catalogs served lazily from an rccremote origin
+//!   uv/<version>/uv           uv binaries the builder bootstrapped from the package index
 //! ```
 //!
 //! Everything but `hololib/` can be removed when nothing runs: it is
@@ -85,6 +86,12 @@ impl Home {
     /// take a catalog in its hololib for a whole environment.
     pub fn lazy(&self) -> PathBuf {
         self.root.join("lazy")
+    }
+
+    /// uv binaries bootstrapped by the builder (`builder::uv`), one per
+    /// version, as rcc keeps its own downloads in `$ROBOCORP_HOME/uv/`.
+    pub fn uv(&self) -> PathBuf {
+        self.root.join("uv")
     }
 
     /// Build locks (`builder::lock`) and lazy fetch locks (`remote::lazy`).

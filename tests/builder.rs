@@ -98,7 +98,7 @@ fn robot(dir: &Path, conda: &str) -> PathBuf {
 }
 
 fn require_python311() {
-    let (found, _) = builder::python::discover(None);
+    let (found, _) = builder::python::discover(None, &[]);
     assert!(
         found
             .iter()
@@ -153,7 +153,7 @@ fn hello_environment_is_a_relocated_copy_that_runs() {
         &locations,
         &conda,
         &bp,
-        None,
+        &builder::OwnBuild::default(),
         &Progress::hidden(),
         &|| None,
         &|dir, file| {
@@ -348,7 +348,7 @@ fn explicit_python_that_does_not_fit_is_refused() {
     require_python311();
     let h = Homes::new();
     let r = robot(&h.tmp.path().join("bot"), "dependencies:\n- python=3.10\n");
-    let (found, _) = builder::python::discover(None);
+    let (found, _) = builder::python::discover(None, &[]);
     let py311 = found.iter().find(|i| i.version.minor() == (3, 11)).unwrap();
     let o = run(h.vhrun_cmd(&[
         "build",
@@ -424,7 +424,7 @@ fn staging_directory_is_removed_when_lifting_fails() {
         &locations,
         &conda,
         &bp,
-        None,
+        &builder::OwnBuild::default(),
         &Progress::hidden(),
         &|| None,
         &|dir, _| {
@@ -447,7 +447,7 @@ fn staging_directory_is_removed_when_lifting_fails() {
         &locations,
         &conda,
         &bp,
-        None,
+        &builder::OwnBuild::default(),
         &Progress::hidden(),
         &|| None,
         &|dir, _| {
@@ -495,7 +495,7 @@ fn concurrent_build_waits_and_reuses_the_catalog() {
                 &locations,
                 &conda,
                 &bp,
-                None,
+                &builder::OwnBuild::default(),
                 &Progress::hidden(),
                 &|| catalog.exists().then(|| "built-by-the-first".to_string()),
                 &|_, _| panic!("the second build must not build"),
@@ -889,7 +889,7 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
         &locations,
         &conda,
         &bp,
-        None,
+        &builder::OwnBuild::default(),
         &Progress::hidden(),
         &|| None,
         &|dir, _| {
@@ -909,7 +909,7 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
         &locations,
         &conda,
         &bp,
-        None,
+        &builder::OwnBuild::default(),
         &Progress::hidden(),
         &|| None,
         &|_, _| panic!("must not lift a failed build"),

@@ -265,7 +265,7 @@ fn on_path(name: &'static str, hint: &str) -> Check {
 }
 
 fn python_checks() -> [Check; 2] {
-    let (found, _) = builder::python::discover(None);
+    let (found, _) = builder::python::discover(None, &[]);
     let mut usable: Vec<_> = found.iter().filter(|i| i.unusable.is_none()).collect();
     usable.sort_by(|a, b| b.version.cmp(&a.version));
     let listing = usable

@@ -2,9 +2,11 @@
 //!
 //! In order: `rcc` on PATH builds it into rcc's hololib (`rcc`); otherwise
 //! vhrun's own builder makes a pip-only environment from a local CPython
-//! (`spec` -> `python` -> `stage` -> `relink` -> `pip` -> lift) into vhrun's
-//! own hololib; otherwise the error says which conda packages need rcc and
-//! how to install it. Builds of one blueprint are serialised (`lock`).
+//! (`spec` -> `python` -> `stage` -> `relink` -> `uv` or `pip` -> lift)
+//! into vhrun's own hololib, rcc's uv-native specs (no channels, python
+//! and uv only) included; otherwise the error says which conda packages
+//! need rcc and how to install it. Builds of one blueprint are serialised
+//! (`lock`).
 //!
 
 pub mod lock;
@@ -15,6 +17,7 @@ pub mod rcc;
 pub mod relink;
 pub mod spec;
 pub mod stage;
+pub mod uv;
 pub mod version;
 
 pub use progress::Progress;
@@ -110,6 +113,8 @@ impl BuildOutcome {
 pub struct BuildOptions {
     /// `--python PATH`: this interpreter (implies vhrun's own builder).
     pub python: Option<PathBuf>,
+    /// How vhrun's own builder installs the pip layer (`VHRUN_UV`).
+    pub uv: uv::Choice,
     /// The rcc that builds environments it can (`crate::rcc::for_builds`);
     /// `None`: vhrun's own builder.
     pub rcc: Option<PathBuf>,
@@ -178,7 +183,10 @@ pub fn ensure_environment(
                 locations,
                 conda_file,
                 &blueprint,
-                opts.python.as_deref(),
+                &OwnBuild {
+                    python: opts.python.clone(),
+                    uv: opts.uv.clone(),
+                },
                 progress,
                 &exists,
                 &|dir, file| lift_staged(dir, file, &own),
@@ -202,6 +210,19 @@ fn wait_for_lock(
     Ok(l)
 }
 
+/// What vhrun's own builder is told.
+#[derive(Debug, Clone, Default)]
+pub struct OwnBuild {
+    /// `--python PATH`: this interpreter.
+    pub python: Option<PathBuf>,
+    /// uv or pip for the pip layer.
+    pub uv: uv::Choice,
+}
+
+/// The marker rcc's uv-native builds leave in the environment; rcc's
+/// activation reads the prefix as a plain one when it is there.
+const UV_NATIVE_MARKER: (&str, &str) = (".rcc_uv_prefix", "uv-native prefix install\n");
+
 /// vhrun's own builder. `catalog_exists` is asked after the build lock is
 /// taken (a concurrent build may have finished meanwhile); `lift` receives
 /// the staged directory and the spec file and returns the catalog key. The
@@ -210,12 +231,17 @@ pub fn build_own(
     locations: &Locations,
     conda_file: &Path,
     blueprint: &Blueprint,
-    python: Option<&Path>,
+    own: &OwnBuild,
     progress: &Progress,
     catalog_exists: &dyn Fn() -> Option<String>,
     lift: &dyn Fn(&Path, &Path) -> Result<String>,
 ) -> Result<BuildOutcome> {
+    let python = own.python.as_deref();
     let spec = BuildSpec::from_conda_yaml(conda_file)?;
+    let native = spec.is_uv_native();
+    if native {
+        spec.validate_uv_native()?;
+    }
     if !spec.conda_extra.is_empty() {
         return Err(Error::CatalogMissing {
             blueprint: blueprint.hash.clone(),
@@ -239,14 +265,43 @@ pub fn build_own(
         return Ok(BuildOutcome::Existing { key });
     }
 
+    let uv_pythons = [locations.robocorp_home.join("uvpython")];
     let phase = progress.phase("finding CPython");
-    let sel = python::select(&spec, python)?;
+    let mut sel = python::select(&spec, python, &uv_pythons)?;
+    // The interpreter's pip bootstraps uv when no uv binary is at hand.
+    let uv = uv::find(
+        &own.uv,
+        &spec,
+        locations,
+        &sel.interpreter.executable,
+        &phase,
+    )?;
+    if let (true, Some(uv), None) = (native, &uv, python) {
+        if sel.relaxed || sel.interpreter.source != python::Source::Uv {
+            // rcc's uv-native build: the exact CPython from uv, if uv can get it.
+            let wanted = spec.python_constraint.text().trim_start_matches('=');
+            phase.set_message(&format!("uv python install {wanted}"));
+            match uv::python_install(uv, wanted, &uv_pythons[0]) {
+                Ok(()) => sel = python::select(&spec, python, &uv_pythons)?,
+                Err(why) => tracing::info!("{why}"),
+            }
+        }
+    }
     let interp = &sel.interpreter;
     phase.finish(&interp.describe());
+    let installer = match &uv {
+        Some(uv) => uv.describe(),
+        None => "pip".to_string(),
+    };
     progress.note(&format!(
-        "building environment {} from {} with {}",
+        "building environment {} from {}{} with {}, pip layer with {installer}",
         blueprint.hash,
         conda_file.display(),
+        if native {
+            " (rcc's uv-native mode)"
+        } else {
+            ""
+        },
         interp.describe()
     ));
     if sel.relaxed {
@@ -287,23 +342,54 @@ pub fn build_own(
     // As rcc does: every environment carries its blueprint.
     let identity = dir.join("identity.yaml");
     std::fs::write(&identity, &blueprint.text).at(&identity)?;
+    // PEP 668: a uv-managed CPython says it is externally managed; the
+    // environment is its own (rcc removes the marker too).
+    stage::remove_externally_managed(dir, &interp.stdlib)?;
+    if native {
+        let marker = dir.join(UV_NATIVE_MARKER.0);
+        std::fs::write(&marker, UV_NATIVE_MARKER.1).at(&marker)?;
+    }
 
     if spec.pip_entry.is_some() || !spec.pip.is_empty() {
-        let phase = progress.phase("installing pip");
-        pip::bootstrap(&py, &spec, &phase)?;
-        phase.finish("from ensurepip");
-        let phase = progress.phase("pip install");
-        match pip::install(&py, &spec, &phase)? {
-            0 => phase.finish("nothing to install"),
-            n => phase.finish(&format!("{n} requirements")),
+        match &uv {
+            None => {
+                let phase = progress.phase("installing pip");
+                pip::bootstrap(&py, &spec, &phase)?;
+                phase.finish("from ensurepip");
+                let phase = progress.phase("pip install");
+                match pip::install(&py, &spec, &phase)? {
+                    0 => phase.finish("nothing to install"),
+                    n => phase.finish(&format!("{n} requirements")),
+                }
+            }
+            Some(uv) => {
+                let phase = progress.phase("uv pip install");
+                // pip itself as ensurepip would install it (its bundled
+                // wheels), unless the spec pins another pip.
+                let (mut lines, mut links) = (Vec::new(), Vec::new());
+                if spec.pip_entry.is_some() {
+                    let (pins, dir) = pip::bundled_wheels(dir, interp, &spec)?;
+                    lines = pins;
+                    links.push(dir);
+                }
+                lines.extend(spec.pip.iter().map(|r| r.text.clone()));
+                let n = uv::install(uv, &py, locations, &spec, (&lines, &links), &phase)?;
+                phase.finish(&format!("{n} packages with uv {}", uv.version));
+            }
         }
+    }
+    // rcc installs a `uv=` conda dependency into the environment; the
+    // uv-native mode keeps uv outside it.
+    if let (Some(uv), Some(_), false) = (&uv, &spec.uv_entry, native) {
+        let bin = dir.join("bin/uv");
+        std::fs::copy(&uv.path, &bin).at(&bin)?;
     }
     if !spec.post_install.is_empty() {
         let phase = progress.phase("post-install");
         post_install(&spec, dir, &phase)?;
         phase.finish(&format!("{} commands", spec.post_install.len()));
     }
-    write_history(dir, conda_file, interp, &py)?;
+    write_history(dir, conda_file, interp, &py, uv.as_ref())?;
     stage::strip_bytecode(dir)?;
 
     let phase = progress.phase("lifting");
@@ -352,7 +438,13 @@ fn post_install(spec: &BuildSpec, dir: &Path, phase: &progress::Phase) -> Result
 }
 
 /// `conda-meta/history`: what the environment was made from, like conda's.
-fn write_history(dir: &Path, conda_file: &Path, interp: &Interpreter, py: &Path) -> Result<()> {
+fn write_history(
+    dir: &Path,
+    conda_file: &Path,
+    interp: &Interpreter,
+    py: &Path,
+    uv: Option<&uv::Uv>,
+) -> Result<()> {
     let meta = dir.join("conda-meta");
     crate::paths::mkdir_all(&meta, 0o755)?;
     let mut text = format!(
@@ -362,15 +454,19 @@ fn write_history(dir: &Path, conda_file: &Path, interp: &Interpreter, py: &Path)
         interp.version,
         interp.source
     );
-    let out = pip::python_command(py)
-        .args([
-            "-m",
-            "pip",
-            "list",
-            "--format=freeze",
-            "--disable-pip-version-check",
-        ])
-        .output();
+    let out = match uv {
+        // An environment uv built may have no pip to ask.
+        Some(uv) => uv::list_command(uv, py).output(),
+        None => pip::python_command(py)
+            .args([
+                "-m",
+                "pip",
+                "list",
+                "--format=freeze",
+                "--disable-pip-version-check",
+            ])
+            .output(),
+    };
     if let Some(out) = out.ok().filter(|o| o.status.success()) {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some((n, v)) = line.split_once("==") {

@@ -138,6 +138,62 @@ pub fn bootstrap(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<()> {
     Ok(())
 }
 
+/// What `ensurepip` would install into the stage, as requirements for uv:
+/// the interpreter's bundled wheels (pip, and setuptools before 3.12)
+/// pinned to their versions, found in the returned directory (as named
+/// requirements, not wheel paths, so nothing records a direct URL), with
+/// the bundled pip replaced by the spec's pin when it does not satisfy its
+/// `pip=` entry (as [`install`] pins it after ensurepip).
+pub fn bundled_wheels(
+    stage: &Path,
+    interp: &super::Interpreter,
+    spec: &BuildSpec,
+) -> Result<(Vec<String>, PathBuf)> {
+    let bundled = stage.join(&interp.stdlib).join("ensurepip/_bundled");
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(&bundled)
+        .at(&bundled)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    wheels.sort();
+    let mut lines = Vec::new();
+    for w in wheels {
+        let name = w
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut parts = name.split('-');
+        let (project, version) = (parts.next().unwrap_or(""), parts.next());
+        let Some(version) = version else { continue };
+        if project == "pip" && !spec.pip_constraint.is_any() {
+            let version = Version::parse(version);
+            let fits = version.is_some_and(|v| spec.pip_constraint.matches(&v));
+            if !fits {
+                let pin = spec.pip_constraint.to_pip("pip").map_err(|e| {
+                    let at = spec.pip_entry.as_ref().map(|r| r.at()).unwrap_or_default();
+                    Error::bad_input(&spec.file, format!("{at}: {e}"))
+                })?;
+                lines.push(pin);
+                continue;
+            }
+        }
+        lines.push(format!("{project}=={version}"));
+    }
+    if lines.is_empty() {
+        return Err(Error::unavailable(
+            format!(
+                "{}: no pip wheel bundled with {}",
+                spec.file.display(),
+                interp.describe()
+            ),
+            "use a CPython that ships ensurepip (pyenv and uv ones do)",
+        ));
+    }
+    Ok((lines, bundled))
+}
+
 /// The version `python -m pip --version` reports.
 pub fn pip_version(py: &Path) -> Option<Version> {
     let out = python_command(py)
@@ -194,7 +250,8 @@ pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<usize> {
     Ok(lines.len())
 }
 
-const NETWORK_MARKERS: &[&str] = &[
+/// Lines of pip's (and uv's) output that mean the index was not reached.
+pub(crate) const NETWORK_MARKERS: &[&str] = &[
     "NewConnectionError",
     "Failed to establish a new connection",
     "Temporary failure in name resolution",
@@ -206,6 +263,10 @@ const NETWORK_MARKERS: &[&str] = &[
     "Network is unreachable",
     "Connection refused",
     "connection broken by",
+    // uv
+    "error sending request",
+    "tcp connect error",
+    "dns error",
 ];
 
 /// The requirement text pip complains about in `line`, if any.
@@ -280,7 +341,7 @@ pub fn classify_failure(log: &str, spec: &BuildSpec, lines: &[String]) -> Error 
     Error::bad_input(file, format!("{at}: pip install failed ({errors})"))
 }
 
-fn shorten(s: &str, n: usize) -> String {
+pub(crate) fn shorten(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

@@ -1,6 +1,7 @@
-//! What a build shows while it works: one spinner per phase on a terminal,
-//! nothing when stderr is not a terminal, NO_COLOR is set or `-q` was given
-//! (`logging::decorations`).
+//! What a build shows while it works: one spinner per phase on a terminal
+//! (its latest line and the elapsed time); otherwise (stderr not a
+//! terminal, or NO_COLOR: `logging::decorations`) one line per finished
+//! phase; nothing with `-q`.
 //! Each phase is also an info-level `tracing` span, so `-v` times it.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -48,6 +49,7 @@ impl Progress {
         };
         Phase {
             bar,
+            lines: self.bars.is_none() && !self.quiet,
             what: what.to_string(),
             start: Instant::now(),
             done: false,
@@ -70,6 +72,8 @@ impl Progress {
 /// One phase; dropping it unfinished marks it failed.
 pub struct Phase {
     bar: ProgressBar,
+    /// No spinner: a line on stderr when the phase ends.
+    lines: bool,
     what: String,
     start: Instant,
     done: bool,
@@ -86,6 +90,13 @@ impl Phase {
         self.done = true;
         let took = self.start.elapsed();
         tracing::info!("{}: {summary} ({:.1?})", self.what, took);
+        if self.lines {
+            eprintln!(
+                "vhrun: {}: {summary} ({:.1}s)",
+                self.what,
+                took.as_secs_f64()
+            );
+        }
         if !self.bar.is_hidden() {
             self.bar.set_style(
                 ProgressStyle::with_template("✔ {prefix:.bold} {msg}")

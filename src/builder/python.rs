@@ -1,7 +1,9 @@
 //! Finding a local CPython for a spec's `python` constraint: `--python PATH`
 //! alone when given; otherwise every interpreter on PATH, under pyenv
-//! (`$PYENV_ROOT/versions/*`) and uv (`uv python install`), the highest
-//! version that satisfies the constraint winning.
+//! (`$PYENV_ROOT/versions/*`) and uv (`uv python install`, and rcc's uv
+//! Python cache `$ROBOCORP_HOME/uvpython`), the highest version that
+//! satisfies the constraint winning (for rcc's uv-native specs, uv's own
+//! interpreter of the exact version first, as rcc takes it from there).
 
 use super::spec::BuildSpec;
 use super::version::{Constraint, Version};
@@ -202,8 +204,9 @@ fn home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Interpreters to probe, in source order, without duplicates.
-pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
+/// Interpreters to probe, in source order, without duplicates; `uv_roots`
+/// are more directories of uv-managed interpreters (`cpython-X.Y.Z-*`).
+pub fn candidates(explicit: Option<&Path>, uv_roots: &[PathBuf]) -> Vec<(PathBuf, Source)> {
     if let Some(p) = explicit {
         // A prefix directory is as good as its interpreter.
         let exe = if p.is_dir() {
@@ -256,10 +259,13 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
                 .map(|d| PathBuf::from(d).join("uv/python"))
         })
         .or_else(|| home().map(|h| h.join(".local/share/uv/python")));
-    for (root, source) in [
+    let roots = [
         (pyenv_root.map(|r| r.join("versions")), Source::Pyenv),
         (uv_root, Source::Uv),
-    ] {
+    ]
+    .into_iter()
+    .chain(uv_roots.iter().map(|r| (Some(r.clone()), Source::Uv)));
+    for (root, source) in roots {
         let Some(root) = root else { continue };
         let Ok(rd) = std::fs::read_dir(&root) else {
             continue;
@@ -274,8 +280,8 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, Source)> {
 }
 
 /// Probe every candidate (in parallel: each is a process start).
-pub fn discover(explicit: Option<&Path>) -> (Vec<Interpreter>, Vec<String>) {
-    let cands = candidates(explicit);
+pub fn discover(explicit: Option<&Path>, uv_roots: &[PathBuf]) -> (Vec<Interpreter>, Vec<String>) {
+    let cands = candidates(explicit, uv_roots);
     let results: Vec<std::result::Result<Interpreter, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = cands
             .iter()
@@ -299,22 +305,30 @@ pub fn discover(explicit: Option<&Path>) -> (Vec<Interpreter>, Vec<String>) {
     (found, failures)
 }
 
-fn best<'a>(found: &'a [Interpreter], c: &Constraint) -> Option<&'a Interpreter> {
+fn best<'a>(found: &'a [Interpreter], c: &Constraint, prefer_uv: bool) -> Option<&'a Interpreter> {
     found
         .iter()
         .filter(|i| i.unusable.is_none() && c.matches(&i.version))
-        // highest version; on a tie the earlier source
+        // highest version; on a tie uv's (uv-native) or the earlier source
         .max_by(|a, b| {
             a.version
                 .cmp(&b.version)
+                .then_with(|| {
+                    (prefer_uv && a.source == Source::Uv)
+                        .cmp(&(prefer_uv && b.source == Source::Uv))
+                })
                 .then_with(|| b.source.cmp(&a.source))
         })
 }
 
 /// Choose the interpreter for `spec`, or say which spec line cannot be met
 /// and what was found.
-pub fn select(spec: &BuildSpec, explicit: Option<&Path>) -> Result<Selection> {
-    let (found, failures) = discover(explicit);
+pub fn select(
+    spec: &BuildSpec,
+    explicit: Option<&Path>,
+    uv_roots: &[PathBuf],
+) -> Result<Selection> {
+    let (found, failures) = discover(explicit, uv_roots);
     select_from(spec, &found, &failures, explicit)
 }
 
@@ -325,13 +339,14 @@ pub fn select_from(
     explicit: Option<&Path>,
 ) -> Result<Selection> {
     let c = &spec.python_constraint;
-    if let Some(i) = best(found, c) {
+    let prefer_uv = spec.is_uv_native();
+    if let Some(i) = best(found, c, prefer_uv) {
         return Ok(Selection {
             interpreter: i.clone(),
             relaxed: false,
         });
     }
-    if let Some(i) = c.relaxed().as_ref().and_then(|r| best(found, r)) {
+    if let Some(i) = c.relaxed().as_ref().and_then(|r| best(found, r, prefer_uv)) {
         return Ok(Selection {
             interpreter: i.clone(),
             relaxed: true,

@@ -78,6 +78,12 @@ pub struct BuildSpec {
     /// pip requirements: the pip section, plus conda packages that pip installs
     /// equally well (setuptools, wheel), translated to pip specifiers.
     pub pip: Vec<Requirement>,
+    /// The conda `uv` entry, if any: rcc installs the pip layer with that
+    /// uv, and with no `channels:` it is rcc's uv-native mode.
+    pub uv_entry: Option<Requirement>,
+    pub uv_constraint: Constraint,
+    /// The conda entries that became pip requirements (setuptools, wheel), as written.
+    pub conda_via_pip: Vec<Requirement>,
     /// Other conda packages: only rcc (micromamba) can install them.
     pub conda_extra: Vec<Requirement>,
     /// `rccPostInstall` / package.yaml `post-install` commands.
@@ -243,6 +249,9 @@ impl BuildSpec {
             pip_entry: None,
             pip_constraint: Constraint::any(),
             pip: Vec::new(),
+            uv_entry: None,
+            uv_constraint: Constraint::any(),
+            conda_via_pip: Vec::new(),
             conda_extra: Vec::new(),
             post_install: Vec::new(),
         };
@@ -268,6 +277,10 @@ impl BuildSpec {
                     spec.pip_constraint = constraint(&req)?;
                     spec.pip_entry = Some(req);
                 }
+                "uv" => {
+                    spec.uv_constraint = constraint(&req)?;
+                    spec.uv_entry = Some(req);
+                }
                 n if VIA_PIP.contains(&n) => {
                     let pip = constraint(&req)?
                         .to_pip(n)
@@ -276,6 +289,7 @@ impl BuildSpec {
                         text: pip,
                         line: req.line,
                     });
+                    spec.conda_via_pip.push(req);
                 }
                 _ => spec.conda_extra.push(req),
             }
@@ -293,6 +307,50 @@ impl BuildSpec {
             });
         }
         Ok(spec)
+    }
+
+    /// rcc's uv-native mode (`IsUvNative`): no `channels:` at all, and both
+    /// `python` and `uv` among the conda dependencies. No micromamba: the
+    /// interpreter is a copied CPython, the pip layer is installed with uv.
+    pub fn is_uv_native(&self) -> bool {
+        self.channels.is_empty() && self.python.is_some() && self.uv_entry.is_some()
+    }
+
+    /// rcc's `ValidateUvNative`: versions for python and uv, and no other
+    /// conda dependency (rcc's message, with the line).
+    pub fn validate_uv_native(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::bad_input(&self.file, msg));
+        if let Some(py) = &self.python {
+            if self.python_constraint.is_any() {
+                return bad(format!(
+                    "{}: uv-native mode (no channels) requires an exact python version (e.g. python=3.12.8)",
+                    py.at()
+                ));
+            }
+        }
+        if let Some(uv) = &self.uv_entry {
+            if self.uv_constraint.is_any() {
+                return bad(format!(
+                    "{}: uv-native mode (no channels) requires a uv version (e.g. uv=0.9.22)",
+                    uv.at()
+                ));
+            }
+        }
+        // setuptools / wheel conda entries became pip requirements; rcc
+        // refuses them as conda dependencies all the same.
+        let other = self
+            .pip_entry
+            .iter()
+            .chain(&self.conda_via_pip)
+            .chain(&self.conda_extra)
+            .min_by_key(|r| r.line);
+        if let Some(r) = other {
+            return bad(format!(
+                "{}: uv-native mode (no channels) only supports python and uv as conda dependencies; add `channels: [conda-forge]` if you need conda packages",
+                r.at()
+            ));
+        }
+        Ok(())
     }
 
     /// `file: line 4: `nodejs=18`, line 5: `...`` for the needs-rcc message.
@@ -382,9 +440,56 @@ mod tests {
         let raw = "dependencies:\n  conda-forge:\n  - python=3.10.12\n  - uv=0.4\n  pypi:\n  - requests=2.32.3\n";
         let s = BuildSpec::parse(Path::new("/r/package.yaml"), raw).unwrap();
         assert_eq!(s.python.unwrap().line, Some(3));
-        assert_eq!(s.conda_extra[0].text, "uv=0.4");
+        assert!(s.conda_extra.is_empty());
+        assert_eq!(s.uv_entry.unwrap().line, Some(4));
+        // package.yaml always has conda-forge: never uv-native.
+        assert_eq!(s.channels, ["conda-forge"]);
         assert_eq!(s.pip[0].text, "requests==2.32.3");
         assert_eq!(s.pip[0].line, Some(6));
+    }
+
+    #[test]
+    fn uv_native_is_rccs_no_channels_python_and_uv() {
+        let p = Path::new("/r/conda.yaml");
+        let native = "dependencies:\n- python=3.12.8\n- uv=0.9.22\n- pip:\n  - requests==2.32.3\n";
+        let s = BuildSpec::parse(p, native).unwrap();
+        assert!(s.is_uv_native());
+        s.validate_uv_native().unwrap();
+        assert!(s.conda_extra.is_empty());
+        assert_eq!(s.pip.len(), 1);
+
+        let with_channels = format!("channels:\n- conda-forge\n{native}");
+        let s = BuildSpec::parse(p, &with_channels).unwrap();
+        assert!(!s.is_uv_native());
+        assert!(s.uv_entry.is_some() && s.conda_extra.is_empty());
+
+        let no_uv = "dependencies:\n- python=3.12.8\n";
+        assert!(!BuildSpec::parse(p, no_uv).unwrap().is_uv_native());
+
+        let extra = "dependencies:\n- python=3.12.8\n- uv=0.9.22\n- pip=24.0\n- nodejs=18\n";
+        let e = BuildSpec::parse(p, extra)
+            .unwrap()
+            .validate_uv_native()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/r/conda.yaml: line 4: `pip=24.0`: uv-native"),
+            "{e}"
+        );
+        assert!(e.contains("channels: [conda-forge]"), "{e}");
+
+        let loose = "dependencies:\n- python\n- uv=0.9.22\n";
+        let e = BuildSpec::parse(p, loose)
+            .unwrap()
+            .validate_uv_native()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "line 2: `python`: uv-native mode (no channels) requires an exact python version"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

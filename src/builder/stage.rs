@@ -331,3 +331,15 @@ mod tests {
         assert!(!p.exists());
     }
 }
+
+/// Remove PEP 668's `EXTERNALLY-MANAGED` from the staged standard library
+/// (`stdlib` relative to the prefix): uv-managed and distribution CPythons
+/// carry it, and neither pip nor uv would install into the copy otherwise.
+pub fn remove_externally_managed(stage: &Path, stdlib: &Path) -> Result<()> {
+    let marker = stage.join(stdlib).join("EXTERNALLY-MANAGED");
+    match std::fs::remove_file(&marker) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&marker, e)),
+    }
+}

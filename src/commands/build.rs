@@ -10,9 +10,11 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<i32> {
     let robot = crate::paths::absolute(&args.robot);
     let conda = builder::robot_conda_file(&robot)?;
     let progress = Progress::new(global.quiet);
+    let switches = super::switches::Switches::from_env();
     let opts = BuildOptions {
         python: args.python.clone(),
-        rcc: super::switches::Switches::from_env().build_rcc(),
+        uv: switches.uv(),
+        rcc: switches.build_rcc(),
         space: args.space.clone(),
         controller: args.controller.clone(),
     };

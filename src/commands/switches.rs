@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct Switches {
     /// `VHRUN_RCC`: the rcc that builds environments (empty: none).
     pub rcc: Option<OsString>,
+    /// `VHRUN_UV=off|PATH`: the builder's pip layer with pip, or this uv.
+    pub uv: Option<OsString>,
     /// `VHRUN_IMAGE=off`: never mount a kernel image.
     pub image: Option<OsString>,
     /// `VHRUN_SERVER=off`: a FUSE mount per run, no warm server.
@@ -42,6 +44,7 @@ impl Switches {
         let var = std::env::var_os;
         Switches {
             rcc: var("VHRUN_RCC"),
+            uv: var("VHRUN_UV"),
             image: var("VHRUN_IMAGE"),
             server: var("VHRUN_SERVER"),
             server_idle: var("VHRUN_SERVER_IDLE"),
@@ -84,6 +87,11 @@ impl Switches {
     }
 
     /// The rcc `vhrun build` hands environments to, if any.
+    /// How the builder installs a pip layer (`VHRUN_UV`).
+    pub fn uv(&self) -> crate::builder::uv::Choice {
+        crate::builder::uv::Choice::parse(self.uv.as_deref())
+    }
+
     pub fn build_rcc(&self) -> Option<PathBuf> {
         crate::rcc::for_builds(self.rcc.as_deref(), std::env::var_os("PATH").as_deref())
     }
