@@ -307,6 +307,15 @@ fn inspect_stage(dir: &Path, locations: &Locations, bp: &builder::Blueprint) {
     assert!(!dir.join("lib/python3.11/test").exists());
 }
 
+/// `vhrun: copying CPython: 1312 files, 57.6 MB (0.4s)`: a finished
+/// build phase, as printed off a terminal.
+fn is_phase_line(l: &str) -> bool {
+    l.rsplit_once(" (").is_some_and(|(_, t)| {
+        t.strip_suffix("s)")
+            .is_some_and(|secs| secs.parse::<f64>().is_ok())
+    })
+}
+
 fn expect_failure(o: &Output, code: i32) -> String {
     let (stdout, stderr) = text(o);
     assert_eq!(
@@ -317,7 +326,9 @@ fn expect_failure(o: &Output, code: i32) -> String {
     assert_eq!(
         stderr
             .lines()
-            .filter(|l| l.starts_with("vhrun: ") && !l.starts_with("vhrun: building"))
+            .filter(|l| l.starts_with("vhrun: ")
+                && !l.starts_with("vhrun: building")
+                && !is_phase_line(l))
             .count(),
         1,
         "one error line expected: {stderr}"
@@ -952,4 +963,293 @@ fn gc_does_not_reach_into_a_mount_inside_a_run_dir() {
     assert!(stdout.contains("precious"), "{stdout}");
     assert!(stderr.contains("mounted inside; left alone"), "{stderr}");
     assert!(run_old.exists());
+}
+
+// ---------------------------------------------------------------- uv ----
+
+/// `name==version` of every distribution installed in a staged
+/// environment's site-packages (its `*.dist-info` directories), sorted.
+fn installed(stage: &Path) -> Vec<String> {
+    let site = stage.join("lib/python3.11/site-packages");
+    let mut out: Vec<String> = std::fs::read_dir(&site)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let stem = n.strip_suffix(".dist-info")?;
+            let (name, version) = stem.rsplit_once('-')?;
+            Some(format!(
+                "{}=={version}",
+                name.to_lowercase().replace(['_', '.'], "-")
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// No file of the stage is a hard link (uv's cache would be its other
+/// name) and no symlink leads out of it.
+fn assert_self_contained(stage: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    fn walk_all(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            out.push(e.path());
+            if e.file_type().unwrap().is_dir() {
+                walk_all(&e.path(), out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk_all(stage, &mut all);
+    for p in all {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            let resolved = p.parent().unwrap().join(&t);
+            assert!(
+                t.is_relative() && vhrun::paths::clean(&resolved).starts_with(stage),
+                "{} -> {} leaves the environment",
+                p.display(),
+                t.display()
+            );
+        } else if m.is_file() {
+            assert_eq!(m.nlink(), 1, "{} is hard-linked", p.display());
+        }
+    }
+}
+
+/// Build `conda` in-process with `uv`, returning the packages the stage
+/// held (checked self-contained when `uv` may use uv).
+fn build_listing(h: &Homes, conda: &Path, uv: builder::uv::Choice) -> Vec<String> {
+    let locations = h.locations();
+    let bp = builder::blueprint_of(conda).unwrap();
+    let seen = RefCell::new(Vec::new());
+    let own = builder::OwnBuild {
+        python: None,
+        uv: uv.clone(),
+    };
+    builder::build_own(
+        &locations,
+        conda,
+        &bp,
+        &own,
+        &Progress::hidden(),
+        &|| None,
+        &|dir, _| {
+            if uv != builder::uv::Choice::Off {
+                assert_self_contained(dir);
+            }
+            *seen.borrow_mut() = installed(dir);
+            Ok("lifted-key".into())
+        },
+    )
+    .unwrap();
+    seen.into_inner()
+}
+
+#[test]
+fn uv_and_pip_install_the_same_packages() {
+    require_python311();
+    let h = Homes::new();
+    // Pins and a resolved tree (requests' four dependencies are unpinned),
+    // a C extension, a console script, and pip itself from the spec.
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip=23.2.1\n- pip:\n  - requests==2.32.3\n  - markupsafe==3.0.2\n  - wheel==0.45.1\n",
+    );
+    let conda = r.parent().unwrap().join("conda.yaml");
+    let with_pip = build_listing(&h, &conda, builder::uv::Choice::Off);
+    let with_uv = build_listing(&h, &conda, builder::uv::Choice::Auto);
+    assert!(
+        with_pip.iter().any(|p| p == "pip==23.2.1")
+            && with_pip.iter().any(|p| p == "requests==2.32.3"),
+        "{with_pip:?}"
+    );
+    assert!(with_pip.len() >= 9, "{with_pip:?}");
+    assert_eq!(with_uv, with_pip);
+    // The uv it used was bootstrapped into vhrun's home, once.
+    let uvs: Vec<_> = std::fs::read_dir(h.vhrun().join("uv"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("uv"))
+        .collect();
+    assert_eq!(uvs.len(), 1, "{uvs:?}");
+    assert!(vhrun::paths::is_executable(&uvs[0]));
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
+}
+
+#[test]
+fn uv_failures_name_the_spec_line_as_pips_do() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - six==1.17.0\n  - vhrun-no-such-package-xyz==1.0\n",
+    );
+    for uv in ["off", "auto"] {
+        let o = run(h
+            .vhrun_cmd(&["build", "-r", r.to_str().unwrap()])
+            .env("VHRUN_UV", uv));
+        let err = expect_failure(&o, 65);
+        assert!(
+            err.contains("conda.yaml: pip requirement line 7: `vhrun-no-such-package-xyz==1.0`: no such package or version"),
+            "VHRUN_UV={uv}: {err}"
+        );
+        let installer = if uv == "off" {
+            "pip layer with pip"
+        } else {
+            "pip layer with uv "
+        };
+        assert!(err.contains(installer), "VHRUN_UV={uv}: {err}");
+        assert!(
+            h.holotree_entries().is_empty(),
+            "{:?}",
+            h.holotree_entries()
+        );
+    }
+    // A uv the spec pins that cannot be had is an error naming the line.
+    let r = robot(
+        &h.tmp.path().join("pinned"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- uv=0.0.0\n- pip:\n  - six==1.17.0\n",
+    );
+    let o = run(h.vhrun_cmd(&["build", "-r", r.to_str().unwrap()]));
+    let err = expect_failure(&o, 69);
+    assert!(
+        err.contains("line 5: `uv=0.0.0`: no uv of that version"),
+        "{err}"
+    );
+    assert!(h.locations().own_hololib().catalogs().is_empty());
+}
+
+/// The task of the uv-native robot: the environment is the space, its C
+/// extension loads, its console script's shebang was relocated, it was
+/// built as rcc's uv-native builds are (marker, no pip).
+const UV_NATIVE_CHECK: &str = r#"import importlib.util, os, subprocess, sys
+import markupsafe._speedups
+assert os.path.isfile(os.path.join(sys.prefix, ".rcc_uv_prefix")), "no uv-native marker"
+assert importlib.util.find_spec("pip") is None, "uv-native environments have no pip"
+wheel = subprocess.run(["wheel", "version"], capture_output=True, text=True, check=True).stdout.strip()
+print("prefix", sys.prefix, "executable", sys.executable, "wheel", wheel)
+"#;
+
+#[test]
+fn a_uv_native_robot_builds_without_rcc_and_runs_from_the_tree_the_image_and_a_copy() {
+    require_python311();
+    let h = Homes::new();
+    let (found, _) = builder::python::discover(None, &[]);
+    let py = found
+        .iter()
+        .filter(|i| i.unusable.is_none() && i.version.minor() == (3, 11))
+        .map(|i| i.version.to_string())
+        .max()
+        .unwrap();
+    let dir = h.tmp.path().join("native");
+    let r = robot(
+        &dir,
+        &format!("dependencies:\n- python={py}\n- uv=0.9.22\n- pip:\n  - markupsafe==3.0.2\n  - wheel==0.45.1\n"),
+    );
+    std::fs::write(dir.join("check.py"), UV_NATIVE_CHECK).unwrap();
+    std::fs::write(
+        dir.join("robot.yaml"),
+        "tasks:\n  t:\n    shell: python check.py\ncondaConfigFile: conda.yaml\nartifactsDir: output\n",
+    )
+    .unwrap();
+    // No rcc anywhere: not named, not on PATH.
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    for d in std::env::split_paths(path) {
+        assert!(!d.join("rcc").exists(), "{} has an rcc", d.display());
+    }
+    let robot_arg = r.to_str().unwrap();
+    let vh = |args: &[&str]| {
+        let mut c = h.vhrun_cmd(args);
+        c.env("PATH", path).env("VHRUN_RCC", "");
+        c
+    };
+    // The blueprint is rcc's: the same text, so the same hash rcc computes
+    // (tests/blueprint.rs holds the interop check against the real rcc).
+    let bp = builder::blueprint_of(&dir.join("conda.yaml")).unwrap();
+    assert!(bp.text.contains("uv="), "{}", bp.text);
+
+    let stats = h.tmp.path().join("stats.json");
+    let read_stats = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap()
+    };
+    // First run: builds (uv-native, pip layer with uv 0.9.22), then runs
+    // over the FUSE tree (VHRUN_IMAGE=off in these homes).
+    let o = run(vh(&[
+        "run",
+        "-r",
+        robot_arg,
+        "-t",
+        "t",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("(rcc's uv-native mode)"), "{err}");
+    assert!(err.contains("pip layer with uv 0.9.22"), "{err}");
+    for phase in [
+        "finding CPython:",
+        "copying CPython:",
+        "uv pip install:",
+        "lifting:",
+    ] {
+        assert!(
+            err.contains(&format!("vhrun: {phase}")),
+            "no line for {phase}: {err}"
+        );
+    }
+    let space_line = |out: &str| -> String {
+        let l = out
+            .lines()
+            .find(|l| l.starts_with("prefix "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(l.ends_with("wheel 0.45.1"), "{l}");
+        l.to_string()
+    };
+    let first = space_line(&out);
+    assert!(read_stats()["image"].is_null(), "{}", read_stats());
+
+    // The kernel image (root only: rootless runs never use one).
+    if nix::unistd::geteuid().is_root() {
+        let o = run(vh(&["prepare", "-r", robot_arg]).env_remove("VHRUN_IMAGE"));
+        assert!(o.status.success(), "{:?}", text(&o));
+        let o = run(vh(&[
+            "run",
+            "-r",
+            robot_arg,
+            "-t",
+            "t",
+            "--stats-json",
+            stats.to_str().unwrap(),
+        ])
+        .env_remove("VHRUN_IMAGE"));
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        assert_eq!(space_line(&out), first);
+        assert!(read_stats()["image"].is_string(), "{}", read_stats());
+    }
+
+    // A restored copy (relocated for real: shebangs, RPATHs).
+    let o = run(vh(&[
+        "run",
+        "--mode",
+        "copy",
+        "-r",
+        robot_arg,
+        "-t",
+        "t",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(space_line(&out), first);
+    assert_eq!(read_stats()["mode"], "copy", "{}", read_stats());
 }
