@@ -1253,3 +1253,72 @@ fn a_uv_native_robot_builds_without_rcc_and_runs_from_the_tree_the_image_and_a_c
     assert_eq!(space_line(&out), first);
     assert_eq!(read_stats()["mode"], "copy", "{}", read_stats());
 }
+
+/// The blueprint hash of a uv-native and a uv-with-channels conda.yaml is
+/// the one the real rcc computes: vhrun's build lands under rcc's name.
+#[test]
+#[ignore = "interop: needs the real rcc in ../shared/tools/rcc"]
+fn uv_specs_hash_as_the_real_rcc_hashes_them() {
+    let rcc = common::shared_tool("rcc");
+    let h = Homes::new();
+    for (name, conda) in [
+        (
+            "native",
+            "dependencies:\n- python=3.12.8\n- uv=0.9.22\n- pip:\n  - requests==2.32.3\n",
+        ),
+        (
+            "channels",
+            "channels:\n- conda-forge\ndependencies:\n- python=3.12\n- uv=0.9.22\n- pip:\n  - requests==2.32.3\n",
+        ),
+    ] {
+        let r = robot(&h.tmp.path().join(name), conda);
+        let conda = r.parent().unwrap().join("conda.yaml");
+        let ours = builder::blueprint_of(&conda).unwrap();
+        let out = run(Command::new(&rcc)
+            .args(["holotree", "hash", "--bundled", "--json"])
+            .arg(&conda)
+            .env("ROBOCORP_HOME", h.robocorp())
+            .env("HOME", h.home()));
+        assert!(out.status.success(), "{:?}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["hash"].as_str(), Some(ours.hash.as_str()), "{name}");
+    }
+}
+
+/// Two first runs of one new robot at once: one builds, the other waits
+/// for it and reuses its catalog.
+#[test]
+fn concurrent_first_builds_of_a_new_robot_build_once() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - six==1.17.0\n",
+    );
+    let robot_arg = r.to_str().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            h.vhrun_cmd(&["build", "-r", robot_arg])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{:?}", text(o));
+    }
+    let keys: Vec<String> = outs.iter().map(|o| text(o).0.trim().to_string()).collect();
+    assert_eq!(keys[0], keys[1]);
+    let built = outs
+        .iter()
+        .filter(|o| text(o).1.contains("vhrun: building environment"))
+        .count();
+    assert_eq!(built, 1, "{:?}", outs.iter().map(text).collect::<Vec<_>>());
+    assert_eq!(h.locations().own_hololib().catalogs(), [keys[0].clone()]);
+    assert!(h.holotree_entries().is_empty(), "{:?}", h.holotree_entries());
+}
