@@ -1320,5 +1320,9 @@ fn concurrent_first_builds_of_a_new_robot_build_once() {
         .count();
     assert_eq!(built, 1, "{:?}", outs.iter().map(text).collect::<Vec<_>>());
     assert_eq!(h.locations().own_hololib().catalogs(), [keys[0].clone()]);
-    assert!(h.holotree_entries().is_empty(), "{:?}", h.holotree_entries());
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
 }

@@ -420,6 +420,16 @@ pub fn run_checks(locations: &Locations, rcc: Option<&Path>) -> Report {
     ));
     checks.extend(python_checks());
     checks.push(check(
+        "uv",
+        true,
+        false,
+        match builder::uv::at_hand(locations) {
+            Some(uv) => format!("{} (the builder's pip layer; VHRUN_UV=off: pip)", uv.describe()),
+            None => "none yet: the first build bootstraps one from the package index (VHRUN_UV=off: pip)".into(),
+        },
+        "",
+    ));
+    checks.push(check(
         "rcc",
         rcc.is_some(),
         false,

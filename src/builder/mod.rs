@@ -268,7 +268,9 @@ pub fn build_own(
     let uv_pythons = [locations.robocorp_home.join("uvpython")];
     let phase = progress.phase("finding CPython");
     let mut sel = python::select(&spec, python, &uv_pythons)?;
+    phase.finish(&sel.interpreter.describe());
     // The interpreter's pip bootstraps uv when no uv binary is at hand.
+    let phase = progress.phase("finding uv");
     let uv = uv::find(
         &own.uv,
         &spec,
@@ -276,19 +278,31 @@ pub fn build_own(
         &sel.interpreter.executable,
         &phase,
     )?;
+    phase.finish(&match &uv {
+        Some(uv) => uv.describe(),
+        None => "none: pip installs the pip layer".to_string(),
+    });
     if let (true, Some(uv), None) = (native, &uv, python) {
         if sel.relaxed || sel.interpreter.source != python::Source::Uv {
             // rcc's uv-native build: the exact CPython from uv, if uv can get it.
             let wanted = spec.python_constraint.text().trim_start_matches('=');
-            phase.set_message(&format!("uv python install {wanted}"));
+            let phase = progress.phase(&format!("uv python install {wanted}"));
             match uv::python_install(uv, wanted, &uv_pythons[0]) {
-                Ok(()) => sel = python::select(&spec, python, &uv_pythons)?,
-                Err(why) => tracing::info!("{why}"),
+                Ok(()) => {
+                    sel = python::select(&spec, python, &uv_pythons)?;
+                    phase.finish(&sel.interpreter.describe());
+                }
+                Err(why) => {
+                    tracing::info!("{why}");
+                    phase.finish(&format!(
+                        "not available, using {}",
+                        sel.interpreter.describe()
+                    ));
+                }
             }
         }
     }
     let interp = &sel.interpreter;
-    phase.finish(&interp.describe());
     let installer = match &uv {
         Some(uv) => uv.describe(),
         None => "pip".to_string(),

@@ -104,6 +104,32 @@ fn on_path() -> Option<PathBuf> {
         .find(|p| crate::paths::is_executable(p))
 }
 
+/// A uv this machine has now, without bootstrapping one (`vhrun doctor`):
+/// on PATH, else the highest in rcc's or vhrun's cache.
+pub fn at_hand(locations: &Locations) -> Option<Uv> {
+    if let Some(path) = on_path() {
+        if let Some(version) = version_of(&path) {
+            return Some(Uv {
+                path,
+                version,
+                found: "PATH",
+            });
+        }
+    }
+    [
+        (locations.robocorp_home.join("uv"), "rcc's cache"),
+        (locations.home.uv(), "vhrun's cache"),
+    ]
+    .into_iter()
+    .flat_map(|(root, found)| cached(&root).into_iter().map(move |(v, p)| (v, p, found)))
+    .max_by(|a, b| a.0.cmp(&b.0))
+    .map(|(version, path, found)| Uv {
+        path,
+        version,
+        found,
+    })
+}
+
 /// The uv a build of `spec` installs its pip layer with; `None`: pip.
 /// `python` is the interpreter whose pip bootstraps uv when no binary is
 /// at hand. A spec that pins `uv=` gets a uv of that version or an error;
