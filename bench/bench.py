@@ -1045,10 +1045,10 @@ def main():
     table = tables(data)
     print(table)
     if args.write or not (args.no_write or quick):
-        # bench/copy.sh and bench/remote.sh own their sections (the file's tail): keep them across rewrites.
+        # bench/copy.sh, bench/remote.sh and bench/build.sh own their sections (the file's tail): keep them across rewrites.
         out = REPO / "BENCHMARKS.md"
         old = out.read_text() if out.exists() else ""
-        owned = [old.find(h) for h in ("\n## Copy mode", "\n## Fleets: rccremote") if h in old]
+        owned = [old.find(h) for h in ("\n## Copy mode", "\n## Fleets: rccremote", "\n## First run of a new robot") if h in old]
         kept = old[min(owned):] if owned else ""
         out.write_text(benchmarks_md(data, table).rstrip("\n") + "\n" + kept)
         svg = REPO / "bench" / "ratios.svg"
