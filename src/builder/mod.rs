@@ -53,8 +53,15 @@ pub fn robot_conda_file(robot_yaml: &Path) -> Result<PathBuf> {
 
 /// Lift a staged environment into `hololib` (vhrun's own, for its builds)
 /// under the blueprint of `blueprint_file`; returns the catalog key. The
-/// stage already holds `identity.yaml`, written by the builder.
-pub fn lift_staged(dir: &Path, blueprint_file: &Path, hololib: &Hololib) -> Result<String> {
+/// stage already holds `identity.yaml`, written by the builder. Its files
+/// without rewrite offsets become the decoded entries of `blobs` (hard
+/// links: the stage is removed next), so the first run decodes nothing.
+pub fn lift_staged(
+    dir: &Path,
+    blueprint_file: &Path,
+    hololib: &Hololib,
+    blobs: &Path,
+) -> Result<String> {
     let bp = blueprint_of(blueprint_file)?;
     let lifted = crate::hololib::lift::lift(
         hololib,
@@ -67,6 +74,32 @@ pub fn lift_staged(dir: &Path, blueprint_file: &Path, hololib: &Hololib) -> Resu
             progress: false,
         },
     )?;
+    // Hard links stay on one filesystem: a stage in memory is not adopted.
+    use std::os::unix::fs::MetadataExt;
+    crate::paths::mkdir_all(blobs, 0o750)?;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(dir).is_none() || dev(dir) != dev(blobs) {
+        return Ok(lifted.key);
+    }
+    let cache = crate::lower::blobcache::BlobCache::new(hololib.clone(), blobs);
+    let _s = tracing::info_span!("lift.seed_blob_cache").entered();
+    fn adopt(
+        cache: &crate::lower::blobcache::BlobCache,
+        d: &crate::hololib::catalog::Dir,
+        at: &Path,
+    ) {
+        for (name, f) in &d.files {
+            if f.symlink.is_empty() && f.rewrite.is_empty() && f.size > 0 {
+                cache.adopt(&f.digest, f.size as u64, &at.join(name));
+            }
+        }
+        for (name, sub) in &d.dirs {
+            if sub.symlink.is_empty() {
+                adopt(cache, sub, &at.join(name));
+            }
+        }
+    }
+    adopt(&cache, &lifted.catalog.tree, dir);
     Ok(lifted.key)
 }
 
@@ -115,6 +148,8 @@ pub struct BuildOptions {
     pub python: Option<PathBuf>,
     /// How vhrun's own builder installs the pip layer (`VHRUN_UV`).
     pub uv: uv::Choice,
+    /// vhrun's own builder stages in memory ([`OwnBuild::stage_in_memory`]).
+    pub stage_in_memory: bool,
     /// The rcc that builds environments it can (`crate::rcc::for_builds`);
     /// `None`: vhrun's own builder.
     pub rcc: Option<PathBuf>,
@@ -186,10 +221,11 @@ pub fn ensure_environment(
                 &OwnBuild {
                     python: opts.python.clone(),
                     uv: opts.uv.clone(),
+                    stage_in_memory: opts.stage_in_memory,
                 },
                 progress,
                 &exists,
-                &|dir, file| lift_staged(dir, file, &own),
+                &|dir, file| lift_staged(dir, file, &own, &locations.home.blobs()),
             )
         }
     }
@@ -217,6 +253,26 @@ pub struct OwnBuild {
     pub python: Option<PathBuf>,
     /// uv or pip for the pip layer.
     pub uv: uv::Choice,
+    /// Stage the environment on a tmpfs: the caller entered a mount
+    /// namespace of its own ([`enter_build_namespace`]).
+    pub stage_in_memory: bool,
+}
+
+/// Give this process (single-threaded, before the build starts) a mount
+/// namespace of its own (and a user namespace mapping the caller to
+/// itself when not root), so that vhrun's builder can stage in memory
+/// ([`OwnBuild::stage_in_memory`]). False when the machine refuses: the
+/// build stages on disk. Not for builds rcc does: rcc must see the real
+/// namespaces.
+pub fn enter_build_namespace() -> bool {
+    let id = crate::sandbox::Identity::current();
+    match crate::sandbox::namespaces::enter(&id) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!("staging builds on disk: {e}");
+            false
+        }
+    }
 }
 
 /// The marker rcc's uv-native builds leave in the environment; rcc's
@@ -333,8 +389,9 @@ pub fn build_own(
         &user_home_identity(locations.user_home.as_deref()),
         &blueprint.hash,
     );
-    let staging = stage::StagingDir::create(&locations.holotree, &name)?;
+    let staging = stage::StagingDir::create_in(&locations.holotree, &name, own.stage_in_memory)?;
     let dir = staging.path();
+    tracing::info!(stage = %dir.display(), in_memory = staging.in_memory(), "staging");
 
     let phase = progress.phase("copying CPython");
     let copied = stage::copy_prefix(interp, dir)?;

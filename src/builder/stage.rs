@@ -23,9 +23,35 @@ pub fn stage_name(user_home_identity: &str, blueprint: &str) -> String {
 #[derive(Debug)]
 pub struct StagingDir {
     path: PathBuf,
+    /// A tmpfs is mounted on it (the build's own mount namespace).
+    in_memory: bool,
 }
 
 impl StagingDir {
+    /// [`StagingDir::create`], with a tmpfs mounted on the directory when
+    /// `in_memory` (the caller is in a mount namespace of its own, which
+    /// every process of the build inherits): the environment is staged in
+    /// RAM, so installing it writes nothing to disk, lifting reads it from
+    /// memory and removing it is instant. Falls back to the disk when the
+    /// mount is refused.
+    pub fn create_in(parent: &Path, name: &str, in_memory: bool) -> Result<StagingDir> {
+        let mut stage = Self::create(parent, name)?;
+        if in_memory {
+            let mounted = nix::mount::mount(
+                Some("vhrun-stage"),
+                &stage.path,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("mode=0755"),
+            );
+            match mounted {
+                Ok(()) => stage.in_memory = true,
+                Err(e) => tracing::info!("staging on disk: tmpfs at {}: {e}", stage.path.display()),
+            }
+        }
+        Ok(stage)
+    }
+
     /// Create `parent/name`, replacing a leftover of a build that was killed
     /// (the caller holds the blueprint's build lock, so nobody else uses it).
     pub fn create(parent: &Path, name: &str) -> Result<StagingDir> {
@@ -39,16 +65,29 @@ impl StagingDir {
             .mode(0o755)
             .create(&path)
             .at(&path)?;
-        Ok(StagingDir { path })
+        Ok(StagingDir {
+            path,
+            in_memory: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    pub fn in_memory(&self) -> bool {
+        self.in_memory
+    }
 }
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
+        if self.in_memory {
+            // The tmpfs and all it holds go with the unmount.
+            if let Err(e) = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::error!("unmounting the staging tmpfs {}: {e}", self.path.display());
+            }
+        }
         if let Err(e) = remove_tree(&self.path) {
             tracing::error!("could not remove staging directory: {e}");
         }

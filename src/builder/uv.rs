@@ -442,23 +442,39 @@ pub fn install(
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let reqs = dir.path().join("requirements.txt");
     std::fs::write(&reqs, lines.join("\n") + "\n").at(&reqs)?;
-    let mut cmd = command(uv);
-    cmd.args(["pip", "install", "--python"])
-        .arg(py)
-        .args(["--link-mode", "copy", "--color", "never", "--no-progress"])
-        .arg("--cache-dir")
-        .arg(locations.robocorp_home.join("uvcache"));
-    PipSettings::from_env().arguments(&mut cmd);
+    let settings = PipSettings::from_env();
     // rcc's local wheels, as its own uv runs are given them.
     let wheels = locations.robocorp_home.join("wheels");
-    for dir in find_links
-        .iter()
-        .chain(Some(&wheels).filter(|w| w.is_dir()))
-    {
-        cmd.arg("--find-links").arg(dir);
+    let install = |offline: bool| {
+        let mut cmd = command(uv);
+        cmd.args(["pip", "install", "--python"])
+            .arg(py)
+            .args(["--link-mode", "copy", "--color", "never", "--no-progress"])
+            .arg("--cache-dir")
+            .arg(locations.robocorp_home.join("uvcache"));
+        settings.arguments(&mut cmd);
+        for dir in find_links
+            .iter()
+            .chain(Some(&wheels).filter(|w| w.is_dir()))
+        {
+            cmd.arg("--find-links").arg(dir);
+        }
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.arg("--requirement").arg(&reqs);
+        run_logged(cmd, phase)
+    };
+    // uv's cache first: when it holds every package (a second build of a
+    // spec, or a robot whose packages another build fetched), the index is
+    // not asked again. Otherwise uv says so before it installs anything,
+    // and the same install runs online.
+    let (code, log) = install(true)?;
+    if code == 0 {
+        return Ok(count(&log, "Installed "));
     }
-    cmd.arg("--requirement").arg(&reqs);
-    let (code, log) = run_logged(cmd, phase)?;
+    tracing::info!("not everything is in uv's cache: resolving with the index");
+    let (code, log) = install(false)?;
     if code != 0 {
         return Err(classify_failure(&log, spec, lines));
     }

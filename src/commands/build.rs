@@ -11,10 +11,16 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<i32> {
     let conda = builder::robot_conda_file(&robot)?;
     let progress = Progress::new(global.quiet);
     let switches = super::switches::Switches::from_env();
+    let rcc = switches.build_rcc();
+    // vhrun's own builder (not rcc) stages in RAM, in a mount namespace of
+    // this process's own; entered first, while the process is single-threaded.
+    let own_builder = rcc.is_none() || args.python.is_some();
+    let stage_in_memory = own_builder && builder::enter_build_namespace();
     let opts = BuildOptions {
         python: args.python.clone(),
         uv: switches.uv(),
-        rcc: switches.build_rcc(),
+        stage_in_memory,
+        rcc,
         space: args.space.clone(),
         controller: args.controller.clone(),
     };

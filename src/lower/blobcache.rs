@@ -145,6 +145,26 @@ impl BlobCache {
         self.root.join(&digest[..2]).join(name)
     }
 
+    /// Take `file`, whose bytes hash to `digest` (the caller computed it
+    /// from them, as lift does), as the decoded entry of `digest` without
+    /// copying: a hard link, made read-only. For a freshly built
+    /// environment, whose staged files are about to be removed: its first
+    /// run then decodes nothing. False when the entry exists or the link
+    /// cannot be made (another filesystem): the first open decodes it.
+    pub fn adopt(&self, digest: &str, size: u64, file: &Path) -> bool {
+        if !crate::digest::is_hex_digest(digest) {
+            return false;
+        }
+        let entry = self.entry_path(digest, None);
+        if open_if_size(&entry, size).is_some() {
+            return false;
+        }
+        let dir = entry.parent().expect("cache entries have a parent");
+        crate::paths::mkdir_all(dir, 0o750).is_ok()
+            && std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444)).is_ok()
+            && std::fs::hard_link(file, &entry).is_ok()
+    }
+
     /// Decode the entries of `files` (digest, size, rewrite offsets) that
     /// are not cached yet, in their order, from `threads` threads, until
     /// `stop` is set: a task that opens them next finds them ready. A file
