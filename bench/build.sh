@@ -81,20 +81,21 @@ bootstrap=$(grep -o 'finding uv: .*(\([0-9.]*\)s)' "$B/logs/seed.err" | grep -o 
 rm -rf "$UVSEED/rc" "$UVSEED/vh/hololib" "$UVSEED/vh/index"
 
 # one_run NAME ROBOT INSTALLER CACHE-ID [VHRUN_HOME]: the cache of CACHE-ID,
-# a fresh VHRUN_HOME (removed after) unless one is given (kept)
-n=0
+# a fresh VHRUN_HOME (removed after) unless one is given (kept); its logs
+# are $B/logs/NAME.<n>.{out,err}
 one_run() {
     local name=$1 robot=$2 uv=$3 cache=$4 keep=${5:-}
-    n=$((n + 1))
-    local rh=$B/homes/$cache vh=${keep:-$B/vh-$n}
+    local n=1
+    while [[ -e $B/logs/$name.$n.err ]]; do n=$((n + 1)); done
+    local rh=$B/homes/$cache vh=${keep:-$B/vh-$name}
     mkdir -p "$rh" "$vh"
     [[ -d $vh/uv ]] || cp -r "$UVSEED/vh/uv" "$vh/uv"
     # the previous sample's writeback must not land on this one
     sync
     local t0=$EPOCHREALTIME
     if ! env ROBOCORP_HOME="$rh" VHRUN_HOME="$vh" VHRUN_RCC= VHRUN_UV="$uv" PIP_CACHE_DIR="$rh/pipcache" \
-        "$VHRUN" run -r "$B/robots/$robot/robot.yaml" -t "${TASK[$robot]}" > "$B/logs/$n-$name.out" 2> "$B/logs/$n-$name.err"; then
-        echo "bench/build.sh: $name failed:" >&2; tail -5 "$B/logs/$n-$name.err" >&2; exit 1
+        "$VHRUN" run -r "$B/robots/$robot/robot.yaml" -t "${TASK[$robot]}" > "$B/logs/$name.$n.out" 2> "$B/logs/$name.$n.err"; then
+        echo "bench/build.sh: $name failed:" >&2; tail -5 "$B/logs/$name.$n.err" >&2; exit 1
     fi
     python3 -c "print(f'{$EPOCHREALTIME - $t0:.2f}')"
     # the run's warm server would go on building the kernel image (every
@@ -143,7 +144,7 @@ measure report-uv report auto
 
 phases() { # the phase lines of the last log of NAME
     local f
-    f=$(ls -t "$B"/logs/*-"$1".err 2>/dev/null | head -1)
+    f=$(ls -t "$B"/logs/"$1".*.err 2>/dev/null | head -1)
     [[ -n $f ]] && grep -E '^vhrun: [a-z].*\([0-9.]+s\)$' "$f" | sed 's/^vhrun: //; s/$/;/' | tr '\n' ' ' | sed 's/; $//'
 }
 

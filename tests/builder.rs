@@ -1026,8 +1026,8 @@ fn build_listing(h: &Homes, conda: &Path, uv: builder::uv::Choice) -> Vec<String
     let bp = builder::blueprint_of(conda).unwrap();
     let seen = RefCell::new(Vec::new());
     let own = builder::OwnBuild {
-        python: None,
         uv: uv.clone(),
+        ..Default::default()
     };
     builder::build_own(
         &locations,
@@ -1325,4 +1325,128 @@ fn concurrent_first_builds_of_a_new_robot_build_once() {
         "{:?}",
         h.holotree_entries()
     );
+}
+
+/// `vhrun build` stages in RAM: a tmpfs on the staging directory, seen by
+/// the build's own processes only (post-install reports the stage's file
+/// system), gone with the build.
+#[test]
+fn vhrun_build_stages_in_memory_and_leaves_no_mount() {
+    require_python311();
+    let h = Homes::new();
+    let report = h.tmp.path().join("stage-fs");
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        &format!(
+            "dependencies:\n- python=3.11\nrccPostInstall:\n- sh -c 'stat -f -c %T . > {}'\n",
+            report.display()
+        ),
+    );
+    let o = run(h.vhrun_cmd(&["build", "-r", r.to_str().unwrap()]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(std::fs::read_to_string(&report).unwrap().trim(), "tmpfs");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("vhrun-stage"), "{mounts}");
+    assert!(
+        h.holotree_entries().is_empty(),
+        "{:?}",
+        h.holotree_entries()
+    );
+    assert_eq!(h.locations().own_hololib().catalogs().len(), 1);
+}
+
+/// A spec whose packages uv's cache holds builds without the index: the
+/// second build (a new VHRUN_HOME, the same uv cache) succeeds with the
+/// network gone (every connection through a proxy that is not there).
+#[test]
+fn a_build_whose_packages_are_in_uvs_cache_needs_no_index() {
+    require_python311();
+    let h = Homes::new();
+    let r = robot(
+        &h.tmp.path().join("bot"),
+        "channels:\n- conda-forge\ndependencies:\n- python=3.11\n- pip:\n  - six==1.17.0\n",
+    );
+    let o = run(h.vhrun_cmd(&["build", "-r", r.to_str().unwrap()]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let uv = std::fs::read_dir(h.vhrun().join("uv"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("uv");
+    let other = h.tmp.path().join("vhrun-2");
+    let o = run(h
+        .vhrun_cmd(&["build", "-r", r.to_str().unwrap()])
+        .env("VHRUN_HOME", &other)
+        .env("VHRUN_UV", &uv)
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9"));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("uv pip install: 1 packages"), "{err}");
+    assert_eq!(
+        vhrun::hololib::Hololib::new(other.join("hololib"))
+            .catalogs()
+            .len(),
+        1
+    );
+}
+
+/// A build staged on disk hands its unrelocated files to the blob cache
+/// (hard links made read-only): the first run decodes nothing of them.
+#[test]
+fn a_build_staged_on_disk_seeds_the_blob_cache() {
+    use std::os::unix::fs::MetadataExt;
+    require_python311();
+    let h = Homes::new();
+    let locations = h.locations();
+    let conda = repo().join("robots/hello/conda.yaml");
+    let bp = builder::blueprint_of(&conda).unwrap();
+    let own = locations.own_hololib();
+    let blobs = locations.home.blobs();
+    let outcome = builder::build_own(
+        &locations,
+        &conda,
+        &bp,
+        &builder::OwnBuild::default(),
+        &Progress::hidden(),
+        &|| None,
+        &|dir, file| builder::lift_staged(dir, file, &own, &blobs),
+    )
+    .unwrap();
+    let key = outcome.key().to_string();
+    let catalog = vhrun::hololib::catalog::Catalog::load(&own.catalog_path(&key)).unwrap();
+    let (mut plain, mut seeded) = (0, 0);
+    fn walk(d: &vhrun::hololib::catalog::Dir, out: &mut Vec<vhrun::hololib::catalog::File>) {
+        out.extend(d.files.values().cloned());
+        for s in d.dirs.values() {
+            walk(s, out);
+        }
+    }
+    let mut files = Vec::new();
+    walk(&catalog.tree, &mut files);
+    for f in files.iter().filter(|f| f.symlink.is_empty() && f.size > 0) {
+        let entry = blobs.join(&f.digest[..2]).join(&f.digest);
+        if f.rewrite.is_empty() {
+            plain += 1;
+            let m =
+                std::fs::metadata(&entry).unwrap_or_else(|e| panic!("{}: {e}", entry.display()));
+            assert_eq!(m.len(), f.size as u64);
+            assert_eq!(m.mode() & 0o777, 0o444);
+            seeded += 1;
+        } else {
+            assert!(
+                !entry.exists(),
+                "a relocated file is cached per target only"
+            );
+        }
+    }
+    assert!(plain > 1000 && seeded == plain, "{seeded} of {plain}");
+    // The entries hold the blobs' bytes.
+    let f = files.iter().find(|f| f.name == "os.py").unwrap();
+    let cached = std::fs::read(blobs.join(&f.digest[..2]).join(&f.digest)).unwrap();
+    let stored = std::fs::read(own.blob_path(&f.digest)).unwrap();
+    assert_eq!(vhrun::hololib::blob::decode_all(&stored).unwrap(), cached);
 }
