@@ -181,7 +181,7 @@ if "second-uv-warm" in R:
 prof = "\n".join(f"- {k}: {v}" for k, v in P.items())
 section = f"""## First run of a new robot (bench/build.sh)
 
-\`bench/build.sh\`: one \`vhrun run -r robot.yaml -t t\` of a robot whose
+\`bench/build.sh\`: one \`vhrun run -r robot.yaml -t TASK\` of a robot whose
 environment does not exist (build + run; the task imports the robot's main
 package), vhrun's own builder (no rcc), the pip layer with pip
 (\`VHRUN_UV=off\`) or with uv, median of each case's runs. Cold: empty uv
