@@ -332,6 +332,18 @@ pub fn strip_bytecode(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Remove PEP 668's `EXTERNALLY-MANAGED` from the staged standard library
+/// (`stdlib` relative to the prefix): uv-managed and distribution CPythons
+/// carry it, and neither pip nor uv would install into the copy otherwise.
+pub fn remove_externally_managed(stage: &Path, stdlib: &Path) -> Result<()> {
+    let marker = stage.join(stdlib).join("EXTERNALLY-MANAGED");
+    match std::fs::remove_file(&marker) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&marker, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,17 +380,5 @@ mod tests {
             s.path().to_path_buf()
         };
         assert!(!p.exists());
-    }
-}
-
-/// Remove PEP 668's `EXTERNALLY-MANAGED` from the staged standard library
-/// (`stdlib` relative to the prefix): uv-managed and distribution CPythons
-/// carry it, and neither pip nor uv would install into the copy otherwise.
-pub fn remove_externally_managed(stage: &Path, stdlib: &Path) -> Result<()> {
-    let marker = stage.join(stdlib).join("EXTERNALLY-MANAGED");
-    match std::fs::remove_file(&marker) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&marker, e)),
     }
 }

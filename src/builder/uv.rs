@@ -496,7 +496,7 @@ fn count(log: &str, verb: &str) -> usize {
     log.lines()
         .filter_map(|l| l.trim().strip_prefix(verb))
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 
@@ -532,8 +532,7 @@ fn uv_errors(log: &str) -> String {
     let error = log.lines().find(|l| l.starts_with("error:")).map(str::trim);
     let cause = log
         .lines()
-        .filter(|l| l.trim_start().starts_with("cause:"))
-        .last()
+        .rfind(|l| l.trim_start().starts_with("cause:"))
         .map(|l| l.trim().trim_start_matches("cause:").trim());
     let both: Vec<&str> = error.into_iter().chain(cause).collect();
     shorten(&both.join(": "), 600)
