@@ -150,7 +150,7 @@ phases() { # the phase lines of the last log of NAME
 
 python3 - "$B" "$write" "$REPO/BENCHMARKS.md" "$quick" "$seed_total" "$bootstrap" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" \
     "$("$VHRUN" --version 2>/dev/null || echo vhrun)" <<EOF
-import re, sys
+import os, re, sys
 b, write, md, quick, seed, boot, cpus, load, version = sys.argv[1:]
 R = {$(for k in "${!R[@]}"; do printf '"%s": %s, ' "$k" "${R[$k]}"; done)}
 P = {k: v for k, v in {
@@ -204,16 +204,9 @@ Where a warm build's time goes (the build's own phase lines):
 print(section)
 open(f"{b}/section.md", "w").write(section)
 if write == "1":
-    text = open(md).read()
-    head = "\n## First run of a new robot (bench/build.sh)"
-    start = text.find(head)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = re.search(r"^## ", text[start + 2:], re.M)
-        rest = text[start + 2 + nxt.start():] if nxt else ""
-        text = text[:start].rstrip("\n") + "\n\n" + section + ("\n" + rest if rest else "")
-    open(md, "w").write(text)
+    sys.path.insert(0, os.path.dirname(md) + "/bench")
+    from section import put_section
+    put_section(md, "First run of a new robot (bench/build.sh)", section)
     print(f"bench/build.sh: wrote the section into {md}", file=sys.stderr)
 EOF
 log "done in $((SECONDS - started)) s; logs in $B/logs"

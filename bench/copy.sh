@@ -355,15 +355,9 @@ since the space was last found clean is seen without reading content.
 print(section)
 open(f"{res}/section.md", "w").write(section)
 if write:
-    text = open(md).read()
-    start = text.find("\n## Copy mode (machines without FUSE or namespaces)")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = re.search(r"^## ", text[start + 2:], re.M)
-        rest = text[start + 2 + nxt.start():] if nxt else ""
-        text = text[:start].rstrip("\n") + "\n\n" + section + ("\n" + rest if rest else "")
-    open(md, "w").write(text)
+    sys.path.insert(0, os.path.dirname(md) + "/bench")
+    from section import put_section
+    put_section(md, "Copy mode (machines without FUSE or namespaces)", section)
     print(f"bench/copy.sh: wrote the section into {md}", file=sys.stderr)
 EOF
 log "done in $((SECONDS - started)) s; raw figures in $RES"

@@ -555,15 +555,9 @@ section = re.sub(r"\n{3,}", "\n\n", section)
 print(section)
 open(f"{RES}/section.md", "w").write(section)
 if write:
-    text = open(md).read() if os.path.exists(md) else "# Benchmarks\n"
-    start = text.find("\n## Fleets: rccremote, pull vs lazy")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = re.search(r"^## ", text[start + 2:], re.M)
-        rest = text[start + 2 + nxt.start():] if nxt else ""
-        text = text[:start].rstrip("\n") + "\n\n" + section + ("\n" + rest if rest else "")
-    open(md, "w").write(text)
+    sys.path.insert(0, os.path.dirname(md) + "/bench")
+    from section import put_section
+    put_section(md, "Fleets: rccremote, pull vs lazy", section)
     log(f"wrote the section into {md}")
 EOF
 log "done in $((SECONDS - started)) s; raw figures in $RES"

@@ -56,6 +56,12 @@ impl Homes {
             Err(_) => vec![],
         }
     }
+    /// Nothing left beside the spaces: no stage, no space.
+    #[track_caller]
+    fn assert_no_stage(&self) {
+        let left = self.holotree_entries();
+        assert!(left.is_empty(), "{left:?}");
+    }
     /// The CLI with only these homes (pyenv's root kept, so interpreters
     /// installed there are still found).
     fn vhrun_cmd(&self, args: &[&str]) -> Command {
@@ -177,11 +183,7 @@ fn hello_environment_is_a_relocated_copy_that_runs() {
     let seen = seen.into_inner();
     assert_eq!(seen.blueprint_file, conda);
     assert!(!seen.dir.exists(), "staging directory left behind");
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
 }
 
 /// Everything the store will receive, checked while it still exists.
@@ -387,11 +389,7 @@ fn missing_pip_package_names_its_line_and_leaves_nothing() {
         err.contains("conda.yaml: pip requirement line 7: `vhrun-no-such-package-xyz==1.0`: no such package or version"),
         "{err}"
     );
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
     assert!(h.locations().own_hololib().catalogs().is_empty());
 }
 
@@ -415,11 +413,7 @@ fn pip_network_failure_names_its_line_and_leaves_nothing() {
         err.contains("pip requirement line 7: `six==1.17.0`: network failure"),
         "{err}"
     );
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
 }
 
 #[test]
@@ -1076,11 +1070,7 @@ fn uv_and_pip_install_the_same_packages() {
         .collect();
     assert_eq!(uvs.len(), 1, "{uvs:?}");
     assert!(vhrun::paths::is_executable(&uvs[0]));
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
 }
 
 #[test]
@@ -1106,11 +1096,7 @@ fn uv_failures_name_the_spec_line_as_pips_do() {
             "pip layer with uv "
         };
         assert!(err.contains(installer), "VHRUN_UV={uv}: {err}");
-        assert!(
-            h.holotree_entries().is_empty(),
-            "{:?}",
-            h.holotree_entries()
-        );
+        h.assert_no_stage();
     }
     // A uv the spec pins that cannot be had is an error naming the line.
     let r = robot(
@@ -1320,11 +1306,7 @@ fn concurrent_first_builds_of_a_new_robot_build_once() {
         .count();
     assert_eq!(built, 1, "{:?}", outs.iter().map(text).collect::<Vec<_>>());
     assert_eq!(h.locations().own_hololib().catalogs(), [keys[0].clone()]);
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
 }
 
 /// `vhrun build` stages in RAM: a tmpfs on the staging directory, seen by
@@ -1347,11 +1329,7 @@ fn vhrun_build_stages_in_memory_and_leaves_no_mount() {
     assert_eq!(std::fs::read_to_string(&report).unwrap().trim(), "tmpfs");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("vhrun-stage"), "{mounts}");
-    assert!(
-        h.holotree_entries().is_empty(),
-        "{:?}",
-        h.holotree_entries()
-    );
+    h.assert_no_stage();
     assert_eq!(h.locations().own_hololib().catalogs().len(), 1);
 }
 

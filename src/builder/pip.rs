@@ -368,10 +368,12 @@ fn last_lines(log: &str, n: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> BuildSpec {
+    /// A spec with a pip pin and a package that does not exist (line 6),
+    /// for the failure tests of pip and uv.
+    pub(crate) fn spec() -> BuildSpec {
         let raw = "dependencies:\n- python=3.11\n- pip=23.2.1\n- pip:\n  - six==1.17.0\n  - vhrun-no-such-package-xyz==1.0\n";
         BuildSpec::parse(Path::new("/r/conda.yaml"), raw).unwrap()
     }

@@ -634,11 +634,7 @@ pub fn classify_failure(log: &str, spec: &BuildSpec, lines: &[String]) -> Error 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec() -> BuildSpec {
-        let raw = "dependencies:\n- python=3.11\n- pip=23.2.1\n- pip:\n  - six==1.17.0\n  - vhrun-no-such-package-xyz==1.0\n";
-        BuildSpec::parse(Path::new("/r/conda.yaml"), raw).unwrap()
-    }
+    use crate::builder::pip::tests::spec;
 
     // The messages below are uv 0.13.9's own, captured with `--color never`.
 
