@@ -481,6 +481,26 @@ fn sigterm_is_forwarded_to_the_task() {
     fx.assert_clean();
 }
 
+/// `cmd` with SIGINT and SIGQUIT back to their default disposition
+/// (coreutils' `env --default-signal`). A shell started in the background
+/// of a non-interactive script (a CI runner's, `nohup ... &`) ignores
+/// them, every process below inherits that through exec, as vhrun's task
+/// does and should, and a non-interactive `sh` cannot trap a signal it was
+/// started with ignored.
+fn with_default_sigint(cmd: Command) -> Command {
+    let mut c = Command::new("env");
+    c.arg("--default-signal=INT,QUIT")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 #[test]
 fn second_sigint_kills_the_whole_run() {
     let fx = Fx::new();
@@ -489,7 +509,7 @@ fn second_sigint_kills_the_whole_run() {
         r#"trap 'echo interrupted >> "$FX/log"' INT; sleep 1000.{m} & touch "$FX/ready"
            while :; do sleep 0.02; done"#
     );
-    let mut child = spawn(fx.cmd(&[], &script));
+    let mut child = spawn(with_default_sigint(fx.cmd(&[], &script)));
     fx.wait_ready(&mut child);
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let start = Instant::now();
