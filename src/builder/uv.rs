@@ -515,7 +515,10 @@ pub fn python_install(uv: &Uv, version: &str, dir: &Path) -> std::result::Result
     ])
     .env("UV_PYTHON_INSTALL_DIR", dir)
     .env("UV_PYTHON_DOWNLOADS", "manual")
-    .env("UV_HTTP_RETRIES", "1");
+    // A machine that drops connections to the download host fails this in
+    // seconds, not minutes; a slow download still completes.
+    .env("UV_HTTP_RETRIES", "1")
+    .env("UV_HTTP_TIMEOUT", "15");
     let (code, out) =
         output_with_timeout(&mut cmd, Duration::from_secs(300)).map_err(|e| e.to_string())?;
     match code {
