@@ -368,20 +368,14 @@ fn output_in_userns_without_userns(cmd: Command) -> Output {
     let fifo = lab().root.join(format!("fifo-{}", std::process::id()));
     let _ = fs::remove_file(&fifo);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let mut c = Command::new("unshare");
-    c.args(["--user", "--mount", "--", "sh", "-c"])
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args(["--user", "--mount", "--", "sh", "-c"])
         // sh runs as an unmapped uid until the maps exist, and exec drops
         // its capabilities: exec again (as root of the namespace) first.
         .arg(r#"read _ < "$0" && exec sh -c 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"' sh "$@""#)
-        .arg(&fifo)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+        .arg(&fifo);
+    let mut c = common::wrapped(unshare, &cmd);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -585,14 +579,9 @@ fn seccomp_refusing_unshare_and_mount_runs_root_from_a_copy() {
     // Root, as in a default Docker container: the warm server, the
     // per-run mount and the image path all need unshare or mount.
     let wrap = |c: Command| {
-        let mut w = Command::new("python3");
-        w.arg(&filter).arg(c.get_program()).args(c.get_args());
-        for (k, v) in c.get_envs() {
-            match v {
-                Some(v) => w.env(k, v),
-                None => w.env_remove(k),
-            };
-        }
+        let mut python = Command::new("python3");
+        python.arg(&filter);
+        let mut w = common::wrapped(python, &c);
         w.stdin(Stdio::null());
         w
     };

@@ -488,17 +488,9 @@ fn sigterm_is_forwarded_to_the_task() {
 /// does and should, and a non-interactive `sh` cannot trap a signal it was
 /// started with ignored.
 fn with_default_sigint(cmd: Command) -> Command {
-    let mut c = Command::new("env");
-    c.arg("--default-signal=INT,QUIT")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c
+    let mut env = Command::new("env");
+    env.arg("--default-signal=INT,QUIT");
+    common::wrapped(env, &cmd)
 }
 
 #[test]

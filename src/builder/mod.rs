@@ -334,10 +334,11 @@ pub fn build_own(
         &sel.interpreter.executable,
         &phase,
     )?;
-    phase.finish(&match &uv {
+    let installer = match &uv {
         Some(uv) => uv.describe(),
-        None => "none: pip installs the pip layer".to_string(),
-    });
+        None => "pip".to_string(),
+    };
+    phase.finish(&installer);
     if let (true, Some(uv), None) = (native, &uv, python) {
         if sel.relaxed || sel.interpreter.source != python::Source::Uv {
             // rcc's uv-native build: the exact CPython from uv, if uv can get it.
@@ -359,10 +360,6 @@ pub fn build_own(
         }
     }
     let interp = &sel.interpreter;
-    let installer = match &uv {
-        Some(uv) => uv.describe(),
-        None => "pip".to_string(),
-    };
     progress.note(&format!(
         "building environment {} from {}{} with {}, pip layer with {installer}",
         blueprint.hash,

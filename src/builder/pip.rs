@@ -26,22 +26,26 @@ pub fn staged_python(stage: &Path, version: &Version) -> PathBuf {
     }
 }
 
+/// The caller's variables that would point an install elsewhere (another
+/// prefix, a virtualenv, the user site): removed for pip and uv alike.
+pub(crate) const FOREIGN_PYTHON_SETUP: [&str; 10] = [
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PIP_USER",
+    "PIP_REQUIRE_VIRTUALENV",
+    "PIP_TARGET",
+    "PIP_PREFIX",
+];
+
 /// A command for the staged interpreter, isolated from the caller's
 /// Python setup (no user site, no PYTHONPATH, no active virtualenv).
 pub fn python_command(py: &Path) -> Command {
     let mut c = Command::new(py);
-    for var in [
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-        "PYTHONUSERBASE",
-        "VIRTUAL_ENV",
-        "CONDA_PREFIX",
-        "PIP_USER",
-        "PIP_REQUIRE_VIRTUALENV",
-        "PIP_TARGET",
-        "PIP_PREFIX",
-    ] {
+    for var in FOREIGN_PYTHON_SETUP {
         c.env_remove(var);
     }
     c.env("PYTHONNOUSERSITE", "1")
@@ -138,6 +142,18 @@ pub fn bootstrap(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<()> {
     Ok(())
 }
 
+/// The pip requirement that brings pip `have` (the bundled one) to the
+/// spec's `pip=` entry, or `None` when it already satisfies it.
+fn pip_pin(spec: &BuildSpec, have: Option<&Version>) -> Result<Option<String>> {
+    if spec.pip_constraint.is_any() || have.is_some_and(|v| spec.pip_constraint.matches(v)) {
+        return Ok(None);
+    }
+    spec.pip_constraint.to_pip("pip").map(Some).map_err(|e| {
+        let at = spec.pip_entry.as_ref().map(|r| r.at()).unwrap_or_default();
+        Error::bad_input(&spec.file, format!("{at}: {e}"))
+    })
+}
+
 /// What `ensurepip` would install into the stage, as requirements for uv:
 /// the interpreter's bundled wheels (pip, and setuptools before 3.12)
 /// pinned to their versions, found in the returned directory (as named
@@ -167,14 +183,8 @@ pub fn bundled_wheels(
         let mut parts = name.split('-');
         let (project, version) = (parts.next().unwrap_or(""), parts.next());
         let Some(version) = version else { continue };
-        if project == "pip" && !spec.pip_constraint.is_any() {
-            let version = Version::parse(version);
-            let fits = version.is_some_and(|v| spec.pip_constraint.matches(&v));
-            if !fits {
-                let pin = spec.pip_constraint.to_pip("pip").map_err(|e| {
-                    let at = spec.pip_entry.as_ref().map(|r| r.at()).unwrap_or_default();
-                    Error::bad_input(&spec.file, format!("{at}: {e}"))
-                })?;
+        if project == "pip" {
+            if let Some(pin) = pip_pin(spec, Version::parse(version).as_ref())? {
                 lines.push(pin);
                 continue;
             }
@@ -208,28 +218,14 @@ pub fn pip_version(py: &Path) -> Option<Version> {
 /// not satisfy the spec's `pip=` entry); returns how many were asked for.
 pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<usize> {
     let mut lines: Vec<String> = Vec::new();
-    if spec.pip_entry.is_some() && !spec.pip_constraint.is_any() {
-        let fits = pip_version(py).is_some_and(|v| spec.pip_constraint.matches(&v));
-        if !fits {
-            let pin = spec.pip_constraint.to_pip("pip").map_err(|e| {
-                Error::bad_input(
-                    &spec.file,
-                    format!("{}: {e}", spec.pip_entry.as_ref().unwrap().at()),
-                )
-            })?;
-            lines.push(pin);
-        }
+    if spec.pip_entry.is_some() {
+        lines.extend(pip_pin(spec, pip_version(py).as_ref())?);
     }
     lines.extend(spec.pip.iter().map(|r| r.text.clone()));
     if lines.is_empty() {
         return Ok(0);
     }
-    let dir = tempfile::Builder::new()
-        .prefix("vhrun-pip")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let reqs = dir.path().join("requirements.txt");
-    std::fs::write(&reqs, lines.join("\n") + "\n").at(&reqs)?;
+    let (_dir, reqs) = requirements_file(&lines)?;
     let mut cmd = python_command(py);
     cmd.args([
         "-m",
@@ -248,6 +244,18 @@ pub fn install(py: &Path, spec: &BuildSpec, phase: &Phase) -> Result<usize> {
         return Err(classify_failure(&log, spec, &lines));
     }
     Ok(lines.len())
+}
+
+/// `lines` as a requirements file in a temporary directory (removed when
+/// the returned guard is dropped), for pip and uv.
+pub(crate) fn requirements_file(lines: &[String]) -> Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("vhrun-reqs")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let reqs = dir.path().join("requirements.txt");
+    std::fs::write(&reqs, lines.join("\n") + "\n").at(&reqs)?;
+    Ok((dir, reqs))
 }
 
 /// Lines of pip's (and uv's) output that mean the index was not reached.

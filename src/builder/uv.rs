@@ -18,7 +18,7 @@ use super::progress::Phase;
 use super::python::output_with_timeout;
 use super::spec::{BuildSpec, Requirement};
 use super::version::{Constraint, Version};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hololib::Locations;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -79,55 +79,52 @@ pub fn version_of(path: &Path) -> Option<Version> {
     (code == 0 && out.starts_with("uv ")).then(|| Version::parse(v))?
 }
 
-/// The uv binaries in a cache laid out as `<root>/<version>/uv` (rcc's
-/// `$ROBOCORP_HOME/uv`, vhrun's `$VHRUN_HOME/uv`), highest version first.
-fn cached(root: &Path) -> Vec<(Version, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(Version, PathBuf)> = rd
-        .flatten()
-        .filter_map(|e| {
-            let v = Version::parse(e.file_name().to_str()?)?;
-            let bin = e.path().join("uv");
-            bin.is_file().then_some((v, bin))
-        })
-        .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
-    found
-}
-
-fn on_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// The uv binaries this machine has, in the order a build considers
+/// them: PATH's (the user's own), then rcc's `$ROBOCORP_HOME/uv/<version>/uv`
+/// and vhrun's `$VHRUN_HOME/uv/<version>/uv`, each highest version first.
+fn binaries(locations: &Locations) -> Vec<Uv> {
+    let mut out = Vec::new();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(path) = std::env::split_paths(&path)
         .map(|d| d.join("uv"))
         .find(|p| crate::paths::is_executable(p))
-}
-
-/// A uv this machine has now, without bootstrapping one (`vhrun doctor`):
-/// on PATH, else the highest in rcc's or vhrun's cache.
-pub fn at_hand(locations: &Locations) -> Option<Uv> {
-    if let Some(path) = on_path() {
+    {
         if let Some(version) = version_of(&path) {
-            return Some(Uv {
+            out.push(Uv {
                 path,
                 version,
                 found: "PATH",
             });
         }
     }
-    [
+    for (root, found) in [
         (locations.robocorp_home.join("uv"), "rcc's cache"),
         (locations.home.uv(), "vhrun's cache"),
-    ]
-    .into_iter()
-    .flat_map(|(root, found)| cached(&root).into_iter().map(move |(v, p)| (v, p, found)))
-    .max_by(|a, b| a.0.cmp(&b.0))
-    .map(|(version, path, found)| Uv {
-        path,
-        version,
-        found,
-    })
+    ] {
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let mut cached: Vec<Uv> = rd
+            .flatten()
+            .filter_map(|e| {
+                let version = Version::parse(e.file_name().to_str()?)?;
+                let path = e.path().join("uv");
+                path.is_file().then_some(Uv {
+                    path,
+                    version,
+                    found,
+                })
+            })
+            .collect();
+        cached.sort_by(|a, b| b.version.cmp(&a.version));
+        out.extend(cached);
+    }
+    out
+}
+
+/// A uv this machine has now, without bootstrapping one (`vhrun doctor`).
+pub fn at_hand(locations: &Locations) -> Option<Uv> {
+    binaries(locations).into_iter().next()
 }
 
 /// The uv a build of `spec` installs its pip layer with; `None`: pip.
@@ -159,42 +156,12 @@ pub fn find(
         }
         Choice::Auto => {}
     }
-    let caches = [
-        (locations.robocorp_home.join("uv"), "rcc's cache"),
-        (locations.home.uv(), "vhrun's cache"),
-    ];
-    let fits = |v: &Version| wanted.matches(v);
-    // The user's own uv comes first when the spec pins none.
-    if spec.uv_entry.is_none() {
-        if let Some(path) = on_path() {
-            if let Some(version) = version_of(&path) {
-                return Ok(Some(Uv {
-                    path,
-                    version,
-                    found: "PATH",
-                }));
-            }
-        }
-    }
-    for (root, found) in &caches {
-        if let Some((version, path)) = cached(root).into_iter().find(|(v, _)| fits(v)) {
-            return Ok(Some(Uv {
-                path,
-                version,
-                found,
-            }));
-        }
-    }
-    if spec.uv_entry.is_some() {
-        if let Some(path) = on_path() {
-            if let Some(version) = version_of(&path).filter(fits) {
-                return Ok(Some(Uv {
-                    path,
-                    version,
-                    found: "PATH",
-                }));
-            }
-        }
+    // The spec's pin, or any version.
+    if let Some(uv) = binaries(locations)
+        .into_iter()
+        .find(|uv| wanted.matches(&uv.version))
+    {
+        return Ok(Some(uv));
     }
     phase.set_message("bootstrapping uv from the package index");
     match bootstrap(python, wanted, &locations.home.uv()) {
@@ -416,7 +383,7 @@ fn command(uv: &Uv) -> Command {
             c.env_remove(k);
         }
     }
-    for var in ["PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX"] {
+    for var in super::pip::FOREIGN_PYTHON_SETUP {
         c.env_remove(var);
     }
     c.env("UV_NO_CONFIG", "1")
@@ -436,12 +403,7 @@ pub fn install(
     (lines, find_links): (&[String], &[PathBuf]),
     phase: &Phase,
 ) -> Result<usize> {
-    let dir = tempfile::Builder::new()
-        .prefix("vhrun-uv")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let reqs = dir.path().join("requirements.txt");
-    std::fs::write(&reqs, lines.join("\n") + "\n").at(&reqs)?;
+    let (_dir, reqs) = super::pip::requirements_file(lines)?;
     let settings = PipSettings::from_env();
     // rcc's local wheels, as its own uv runs are given them.
     let wheels = locations.robocorp_home.join("wheels");
@@ -471,14 +433,14 @@ pub fn install(
     // and the same install runs online.
     let (code, log) = install(true)?;
     if code == 0 {
-        return Ok(count(&log, "Installed "));
+        return Ok(installed(&log));
     }
     tracing::info!("not everything is in uv's cache: resolving with the index");
     let (code, log) = install(false)?;
     if code != 0 {
         return Err(classify_failure(&log, spec, lines));
     }
-    Ok(count(&log, "Installed "))
+    Ok(installed(&log))
 }
 
 /// `uv pip list --format freeze` of the staged interpreter.
@@ -492,9 +454,9 @@ pub fn list_command(uv: &Uv, py: &Path) -> Command {
 }
 
 /// `Installed 12 packages in 30ms` -> 12.
-fn count(log: &str, verb: &str) -> usize {
+fn installed(log: &str) -> usize {
     log.lines()
-        .filter_map(|l| l.trim().strip_prefix(verb))
+        .filter_map(|l| l.trim().strip_prefix("Installed "))
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .next_back()
         .unwrap_or(0)
@@ -533,30 +495,27 @@ pub fn python_install(uv: &Uv, version: &str, dir: &Path) -> std::result::Result
 /// uv's `error:` line and its last `cause:`, for messages.
 fn uv_errors(log: &str) -> String {
     let error = log.lines().find(|l| l.starts_with("error:")).map(str::trim);
-    let cause = log
-        .lines()
-        .rfind(|l| l.trim_start().starts_with("cause:"))
-        .map(|l| l.trim().trim_start_matches("cause:").trim());
-    let both: Vec<&str> = error.into_iter().chain(cause).collect();
+    let both: Vec<&str> = error.into_iter().chain(last_cause(log)).collect();
     shorten(&both.join(": "), 600)
 }
 
-/// The requirement a uv resolver message blames: `Because X was not found
-/// in the package registry`, `there is no version of X==1.0`.
-fn blamed(log: &str) -> Option<&str> {
-    for marker in ["Because there is no version of ", "Because ", "and "] {
-        for line in log.lines() {
-            if let Some(rest) = line.split(marker).nth(1) {
-                let name = rest.split_whitespace().next()?;
-                if rest.contains("was not found in the package registry")
-                    || marker.contains("no version of")
-                {
-                    return Some(name.trim_end_matches(','));
-                }
-            }
+/// The requirement a uv resolver message says is not there: `Because X
+/// was not found in the package registry`, `there is no version of X==1.0`.
+fn missing(log: &str) -> Option<&str> {
+    log.lines().find_map(|line| {
+        if let Some(rest) = line.split("there is no version of ").nth(1) {
+            return rest.split_whitespace().next();
         }
-    }
-    None
+        let (before, _) = line.split_once(" was not found in the package registry")?;
+        before.rsplit(' ').next()
+    })
+}
+
+/// uv's last `cause:` line, without the word.
+fn last_cause(log: &str) -> Option<&str> {
+    log.lines()
+        .rfind(|l| l.trim_start().starts_with("cause:"))
+        .map(|l| l.trim().trim_start_matches("cause:").trim())
 }
 
 /// Map uv's output to an error naming the spec line (uv's counterpart of
@@ -588,34 +547,22 @@ pub fn classify_failure(log: &str, spec: &BuildSpec, lines: &[String]) -> Error 
             .lines()
             .find_map(|l| l.split("/simple/").nth(1))
             .and_then(|r| r.split('/').next());
-        let at = name
-            .and_then(|n| spec.pip_requirement_for(n))
-            .map(|r| format!("pip requirement {}", r.at()))
-            .unwrap_or_else(|| spec.pip_section_at());
-        let cause = log
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with("cause:"))
-            .unwrap_or("");
+        let at = line_at(name.and_then(|n| spec.pip_requirement_for(n)));
         return Error::unavailable(
             format!("{}: {at}: network failure while uv downloaded it", file.display()),
             format!(
                 "check the connection to the package index (PIP_INDEX_URL, HTTPS_PROXY, PIP_CERT); uv said: {}",
-                shorten(cause.trim(), 300)
+                shorten(last_cause(log).unwrap_or(""), 300)
             ),
         );
     }
     if log.contains("No solution found") {
-        if let Some(name) = blamed(log) {
+        if let Some(name) = missing(log) {
             let at = line_at(spec.pip_requirement_for(name));
-            if log.contains("was not found in the package registry")
-                || log.contains("there is no version of")
-            {
-                return Error::bad_input(
-                    file,
-                    format!("{at}: no such package or version on the package index ({errors})"),
-                );
-            }
+            return Error::bad_input(
+                file,
+                format!("{at}: no such package or version on the package index ({errors})"),
+            );
         }
         return Error::bad_input(
             file,
@@ -701,10 +648,7 @@ mod tests {
         s.apply(|k| (k == "extra-index-url").then(|| "https://c/ https://d/".to_string()));
         assert_eq!(s.extra_index_urls, ["https://c/", "https://d/"]);
         assert_eq!(
-            count(
-                "Resolved 5 packages in 1s\nInstalled 4 packages in 3ms\n",
-                "Installed "
-            ),
+            installed("Resolved 5 packages in 1s\nInstalled 4 packages in 3ms\n"),
             4
         );
     }

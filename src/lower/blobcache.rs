@@ -149,20 +149,22 @@ impl BlobCache {
     /// from them, as lift does), as the decoded entry of `digest` without
     /// copying: a hard link, made read-only. For a freshly built
     /// environment, whose staged files are about to be removed: its first
-    /// run then decodes nothing. False when the entry exists or the link
-    /// cannot be made (another filesystem): the first open decodes it.
-    pub fn adopt(&self, digest: &str, size: u64, file: &Path) -> bool {
+    /// run then decodes nothing. Nothing happens when the entry exists; a
+    /// link that cannot be made is left to the first open, which decodes.
+    pub fn adopt(&self, digest: &str, size: u64, file: &Path) {
         if !crate::digest::is_hex_digest(digest) {
-            return false;
+            return;
         }
         let entry = self.entry_path(digest, None);
         if open_if_size(&entry, size).is_some() {
-            return false;
+            return;
         }
         let dir = entry.parent().expect("cache entries have a parent");
-        crate::paths::mkdir_all(dir, 0o750).is_ok()
+        if crate::paths::mkdir_all(dir, 0o750).is_ok()
             && std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444)).is_ok()
-            && std::fs::hard_link(file, &entry).is_ok()
+        {
+            let _ = std::fs::hard_link(file, &entry);
+        }
     }
 
     /// Decode the entries of `files` (digest, size, rewrite offsets) that

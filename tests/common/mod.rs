@@ -22,7 +22,21 @@ pub use rng::Rng;
 pub use wait::wait_until;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
+
+/// `inner` run under `outer` (a wrapper such as `env`, `unshare`, a
+/// seccomp filter): `outer`'s arguments, then `inner`'s program and
+/// arguments, with `inner`'s environment changes.
+pub fn wrapped(mut outer: Command, inner: &Command) -> Command {
+    outer.arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => outer.env(k, v),
+            None => outer.env_remove(k),
+        };
+    }
+    outer
+}
 
 /// A process's stdout, lossily decoded.
 pub fn stdout(o: &Output) -> String {
