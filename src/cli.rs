@@ -80,6 +80,9 @@ pub enum Command {
     /// The warm server of one catalog, started by runs (not for direct use).
     #[command(name = "__serve", hide = true)]
     Serve(ServeArgs),
+    /// A warm server's keeper, started by the server (not for direct use).
+    #[command(name = "__keep", hide = true)]
+    Keep,
     /// A catalog's kernel image, built in the background for a warm
     /// server (not for direct use: `vhrun prepare`).
     #[command(name = "__image", hide = true)]
@@ -416,6 +419,9 @@ pub struct ServeArgs {
     pub idle: f64,
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Take over the live connection a keeper hands on stdin.
+    #[arg(long)]
+    pub takeover: bool,
 }
 
 /// A catalog's tree as a run serves it: which catalog, where its blobs
@@ -472,8 +478,12 @@ pub struct BuildImageArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ServersArgs {
     /// Ask them to exit (no new run; each exits once its runs in flight end).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "restart")]
     pub stop: bool,
+    /// Replace each by a server running this vhrun, without breaking its
+    /// runs in flight (after installing a new vhrun).
+    #[arg(long)]
+    pub restart: bool,
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,

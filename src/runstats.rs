@@ -46,6 +46,7 @@
 //! | `server` | the warm server that served the tree (`null`: mounted for this run only) |
 //! | `server.pid` | its process id |
 //! | `server.runs_before` | runs it served before this one (`0`: started for this run, cold caches) |
+//! | `server.takeovers` | times a new server took the tree's connection over during the run (it died or was upgraded; the run's files stayed, the `fuse` and `blobs` figures restarted) |
 //! | `image` | the EROFS image directory that gave the tree (`null`: FUSE); with an image the kernel serves everything, so `fuse`, `files.opened`, `bytes.opened` and `blobs` are 0 |
 //! | `mode` | `virtual` (image, server or FUSE) or `copy` (the task ran in a restored copy; `fuse`, `blobs`, `overlay`, `files.opened` and `bytes.opened` are 0) |
 //! | `copy` | copy mode's work on the space before the task (`null` in virtual mode) |
@@ -476,12 +477,20 @@ impl RunStats {
         s += &match self.server {
             Some(Server {
                 pid,
-                runs_before: 0,
+                runs_before,
+                takeovers,
             }) => {
-                format!("  server        pid {pid}, started for this run\n")
-            }
-            Some(Server { pid, runs_before }) => {
-                format!("  server        pid {pid}, warm ({runs_before} runs before)\n")
+                let how = match runs_before {
+                    0 => "started for this run".to_string(),
+                    n => format!("warm ({n} runs before)"),
+                };
+                let taken = match takeovers {
+                    0 => String::new(),
+                    n => format!(
+                        "; taken over by a new server {n}x during the run (counters restarted)"
+                    ),
+                };
+                format!("  server        pid {pid}, {how}{taken}\n")
             }
             None => "  server        none (tree mounted for this run only)\n".to_string(),
         };

@@ -49,6 +49,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::InstallShim(a)) => shim::install(&a),
         Some(Command::RccShim(a)) => shim::dispatch(&a),
         Some(Command::Serve(a)) => serve::run(&a),
+        Some(Command::Keep) => serve::keep(),
         Some(Command::BuildImage(a)) => image::run(&a),
         Some(Command::Servers(a)) => servers::run(&a),
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub fn run(a: &ServeArgs) -> Result<i32> {
     crate::sys::fdpass::close_inherited();
     let locations = Locations::from_env();
+    let switches = super::switches::Switches::from_env();
     let origin = match &a.tree.origin {
         Some(url) => Some((
             url.clone(),
@@ -32,6 +33,13 @@ pub fn run(a: &ServeArgs) -> Result<i32> {
         } else {
             PassthroughMode::Auto
         },
-        image: super::switches::Switches::from_env().lower().image,
+        image: switches.lower().image,
+        takeover: a.takeover,
+        keeper: switches.takeover(),
     })
+}
+
+/// `vhrun __keep`: a warm server's keeper (see `crate::lower::server::keeper`).
+pub fn keep() -> Result<i32> {
+    crate::lower::server::keeper::keep()
 }

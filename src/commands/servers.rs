@@ -6,6 +6,24 @@ use crate::lower::server;
 /// `vhrun servers [--stop]`: the warm servers of this `$VHRUN_HOME`.
 pub fn run(args: &ServersArgs) -> Result<i32> {
     let home = Locations::from_env().home;
+    if args.restart {
+        let asked = server::restart(&home);
+        let failed = asked.iter().filter(|(_, now)| now.is_none()).count();
+        if !crate::logging::quiet() {
+            for (l, now) in &asked {
+                match now {
+                    Some(pid) => eprintln!("vhrun: {}: pid {} -> {pid}", l.key, l.hello.pid),
+                    None => eprintln!("vhrun: {}: pid {} did not hand over", l.key, l.hello.pid),
+                }
+            }
+        }
+        if failed > 0 {
+            return Err(crate::error::Error::unavailable(
+                format!("{failed} of {} warm server(s) not restarted", asked.len()),
+                "their runs go on with the old vhrun; see the servers' logs in $VHRUN_HOME/servers",
+            ));
+        }
+    }
     let listed = if args.stop {
         server::stop(&home)
     } else {

@@ -37,6 +37,9 @@ pub struct Switches {
     pub remote: Option<OsString>,
     /// `VHRUN_LAZY_BATCH=dir|file`: what one lazy miss fetches.
     pub lazy_batch: Option<OsString>,
+    /// `VHRUN_TAKEOVER=off`: warm servers without a keeper (a crash ends
+    /// their runs).
+    pub takeover: Option<OsString>,
 }
 
 impl Switches {
@@ -53,7 +56,13 @@ impl Switches {
             mode: var("VHRUN_MODE"),
             remote: var("VHRUN_REMOTE"),
             lazy_batch: var("VHRUN_LAZY_BATCH"),
+            takeover: var("VHRUN_TAKEOVER"),
         }
+    }
+
+    /// Whether a warm server keeps a keeper for a successor.
+    pub fn takeover(&self) -> bool {
+        !is_off(self.takeover.as_deref())
     }
 
     /// Whether a run serves a missing catalog lazily (`--lazy` given, or

@@ -65,6 +65,7 @@ pub fn serve(m: HostMount) -> Result<Stats> {
         threads: m.threads,
         passthrough: m.passthrough,
         shown_as: None,
+        handover: false,
     };
     // Caught from before the mount exists: a Ctrl-C at any point unmounts
     // cleanly.

@@ -329,6 +329,7 @@ impl Lower {
                     opts.passthrough
                 },
                 shown_as: Some(shown_as),
+                handover: false,
             };
             fuse::mount(tree.clone(), blobs, &target.mountpoint, &mount_opts).map(By::Fuse)
         };
@@ -583,6 +584,7 @@ impl Served {
                     server: Some(server::ServerInfo {
                         pid: conn.hello.pid,
                         runs_before: conn.hello.served,
+                        takeovers: now.takeovers.saturating_sub(conn.hello.stats.takeovers),
                     }),
                     ..Report::default()
                 })

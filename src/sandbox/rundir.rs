@@ -128,6 +128,25 @@ impl RunDir {
         Ok(RunDir { path, ..staged })
     }
 
+    /// A run directory on disk whose lock is still held by `lock`, a
+    /// duplicate a dead server's keeper kept (`lower::server::keeper`).
+    pub fn adopt(path: PathBuf, lock: std::os::fd::OwnedFd) -> RunDir {
+        RunDir {
+            id: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path,
+            _lock: File::from(lock),
+            memory: None,
+        }
+    }
+
+    /// The lock, for a duplicate that keeps the directory held.
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self._lock)
+    }
+
     pub fn lower(&self) -> PathBuf {
         self.path.join("lower")
     }

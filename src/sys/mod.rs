@@ -16,6 +16,8 @@
 //!   and never rewrites (the tree indexes).
 //! - [`fdpass`]: namespace descriptors sent over a Unix socket (the warm
 //!   server hands its namespaces to runs).
+//! - [`handover`]: a live FUSE connection handed to the next server (its
+//!   descriptor under a fuser session, the passthrough ids it holds).
 //! - [`rlimit`]: the open-files limit a FUSE server or a run raises for
 //!   itself.
 //! - [`priority`]: nice and I/O class of a background thread (the warm
@@ -35,6 +37,7 @@
 pub mod exec;
 pub mod fdpass;
 pub mod fork;
+pub mod handover;
 pub mod mmap;
 pub mod mountinfo;
 pub mod nsprobe;

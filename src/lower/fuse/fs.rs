@@ -10,6 +10,7 @@
 use super::stats::{Counters, ReadMode};
 use super::workset::Recorder;
 use crate::lower::blobcache::BlobCache;
+use crate::sys::handover::{BackingRecord, Inherited};
 use crate::tree::{Kind, NodeRef, Tree, MTIME};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -38,7 +39,25 @@ const KEPT: usize = 512;
 /// One opened content, shared by every open of the same inode.
 struct OpenFile {
     file: std::fs::File,
-    backing: Option<BackingId>,
+    backing: Option<Arc<BackingId>>,
+    /// Where its backing id is recorded for a successor: cleared before
+    /// the id closes.
+    recorded: Option<(Arc<BackingRecord>, u64, u32)>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some((record, ino, raw)) = &self.recorded {
+            record.clear(*ino, *raw);
+        }
+    }
+}
+
+/// What a server that takes over a connection inherits: the record of
+/// backing ids, and the ids its predecessor left open.
+pub(crate) struct Handed {
+    pub record: Arc<BackingRecord>,
+    pub inherited: Inherited,
 }
 
 pub(crate) struct VhFs {
@@ -52,6 +71,8 @@ pub(crate) struct VhFs {
     pub want_passthrough: bool,
     pub counters: Arc<Counters>,
     pub recorder: Arc<Recorder>,
+    /// What the kernel offered at INIT (for a successor's INIT).
+    pub offered: Arc<AtomicU64>,
     passthrough: AtomicBool,
     /// The kernel opens directories without asking (FUSE_NO_OPENDIR_SUPPORT).
     no_opendir: AtomicBool,
@@ -60,6 +81,12 @@ pub(crate) struct VhFs {
     /// from `kept`, and the kernel keeps each file's page cache.
     no_open: AtomicBool,
     by_inode: Mutex<HashMap<u64, Weak<OpenFile>>>,
+    /// Backing ids recorded for a successor (warm servers only).
+    handed: Option<Handed>,
+    /// Ids a dead predecessor opened, kept for the connection's life:
+    /// its files may stay open (mapped libraries) for as long, and every
+    /// open of their inode must carry the same id.
+    adopted: Mutex<HashMap<u64, Arc<BackingId>>>,
     /// Contents read without an open (`no_open`), at most [`KEPT`].
     kept: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Arc<OpenFile>>>,
@@ -83,6 +110,7 @@ impl VhFs {
         want_passthrough: bool,
         counters: Arc<Counters>,
         recorder: Arc<Recorder>,
+        handed: Option<Handed>,
     ) -> VhFs {
         VhFs {
             tree,
@@ -94,11 +122,14 @@ impl VhFs {
             want_passthrough,
             counters,
             recorder,
+            offered: Arc::new(AtomicU64::new(0)),
             passthrough: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
             no_open: AtomicBool::new(false),
             kept: Mutex::new(HashMap::new()),
             by_inode: Mutex::new(HashMap::new()),
+            handed,
+            adopted: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             mtime: UNIX_EPOCH + Duration::from_secs(MTIME),
@@ -195,39 +226,76 @@ impl VhFs {
                 Some(errno) => errno,
                 None => self.eio(ino, &e),
             })?;
-        let backing = match reply.filter(|_| self.passthrough.load(Relaxed)) {
-            Some(reply) => match reply.open_backing(&file) {
-                Ok(id) => Some(id),
-                Err(e) if e.raw_os_error().is_some_and(is_transient) => {
-                    return Err(Errno::from(e));
-                }
-                Err(e) => {
-                    // Refused for good (privileges, stacking): mixing modes
-                    // on one inode is refused by the kernel, so drop
-                    // passthrough for the whole mount, once.
-                    if self.passthrough.swap(false, Relaxed) {
-                        let m = format!(
-                            "FUSE passthrough refused by the kernel ({e}); serving reads from vhrun"
-                        );
-                        tracing::warn!("{m}");
-                        // Inode 0 names no file: the mount's own event.
-                        self.counters.notices.push(0, || m);
-                        self.counters.set_read_mode(ReadMode::Served);
-                    }
-                    None
-                }
-            },
-            None => None,
-        };
-        let fresh = Arc::new(OpenFile { file, backing });
         let mut map = self.by_inode.lock().unwrap();
         // Another thread may have opened the same inode meanwhile: keep its
-        // backing id (one per inode), drop ours.
+        // backing id (one per inode). Ids are made under the lock, so no
+        // other is ever opened for the inode.
         if let Some(f) = map.get(&ino).and_then(Weak::upgrade) {
             return Ok(f);
         }
+        let (backing, recorded) = match reply.filter(|_| self.passthrough.load(Relaxed)) {
+            Some(reply) => self.backing_for(reply, ino, &file)?,
+            None => (None, None),
+        };
+        let fresh = Arc::new(OpenFile {
+            file,
+            backing,
+            recorded,
+        });
         map.insert(ino, Arc::downgrade(&fresh));
         Ok(fresh)
+    }
+
+    /// The backing id of `ino` for a passthrough open of `file`: the one a
+    /// predecessor left, or a new one, recorded for a successor.
+    #[allow(clippy::type_complexity)]
+    fn backing_for(
+        &self,
+        reply: &ReplyOpen,
+        ino: u64,
+        file: &std::fs::File,
+    ) -> Result<
+        (
+            Option<Arc<BackingId>>,
+            Option<(Arc<BackingRecord>, u64, u32)>,
+        ),
+        Errno,
+    > {
+        if let Some(id) = self.adopted.lock().unwrap().get(&ino) {
+            return Ok((Some(id.clone()), None));
+        }
+        if let Some(h) = &self.handed {
+            if let Some(id) = h.inherited.take(reply, ino) {
+                let id = Arc::new(id);
+                self.adopted.lock().unwrap().insert(ino, id.clone());
+                return Ok((Some(id), None));
+            }
+        }
+        match reply.open_backing(file) {
+            Ok(id) => Ok(match &self.handed {
+                Some(h) => {
+                    let (raw, id) = h.record.record(reply, ino, id);
+                    (Some(Arc::new(id)), Some((h.record.clone(), ino, raw)))
+                }
+                None => (Some(Arc::new(id)), None),
+            }),
+            Err(e) if e.raw_os_error().is_some_and(is_transient) => Err(Errno::from(e)),
+            Err(e) => {
+                // Refused for good (privileges, stacking): mixing modes
+                // on one inode is refused by the kernel, so drop
+                // passthrough for the whole mount, once.
+                if self.passthrough.swap(false, Relaxed) {
+                    let m = format!(
+                        "FUSE passthrough refused by the kernel ({e}); serving reads from vhrun"
+                    );
+                    tracing::warn!("{m}");
+                    // Inode 0 names no file: the mount's own event.
+                    self.counters.notices.push(0, || m);
+                    self.counters.set_read_mode(ReadMode::Served);
+                }
+                Ok((None, None))
+            }
+        }
     }
 
     /// The content of `n` for a READ without an open handle (`no_open`):
@@ -309,6 +377,7 @@ pub(crate) fn passthrough_privileged() -> Result<(), String> {
 impl Filesystem for VhFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let caps = config.capabilities();
+        self.offered.store(caps.bits(), Relaxed);
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
@@ -458,7 +527,9 @@ impl Filesystem for VhFs {
         Counters::bump(&self.counters.read);
         let f = match self.handles.lock().unwrap().get(&fh.0).cloned() {
             Some(f) => f,
-            None if fh.0 == 0 && self.no_open.load(Relaxed) => {
+            // Without an open (FUSE_NO_OPEN_SUPPORT), or a handle a
+            // predecessor gave out: the content is found by inode.
+            None => {
                 let Some(n) = self.tree.get(ino.0).filter(|n| n.kind() == Kind::File) else {
                     return reply.error(Errno::EBADF);
                 };
@@ -467,7 +538,6 @@ impl Filesystem for VhFs {
                     Err(e) => return reply.error(e),
                 }
             }
-            None => return reply.error(Errno::EBADF),
         };
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size as usize {

@@ -23,6 +23,7 @@ pub use workset::{Prefetched, WorkingSet};
 
 use crate::error::{Error, Refusal, Result};
 use crate::lower::blobcache::BlobCache;
+use crate::sys::handover::{BackingRecord, Inherited};
 use crate::tree::Tree;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -60,6 +61,9 @@ pub struct MountOptions {
     /// Where users see the tree (a run's environment path, above the
     /// overlay), used in messages instead of the private mountpoint.
     pub shown_as: Option<PathBuf>,
+    /// Keep what a successor needs to take the connection over
+    /// ([`MountedTree::handover`], [`resume`]): warm servers.
+    pub handover: bool,
 }
 
 impl MountOptions {
@@ -72,6 +76,7 @@ impl MountOptions {
             threads: 2,
             passthrough: PassthroughMode::Auto,
             shown_as: None,
+            handover: false,
         }
     }
 }
@@ -88,6 +93,24 @@ pub struct MountedTree {
     ended: OwnedFd,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     unmounted: bool,
+    /// A duplicate of the connection and the record of its backing ids,
+    /// for a successor.
+    kept: Option<(OwnedFd, Arc<BackingRecord>)>,
+    offered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a new server needs to serve a live connection whose server died
+/// (`lower::server::keeper`).
+#[derive(Debug)]
+pub struct Handover {
+    /// The connection: a duplicate of its `/dev/fuse` descriptor.
+    pub fuse: OwnedFd,
+    /// The passthrough backing ids it holds, by inode (a memfd).
+    pub record: OwnedFd,
+    /// What the kernel offered at INIT (fuser `InitFlags` bits).
+    pub offered: u64,
+    /// Servers of the connection before the one that takes it now.
+    pub generation: u64,
 }
 
 /// What ended [`MountedTree::wait`].
@@ -195,42 +218,216 @@ pub fn mount(
         }
         _ => Error::io(mountpoint, std::io::Error::from(e)),
     })?;
-    let counters = Arc::new(stats::Counters::for_tree(tree.len()));
-    let recorder = Arc::new(workset::Recorder::default());
-    let cache = Arc::new(cache);
-    let fs = fs::VhFs::new(
-        tree.clone(),
-        cache.clone(),
-        opts.target_name.clone(),
-        opts.uid,
-        opts.gid,
-        opts.shown_as
-            .clone()
-            .unwrap_or_else(|| mountpoint.to_path_buf()),
-        opts.passthrough == PassthroughMode::Auto,
-        counters.clone(),
-        recorder.clone(),
-    );
-    let mut config = fuser::Config::default();
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = opts.threads > 1;
-    // The kernel already admits only user_id/group_id (no allow_other);
-    // fuser's own uid filter would also reject root.
-    config.acl = fuser::SessionACL::All;
-    let dev_fd = dev.as_raw_fd();
-    let session = match fuser::Session::from_fd(fs, OwnedFd::from(dev), config.acl, config) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
-            return Err(Error::refused(
-                Refusal::FuseMount,
-                format!(
-                    "FUSE handshake at {}: {e} (the kernel refused the connection)",
-                    mountpoint.display()
-                ),
-            ));
-        }
+    let handed = if opts.handover {
+        let record = BackingRecord::create(tree.len() as u64)
+            .map_err(|e| Error::io("memfd (backing ids)", e))?;
+        let fuse = dev
+            .try_clone()
+            .map_err(|e| Error::io("/dev/fuse (a duplicate)", e))?;
+        Some((OwnedFd::from(fuse), Arc::new(record)))
+    } else {
+        None
     };
+    let parts = Parts::new(tree, cache, mountpoint, opts, handed, Inherited::default());
+    let dev_fd = dev.as_raw_fd();
+    let session =
+        match fuser::Session::from_fd(parts.fs, OwnedFd::from(dev), parts.acl, parts.config) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
+                return Err(Error::refused(
+                    Refusal::FuseMount,
+                    format!(
+                        "FUSE handshake at {}: {e} (the kernel refused the connection)",
+                        mountpoint.display()
+                    ),
+                ));
+            }
+        };
+    start(session, dev_fd, parts.tree_parts, mountpoint).inspect_err(|_| {
+        let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
+    })
+}
+
+/// Serve the live connection of `h`, mounted at `mountpoint` by a server
+/// that died, in its place: the requests it had read and not answered
+/// are sent again (`FUSE_NOTIFY_RESEND`, Linux >= 6.9). Nothing is
+/// mounted or unmounted here; a failure leaves the connection to the
+/// caller, whose exit ends it when no one else holds it.
+pub fn resume(
+    tree: Arc<Tree>,
+    cache: BlobCache,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    h: Handover,
+) -> Result<MountedTree> {
+    let span = tracing::info_span!("fuse.resume", mountpoint = %mountpoint.display());
+    let _g = span.enter();
+    check_target_name(&tree, &opts.target_name)?;
+    let record = BackingRecord::inherit(h.record);
+    let inherited = Inherited::of(&record);
+    tracing::debug!(inherited = inherited.len(), "backing ids left open");
+    let fuse = h.fuse;
+    let parts = Parts::new(
+        tree,
+        cache,
+        mountpoint,
+        opts,
+        Some((
+            fuse.try_clone()
+                .map_err(|e| Error::io("/dev/fuse (a duplicate)", e))?,
+            Arc::new(record),
+        )),
+        inherited,
+    );
+    parts
+        .tree_parts
+        .counters
+        .takeovers
+        .store(h.generation, std::sync::atomic::Ordering::Relaxed);
+    // fuser's session starts with an INIT handshake, which a live
+    // connection never sends again: it gets one written to a socket,
+    // then the connection in the socket's place.
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("socketpair", e))?;
+    nix::unistd::write(&ours, &synthetic_init(h.offered))
+        .map_err(|e| Error::sys("write (INIT)", e))?;
+    let session_fd = theirs.as_raw_fd();
+    let session = fuser::Session::from_fd(parts.fs, theirs, parts.acl, parts.config)
+        .map_err(|e| Error::Internal(format!("taking the FUSE connection over: {e}")))?;
+    drop(ours);
+    crate::sys::handover::adopt_session_fd(session.as_fd(), fuse.as_fd())
+        .map_err(|e| Error::sys("dup3 (the FUSE connection)", e))?;
+    resend(fuse.as_fd())?;
+    start(session, session_fd, parts.tree_parts, mountpoint)
+}
+
+/// FUSE_NOTIFY_RESEND: every request the connection's servers read and
+/// did not answer goes back to the queue.
+fn resend(fuse: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    const FUSE_NOTIFY_RESEND: i32 = 7;
+    let mut msg = Vec::with_capacity(16);
+    msg.extend_from_slice(&16u32.to_le_bytes());
+    msg.extend_from_slice(&FUSE_NOTIFY_RESEND.to_le_bytes());
+    msg.extend_from_slice(&0u64.to_le_bytes());
+    nix::unistd::write(fuse, &msg).map(|_| ()).map_err(|e| {
+        Error::unavailable(
+            "cannot take the FUSE connection over",
+            format!(
+                "the kernel refused FUSE_NOTIFY_RESEND ({}; it needs Linux >= 6.9)",
+                e.desc()
+            ),
+        )
+    })
+}
+
+/// An INIT request as the kernel sends it, offering `offered`.
+fn synthetic_init(offered: u64) -> Vec<u8> {
+    const FUSE_INIT: u32 = 26;
+    const FUSE_INIT_EXT: u64 = 1 << 30;
+    let mut m = Vec::with_capacity(104);
+    // fuse_in_header
+    m.extend_from_slice(&104u32.to_le_bytes());
+    m.extend_from_slice(&FUSE_INIT.to_le_bytes());
+    m.extend_from_slice(&1u64.to_le_bytes()); // unique
+    m.extend_from_slice(&0u64.to_le_bytes()); // nodeid
+    m.extend_from_slice(&[0u8; 16]); // uid, gid, pid, padding
+                                     // fuse_init_in: 7.40, fuser's own version
+    m.extend_from_slice(&7u32.to_le_bytes());
+    m.extend_from_slice(&40u32.to_le_bytes());
+    m.extend_from_slice(&(128u32 << 10).to_le_bytes()); // max_readahead
+    m.extend_from_slice(&((offered as u32) | FUSE_INIT_EXT as u32).to_le_bytes());
+    m.extend_from_slice(&((offered >> 32) as u32).to_le_bytes());
+    m.extend_from_slice(&[0u8; 44]);
+    m
+}
+
+/// What a session is made of.
+struct Parts {
+    fs: fs::VhFs,
+    acl: fuser::SessionACL,
+    config: fuser::Config,
+    tree_parts: TreeParts,
+}
+
+/// What the [`MountedTree`] keeps of it.
+struct TreeParts {
+    tree: Arc<Tree>,
+    recorder: Arc<workset::Recorder>,
+    counters: Arc<stats::Counters>,
+    cache: Arc<BlobCache>,
+    kept: Option<(OwnedFd, Arc<BackingRecord>)>,
+    offered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Parts {
+    fn new(
+        tree: Arc<Tree>,
+        cache: BlobCache,
+        mountpoint: &Path,
+        opts: &MountOptions,
+        kept: Option<(OwnedFd, Arc<BackingRecord>)>,
+        inherited: Inherited,
+    ) -> Parts {
+        let counters = Arc::new(stats::Counters::for_tree(tree.len()));
+        let recorder = Arc::new(workset::Recorder::default());
+        let cache = Arc::new(cache);
+        let handed = kept.as_ref().map(|(_, record)| fs::Handed {
+            record: record.clone(),
+            inherited,
+        });
+        let fs = fs::VhFs::new(
+            tree.clone(),
+            cache.clone(),
+            opts.target_name.clone(),
+            opts.uid,
+            opts.gid,
+            opts.shown_as
+                .clone()
+                .unwrap_or_else(|| mountpoint.to_path_buf()),
+            opts.passthrough == PassthroughMode::Auto,
+            counters.clone(),
+            recorder.clone(),
+            handed,
+        );
+        let offered = fs.offered.clone();
+        let mut config = fuser::Config::default();
+        config.n_threads = Some(opts.threads.max(1));
+        // A successor finds the requests in flight on the descriptors that
+        // outlive a server: cloned ones die with it, and the kernel ends
+        // what was read on them (ECONNABORTED).
+        config.clone_fd = opts.threads > 1 && !opts.handover;
+        // The kernel already admits only user_id/group_id (no allow_other);
+        // fuser's own uid filter would also reject root.
+        config.acl = fuser::SessionACL::All;
+        Parts {
+            fs,
+            acl: config.acl,
+            config,
+            tree_parts: TreeParts {
+                tree,
+                recorder,
+                counters,
+                cache,
+                kept,
+                offered,
+            },
+        }
+    }
+}
+
+/// Start the server threads of `session`, whose descriptor is `dev_fd`.
+fn start(
+    session: fuser::Session<fs::VhFs>,
+    dev_fd: std::os::fd::RawFd,
+    parts: TreeParts,
+    mountpoint: &Path,
+) -> Result<MountedTree> {
     let (ended, ended_tx) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
     let ended_tx_fd = ended_tx.as_raw_fd();
@@ -242,7 +439,9 @@ pub fn mount(
     // the connection when the last /dev/fuse descriptor closes, which that
     // thread's table would prevent forever (a process stuck in D state
     // with its namespace and mounts). With the tables split, the server
-    // threads' exit closes /dev/fuse and releases such a waiter.
+    // threads' exit closes /dev/fuse and releases such a waiter. (A warm
+    // server keeps a duplicate for its successor: it never uses its own
+    // mount.)
     let (split_tx, split_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("vhrun-fuse".into())
@@ -252,14 +451,8 @@ pub fn mount(
             let r = session.run();
             drop(ended_tx);
             r
-        });
-    let thread = match thread {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = nix::mount::umount2(mountpoint, MntFlags::MNT_DETACH);
-            return Err(Error::spawn("the FUSE server thread", e));
-        }
-    };
+        })
+        .map_err(|e| Error::spawn("the FUSE server thread", e))?;
     match split_rx.recv() {
         // Our copies only: the server's table keeps its own (and the end
         // of the session is still seen as EOF on `ended`).
@@ -274,13 +467,15 @@ pub fn mount(
     }
     Ok(MountedTree {
         mountpoint: mountpoint.to_path_buf(),
-        tree,
-        recorder,
-        counters,
-        cache,
+        tree: parts.tree,
+        recorder: parts.recorder,
+        counters: parts.counters,
+        cache: parts.cache,
         ended,
         thread: Some(thread),
         unmounted: false,
+        kept: parts.kept,
+        offered: parts.offered,
     })
 }
 
@@ -304,6 +499,21 @@ pub fn serve_while<R>(
 impl MountedTree {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Duplicates of what a successor needs, if this mount keeps them
+    /// (`MountOptions::handover`).
+    pub fn handover(&self) -> Option<Handover> {
+        let (fuse, record) = self.kept.as_ref()?;
+        Some(Handover {
+            fuse: fuse.try_clone().ok()?,
+            record: record.as_fd().try_clone_to_owned().ok()?,
+            offered: self.offered.load(std::sync::atomic::Ordering::Relaxed),
+            generation: self
+                .counters
+                .takeovers
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// Counters so far (cheap: a few atomic loads).

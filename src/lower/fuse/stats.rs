@@ -44,6 +44,8 @@ pub(crate) struct Counters {
     pub read_mode: AtomicU8,
     /// Errors to tell the runs that met them.
     pub notices: super::notices::Notices,
+    /// Servers of this connection before this one (warm server takeovers).
+    pub takeovers: AtomicU64,
 }
 
 /// One bit per inode, set by its first successful open: a distinct-file
@@ -134,6 +136,10 @@ pub struct Stats {
     /// What a lazily served tree fetched from its origin.
     #[serde(default)]
     pub remote: RemoteStats,
+    /// Times a new warm server took the connection over: counters before
+    /// the last one are lost, the run's files were not.
+    #[serde(default)]
+    pub takeovers: u64,
 }
 
 impl Stats {
@@ -161,6 +167,7 @@ impl Stats {
             bytes_opened: g(&c.bytes_opened),
             cache,
             remote,
+            takeovers: g(&c.takeovers),
         }
     }
 
@@ -201,6 +208,7 @@ impl Stats {
                 failures: d(c.failures, e.failures),
             },
             remote: self.remote.since(&earlier.remote),
+            takeovers: d(self.takeovers, earlier.takeovers),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The server side: `vhrun __serve`, started by the first run that needs
 //! it (see the parent module for the why and the protocol).
 
+use super::keeper::{self, Held, Keeper, Msg, State};
 use super::{short_socket_path, write_frame, Hello, Paths};
 use crate::error::{Error, IoContext, Result};
 use crate::hololib::Hololib;
@@ -19,6 +20,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -46,6 +48,11 @@ pub struct ServeConfig {
     pub origin: Option<(String, Batching)>,
     /// rcc's home, whose network settings reach the origin.
     pub robocorp_home: PathBuf,
+    /// Take over a live connection handed on stdin by a keeper
+    /// (`keeper`) instead of mounting.
+    pub takeover: bool,
+    /// Start a keeper, so that a successor can take over (`VHRUN_TAKEOVER`).
+    pub keeper: bool,
 }
 
 /// Detach and serve. Returns in the starter's child at once (exit 0); the
@@ -53,6 +60,11 @@ pub struct ServeConfig {
 /// it as a child (its reaper would wait for or kill it).
 pub fn serve(cfg: &ServeConfig) -> Result<i32> {
     namespaces::ensure_single_threaded()?;
+    if cfg.takeover {
+        // Started by a keeper, detached already, in the namespaces.
+        take_over(cfg)?;
+        return Ok(0);
+    }
     // Out of the caller's session: a terminal's ^C or hangup is not ours.
     let _ = nix::unistd::setsid();
     // Nor its working directory: a server living on in the robot's
@@ -80,13 +92,230 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
     // Blocked before any thread starts, so every thread inherits it.
     let signals = block_signals()?;
     namespaces::enter_with(&id, Propagation::Slave)?;
-    let userns = if id.rootless {
-        Some(std::fs::File::open("/proc/self/ns/user").at("/proc/self/ns/user")?)
+    let (tree, blobs, opts) = what_to_serve(cfg, &id)?;
+    // A run directory of its own: gc sees the catalog in use, and a
+    // crashed server's directory is removed by the next one.
+    let run = RunDir::create(&dir, &cfg.catalog.to_string_lossy())?;
+    let image_build = image_builder(cfg, &tree, &id);
+    let mounted = fuse::mount(tree, blobs, &run.lower(), &opts)?;
+
+    // Bound under a temporary name and renamed: a run never connects to
+    // a socket whose server is not ready.
+    let dirf = std::fs::File::open(&dir).at(&dir)?;
+    let tmp = format!(".{}.{}.sock", cfg.key, std::process::id());
+    let listener = UnixListener::bind(short_socket_path(&dirf, &tmp)).at(dir.join(&tmp))?;
+    let sock = dir.join(&paths.socket_name);
+    std::fs::rename(dir.join(&tmp), &sock).at(&sock)?;
+    let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
+    listener.set_nonblocking(true).at(&sock)?;
+    let state = State {
+        argv: successor_argv(),
+        offered: 0,
+        generation: 0,
+        rundir: run.path.clone(),
+        socket_ino: sock_ino,
+        listening: true,
+    };
+    // Before the first run can connect: a server killed from then on
+    // has a successor.
+    let keeper = if cfg.keeper {
+        start_keeper(
+            &mounted,
+            &run,
+            &state,
+            Some((key_lock.as_fd(), listener.as_fd())),
+            &[],
+        )
     } else {
         None
     };
-    let mntns = std::fs::File::open("/proc/self/ns/mnt").at("/proc/self/ns/mnt")?;
+    tracing::info!(
+        pid = std::process::id(),
+        lower = %run.lower().display(),
+        idle = ?cfg.idle,
+        keeper = keeper.is_some(),
+        "warm server ready for {}",
+        cfg.catalog.display()
+    );
+    announce_ready();
+    serve_until_done(
+        cfg,
+        &id,
+        Serving {
+            mounted,
+            run,
+            listener: Some(listener),
+            key_lock: Some(key_lock),
+            sock,
+            sock_ino,
+            state,
+            keeper,
+            clients: Vec::new(),
+            image_build,
+            signals,
+        },
+    )
+}
 
+/// A successor: serve the connection a keeper hands over on stdin.
+fn take_over(cfg: &ServeConfig) -> Result<()> {
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("stdin", e))?;
+    let old_keeper = Keeper::adopt(UnixStream::from(stdin));
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let signals = block_signals()?;
+    let handed = keeper::receive(old_keeper.stream())?;
+    let id = Identity::current();
+    crate::sys::rlimit::raise_nofile_limit();
+    let (tree, blobs, opts) = what_to_serve(cfg, &id)?;
+    let keeper::Handed {
+        mut state,
+        held,
+        clients,
+    } = handed;
+    let run = RunDir::adopt(state.rundir.clone(), held.rundir_lock);
+    let t0 = Instant::now();
+    let mounted = fuse::resume(
+        tree.clone(),
+        blobs,
+        &run.lower(),
+        &opts,
+        fuse::Handover {
+            fuse: held.fuse,
+            record: held.record,
+            offered: state.offered,
+            generation: state.generation,
+        },
+    )?;
+    let key_lock = match held.key_lock {
+        Some(fd) => match Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Some(l),
+            Err((_, e)) => {
+                tracing::warn!(
+                    "the key's lock: {}; serving the runs in flight only",
+                    e.desc()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let listener = match (held.listener, &key_lock) {
+        (Some(fd), Some(_)) => {
+            let l = UnixListener::from(fd);
+            l.set_nonblocking(true)
+                .map_err(|e| Error::io("the listening socket", e))?;
+            Some(l)
+        }
+        _ => None,
+    };
+    state.listening = listener.is_some();
+    state.argv = successor_argv();
+    let sock = cfg.home.servers().join(format!("{}.sock", cfg.key));
+    let client_fds: Vec<_> = clients.iter().map(|c| c.as_fd()).collect();
+    let keeper = start_keeper(
+        &mounted,
+        &run,
+        &state,
+        key_lock
+            .as_ref()
+            .zip(listener.as_ref())
+            .map(|(k, l)| (k.as_fd(), l.as_fd())),
+        &client_fds,
+    );
+    drop(client_fds);
+    // The old keeper exits without a takeover; a successor that fails
+    // before this line is retried by it.
+    old_keeper.tell(&Msg::Retire);
+    drop(old_keeper);
+    tracing::info!(
+        pid = std::process::id(),
+        generation = state.generation,
+        runs = clients.len(),
+        "took the warm server of {} over in {:?}",
+        cfg.catalog.display(),
+        t0.elapsed()
+    );
+    let image_build = image_builder(cfg, &tree, &id);
+    let sock_ino = state.socket_ino;
+    serve_until_done(
+        cfg,
+        &id,
+        Serving {
+            mounted,
+            run,
+            listener,
+            key_lock,
+            sock,
+            sock_ino,
+            state,
+            keeper,
+            clients: clients
+                .into_iter()
+                .map(|stream| Client {
+                    stream,
+                    pending: Vec::new(),
+                })
+                .collect(),
+            image_build,
+            signals,
+        },
+    )
+}
+
+/// The arguments a successor is started with: this server's own.
+fn successor_argv() -> Vec<String> {
+    std::env::args()
+        .skip(2)
+        .filter(|a| a != "--takeover")
+        .collect()
+}
+
+/// Start a keeper for `mounted` (none, with a warning, if it cannot be).
+fn start_keeper(
+    mounted: &MountedTree,
+    run: &RunDir,
+    state: &State,
+    listening: Option<(std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>)>,
+    clients: &[std::os::fd::BorrowedFd<'_>],
+) -> Option<Keeper> {
+    let r = (|| {
+        let h = mounted
+            .handover()
+            .ok_or_else(|| Error::Internal("no connection to hand over".into()))?;
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| Error::io("a descriptor for the keeper", e))
+        };
+        let (key_lock, listener) = match listening {
+            Some((k, l)) => (Some(dup(k)?), Some(dup(l)?)),
+            None => (None, None),
+        };
+        let held = Held {
+            fuse: h.fuse,
+            record: h.record,
+            rundir_lock: dup(run.lock_fd())?,
+            key_lock,
+            listener,
+        };
+        let state = State {
+            offered: h.offered,
+            generation: h.generation,
+            listening: listening.is_some(),
+            ..state.clone()
+        };
+        Keeper::spawn(&state, &held, clients)
+    })();
+    r.inspect_err(|e| tracing::warn!("no keeper ({e}): a crash of this server ends its runs"))
+        .ok()
+}
+
+/// The tree, blob cache and mount options of `cfg` for `id`.
+fn what_to_serve(cfg: &ServeConfig, id: &Identity) -> Result<(Arc<Tree>, BlobCache, MountOptions)> {
     let mut tree = Tree::load_indexed(&cfg.catalog, &cfg.home.index())?;
     tree.detach_from_index();
     let tree = Arc::new(tree);
@@ -103,9 +332,6 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         None => None,
     };
     let blobs = BlobCache::new(lib, &cfg.blobs).with_remote(remote);
-    // A run directory of its own: gc sees the catalog in use, and a
-    // crashed server's directory is removed by the next one.
-    let run = RunDir::create(&dir, &cfg.catalog.to_string_lossy())?;
     let opts = MountOptions {
         target_name: cfg.target_name.clone(),
         uid: id.uid,
@@ -117,30 +343,50 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
             cfg.passthrough
         },
         shown_as: Some(cfg.shown_as.clone()),
+        handover: cfg.keeper,
     };
-    let image_build = image_builder(cfg, &tree, &id);
-    let mounted = fuse::mount(tree, blobs, &run.lower(), &opts)?;
+    Ok((tree, blobs, opts))
+}
 
-    // Bound under a temporary name and renamed: a run never connects to
-    // a socket whose server is not ready.
-    let dirf = std::fs::File::open(&dir).at(&dir)?;
-    let tmp = format!(".{}.{}.sock", cfg.key, std::process::id());
-    let listener = UnixListener::bind(short_socket_path(&dirf, &tmp)).at(dir.join(&tmp))?;
-    let sock = dir.join(&paths.socket_name);
-    std::fs::rename(dir.join(&tmp), &sock).at(&sock)?;
-    let sock_ino = std::fs::metadata(&sock).map(|m| m.ino()).unwrap_or(0);
-    listener.set_nonblocking(true).at(&sock)?;
-    tracing::info!(
-        pid = std::process::id(),
-        lower = %run.lower().display(),
-        idle = ?cfg.idle,
-        "warm server ready for {}",
-        cfg.catalog.display()
-    );
-    announce_ready();
+/// A serving server's parts.
+struct Serving {
+    mounted: MountedTree,
+    run: RunDir,
+    listener: Option<UnixListener>,
+    key_lock: Option<Flock<std::fs::File>>,
+    sock: PathBuf,
+    sock_ino: u64,
+    state: State,
+    keeper: Option<Keeper>,
+    clients: Vec<Client>,
+    image_build: Option<Box<dyn FnOnce()>>,
+    signals: SignalFd,
+}
 
-    let state = Served {
+/// Serve runs until idle or signalled, then withdraw, unmount and exit.
+fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> {
+    let Serving {
+        mounted,
+        run,
+        listener,
+        key_lock,
+        sock,
+        sock_ino,
+        state,
+        keeper,
+        clients,
+        image_build,
+        signals,
+    } = s;
+    let userns = if id.rootless {
+        Some(std::fs::File::open("/proc/self/ns/user").at("/proc/self/ns/user")?)
+    } else {
+        None
+    };
+    let mntns = std::fs::File::open("/proc/self/ns/mnt").at("/proc/self/ns/mnt")?;
+    let served = Served {
         mounted: &mounted,
+        run: &run,
         lower: run.lower(),
         catalog: cfg.catalog.clone(),
         shown_as: cfg.shown_as.clone(),
@@ -150,20 +396,44 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
         mntns: mntns.as_fd(),
         uid: id.uid,
         image_build: std::cell::RefCell::new(image_build),
+        keeper: std::cell::RefCell::new(keeper),
+        keepers_started: std::cell::Cell::new(0),
+        state: std::cell::RefCell::new(state),
+        key_lock: std::cell::RefCell::new(key_lock),
     };
     // No new run once it goes: the socket is removed and the key's lock
     // let go, so the next run starts a server of its own at once (those
     // queued on the closed listener are turned away and do the same).
-    let mut key_lock = Some(key_lock);
     let mut withdraw = || {
         if std::fs::metadata(&sock).is_ok_and(|m| m.ino() == sock_ino) {
             let _ = std::fs::remove_file(&sock);
         }
-        key_lock.take();
+        served.key_lock.borrow_mut().take();
+        served.state.borrow_mut().listening = false;
+        if let Some(k) = served.keeper.borrow().as_ref() {
+            k.tell(&Msg::Withdrawn);
+        }
     };
-    let why = state.run(listener, &signals, cfg.idle, &mut withdraw);
+    let end = served.run(listener, clients, &signals, cfg.idle, &mut withdraw);
+    let why = match end {
+        End::Done(why) => why,
+        End::Upgrade(exe) => {
+            // The keeper starts `exe` in our place: nothing of ours is
+            // undone (the mount, the run directory), and what was in
+            // flight on the connection is sent again to the successor.
+            tracing::info!("handing over to {}", exe.display());
+            if let Some(k) = served.keeper.borrow().as_ref() {
+                k.tell(&Msg::Upgrade { exe });
+            }
+            std::process::exit(0);
+        }
+    };
     tracing::info!("warm server exits: {why}");
     withdraw();
+    if let Some(k) = served.keeper.borrow_mut().take() {
+        k.tell(&Msg::Bye);
+    }
+    drop(served);
     drop(signals);
     if let Err(e) = mounted.unmount() {
         tracing::warn!("{e}");
@@ -276,6 +546,7 @@ fn announce_ready() {
 
 struct Served<'a> {
     mounted: &'a MountedTree,
+    run: &'a RunDir,
     lower: PathBuf,
     catalog: PathBuf,
     shown_as: PathBuf,
@@ -287,6 +558,30 @@ struct Served<'a> {
     uid: u32,
     /// Started once [`IMAGE_AFTER_RUNS`] runs have ended.
     image_build: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
+    keeper: std::cell::RefCell<Option<Keeper>>,
+    /// Keepers started after the first (see [`MAX_KEEPERS`]).
+    keepers_started: std::cell::Cell<u32>,
+    state: std::cell::RefCell<State>,
+    /// Held while this server takes runs.
+    key_lock: std::cell::RefCell<Option<Flock<std::fs::File>>>,
+}
+
+/// Keepers a server starts in place of dead ones before it serves on
+/// without (a keeper that cannot live is not restarted forever).
+const MAX_KEEPERS: u32 = 10;
+
+/// Why [`Served::run`] ended.
+enum End {
+    Done(String),
+    /// A newer vhrun asked to take over (`vhrun servers --restart`).
+    Upgrade(PathBuf),
+}
+
+/// What a run's line asked for, beyond an answer.
+enum Asked {
+    Nothing,
+    Gone,
+    Upgrade(PathBuf),
 }
 
 struct Client {
@@ -309,18 +604,17 @@ impl Served<'_> {
     /// environment).
     fn run(
         &self,
-        listener: UnixListener,
+        mut listener: Option<UnixListener>,
+        mut clients: Vec<Client>,
         signals: &SignalFd,
         idle: Duration,
         withdraw: &mut dyn FnMut(),
-    ) -> String {
-        let mut listener = Some(listener);
-        let mut clients: Vec<Client> = Vec::new();
+    ) -> End {
         let mut idle_since = Instant::now();
         let mut draining: Option<String> = None;
         loop {
             if let (Some(why), true) = (&draining, clients.is_empty()) {
-                return why.clone();
+                return End::Done(why.clone());
             }
             let served = self.served.get();
             if served >= IMAGE_AFTER_RUNS && clients.is_empty() {
@@ -329,7 +623,7 @@ impl Served<'_> {
                 }
             }
             if !self.mounted.is_serving() {
-                return "the tree was unmounted".into();
+                return End::Done("the tree was unmounted".into());
             }
             // The run that started the server is on its way: wait for it
             // even with a zero idle time.
@@ -338,8 +632,8 @@ impl Served<'_> {
             } else {
                 idle
             };
-            if clients.is_empty() && idle_since.elapsed() >= idle {
-                return format!("no run for {idle:?}");
+            if clients.is_empty() && idle_since.elapsed() >= idle && draining.is_none() {
+                return End::Done(format!("no run for {idle:?}"));
             }
             // Wake at least once a second to notice an unmount.
             let wait = if clients.is_empty() {
@@ -348,8 +642,14 @@ impl Served<'_> {
                 Duration::from_secs(1)
             }
             .min(Duration::from_secs(1));
-            // [signals, listener (while accepting), clients...]
+            // [signals, keeper, listener (while accepting), clients...]
+            let keeper = self.keeper.borrow();
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            let keeper_at = keeper.as_ref().map(|k| {
+                fds.push(PollFd::new(k.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let listener_at = fds.len();
             fds.extend(
                 listener
                     .iter()
@@ -364,7 +664,7 @@ impl Served<'_> {
             let ms = u16::try_from(wait.as_millis()).unwrap_or(1000);
             match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return format!("poll: {}", e.desc()),
+                Err(e) => return End::Done(format!("poll: {}", e.desc())),
             }
             let ready = |i: usize| {
                 fds.get(i)
@@ -372,16 +672,21 @@ impl Served<'_> {
                     .is_some_and(|r| !r.is_empty())
             };
             let signalled = ready(0);
-            let listener_ready = listener.is_some() && ready(1);
+            let keeper_ready = keeper_at.is_some_and(ready);
+            let listener_ready = listener.is_some() && ready(listener_at);
             let readable: Vec<usize> = (0..clients.len())
                 .filter(|&i| ready(i + first_client))
                 .collect();
             drop(fds);
+            drop(keeper);
+            if keeper_ready {
+                self.keeper_check(listener.as_ref(), &clients);
+            }
             if signalled {
                 if let Ok(Some(s)) = signals.read_signal() {
                     let why = format!("signal {}", s.ssi_signo);
                     if draining.is_some() {
-                        return why;
+                        return End::Done(why);
                     }
                     tracing::info!(
                         "{why}: no new run; exiting after {} in flight",
@@ -394,21 +699,55 @@ impl Served<'_> {
             }
             // Newest first, so removing keeps the other indexes right.
             for i in readable.into_iter().rev() {
-                if !self.answer(&mut clients[i]) {
-                    clients.swap_remove(i);
-                    if clients.is_empty() {
-                        idle_since = Instant::now();
+                match self.answer(&mut clients[i]) {
+                    Asked::Nothing => {}
+                    Asked::Gone => {
+                        clients.swap_remove(i);
+                        if clients.is_empty() {
+                            idle_since = Instant::now();
+                        }
                     }
+                    Asked::Upgrade(exe) => return End::Upgrade(exe),
                 }
             }
             if let Some(l) = listener.as_ref().filter(|_| listener_ready) {
                 while let Ok((stream, _)) = l.accept() {
                     if let Some(c) = self.admit(stream) {
+                        if let Some(k) = self.keeper.borrow().as_ref() {
+                            k.client(c.stream.as_fd());
+                        }
                         clients.push(c);
                     }
                 }
             }
         }
+    }
+
+    /// The keeper's socket is readable: if the keeper died, start another
+    /// (without one, a crash of this server would end its runs).
+    fn keeper_check(&self, listener: Option<&UnixListener>, clients: &[Client]) {
+        let alive = self.keeper.borrow_mut().as_mut().is_some_and(|k| k.alive());
+        if alive {
+            return;
+        }
+        let n = self.keepers_started.get() + 1;
+        self.keepers_started.set(n);
+        if n > MAX_KEEPERS {
+            tracing::error!("{MAX_KEEPERS} keepers died; serving on without one");
+            *self.keeper.borrow_mut() = None;
+            return;
+        }
+        tracing::warn!("the keeper is gone; starting another");
+        let fds: Vec<_> = clients.iter().map(|c| c.stream.as_fd()).collect();
+        let state = self.state.borrow().clone();
+        let key = self.key_lock.borrow();
+        let listening = key
+            .as_ref()
+            .zip(listener)
+            .map(|(k, l)| (k.as_fd(), l.as_fd()));
+        let k = start_keeper(self.mounted, self.run, &state, listening, &fds);
+        drop(key);
+        *self.keeper.borrow_mut() = k;
     }
 
     /// Same user only; the greeting waits for the client to say who it is.
@@ -439,6 +778,7 @@ impl Served<'_> {
             environment: self.shown_as.clone(),
             idle_s: self.idle.as_secs_f64(),
             notice_seq: self.mounted.notice_seq(),
+            exe: super::exe_identity(),
         };
         let Ok(json) = serde_json::to_vec(&hello) else {
             return false;
@@ -464,29 +804,39 @@ impl Served<'_> {
         }
     }
 
-    /// Read what a run asks and answer it; false once it is gone.
-    fn answer(&self, c: &mut Client) -> bool {
+    /// Read what a run asks and answer it.
+    fn answer(&self, c: &mut Client) -> Asked {
         let mut buf = [0u8; 256];
         let n = match c.stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return Asked::Gone,
             Ok(n) => n,
         };
         c.pending.extend_from_slice(&buf[..n]);
         if c.pending.len() > 4096 {
-            return false;
+            return Asked::Gone;
         }
         while let Some(end) = c.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = c.pending.drain(..=end).collect();
             let payload = match &line[..line.len() - 1] {
                 b"run" => {
                     if !self.greet(c, Greeting::Run) {
-                        return false;
+                        return Asked::Gone;
                     }
                     continue;
                 }
                 b"info" => {
                     if !self.greet(c, Greeting::Info) {
-                        return false;
+                        return Asked::Gone;
+                    }
+                    continue;
+                }
+                l if l.starts_with(b"upgrade ") => {
+                    let exe = PathBuf::from(std::ffi::OsStr::from_bytes(&l[8..]));
+                    let ok = self.keeper.borrow().is_some() && exe.is_absolute();
+                    let answer: &[u8] = if ok { b"ok" } else { b"no keeper" };
+                    let _ = write_frame(&mut c.stream, answer);
+                    if ok {
+                        return Asked::Upgrade(exe);
                     }
                     continue;
                 }
@@ -499,12 +849,12 @@ impl Served<'_> {
                     serde_json::to_vec(&self.mounted.notices_since(seq)).unwrap_or_default()
                 }
                 b"workset" => self.mounted.working_set().to_bytes(),
-                _ => return false,
+                _ => return Asked::Gone,
             };
             if write_frame(&mut c.stream, &payload).is_err() {
-                return false;
+                return Asked::Gone;
             }
         }
-        true
+        Asked::Nothing
     }
 }

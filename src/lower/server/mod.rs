@@ -32,6 +32,7 @@
 //! as a run.
 
 pub mod daemon;
+pub mod keeper;
 
 use crate::error::{Error, IoContext, Result};
 use crate::home::Home;
@@ -97,6 +98,26 @@ pub struct Hello {
     pub idle_s: f64,
     /// The number of the next error notice (`fuse::notices`).
     pub notice_seq: u64,
+    /// Which vhrun executable serves ([`exe_identity`]).
+    #[serde(default)]
+    pub exe: String,
+}
+
+/// This process's executable, as a run and its server compare them: a
+/// rebuilt or reinstalled vhrun is another one.
+pub fn exe_identity() -> String {
+    std::fs::metadata("/proc/self/exe")
+        .map(|m| {
+            format!(
+                "{}:{}:{}:{}.{}",
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// The warm server behind a run, as `--stats` reports it.
@@ -105,6 +126,9 @@ pub struct ServerInfo {
     pub pid: u32,
     /// Runs it served before this one (0: started for this run).
     pub runs_before: u64,
+    /// Times a new server took its connection over during the run (the
+    /// run's files stayed; its counters restarted).
+    pub takeovers: u64,
 }
 
 /// A run's connection to its server; the server stays while it is open.
@@ -113,6 +137,8 @@ pub struct Connection {
     stream: UnixStream,
     pub hello: Hello,
     joined: Option<Joined>,
+    /// Where to ask again: the servers' directory, the socket, the uid.
+    redial: Option<(PathBuf, String, u32)>,
 }
 
 impl Connection {
@@ -147,16 +173,30 @@ impl Connection {
     }
 
     fn ask(&mut self, what: &str) -> Result<Vec<u8>> {
-        let lost = |e: std::io::Error| {
-            Error::unavailable(
-                format!("the warm server (pid {}) is gone", self.hello.pid),
-                e.to_string(),
-            )
+        let line = format!("{what}\n");
+        let first = self
+            .stream
+            .write_all(line.as_bytes())
+            .and_then(|_| read_frame(&mut self.stream));
+        let e = match first {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
         };
-        self.stream
-            .write_all(format!("{what}\n").as_bytes())
-            .map_err(lost)?;
-        read_frame(&mut self.stream).map_err(lost)
+        // A server that died with the question read and unanswered: its
+        // successor (`keeper`) answers on a new connection.
+        if let Some(again) = self.redial.as_ref().and_then(|(dir, name, uid)| {
+            let mut s = dial(dir, name, *uid).ok()?;
+            s.write_all(line.as_bytes()).ok()?;
+            let answer = read_frame(&mut s).ok()?;
+            Some((s, answer))
+        }) {
+            self.stream = again.0;
+            return Ok(again.1);
+        }
+        Err(Error::unavailable(
+            format!("the warm server (pid {}) is gone", self.hello.pid),
+            e.to_string(),
+        ))
     }
 }
 
@@ -164,7 +204,7 @@ impl Connection {
 /// identical paths to the same user.
 pub fn key(req: &Request) -> String {
     let mut parts: Vec<Vec<u8>> = vec![
-        b"vhrun-server-1".to_vec(),
+        b"vhrun-server-2".to_vec(),
         req.tree.fingerprint().to_le_bytes().to_vec(),
         req.tree
             .catalog_path()
@@ -192,10 +232,9 @@ pub fn key(req: &Request) -> String {
         )
         .into_bytes(),
     ];
-    // A rebuilt vhrun gets servers running its own code.
-    if let Ok(m) = std::fs::metadata("/proc/self/exe") {
-        parts.push(format!("{} {} {} {}", m.dev(), m.ino(), m.size(), m.mtime_nsec()).into_bytes());
-    }
+    // Not the vhrun executable: a run of another vhrun has the server
+    // hand over to it (`connect`), so a rebuilt or upgraded vhrun gets
+    // servers running its own code without breaking runs in flight.
     // The server's namespace is a copy of the mount table it started with.
     parts.push(std::fs::read("/proc/self/mountinfo").unwrap_or_default());
     let mut all = Vec::new();
@@ -265,7 +304,7 @@ fn short_socket_path(dir: &std::fs::File, name: &str) -> PathBuf {
 }
 
 /// Connect to a socket of `dir`, checking that the same user serves it.
-fn dial(dir: &Path, socket_name: &str, uid: u32) -> Result<(UnixStream, i32)> {
+fn dial(dir: &Path, socket_name: &str, uid: u32) -> Result<UnixStream> {
     let dirf = std::fs::File::open(dir).at(dir)?;
     let path = short_socket_path(&dirf, socket_name);
     let sock_path = dir.join(socket_name);
@@ -285,14 +324,74 @@ fn dial(dir: &Path, socket_name: &str, uid: u32) -> Result<(UnixStream, i32)> {
             ),
         ));
     }
-    Ok((stream, peer.pid()))
+    Ok(stream)
 }
 
 fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
+    let c = try_connect(paths, req)?;
+    let mine = exe_identity();
+    if c.hello.exe == mine || mine.is_empty() {
+        return Ok(c);
+    }
+    // Another vhrun serves: it hands over to this one, and the runs in
+    // flight on it keep their environment.
+    let old = c.hello.pid;
+    match upgraded(paths, req, c) {
+        Some(c) => Ok(c),
+        None => {
+            tracing::debug!(
+                pid = old,
+                "the warm server of another vhrun did not hand over"
+            );
+            try_connect(paths, req)
+        }
+    }
+}
+
+/// Ask the server of `c` to hand over to this vhrun, then connect to its
+/// successor; `None` when it cannot (no keeper, too slow).
+fn upgraded(paths: &Paths, req: &Request, c: Connection) -> Option<Connection> {
+    let old = c.hello.pid;
+    let _s = tracing::info_span!("server.upgrade", pid = old).entered();
+    let mut stream = c.stream;
+    let exe = std::env::current_exe().ok()?;
+    let mut line = b"upgrade ".to_vec();
+    line.extend_from_slice(exe.as_os_str().as_encoded_bytes());
+    line.push(b'\n');
+    stream.write_all(&line).ok()?;
+    if read_frame(&mut stream).ok()? != b"ok" {
+        return None;
+    }
+    drop(stream);
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(c) = try_connect(paths, req) {
+            if c.hello.pid != old {
+                tracing::info!(old, new = c.hello.pid, "warm server upgraded");
+                return Some(c);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn try_connect(paths: &Paths, req: &Request) -> Result<Connection> {
     let sock_path = paths.dir.join(&paths.socket_name);
-    let (stream, _) = dial(&paths.dir, &paths.socket_name, req.identity.uid)?;
+    let stream = dial(&paths.dir, &paths.socket_name, req.identity.uid)?;
     (&stream).write_all(b"run\n").at(&sock_path)?;
-    let (hello, mut fds) = read_hello(&stream).at(&sock_path)?;
+    let (hello, fds) = read_hello(&stream).at(&sock_path)?;
+    connected(paths, req, stream, hello, fds)
+}
+
+fn connected(
+    paths: &Paths,
+    req: &Request,
+    stream: UnixStream,
+    hello: Hello,
+    mut fds: Vec<OwnedFd>,
+) -> Result<Connection> {
+    let sock_path = paths.dir.join(&paths.socket_name);
     let mntns = fds
         .pop()
         .ok_or_else(|| Error::bad_input(&sock_path, "the server sent no mount namespace"))?;
@@ -317,6 +416,11 @@ fn connect(paths: &Paths, req: &Request) -> Result<Connection> {
         stream,
         hello,
         joined: Some(joined),
+        redial: Some((
+            paths.dir.clone(),
+            paths.socket_name.clone(),
+            req.identity.uid,
+        )),
     })
 }
 
@@ -461,7 +565,7 @@ pub fn list(home: &Home) -> Vec<Listed> {
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        let Ok((mut stream, pid)) = dial(&dir, &name, uid) else {
+        let Ok(mut stream) = dial(&dir, &name, uid) else {
             continue;
         };
         let hello = stream
@@ -469,12 +573,53 @@ pub fn list(home: &Home) -> Vec<Listed> {
             .and_then(|_| read_frame(&mut stream))
             .ok()
             .and_then(|b| serde_json::from_slice::<Hello>(&b).ok());
-        if let Some(mut hello) = hello {
-            // The kernel's word for who serves the socket.
-            hello.pid = pid as u32;
+        if let Some(hello) = hello {
+            // Its own word, not the socket's peer pid: that names the
+            // server that made the socket, which a successor took over.
             let key = name.trim_end_matches(".sock").to_string();
             out.push(Listed { key, hello });
         }
+    }
+    out
+}
+
+/// Have every server of `home` hand its connection over to this vhrun
+/// (a hot upgrade: `vhrun servers --restart`); their runs in flight keep
+/// their environment. Each server asked, with the pid that serves its key
+/// now (`None`: it did not hand over).
+pub fn restart(home: &Home) -> Vec<(Listed, Option<u32>)> {
+    let dir = home.servers();
+    let uid = nix::unistd::geteuid().as_raw();
+    let Ok(exe) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let mut line = b"upgrade ".to_vec();
+    line.extend_from_slice(exe.as_os_str().as_encoded_bytes());
+    line.push(b'\n');
+    let serving = |name: &str| -> Option<u32> {
+        let mut s = dial(&dir, name, uid).ok()?;
+        s.write_all(b"info\n").ok()?;
+        let hello = serde_json::from_slice::<Hello>(&read_frame(&mut s).ok()?).ok()?;
+        Some(hello.pid)
+    };
+    let mut out = Vec::new();
+    for l in list(home) {
+        let name = format!("{}.sock", l.key);
+        let asked = dial(&dir, &name, uid).ok().and_then(|mut s| {
+            s.write_all(&line).ok()?;
+            (read_frame(&mut s).ok()? == b"ok").then_some(())
+        });
+        let mut now = None;
+        if asked.is_some() {
+            let deadline = std::time::Instant::now() + START_TIMEOUT;
+            while now.is_none() && std::time::Instant::now() < deadline {
+                now = serving(&name).filter(|&pid| pid != l.hello.pid);
+                if now.is_none() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        out.push((l, now));
     }
     out
 }
