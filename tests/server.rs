@@ -52,18 +52,9 @@ fn run(fx: &FixtureRobot, env: &[(&str, &str)], name: &str) -> (Output, serde_js
     (out, stats)
 }
 
-/// Warm servers serving `vhrun_home` (their environment names it).
+/// Warm servers serving `vhrun_home`.
 fn server_pids(vhrun_home: &Path) -> Vec<u32> {
-    let want = format!("VHRUN_HOME={}", vhrun_home.display());
-    common::processes()
-        .into_iter()
-        .filter(|(pid, cmdline)| {
-            let environ = || fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            cmdline.split(|&b| b == 0).any(|a| a == b"__serve")
-                && environ().split(|&b| b == 0).any(|v| v == want.as_bytes())
-        })
-        .map(|(pid, _)| pid as u32)
-        .collect()
+    common::vhrun_processes(vhrun_home, "__serve")
 }
 
 /// How long `wait_until` waits for a server or task to get somewhere.
@@ -91,13 +82,19 @@ const WAIT_TASKS: &str = "tasks:\n  Wait:\n    shell: sh -c \"touch $GATE/starte
 
 /// A run of the WAIT_TASKS robot in the background, its server kept for
 /// `idle` seconds.
-fn start_waiting_run(fx: &FixtureRobot, gate: &Path, idle: &str) -> std::process::Child {
+fn start_waiting_run(
+    fx: &FixtureRobot,
+    gate: &Path,
+    idle: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     fs::create_dir_all(gate).unwrap();
     let mut c = fx.vhrun();
     c.args(["run", "-r"])
         .arg(fx.robot_yaml())
         .env("GATE", gate)
         .env("VHRUN_SERVER_IDLE", idle)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c.spawn().unwrap()
@@ -235,11 +232,14 @@ fn the_server_exits_after_its_idle_time() {
     assert_ne!(stats["server"]["pid"].as_u64(), Some(pid as u64));
 }
 
+/// Without a keeper (`VHRUN_TAKEOVER=off`; tests/takeover.rs has the
+/// keeper's side), a killed server ends its runs, loudly.
 #[test]
-fn a_killed_server_fails_the_run_in_flight_loudly_and_the_next_run_starts_another() {
+fn a_killed_server_without_a_keeper_fails_the_run_in_flight_loudly_and_the_next_run_starts_another()
+{
     let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
-    let child = start_waiting_run(&fx, &gate, "60");
+    let child = start_waiting_run(&fx, &gate, "60", &[("VHRUN_TAKEOVER", "off")]);
     wait_until("the task starts", WAIT, || gate.join("started").exists());
     let pids = server_pids(&fx.vhrun_home);
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -355,7 +355,7 @@ fn rootless_runs_share_a_rootless_server() {
 fn stopping_a_server_lets_the_run_in_flight_finish() {
     let fx = FixtureRobot::new(WAIT_TASKS);
     let gate = fx.tmp.path().join("gate");
-    let child = start_waiting_run(&fx, &gate, "60");
+    let child = start_waiting_run(&fx, &gate, "60", &[]);
     wait_until("the task starts", WAIT, || gate.join("started").exists());
     let pid = server_pids(&fx.vhrun_home)[0];
     let stopper = fx
@@ -371,7 +371,7 @@ fn stopping_a_server_lets_the_run_in_flight_finish() {
         sockets(&fx.vhrun_home).is_empty()
     });
     assert!(alive(pid));
-    let newcomer = start_waiting_run(&fx, &gate, "0");
+    let newcomer = start_waiting_run(&fx, &gate, "0", &[]);
     // Its socket appears while the first server still holds a run: the
     // key was let go when draining began.
     wait_until("a second server serves the newcomer", WAIT, || {

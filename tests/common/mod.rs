@@ -98,6 +98,23 @@ pub fn processes() -> Vec<(i32, Vec<u8>)> {
         .collect()
 }
 
+/// The pids of vhrun's own processes `subcommand` (`__serve`, `__keep`)
+/// serving `vhrun_home` (their environment names it).
+pub fn vhrun_processes(vhrun_home: &Path, subcommand: &str) -> Vec<u32> {
+    let want = format!("VHRUN_HOME={}", vhrun_home.display());
+    processes()
+        .into_iter()
+        .filter(|(pid, cmdline)| {
+            let environ = || std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            cmdline
+                .split(|&b| b == 0)
+                .any(|a| a == subcommand.as_bytes())
+                && environ().split(|&b| b == 0).any(|v| v == want.as_bytes())
+        })
+        .map(|(pid, _)| pid as u32)
+        .collect()
+}
+
 /// `/dev/fuse` opened to everyone while it lives (it is 0600 on this
 /// machine; distributions ship 0666), for tests that run as a user.
 /// Serialise its users: the mode is machine-wide.
