@@ -566,8 +566,9 @@ impl Served {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(
-                            "{e}: it ended during the run, and the environment with it \
-                             (files read after that failed with ENOTCONN)"
+                            "{e}: it ended during the run with no successor, and the \
+                             environment with it (files read after that failed with \
+                             ENOTCONN or ECONNABORTED)"
                         );
                         return None;
                     }

@@ -14,9 +14,11 @@
 //! Lifetime: a run keeps its connection open until it ends; the server
 //! exits when no run has been connected for the idle time
 //! (`lower::Options::server_idle`, `VHRUN_SERVER_IDLE`; default [`DEFAULT_IDLE`] s), and with it
-//! its namespace and mount. If it is killed, a run in flight sees its
-//! environment vanish (`ENOTCONN`) and vhrun says so; the next run starts
-//! a new server. `VHRUN_SERVER=off` mounts a tree per run instead.
+//! its namespace and mount. If it dies, its [`keeper`] has a successor
+//! take the live connection over and runs in flight see a pause; only
+//! when the keeper dies with it does a run see its environment vanish
+//! (`ENOTCONN`), and vhrun says so; the next run starts a new server.
+//! `VHRUN_SERVER=off` mounts a tree per run instead.
 //!
 //! A server is keyed by everything that shapes what it serves or where it
 //! is seen: the catalog's content fingerprint, the hololib and blob cache,
@@ -29,7 +31,9 @@
 //! sends `run\n` and gets a JSON [`Hello`] carrying the namespace
 //! descriptors (`SCM_RIGHTS`); it may then send `stats\n` or `workset\n`.
 //! `info\n` gets the [`Hello`] alone (`vhrun servers`), and does not count
-//! as a run.
+//! as a run. `upgrade PATH\n` (a run of another vhrun, `vhrun servers
+//! --restart`) gets `ok` when the server has a keeper; the server then
+//! exits for `PATH` to take over.
 
 pub mod daemon;
 pub mod keeper;
