@@ -19,7 +19,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -217,21 +217,25 @@ fn take_over(cfg: &ServeConfig) -> Result<()> {
     state.argv = successor_argv();
     let sock = cfg.home.servers().join(format!("{}.sock", cfg.key));
     let client_fds: Vec<_> = clients.iter().map(|c| c.as_fd()).collect();
-    let keeper = start_keeper(
-        &mounted,
-        &run,
-        &state,
-        key_lock
-            .as_ref()
-            .zip(listener.as_ref())
-            .map(|(k, l)| (k.as_fd(), l.as_fd())),
-        &client_fds,
-    );
+    let listening = key_lock
+        .as_ref()
+        .zip(listener.as_ref())
+        .map(|(k, l)| (k.as_fd(), l.as_fd()));
+    // A keeper of this binary, and the old one retires; a successor that
+    // fails before that is retried by the old one. Without a new one,
+    // the old keeper goes on keeping this server.
+    let keeper = match start_keeper(&mounted, &run, &state, listening, &client_fds) {
+        Some(k) => {
+            old_keeper.tell(&Msg::Retire);
+            Some(k)
+        }
+        None => keeper_parts(&mounted, &run, &state, listening)
+            .and_then(|(state, held)| old_keeper.hello(&state, &held, &client_fds))
+            .map(|()| old_keeper)
+            .inspect_err(|e| tracing::warn!("the old keeper: {e}"))
+            .ok(),
+    };
     drop(client_fds);
-    // The old keeper exits without a takeover; a successor that fails
-    // before this line is retried by it.
-    old_keeper.tell(&Msg::Retire);
-    drop(old_keeper);
     tracing::info!(
         pid = std::process::id(),
         generation = state.generation,
@@ -275,42 +279,51 @@ fn successor_argv() -> Vec<String> {
         .collect()
 }
 
+/// What a keeper of `mounted` holds: a duplicate of each descriptor.
+fn keeper_parts(
+    mounted: &MountedTree,
+    run: &RunDir,
+    state: &State,
+    listening: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+) -> Result<(State, Held)> {
+    let h = mounted
+        .handover()
+        .ok_or_else(|| Error::Internal("no connection to hand over".into()))?;
+    let dup = |fd: BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Error::io("a descriptor for the keeper", e))
+    };
+    let (key_lock, listener) = match listening {
+        Some((k, l)) => (Some(dup(k)?), Some(dup(l)?)),
+        None => (None, None),
+    };
+    let held = Held {
+        fuse: h.fuse,
+        record: h.record,
+        rundir_lock: dup(run.lock_fd())?,
+        key_lock,
+        listener,
+    };
+    let state = State {
+        offered: h.offered,
+        generation: h.generation,
+        listening: listening.is_some(),
+        ..state.clone()
+    };
+    Ok((state, held))
+}
+
 /// Start a keeper for `mounted` (none, with a warning, if it cannot be).
 fn start_keeper(
     mounted: &MountedTree,
     run: &RunDir,
     state: &State,
-    listening: Option<(std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>)>,
-    clients: &[std::os::fd::BorrowedFd<'_>],
+    listening: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+    clients: &[BorrowedFd<'_>],
 ) -> Option<Keeper> {
-    let r = (|| {
-        let h = mounted
-            .handover()
-            .ok_or_else(|| Error::Internal("no connection to hand over".into()))?;
-        let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-            fd.try_clone_to_owned()
-                .map_err(|e| Error::io("a descriptor for the keeper", e))
-        };
-        let (key_lock, listener) = match listening {
-            Some((k, l)) => (Some(dup(k)?), Some(dup(l)?)),
-            None => (None, None),
-        };
-        let held = Held {
-            fuse: h.fuse,
-            record: h.record,
-            rundir_lock: dup(run.lock_fd())?,
-            key_lock,
-            listener,
-        };
-        let state = State {
-            offered: h.offered,
-            generation: h.generation,
-            listening: listening.is_some(),
-            ..state.clone()
-        };
-        Keeper::spawn(&state, &held, clients)
-    })();
-    r.inspect_err(|e| tracing::warn!("no keeper ({e}): a crash of this server ends its runs"))
+    keeper_parts(mounted, run, state, listening)
+        .and_then(|(state, held)| Keeper::spawn(&state, &held, clients))
+        .inspect_err(|e| tracing::warn!("no keeper ({e}): a crash of this server ends its runs"))
         .ok()
 }
 

@@ -193,11 +193,18 @@ impl Keeper {
             sock: ours,
             child: Some(child),
         };
-        k.say(&Msg::Hello(state.clone()), &held.borrowed())?;
-        for c in clients {
-            k.client(*c);
-        }
+        k.hello(state, held, clients)?;
         Ok(k)
+    }
+
+    /// Tell the keeper what it keeps now: `state`, `held` and the runs'
+    /// connections (all of them: it forgets the ones it had).
+    pub fn hello(&self, state: &State, held: &Held, clients: &[BorrowedFd<'_>]) -> Result<()> {
+        self.say(&Msg::Hello(state.clone()), &held.borrowed())?;
+        for c in clients {
+            self.client(*c);
+        }
+        Ok(())
     }
 
     /// The keeper that started this successor (its stdin).
@@ -336,10 +343,15 @@ pub fn keep() -> Result<i32> {
                 tracing::info!("keeper: the new server has a keeper of its own");
                 return Ok(0);
             }
+            // A successor that could not start a keeper of its own keeps
+            // this one: what it holds now, then its runs.
             Some((Msg::Hello(s), fds)) => {
                 if let Some(h) = Held::from_fds(fds, s.listening) {
                     held = h;
                     state = s;
+                    clients.clear();
+                    waiting = None;
+                    upgrade = None;
                 }
             }
             Some(_) => {}
