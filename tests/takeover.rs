@@ -470,6 +470,51 @@ fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothi
     lab.stop_servers();
 }
 
+#[test]
+fn successors_that_cannot_serve_end_the_connection_after_three_tries_never_a_hang() {
+    let lab = Lab::new();
+    let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
+    let gate = lab.gate("fail");
+    let child = lab.task(vhrun, "loop.py", &gate, &["30"]).spawn().unwrap();
+    wait_until("the task starts", HANG, || gate.join("started").exists());
+    let server = lab.server();
+    // A successor loads the catalog first: without it, none can serve.
+    let catalogs = lab.root().join("rh/hololib/catalog");
+    let catalog = fs::read_dir(&catalogs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.to_string_lossy().ends_with(".info"))
+        .unwrap();
+    let aside = lab.root().join("catalog.aside");
+    fs::rename(&catalog, &aside).unwrap();
+    kill9(server);
+    let t0 = Instant::now();
+    let out = finish(child, "a run whose server has no successor");
+    assert!(t0.elapsed() < Duration::from_secs(25), "the run went on");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("warm server") && err.contains("gone"), "{err}");
+    wait_until("the keeper gives up", HANG, || {
+        lab.servers().is_empty() && lab.keepers().is_empty()
+    });
+    let log = fs::read_dir(lab.vh().join("servers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains("3 successors failed"), "{log}");
+    fs::rename(&aside, &catalog).unwrap();
+    let gate = lab.gate("after");
+    let out = finish(
+        lab.task(vhrun, "loop.py", &gate, &["0.2"]).spawn().unwrap(),
+        "the next run",
+    );
+    looped(&out, &gate);
+    lab.stop_servers();
+}
+
 /// A rebuilt vhrun: the same program under another file (another inode
 /// and mtime: another identity for the servers).
 fn another_vhrun(lab: &Lab) -> PathBuf {

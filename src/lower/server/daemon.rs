@@ -159,14 +159,7 @@ fn serve_detached(cfg: &ServeConfig) -> Result<()> {
 
 /// A successor: serve the connection a keeper hands over on stdin.
 fn take_over(cfg: &ServeConfig) -> Result<()> {
-    let stdin = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| Error::io("stdin", e))?;
-    let old_keeper = Keeper::adopt(UnixStream::from(stdin));
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        let _ = nix::unistd::dup2_stdin(&null);
-    }
+    let old_keeper = Keeper::adopt(keeper::peer_on_stdin()?);
     let signals = block_signals()?;
     let handed = keeper::receive(old_keeper.stream())?;
     let id = Identity::current();

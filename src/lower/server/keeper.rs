@@ -286,17 +286,23 @@ pub fn receive(sock: &UnixStream) -> Result<Handed> {
     })
 }
 
-/// `vhrun __keep`: keep the server on stdin, and its successors.
-pub fn keep() -> Result<i32> {
-    crate::sys::fdpass::close_inherited();
+/// The socket a keeper or a successor was started with as its stdin,
+/// which becomes /dev/null: the peer sees it closed when we exit alone.
+pub fn peer_on_stdin() -> Result<UnixStream> {
     let stdin = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Error::io("stdin", e))?;
-    let mut server = UnixStream::from(stdin);
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
     }
+    Ok(UnixStream::from(stdin))
+}
+
+/// `vhrun __keep`: keep the server on stdin, and its successors.
+pub fn keep() -> Result<i32> {
+    crate::sys::fdpass::close_inherited();
+    let mut server = peer_on_stdin()?;
     let (first, fds) = recv(&server)
         .ok_or_else(|| Error::unavailable("the warm server's keeper", "the server said nothing"))?;
     let Msg::Hello(mut state) = first else {
