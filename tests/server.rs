@@ -25,14 +25,6 @@ const UNPRIVILEGED: u32 = 4321;
 /// /dev/fuse's mode is machine-wide: the rootless test changes it.
 static DEV_FUSE: Mutex<()> = Mutex::new(());
 
-fn host_mounts() -> BTreeSet<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(3).take(3).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
 /// A run of the robot's task with `--stats-json`: its output and stats.
 fn run(fx: &FixtureRobot, env: &[(&str, &str)], name: &str) -> (Output, serde_json::Value) {
     let json = fx.tmp.path().join(format!("{name}.json"));
@@ -107,7 +99,7 @@ fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 #[test]
 fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
     let fx = FixtureRobot::new(TASKS);
-    let before = host_mounts();
+    let before = common::host_mounts();
     let idle = [("VHRUN_SERVER_IDLE", "60")];
 
     let (first, s1) = run(&fx, &idle, "first");
@@ -121,7 +113,11 @@ fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
 
     // The server lives on, with the tree mounted in its own namespace only.
     assert_eq!(server_pids(&fx.vhrun_home), vec![pid]);
-    assert_eq!(host_mounts(), before, "a mount appeared on the host");
+    assert_eq!(
+        common::host_mounts(),
+        before,
+        "a mount appeared on the host"
+    );
     let its = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     assert!(its.contains(" fuse.vhrun "), "{its}");
     // It keeps no directory of the caller busy, and none of its fds.
@@ -196,7 +192,7 @@ fn the_second_run_finds_the_tree_warm_and_the_host_sees_no_mount() {
         .map(|e| e.path())
         .collect();
     assert!(dirs.is_empty(), "server directories left: {dirs:?}");
-    assert_eq!(host_mounts(), before);
+    assert_eq!(common::host_mounts(), before);
     // Its log goes with gc; its lock file stays.
     let logs = || {
         fs::read_dir(fx.vhrun_home.join("servers"))

@@ -15,7 +15,6 @@
 mod common;
 
 use common::{stderr, wait_until, DevFuseOpen, Rng};
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -208,6 +207,44 @@ impl Lab {
         c
     }
 
+    /// `n` runs of `loop.py` for `seconds`, once each task has started.
+    fn loops(&self, vhrun: &Path, n: usize, seconds: &str) -> Vec<(Child, PathBuf)> {
+        let runs: Vec<(Child, PathBuf)> = (0..n)
+            .map(|i| {
+                let gate = self.gate(&format!("loop{i}"));
+                let child = self
+                    .task(vhrun, "loop.py", &gate, &[seconds])
+                    .spawn()
+                    .unwrap();
+                (child, gate)
+            })
+            .collect();
+        for (_, gate) in &runs {
+            wait_until("every task starts", HANG, || gate.join("started").exists());
+        }
+        runs
+    }
+
+    /// One run of `script` (gate `name`), once its task has started.
+    fn started(&self, vhrun: &Path, script: &str, name: &str, args: &[&str]) -> (Child, PathBuf) {
+        let gate = self.gate(name);
+        let child = self.task(vhrun, script, &gate, args).spawn().unwrap();
+        wait_until("the task starts", HANG, || gate.join("started").exists());
+        (child, gate)
+    }
+
+    /// A short run of `loop.py` that must succeed.
+    fn short_run(&self, vhrun: &Path, name: &str) {
+        let gate = self.gate(name);
+        let out = finish(
+            self.task(vhrun, "loop.py", &gate, &["0.2"])
+                .spawn()
+                .unwrap(),
+            name,
+        );
+        looped(&out, &gate);
+    }
+
     fn servers(&self) -> Vec<u32> {
         common::vhrun_processes(&self.vh(), "__serve")
     }
@@ -300,14 +337,6 @@ fn looped(out: &Output, gate: &Path) -> Looped {
     }
 }
 
-fn host_mounts() -> BTreeSet<String> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').skip(3).take(3).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
 fn rounds() -> u32 {
     std::env::var("VHRUN_TAKEOVER_ROUNDS")
         .ok()
@@ -323,7 +352,7 @@ fn rounds() -> u32 {
 fn sigkill_of_the_server_at_a_random_moment_loses_no_run() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let before = host_mounts();
+    let before = common::host_mounts();
     let rounds = rounds();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -358,25 +387,14 @@ fn sigkill_of_the_server_at_a_random_moment_loses_no_run() {
         "only {survived} of {rounds} kills happened mid-run"
     );
     lab.stop_servers();
-    assert_eq!(host_mounts(), before, "a mount reached the host");
+    assert_eq!(common::host_mounts(), before, "a mount reached the host");
 }
 
 #[test]
 fn eight_runs_in_flight_survive_one_kill() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let runs: Vec<(Child, PathBuf)> = (0..8)
-        .map(|i| {
-            let gate = lab.gate(&format!("p{i}"));
-            (
-                lab.task(vhrun, "loop.py", &gate, &["3"]).spawn().unwrap(),
-                gate,
-            )
-        })
-        .collect();
-    for (_, gate) in &runs {
-        wait_until("every task starts", HANG, || gate.join("started").exists());
-    }
+    let runs = lab.loops(vhrun, 8, "3");
     let server = lab.server();
     kill9(server);
     for (child, gate) in runs {
@@ -394,11 +412,7 @@ fn eight_runs_in_flight_survive_one_kill() {
 fn files_held_open_and_mapped_across_a_takeover_keep_working() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let gate = lab.gate("hold");
-    let child = lab.task(vhrun, "hold.py", &gate, &[]).spawn().unwrap();
-    wait_until("the task holds its files", HANG, || {
-        gate.join("started").exists()
-    });
+    let (child, gate) = lab.started(vhrun, "hold.py", "hold", &[]);
     let server = lab.server();
     kill9(server);
     wait_until("a successor serves", HANG, || {
@@ -419,9 +433,7 @@ fn files_held_open_and_mapped_across_a_takeover_keep_working() {
 fn a_dead_keeper_is_replaced_and_the_next_kill_is_still_survived() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let gate = lab.gate("k");
-    let child = lab.task(vhrun, "loop.py", &gate, &["3"]).spawn().unwrap();
-    wait_until("the task starts", HANG, || gate.join("started").exists());
+    let (child, gate) = lab.started(vhrun, "loop.py", "k", &["3"]);
     let server = lab.server();
     let keeper = lab.keepers()[0];
     kill9(keeper);
@@ -438,10 +450,8 @@ fn a_dead_keeper_is_replaced_and_the_next_kill_is_still_survived() {
 fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothing() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let before = host_mounts();
-    let gate = lab.gate("both");
-    let child = lab.task(vhrun, "loop.py", &gate, &["30"]).spawn().unwrap();
-    wait_until("the task starts", HANG, || gate.join("started").exists());
+    let before = common::host_mounts();
+    let (child, _) = lab.started(vhrun, "loop.py", "both", &["30"]);
     let server = lab.server();
     let keeper = lab.keepers()[0];
     // The keeper first: a server that died alone would be taken over.
@@ -459,14 +469,9 @@ fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothi
     wait_until("no server or keeper left", HANG, || {
         lab.servers().is_empty() && lab.keepers().is_empty()
     });
-    assert_eq!(host_mounts(), before, "a mount reached the host");
+    assert_eq!(common::host_mounts(), before, "a mount reached the host");
     // The next run starts afresh.
-    let gate = lab.gate("after");
-    let out = finish(
-        lab.task(vhrun, "loop.py", &gate, &["0.2"]).spawn().unwrap(),
-        "the next run",
-    );
-    looped(&out, &gate);
+    lab.short_run(vhrun, "after");
     lab.stop_servers();
 }
 
@@ -474,9 +479,7 @@ fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothi
 fn successors_that_cannot_serve_end_the_connection_after_three_tries_never_a_hang() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let gate = lab.gate("fail");
-    let child = lab.task(vhrun, "loop.py", &gate, &["30"]).spawn().unwrap();
-    wait_until("the task starts", HANG, || gate.join("started").exists());
+    let (child, _) = lab.started(vhrun, "loop.py", "fail", &["30"]);
     let server = lab.server();
     // A successor loads the catalog first: without it, none can serve.
     let catalogs = lab.root().join("rh/hololib/catalog");
@@ -506,12 +509,7 @@ fn successors_that_cannot_serve_end_the_connection_after_three_tries_never_a_han
         .collect::<String>();
     assert!(log.contains("3 successors failed"), "{log}");
     fs::rename(&aside, &catalog).unwrap();
-    let gate = lab.gate("after");
-    let out = finish(
-        lab.task(vhrun, "loop.py", &gate, &["0.2"]).spawn().unwrap(),
-        "the next run",
-    );
-    looped(&out, &gate);
+    lab.short_run(vhrun, "after");
     lab.stop_servers();
 }
 
@@ -532,18 +530,7 @@ fn exe_of(pid: u32) -> PathBuf {
 fn servers_restart_hands_the_servers_to_the_new_vhrun_under_live_runs() {
     let lab = Lab::new();
     let old = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let runs: Vec<(Child, PathBuf)> = (0..3)
-        .map(|i| {
-            let gate = lab.gate(&format!("u{i}"));
-            (
-                lab.task(old, "loop.py", &gate, &["3"]).spawn().unwrap(),
-                gate,
-            )
-        })
-        .collect();
-    for (_, gate) in &runs {
-        wait_until("every task starts", HANG, || gate.join("started").exists());
-    }
+    let runs = lab.loops(old, 3, "3");
     let server = lab.server();
     let new = another_vhrun(&lab);
     let out = lab
@@ -566,12 +553,7 @@ fn servers_restart_hands_the_servers_to_the_new_vhrun_under_live_runs() {
     assert_eq!(exe_of(now), new, "the server runs the new vhrun");
     assert_eq!(exe_of(lab.keepers()[0]), new, "and so does its keeper");
     // A run of the new vhrun uses it as it is.
-    let gate = lab.gate("after");
-    let out = finish(
-        lab.task(&new, "loop.py", &gate, &["0.2"]).spawn().unwrap(),
-        "a run of the new vhrun",
-    );
-    looped(&out, &gate);
+    lab.short_run(&new, "after");
     assert_eq!(lab.servers(), vec![now]);
     lab.stop_servers();
 }
@@ -580,17 +562,10 @@ fn servers_restart_hands_the_servers_to_the_new_vhrun_under_live_runs() {
 fn a_run_of_a_newer_vhrun_has_the_server_hand_over_to_it() {
     let lab = Lab::new();
     let old = Path::new(env!("CARGO_BIN_EXE_vhrun"));
-    let gate = lab.gate("old");
-    let long = lab.task(old, "loop.py", &gate, &["3"]).spawn().unwrap();
-    wait_until("the task starts", HANG, || gate.join("started").exists());
+    let (long, gate) = lab.started(old, "loop.py", "old", &["3"]);
     let server = lab.server();
     let new = another_vhrun(&lab);
-    let gate2 = lab.gate("new");
-    let out = finish(
-        lab.task(&new, "loop.py", &gate2, &["0.3"]).spawn().unwrap(),
-        "a run of the new vhrun",
-    );
-    looped(&out, &gate2);
+    lab.short_run(&new, "new");
     let now = lab.server();
     assert_ne!(now, server);
     assert_eq!(exe_of(now), new);

@@ -12,6 +12,17 @@ use std::os::unix::net::UnixStream;
 /// Most descriptors one message carries.
 pub const MAX_FDS: usize = 8;
 
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets (close-on-exec):
+/// each message arrives whole, with its descriptors.
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 /// Send `bytes` with `fds` attached, in one message.
 pub fn send(sock: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();

@@ -98,6 +98,16 @@ pub fn processes() -> Vec<(i32, Vec<u8>)> {
         .collect()
 }
 
+/// The host's mount table, a line per mount (mount point, root, fs
+/// type): what a test compares before and after to see a leaked mount.
+pub fn host_mounts() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').skip(3).take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 /// The pids of vhrun's own processes `subcommand` (`__serve`, `__keep`)
 /// serving `vhrun_home` (their environment names it).
 pub fn vhrun_processes(vhrun_home: &Path, subcommand: &str) -> Vec<u32> {

@@ -288,13 +288,8 @@ pub fn resume(
     // fuser's session starts with an INIT handshake, which a live
     // connection never sends again: it gets one written to a socket,
     // then the connection in the socket's place.
-    let (ours, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::sys("socketpair", e))?;
+    let (ours, theirs) =
+        crate::sys::fdpass::seqpacket_pair().map_err(|e| Error::sys("socketpair", e))?;
     nix::unistd::write(&ours, &synthetic_init(h.offered))
         .map_err(|e| Error::sys("write (INIT)", e))?;
     let session_fd = theirs.as_raw_fd();

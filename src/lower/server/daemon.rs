@@ -371,19 +371,7 @@ struct Serving {
 
 /// Serve runs until idle or signalled, then withdraw, unmount and exit.
 fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> {
-    let Serving {
-        mounted,
-        run,
-        listener,
-        key_lock,
-        sock,
-        sock_ino,
-        state,
-        keeper,
-        clients,
-        image_build,
-        signals,
-    } = s;
+    let (mounted, run, signals, sock, sock_ino) = (s.mounted, s.run, s.signals, s.sock, s.sock_ino);
     let userns = if id.rootless {
         Some(std::fs::File::open("/proc/self/ns/user").at("/proc/self/ns/user")?)
     } else {
@@ -401,11 +389,11 @@ fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> 
         userns: userns.as_ref().map(|f| f.as_fd()),
         mntns: mntns.as_fd(),
         uid: id.uid,
-        image_build: std::cell::RefCell::new(image_build),
-        keeper: std::cell::RefCell::new(keeper),
+        image_build: std::cell::RefCell::new(s.image_build),
+        keeper: std::cell::RefCell::new(s.keeper),
         keepers_started: std::cell::Cell::new(0),
-        state: std::cell::RefCell::new(state),
-        key_lock: std::cell::RefCell::new(key_lock),
+        state: std::cell::RefCell::new(s.state),
+        key_lock: std::cell::RefCell::new(s.key_lock),
     };
     // No new run once it goes: the socket is removed and the key's lock
     // let go, so the next run starts a server of its own at once (those
@@ -420,7 +408,7 @@ fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> 
             k.tell(&Msg::Withdrawn);
         }
     };
-    let end = served.run(listener, clients, &signals, cfg.idle, &mut withdraw);
+    let end = served.run(s.listener, s.clients, &signals, cfg.idle, &mut withdraw);
     let why = match end {
         End::Done(why) => why,
         End::Upgrade(exe) => {

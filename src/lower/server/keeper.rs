@@ -160,13 +160,8 @@ fn recv(sock: &UnixStream) -> Option<(Msg, Vec<OwnedFd>)> {
 }
 
 fn seqpacket_pair() -> Result<(UnixStream, OwnedFd)> {
-    let (a, b) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::sys("socketpair (the keeper's)", e))?;
+    let (a, b) =
+        fdpass::seqpacket_pair().map_err(|e| Error::sys("socketpair (the keeper's)", e))?;
     Ok((UnixStream::from(a), b))
 }
 
