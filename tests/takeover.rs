@@ -430,6 +430,32 @@ fn files_held_open_and_mapped_across_a_takeover_keep_working() {
 }
 
 #[test]
+fn successors_killed_in_the_middle_of_their_takeover_are_followed_by_others() {
+    let lab = Lab::new();
+    let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
+    let (child, gate) = lab.started(vhrun, "loop.py", "mid", &["3"]);
+    let mut killed = vec![lab.server()];
+    kill9(killed[0]);
+    // Each successor dies as soon as it shows, before or after it has
+    // retired the keeper that started it.
+    for _ in 0..2 {
+        let mut next = None;
+        wait_until("a successor", HANG, || {
+            next = lab.servers().into_iter().find(|p| !killed.contains(p));
+            next.is_some()
+        });
+        let next = next.unwrap();
+        kill9(next);
+        killed.push(next);
+    }
+    let l = looped(&finish(child, "the run"), &gate);
+    assert!(l.takeovers >= 1, "{}", l.takeovers);
+    let now = lab.server();
+    assert!(!killed.contains(&now));
+    lab.stop_servers();
+}
+
+#[test]
 fn a_dead_keeper_is_replaced_and_the_next_kill_is_still_survived() {
     let lab = Lab::new();
     let vhrun = Path::new(env!("CARGO_BIN_EXE_vhrun"));
