@@ -274,11 +274,12 @@ impl Lab {
     }
 }
 
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
 fn kill9(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 fn alive(pid: u32) -> bool {
@@ -480,8 +481,10 @@ fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothi
     let (child, _) = lab.started(vhrun, "loop.py", "both", &["30"]);
     let server = lab.server();
     let keeper = lab.keepers()[0];
-    // The keeper first: a server that died alone would be taken over.
+    // Together: the server stopped first cannot replace its keeper.
+    signal(server, nix::sys::signal::Signal::SIGSTOP);
     kill9(keeper);
+    wait_until("the keeper is gone", HANG, || !alive(keeper));
     kill9(server);
     let t0 = Instant::now();
     let out = finish(child, "the run that lost its environment");

@@ -40,10 +40,17 @@ pub fn clone_child<F: FnOnce() -> i32>(new_pid_ns: bool, child: F) -> Result<Pid
         0 => {
             // Never unwind back into the parent's code path in the child.
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(70);
-            // SAFETY: _exit runs no atexit handlers and no destructors: the
-            // parent's state copied into this child is left untouched.
-            unsafe { libc::_exit(code) }
+            // The parent's state copied into this child is left untouched.
+            exit_now(code)
         }
         pid => Ok(Pid::from_raw(pid as libc::pid_t)),
     }
+}
+
+/// End the process at once: no atexit handler, no destructor, no flush.
+/// For a forked child, and for a process whose other threads may hold
+/// locks an exit handler would wait for.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit only ends the process; it touches no memory of ours.
+    unsafe { libc::_exit(code) }
 }

@@ -144,7 +144,7 @@ fn watch(rx: OwnedFd, mount_point: PathBuf, source: &str, remove_dir: bool) -> !
             let _ = std::fs::remove_dir(&mount_point);
         }
     }
-    // SAFETY: `_exit` only ends the process; skipping atexit handlers and
-    // stdio flushing is the point (they belong to the parent's state).
-    unsafe { libc::_exit(0) }
+    // Skipping atexit handlers and stdio flushing is the point (they
+    // belong to the parent's state).
+    super::fork::exit_now(0)
 }

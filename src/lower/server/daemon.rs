@@ -419,7 +419,9 @@ fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> 
             if let Some(k) = served.keeper.borrow().as_ref() {
                 k.tell(&Msg::Upgrade { exe });
             }
-            std::process::exit(0);
+            // _exit, not exit: no atexit handler may wait for a lock a
+            // server thread holds, keeping the keeper from its EOF.
+            crate::sys::fork::exit_now(0);
         }
     };
     tracing::info!("warm server exits: {why}");

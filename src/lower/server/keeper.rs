@@ -395,8 +395,12 @@ pub fn keep() -> Result<i32> {
                         waiting = Some((Instant::now(), attempt));
                     }
                     Err(e) => {
+                        // The next try in 200 ms (a binary being replaced
+                        // can be busy for a moment: ETXTBSY); the dead
+                        // server's socket reads as gone, which is the cue.
                         tracing::error!("keeper: {e}");
-                        waiting = Some((Instant::now() - SUCCESSOR_TIMEOUT, attempt));
+                        std::thread::sleep(Duration::from_millis(200));
+                        waiting = Some((Instant::now(), attempt));
                     }
                 }
             }

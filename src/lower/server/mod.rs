@@ -367,7 +367,8 @@ fn upgraded(paths: &Paths, req: &Request, c: Connection) -> Option<Connection> {
         return None;
     }
     drop(stream);
-    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    // A successor serves within milliseconds; past this, use whoever serves.
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
     while std::time::Instant::now() < deadline {
         if let Ok(c) = try_connect(paths, req) {
             if c.hello.pid != old {
