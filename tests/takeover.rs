@@ -406,6 +406,14 @@ fn eight_runs_in_flight_survive_one_kill() {
     let now = lab.servers();
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now[0], server);
+    let out = lab
+        .command(vhrun)
+        .args(["servers", "--json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["hello"]["pid"], now[0], "{listed}");
+    assert_eq!(listed[0]["hello"]["stats"]["takeovers"], 1, "{listed}");
     lab.stop_servers();
 }
 

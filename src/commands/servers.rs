@@ -43,16 +43,17 @@ pub fn run(args: &ServersArgs) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<16}  {:>7}  {:>5}  {:>6}  {:<32}  ENVIRONMENT",
-        "SERVER", "PID", "RUNS", "IDLE", "CATALOG"
+        "{:<16}  {:>7}  {:>5}  {:>9}  {:>6}  {:<32}  ENVIRONMENT",
+        "SERVER", "PID", "RUNS", "TAKEOVERS", "IDLE", "CATALOG"
     );
     for l in &listed {
         let h = &l.hello;
         println!(
-            "{:<16}  {:>7}  {:>5}  {:>5}s  {:<32}  {}",
+            "{:<16}  {:>7}  {:>5}  {:>9}  {:>5}s  {:<32}  {}",
             l.key,
             h.pid,
             h.served,
+            h.stats.takeovers,
             h.idle_s,
             h.catalog
                 .file_name()
