@@ -115,6 +115,25 @@ fn require_python311() {
     common::require_tool("patchelf", "patchelf");
 }
 
+/// `builder::build_own` as a first build: default options, no catalog
+/// found meanwhile, no progress shown; `lift` gets the staged environment.
+fn build(
+    locations: &vhrun::hololib::Locations,
+    conda: &Path,
+    bp: &vhrun::blueprint::Blueprint,
+    lift: &dyn Fn(&Path, &Path) -> vhrun::Result<String>,
+) -> vhrun::Result<builder::BuildOutcome> {
+    builder::build_own(
+        locations,
+        conda,
+        bp,
+        &builder::OwnBuild::default(),
+        &Progress::hidden(),
+        &|| None,
+        lift,
+    )
+}
+
 fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
     cmd.borrow_mut().output().expect("process starts")
 }
@@ -155,22 +174,14 @@ fn hello_environment_is_a_relocated_copy_that_runs() {
     let conda = repo().join("robots/hello/conda.yaml");
     let bp = builder::blueprint_of(&conda).unwrap();
     let seen = RefCell::new(Seen::default());
-    let outcome = builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|dir, file| {
-            inspect_stage(dir, &locations, &bp);
-            *seen.borrow_mut() = Seen {
-                dir: dir.to_path_buf(),
-                blueprint_file: file.to_path_buf(),
-            };
-            Ok("lifted-key".to_string())
-        },
-    )
+    let outcome = build(&locations, &conda, &bp, &|dir, file| {
+        inspect_stage(dir, &locations, &bp);
+        *seen.borrow_mut() = Seen {
+            dir: dir.to_path_buf(),
+            blueprint_file: file.to_path_buf(),
+        };
+        Ok("lifted-key".to_string())
+    })
     .unwrap();
     let BuildOutcome::Built {
         key, interpreter, ..
@@ -425,19 +436,11 @@ fn staging_directory_is_removed_when_lifting_fails() {
     let conda = r.with_file_name("conda.yaml");
     let bp = builder::blueprint_of(&conda).unwrap();
     let staged = RefCell::new(PathBuf::new());
-    let e = builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|dir, _| {
-            assert!(dir.join("bin/python3").exists());
-            *staged.borrow_mut() = dir.to_path_buf();
-            Err(vhrun::Error::Internal("store full".into()))
-        },
-    )
+    let e = build(&locations, &conda, &bp, &|dir, _| {
+        assert!(dir.join("bin/python3").exists());
+        *staged.borrow_mut() = dir.to_path_buf();
+        Err(vhrun::Error::Internal("store full".into()))
+    })
     .unwrap_err();
     assert_eq!(e.to_string(), "store full");
     assert!(!staged.borrow().as_os_str().is_empty());
@@ -448,18 +451,10 @@ fn staging_directory_is_removed_when_lifting_fails() {
     let name = staged.borrow().file_name().unwrap().to_owned();
     let leftover = locations.holotree.join(&name);
     std::fs::create_dir_all(leftover.join("junk")).unwrap();
-    let _ = builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|dir, _| {
-            assert!(!dir.join("junk").exists());
-            Ok("k".into())
-        },
-    )
+    let _ = build(&locations, &conda, &bp, &|dir, _| {
+        assert!(!dir.join("junk").exists());
+        Ok("k".into())
+    })
     .unwrap();
     assert!(!leftover.exists());
 }
@@ -890,18 +885,10 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
     );
     let conda = r.with_file_name("conda.yaml");
     let bp = builder::blueprint_of(&conda).unwrap();
-    builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|dir, _| {
-            assert!(dir.join("made-by-post-install").is_file());
-            Ok("k".into())
-        },
-    )
+    build(&locations, &conda, &bp, &|dir, _| {
+        assert!(dir.join("made-by-post-install").is_file());
+        Ok("k".into())
+    })
     .unwrap();
 
     std::fs::write(
@@ -910,15 +897,9 @@ fn post_install_runs_in_the_stage_and_its_failure_names_the_line() {
     )
     .unwrap();
     let bp = builder::blueprint_of(&conda).unwrap();
-    let e = builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|_, _| panic!("must not lift a failed build"),
-    )
+    let e = build(&locations, &conda, &bp, &|_, _| {
+        panic!("must not lift a failed build")
+    })
     .unwrap_err();
     let m = e.to_string();
     assert!(
@@ -1384,15 +1365,9 @@ fn a_build_staged_on_disk_seeds_the_blob_cache() {
     let bp = builder::blueprint_of(&conda).unwrap();
     let own = locations.own_hololib();
     let blobs = locations.home.blobs();
-    let outcome = builder::build_own(
-        &locations,
-        &conda,
-        &bp,
-        &builder::OwnBuild::default(),
-        &Progress::hidden(),
-        &|| None,
-        &|dir, file| builder::lift_staged(dir, file, &own, &blobs),
-    )
+    let outcome = build(&locations, &conda, &bp, &|dir, file| {
+        builder::lift_staged(dir, file, &own, &blobs)
+    })
     .unwrap();
     let key = outcome.key().to_string();
     let catalog = vhrun::hololib::catalog::Catalog::load(&own.catalog_path(&key)).unwrap();
