@@ -261,6 +261,21 @@ impl Lab {
         self.servers()[0]
     }
 
+    /// `child`'s environment is gone for good: it fails soon with vhrun's
+    /// line, and no server or keeper is left.
+    #[track_caller]
+    fn assert_lost(&self, child: Child, what: &str) {
+        let t0 = Instant::now();
+        let out = finish(child, what);
+        assert!(t0.elapsed() < Duration::from_secs(25), "{what}: went on");
+        assert!(!out.status.success(), "{what}: read a vanished tree");
+        let err = stderr(&out);
+        assert!(err.contains("warm server") && err.contains("gone"), "{err}");
+        wait_until("no server or keeper left", HANG, || {
+            self.servers().is_empty() && self.keepers().is_empty()
+        });
+    }
+
     fn stop_servers(&self) {
         let out = self
             .command(env!("CARGO_BIN_EXE_vhrun"))
@@ -494,18 +509,7 @@ fn the_keeper_and_the_server_killed_together_fail_the_run_loudly_and_leave_nothi
     kill9(keeper);
     wait_until("the keeper is gone", HANG, || !alive(keeper));
     kill9(server);
-    let t0 = Instant::now();
-    let out = finish(child, "the run that lost its environment");
-    assert!(
-        t0.elapsed() < Duration::from_secs(25),
-        "the run went on past the kill"
-    );
-    assert!(!out.status.success(), "the run read a vanished tree");
-    let err = stderr(&out);
-    assert!(err.contains("warm server") && err.contains("gone"), "{err}");
-    wait_until("no server or keeper left", HANG, || {
-        lab.servers().is_empty() && lab.keepers().is_empty()
-    });
+    lab.assert_lost(child, "the run that lost its environment");
     assert_eq!(common::host_mounts(), before, "a mount reached the host");
     // The next run starts afresh.
     lab.short_run(vhrun, "after");
@@ -529,15 +533,7 @@ fn successors_that_cannot_serve_end_the_connection_after_three_tries_never_a_han
     let aside = lab.root().join("catalog.aside");
     fs::rename(&catalog, &aside).unwrap();
     kill9(server);
-    let t0 = Instant::now();
-    let out = finish(child, "a run whose server has no successor");
-    assert!(t0.elapsed() < Duration::from_secs(25), "the run went on");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("warm server") && err.contains("gone"), "{err}");
-    wait_until("the keeper gives up", HANG, || {
-        lab.servers().is_empty() && lab.keepers().is_empty()
-    });
+    lab.assert_lost(child, "a run whose server has no successor");
     let log = fs::read_dir(lab.vh().join("servers"))
         .unwrap()
         .flatten()

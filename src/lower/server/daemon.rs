@@ -206,7 +206,6 @@ fn take_over(cfg: &ServeConfig) -> Result<()> {
         }
         _ => None,
     };
-    state.listening = listener.is_some();
     state.argv = successor_argv();
     let sock = cfg.home.servers().join(format!("{}.sock", cfg.key));
     let client_fds: Vec<_> = clients.iter().map(|c| c.as_fd()).collect();
@@ -403,7 +402,6 @@ fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> 
             let _ = std::fs::remove_file(&sock);
         }
         served.key_lock.borrow_mut().take();
-        served.state.borrow_mut().listening = false;
         if let Some(k) = served.keeper.borrow().as_ref() {
             k.tell(&Msg::Withdrawn);
         }

@@ -101,6 +101,8 @@ pub struct State {
     /// The socket file's inode (a successor removes it only if it is
     /// still this one).
     pub socket_ino: u64,
+    /// Whether the key's lock and the listener come with it (the
+    /// sender's word, from what it holds).
     pub listening: bool,
 }
 
