@@ -52,9 +52,22 @@ B=$W/vh/build
 REPEAT=${REPEAT:-1}
 VHRUN=${VHRUN:-$REPO/target/release/vhrun}
 [[ -x $VHRUN ]] || (cd "$REPO" && cargo build --release)
-rm -rf "$B"
-mkdir -p "$B/robots" "$B/logs"
 log() { echo "[$((SECONDS))s] $*" >&2; }
+# Nothing is deleted while samples run, only before the first and after the
+# last: ext4 skips inodes freed in the last 60 s (300 s more while their
+# table block is dirty) when it allocates new ones (`recently_deleted`, in
+# ext4_mkdir and ext4_create), so a sample that follows the removal of the
+# previous sample's ~30,000-file hololib and package cache spends seconds
+# of system time scanning past them (perf: 45% of a lift's samples;
+# a lift 7.3 s right after such a removal, 3.5 s 70 s later). A user's
+# first build does not follow such a removal; the bench harness's would.
+if [[ -e $B ]]; then
+    rm -rf "$B"
+    sync
+    log "waiting 61 s: the inodes just freed must age out of ext4's recently-deleted window"
+    sleep 61
+fi
+mkdir -p "$B/robots" "$B/logs" "$B/trash"
 
 robot() { # name conda-yaml-text task-import
     local d=$B/robots/$1
@@ -78,16 +91,15 @@ ROBOCORP_HOME=$UVSEED/rc VHRUN_HOME=$UVSEED/vh VHRUN_RCC= "$VHRUN" build -r "$B/
     > "$B/logs/seed.out" 2> "$B/logs/seed.err" || { cat "$B/logs/seed.err" >&2; exit 1; }
 seed_total=$(python3 -c "print(f'{$EPOCHREALTIME - $t0:.1f}')")
 bootstrap=$(grep -o 'finding uv: .*(\([0-9.]*\)s)' "$B/logs/seed.err" | grep -o '([0-9.]*s)$' | tr -d '()s' || echo "?")
-rm -rf "$UVSEED/rc" "$UVSEED/vh/hololib" "$UVSEED/vh/index"
 
 # one_run NAME ROBOT INSTALLER CACHE-ID [VHRUN_HOME]: the cache of CACHE-ID,
-# a fresh VHRUN_HOME (removed after) unless one is given (kept); its logs
-# are $B/logs/NAME.<n>.{out,err}
+# a fresh VHRUN_HOME unless one is given; its logs are
+# $B/logs/NAME.<n>.{out,err}
 one_run() {
     local name=$1 robot=$2 uv=$3 cache=$4 keep=${5:-}
     local n=1
     while [[ -e $B/logs/$name.$n.err ]]; do n=$((n + 1)); done
-    local rh=$B/homes/$cache vh=${keep:-$B/vh-$name}
+    local rh=$B/homes/$cache vh=${keep:-$B/vh-$name.$n}
     mkdir -p "$rh" "$vh"
     [[ -d $vh/uv ]] || cp -r "$UVSEED/vh/uv" "$vh/uv"
     # the previous sample's writeback must not land on this one
@@ -101,9 +113,8 @@ one_run() {
     # the run's warm server would go on building the kernel image (every
     # blob decoded) under the next sample: stopped first
     env ROBOCORP_HOME="$rh" VHRUN_HOME="$vh" "$VHRUN" servers --stop > /dev/null 2>&1 || true
-    [[ -n $keep ]] || rm -rf "$vh"
-    # the run's space (empty mountpoint) and staging leftovers live under the cache home: keep them out
-    rm -rf "$rh/holotree"
+    # the run's space (an empty mountpoint) lives under the cache home: out of the next sample's way
+    [[ -d $rh/holotree ]] && mv "$rh/holotree" "$B/trash/holotree.$name.$n"
 }
 
 # case NAME ROBOT INSTALLER: cold (fresh cache per sample) then warm (a
@@ -114,14 +125,13 @@ measure() {
     local cold=() warm=()
     for i in $(seq "$REPEAT"); do
         log "$name cold #$i"
-        rm -rf "$B/homes/$name-cold"
-        cold+=("$(one_run "$name-cold" "$robot" "$uv" "$name-cold")")
+        cold+=("$(one_run "$name-cold" "$robot" "$uv" "$name-cold.$i")")
         [[ -n ${cold[-1]} ]] || exit 1
     done
-    # the last cold run filled $name-cold's cache: warm samples reuse it
+    # the last cold run filled $name-cold.$REPEAT's cache: warm samples reuse it
     for i in $(seq "$REPEAT"); do
         log "$name warm #$i"
-        warm+=("$(one_run "$name-warm" "$robot" "$uv" "$name-cold")")
+        warm+=("$(one_run "$name-warm" "$robot" "$uv" "$name-cold.$REPEAT")")
         [[ -n ${warm[-1]} ]] || exit 1
     done
     R[$name-cold]=$(printf '%s\n' "${cold[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
@@ -136,8 +146,8 @@ if [[ $quick == 0 ]]; then
     # the second robot on the machine that built the template: its warm
     # uv cache and its VHRUN_HOME (whose hololib holds the template's blobs)
     log "second robot (uv, warm cache, after the template in the same VHRUN_HOME)"
-    one_run template-first template auto template-uv-cold "$B/vh-shared" > /dev/null
-    R[second-uv-warm]=$(one_run second-uv-warm second auto template-uv-cold "$B/vh-shared")
+    one_run template-first template auto "template-uv-cold.$REPEAT" "$B/vh-shared" > /dev/null
+    R[second-uv-warm]=$(one_run second-uv-warm second auto "template-uv-cold.$REPEAT" "$B/vh-shared")
 fi
 measure report-pip report off
 measure report-uv report auto
@@ -209,4 +219,5 @@ if write == "1":
     put_section(md, "First run of a new robot (bench/build.sh)", section)
     print(f"bench/build.sh: wrote the section into {md}", file=sys.stderr)
 EOF
+rm -rf "$B/homes" "$B"/vh-* "$B/trash" "$UVSEED/rc" "$UVSEED/vh/hololib" "$UVSEED/vh/index"
 log "done in $((SECONDS - started)) s; logs in $B/logs"

@@ -43,55 +43,64 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
+    let mut rest = hay;
+    let finder = memchr::memmem::Finder::new(from);
+    while let Some(i) = finder.find(rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(to);
+        rest = &rest[i + from.len()..];
     }
+    out.extend_from_slice(rest);
     out
 }
 
 /// Relocate every regular file under `root` (a copy of `from`) to `root`.
+/// Files are read and patchelf runs on every core: a CPython has ~1,300
+/// files and ~80 RUNPATHs to repoint, two patchelf processes each.
 pub fn relocate_prefix(root: &Path, from: &Path) -> Result<RelinkStats> {
-    let mut stats = RelinkStats::default();
-    let mut patchelf: Option<PathBuf> = None;
+    use rayon::prelude::*;
     let from_b = from.as_os_str().as_encoded_bytes().to_vec();
     let to_b = root.as_os_str().as_encoded_bytes().to_vec();
+    let mut files = Vec::new();
     walk(root, &mut |path| {
-        let data = std::fs::read(path).at(path)?;
-        if !contains(&data, &from_b) {
-            return Ok(());
-        }
-        if data.starts_with(b"\x7fELF") {
-            let pe = match &patchelf {
-                Some(p) => p.clone(),
-                None => {
-                    let p = find_patchelf()?;
-                    patchelf = Some(p.clone());
-                    p
-                }
-            };
-            if repoint_runpath(&pe, root, from, path)? {
-                stats.elf_files += 1;
-            }
-        } else if !data.contains(&0) {
-            // Written in place: keeps the inode, mode and hard links.
-            std::fs::write(path, replace_all(&data, &from_b, &to_b)).at(path)?;
-            stats.text_files += 1;
-        }
+        files.push(path.to_path_buf());
         Ok(())
     })?;
-    Ok(stats)
+    let patchelf = std::sync::OnceLock::new();
+    let relocated: Vec<(bool, bool)> = files
+        .par_iter()
+        .map(|path| -> Result<(bool, bool)> {
+            let data = std::fs::read(path).at(path)?;
+            if !contains(&data, &from_b) {
+                return Ok((false, false));
+            }
+            if data.starts_with(b"\x7fELF") {
+                let pe = match patchelf.get() {
+                    Some(p) => p,
+                    None => {
+                        let found = find_patchelf()?;
+                        patchelf.get_or_init(|| found)
+                    }
+                };
+                return Ok((false, repoint_runpath(pe, root, from, path)?));
+            }
+            if data.contains(&0) {
+                return Ok((false, false));
+            }
+            // Written in place: keeps the inode, mode and hard links.
+            std::fs::write(path, replace_all(&data, &from_b, &to_b)).at(path)?;
+            Ok((true, false))
+        })
+        .collect::<Result<_>>()?;
+    Ok(RelinkStats {
+        text_files: relocated.iter().filter(|r| r.0).count() as u64,
+        elf_files: relocated.iter().filter(|r| r.1).count() as u64,
+    })
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
