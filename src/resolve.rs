@@ -5,7 +5,9 @@
 //!
 //! The catalog is read once, as the tree the run will serve, from its
 //! binary index (`Tree::load_indexed`): a warm run never decodes the gzip
-//! JSON, which costs ~27 ms for a 12k-file environment.
+//! JSON, which costs ~27 ms for a 12k-file environment. Once read, its
+//! summary (`tree::summary`) stands for it: a run that a kernel image or a
+//! warm server serves loads no tree at all.
 
 use crate::blueprint::{self, Blueprint};
 use crate::environ::{self, Bytecode, EnvInputs, RobotEnv, SpaceFacts};
@@ -14,6 +16,7 @@ use crate::hololib::catalog::{catalog_name, host_platform};
 use crate::hololib::{Hololib, Locations};
 use crate::robot::Robot;
 use crate::settings::NetworkSettings;
+use crate::tree::summary::{Facts, SpaceRecord, Summary, TreeRef};
 use crate::tree::{Kind, NodeRef, Tree};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +32,9 @@ pub struct Resolved {
     /// Catalog file name, `<hash>v12.<platform>`.
     pub catalog_key: String,
     pub catalog_path: PathBuf,
-    /// The catalog as the tree the run serves (loaded once per process).
-    pub tree: Arc<Tree>,
+    /// The catalog's summary, and the tree the run serves once it is
+    /// needed (a run over an image or a warm server never loads it).
+    pub tree: Arc<TreeRef>,
     /// rcc's space name for the controller and space (24 chars).
     pub space_name: String,
     /// Where rcc would restore the space, and so where vhrun serves it.
@@ -133,7 +137,15 @@ fn resolve_in(
     place: (&str, &str),
 ) -> Result<Resolved> {
     let catalog_path = hololib.catalog_path(&key);
-    resolve_key(locations, hololib, key, bp, source, place, catalog_path)
+    resolve_key(
+        locations,
+        hololib,
+        key,
+        bp,
+        source,
+        place,
+        (catalog_path, None),
+    )
 }
 
 /// Catalog `key` served lazily from `origin`: the catalog fetched into
@@ -172,13 +184,13 @@ pub fn resolve_lazy(
         bp,
         source,
         (controller, space),
-        catalog_path,
+        (catalog_path, Some(tree)),
     )?;
     r.origin = Some(origin.to_string());
     Ok(Some(r))
 }
 
-/// The blobs [`space_facts`] reads (rcc_activate.json's), which a lazily
+/// The blobs [`space_record`] reads (rcc_activate.json's), which a lazily
 /// served catalog fetches before its run starts.
 pub fn startup_digests(tree: &Tree) -> Vec<String> {
     tree.resolve(Path::new("rcc_activate.json"))
@@ -196,15 +208,36 @@ fn resolve_key(
     bp: Blueprint,
     source: &Path,
     (controller, space): (&str, &str),
-    catalog_path: PathBuf,
+    (catalog_path, loaded): (PathBuf, Option<Tree>),
 ) -> Result<Resolved> {
-    let tree = Arc::new(Tree::load_indexed(&catalog_path, &locations.home.index())?);
+    let index_dir = locations.home.index();
+    let summarized = match loaded {
+        None => Summary::load(&index_dir, &catalog_path),
+        Some(_) => None,
+    };
+    let tree = match summarized {
+        Some(summary) => {
+            tracing::debug!("catalog summary read; its tree is loaded only if this run serves it");
+            TreeRef::summarized(summary, &index_dir)
+        }
+        None => {
+            let tree = match loaded {
+                Some(t) => t,
+                None => Tree::load_indexed(&catalog_path, &index_dir)?,
+            };
+            let record = space_record(&tree, &hololib).map_err(|e| match e {
+                Error::Blob { .. } => e,
+                other => Error::catalog(&catalog_path, other.to_string()),
+            })?;
+            let tree = TreeRef::loaded(Arc::new(tree), record, &index_dir);
+            tree.summary().save(&index_dir);
+            tree
+        }
+    };
     let space_name = locations.space_name(controller, space);
     let space_path = locations.space_path(tree.recorded_path(), controller, space);
-    let facts = space_facts(&tree, &hololib, &space_name).map_err(|e| match e {
-        Error::Blob { .. } => e,
-        other => Error::catalog(&catalog_path, other.to_string()),
-    })?;
+    let facts = space_facts(&tree.summary().space, &space_name)
+        .map_err(|e| Error::catalog(&catalog_path, e))?;
     let pycache_dir = pycache_dir(locations, &key, tree.fingerprint());
     Ok(Resolved {
         conda_file: source.to_path_buf(),
@@ -212,7 +245,7 @@ fn resolve_key(
         hololib,
         catalog_key: key,
         catalog_path,
-        tree,
+        tree: Arc::new(tree),
         space_name,
         space_path,
         facts,
@@ -300,9 +333,9 @@ fn warn_no_control_room(inherited: &environ::EnvList, full: bool) {
 }
 
 /// What rcc's environment builder asks of the space, answered from the
-/// catalog's tree: `bin/python3` or `bin/python`, `pyvenv.cfg`, and the
-/// contents of `rcc_activate.json` (its blob, relocated to `space_name`).
-pub fn space_facts(tree: &Tree, lib: &Hololib, space_name: &str) -> Result<SpaceFacts> {
+/// catalog's tree: `bin/python3` or `bin/python`, `pyvenv.cfg`, and
+/// `rcc_activate.json` as stored (its blob, verified), with its offsets.
+pub fn space_record(tree: &Tree, lib: &Hololib) -> Result<SpaceRecord> {
     let python = tree.resolve(Path::new("bin")).and_then(|bin| {
         ["python3", "python"]
             .into_iter()
@@ -328,18 +361,37 @@ pub fn space_facts(tree: &Tree, lib: &Hololib, space_name: &str) -> Result<Space
                 ));
             }
             let digest = f.digest().unwrap_or_default();
-            let mut content = crate::hololib::blob::read_verified(&lib.blob_path(digest), digest)?;
-            let offsets: Vec<i64> = f.rewrite().iter().map(|&o| o as i64).collect();
-            crate::relocate::patch_slice(&mut content, &offsets, space_name.as_bytes()).map_err(
-                |e| Error::catalog(tree.catalog_path(), format!("rcc_activate.json: {e}")),
-            )?;
+            let content = crate::hololib::blob::read_verified(&lib.blob_path(digest), digest)?;
+            Some((content, f.rewrite().to_vec()))
+        }
+        None => None,
+    };
+    Ok(SpaceRecord {
+        python,
+        pyvenv_cfg,
+        activation,
+    })
+}
+
+/// The space facts of `record` for the space named `space_name` (its
+/// activation relocated there). `Err` says what is wrong with the file.
+pub fn space_facts(
+    record: &SpaceRecord,
+    space_name: &str,
+) -> std::result::Result<SpaceFacts, String> {
+    let activation = match &record.activation {
+        Some((content, offsets)) => {
+            let mut content = content.clone();
+            let offsets: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
+            crate::relocate::patch_slice(&mut content, &offsets, space_name.as_bytes())
+                .map_err(|e| format!("rcc_activate.json: {e}"))?;
             environ::parse_activation(&content)
         }
         None => Vec::new(),
     };
     Ok(SpaceFacts {
-        python,
-        pyvenv_cfg,
+        python: record.python.clone(),
+        pyvenv_cfg: record.pyvenv_cfg,
         activation,
     })
 }

@@ -20,6 +20,7 @@ use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::runstats::{self, RunStats};
 use crate::sandbox::{self, Identity, SandboxSpec};
+use crate::tree::summary::Facts;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -434,7 +435,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
             url,
             plan.lazy_batch,
             resolved.hololib.clone(),
-            resolved.tree.clone(),
+            resolved.tree.full()?,
             home,
             &plan.locations.robocorp_home,
         )?)),
@@ -520,9 +521,10 @@ fn execute_copy(
             });
         }
     }
+    let tree = resolved.tree.full()?;
     let source = lower::copy::CopySource {
         hololib: &resolved.hololib,
-        tree: &resolved.tree,
+        tree: &tree,
         space: &resolved.space_path,
         target_name: &resolved.space_name,
         controller: &plan.controller,

@@ -26,6 +26,7 @@
 //! nosuid,nodev).
 
 pub mod index;
+pub mod summary;
 
 use crate::error::{Error, IoContext, Result};
 use crate::gomode;

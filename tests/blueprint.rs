@@ -464,22 +464,26 @@ impl VarsFixture {
     }
 
     fn vars(&self, args: &[&str]) -> Output {
+        self.vars_logged(args, "")
+    }
+
+    /// `vars` with `VHRUN_LOG` set (empty: unset).
+    fn vars_logged(&self, args: &[&str], log: &str) -> Output {
         let mut all = vec!["vars", "-r", "robot/robot.yaml"];
         all.extend_from_slice(args);
         // HOME=/home/user: the user-home identity of the catalog's builder
-        vhrun(
-            self.root(),
-            self.root(),
-            &all,
-            &[
-                ("HOME", "/home/user"),
-                (
-                    "PATH",
-                    "/usr/local/bin:/opt/conda/bin:/usr/bin:/usr/bin:relative",
-                ),
-                ("PYTHONDONTWRITEBYTECODE", "1"),
-            ],
-        )
+        let mut env = vec![
+            ("HOME", "/home/user"),
+            (
+                "PATH",
+                "/usr/local/bin:/opt/conda/bin:/usr/bin:/usr/bin:relative",
+            ),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+        ];
+        if !log.is_empty() {
+            env.push(("VHRUN_LOG", log));
+        }
+        vhrun(self.root(), self.root(), &all, &env)
     }
 
     /// Output with the run's random parts replaced.
@@ -762,4 +766,59 @@ fn vars_of_a_shell_robot_and_bad_inputs() {
         &[],
     );
     assert_eq!(out.code, 66, "{}", out.stderr);
+}
+
+/// The summary a run reads instead of the catalog's tree gives the same
+/// variables, and is not trusted once damaged or once the catalog changed.
+#[test]
+fn the_catalog_summary_stands_for_the_tree_until_the_catalog_changes() {
+    let fx = VarsFixture::new(FIXTURE_ROBOT);
+    let summaries = || -> Vec<PathBuf> {
+        std::fs::read_dir(fx.root().join("vh/index"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sum1"))
+            .collect()
+    };
+    let first = fx.vars(&["--json"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let made = summaries();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let want = fx.normalise(&first.stdout);
+    let read = "catalog summary read";
+    let loaded = "tree.load";
+    let run = |what: &str| {
+        let out = fx.vars_logged(&["--json"], "vhrun=debug");
+        assert_eq!(out.code, 0, "{what}: {}", out.stderr);
+        assert_eq!(fx.normalise(&out.stdout), want, "{what}");
+        out.stderr
+    };
+
+    let log = run("from the summary");
+    assert!(log.contains(read) && !log.contains(loaded), "{log}");
+
+    // damaged: ignored, the tree is loaded, and the summary written anew
+    let path = &made[0];
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    let log = run("damaged summary");
+    assert!(!log.contains(read) && log.contains(loaded), "{log}");
+    let log = run("rewritten summary");
+    assert!(log.contains(read), "{log}");
+
+    // the catalog replaced (same bytes, another file): not this summary's
+    let catalog = std::fs::read_dir(fx.root().join("rh/hololib/catalog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none_or(|x| x != "info"))
+        .unwrap();
+    let copy = catalog.with_extension("new");
+    std::fs::copy(&catalog, &copy).unwrap();
+    std::fs::rename(&copy, &catalog).unwrap();
+    let log = run("replaced catalog");
+    assert!(!log.contains(read) && log.contains(loaded), "{log}");
+    assert_eq!(summaries().len(), 2);
 }

@@ -30,7 +30,7 @@ pub fn run(args: &PrepareArgs) -> Result<i32> {
             )?
         }
     };
-    let tree = &resolved.tree;
+    let tree = &resolved.tree.full()?;
     crate::lower::fuse::check_target_name(tree, &resolved.space_name)?;
     let say = |s: String| {
         if !crate::logging::quiet() {

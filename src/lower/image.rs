@@ -29,6 +29,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::home::Home;
 use crate::lower::blobcache::{BlobCache, Source};
 use crate::lower::erofs::{self, Body, Entry};
+use crate::tree::summary::Facts;
 use crate::tree::{Kind, Tree, MTIME, ROOT};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -96,7 +97,7 @@ pub struct For<'a> {
 }
 
 /// The image directory name for `tree` seen as `who`.
-pub fn key(tree: &Tree, who: For<'_>) -> String {
+pub fn key(tree: &impl Facts, who: For<'_>) -> String {
     format!(
         "{:016x}.{}.{}-{}",
         tree.fingerprint(),
@@ -108,7 +109,7 @@ pub fn key(tree: &Tree, who: For<'_>) -> String {
 
 impl Image {
     /// The finished image for `tree`, if one was built.
-    pub fn find(home: &Home, tree: &Tree, who: For<'_>) -> Option<Image> {
+    pub fn find(home: &Home, tree: &impl Facts, who: For<'_>) -> Option<Image> {
         if tree.fingerprint() == 0 {
             return None;
         }

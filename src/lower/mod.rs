@@ -32,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::remote::lazy::{Batching, Lazy, RemoteStats};
 use crate::sandbox::{Identity, LowerTarget, Mounted};
+use crate::tree::summary::{Facts, TreeRef};
 use crate::tree::Tree;
 use blobcache::BlobCache;
 use fuse::{MountOptions, MountedTree, PassthroughMode, WorkingSet};
@@ -116,7 +117,8 @@ pub enum Prefetch {
 #[derive(Debug)]
 pub struct Source {
     pub home: Home,
-    pub tree: Arc<Tree>,
+    /// Loaded whole only where this process serves it.
+    pub tree: Arc<TreeRef>,
     pub blobs: BlobCache,
     /// Basename written at relocation offsets (the space's name).
     pub target_name: String,
@@ -299,7 +301,7 @@ impl Lower {
             previous,
         } = self;
         let startup = match (source.blobs.remote(), &previous) {
-            (Some(remote), Some(ws)) => fetch_working_set(remote, &source.tree, ws),
+            (Some(remote), Some(ws)) => fetch_working_set(remote, &*source.tree.full()?, ws),
             _ => Default::default(),
         };
         let Source {
@@ -331,7 +333,7 @@ impl Lower {
                 shown_as: Some(shown_as),
                 handover: false,
             };
-            fuse::mount(tree.clone(), blobs, &target.mountpoint, &mount_opts).map(By::Fuse)
+            fuse::mount(tree.full()?, blobs, &target.mountpoint, &mount_opts).map(By::Fuse)
         };
         let mut data_layers = Vec::new();
         let by = match way {
@@ -366,7 +368,7 @@ impl Lower {
             .filter(|_| cold)
             .and_then(|ws| replay(ws.clone(), &target.mountpoint, opts.prefetch));
         let ahead = match (previous.as_ref(), ahead) {
-            (Some(ws), Some(cache)) if cold => decode_ahead(ws, tree.clone(), cache, ahead_target),
+            (Some(ws), Some(cache)) if cold => decode_ahead(ws, tree.full()?, cache, ahead_target),
             _ => None,
         };
         Ok(Mounted {
@@ -488,7 +490,7 @@ pub struct Served {
     replay: Option<JoinHandle<()>>,
     ahead: Option<Ahead>,
     previous: Option<WorkingSet>,
-    tree: Arc<Tree>,
+    tree: Arc<TreeRef>,
     workset_path: PathBuf,
     /// What this process fetched for a lazily served tree before its task.
     startup: RemoteStats,

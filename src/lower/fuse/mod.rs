@@ -24,6 +24,7 @@ pub use workset::{Prefetched, WorkingSet};
 use crate::error::{Error, Refusal, Result};
 use crate::lower::blobcache::BlobCache;
 use crate::sys::handover::{BackingRecord, Inherited};
+use crate::tree::summary::Facts;
 use crate::tree::Tree;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
@@ -160,7 +161,7 @@ pub fn mount_source(server_pid: u32) -> String {
 }
 
 /// Check that `target` can replace the catalog identity in place.
-pub fn check_target_name(tree: &Tree, target: &str) -> Result<()> {
+pub fn check_target_name(tree: &impl Facts, target: &str) -> Result<()> {
     if target.is_empty() || target.contains('/') || target == "." || target == ".." {
         return Err(Error::Usage(format!("invalid target name {target:?}")));
     }

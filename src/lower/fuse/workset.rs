@@ -13,6 +13,7 @@
 
 use crate::error::Result;
 use crate::home::Home;
+use crate::tree::summary::Facts;
 use crate::tree::Tree;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -90,7 +91,7 @@ impl WorkingSet {
     }
 
     /// Where the set of a catalog is kept: `<home>/workset/<catalog file name>`.
-    pub fn path_for(home: &Home, tree: &Tree) -> PathBuf {
+    pub fn path_for(home: &Home, tree: &impl Facts) -> PathBuf {
         let name = tree
             .catalog_path()
             .file_name()
@@ -105,7 +106,7 @@ impl WorkingSet {
     /// `python -c pass` for a robot's whole working set.
     pub fn path_for_commands<S: AsRef<OsStr>>(
         home: &Home,
-        tree: &Tree,
+        tree: &impl Facts,
         commands: &[Vec<S>],
     ) -> PathBuf {
         let mut key = Vec::new();

@@ -44,7 +44,7 @@ use crate::lower::blobcache::BlobCache;
 use crate::lower::fuse::{PassthroughMode, Stats, WorkingSet};
 use crate::paths::mkdir_all;
 use crate::sandbox::namespaces::{Identity, Joined};
-use crate::tree::Tree;
+use crate::tree::summary::{Facts, TreeRef};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -71,7 +71,7 @@ const MAX_ANSWER: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
     pub home: &'a Home,
-    pub tree: &'a Tree,
+    pub tree: &'a TreeRef,
     /// Its hololib is the one served.
     pub blobs: &'a BlobCache,
     /// Basename written at relocation offsets.
