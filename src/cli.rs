@@ -200,6 +200,10 @@ pub struct ExecArgs {
     /// Testing aid: a path the command sees read-only (repeatable).
     #[arg(long = "ro-path", hide = true, value_name = "PATH")]
     pub ro_paths: Vec<PathBuf>,
+    /// Testing aid: a path the command may write even below a --ro-path
+    /// (repeatable).
+    #[arg(long = "rw-path", hide = true, value_name = "PATH")]
+    pub rw_paths: Vec<PathBuf>,
     /// Testing aid: start N threads that allocate in a loop once the
     /// namespaces exist (as FUSE workers would), to exercise forking from
     /// a multi-threaded process.

@@ -180,9 +180,15 @@ fn warm_runs_use_the_index_through_the_stat_link() {
     let first = text(&fx.exec(&["true"], &[]).stderr);
     assert!(first.contains("catalog decoded (index written)"), "{first}");
     let entries = fx.index_entries();
-    assert_eq!(entries.len(), 2, "index + stat link: {entries:?}");
-    let link = fx.vhrun_home().join("index").join(&entries[1]);
-    assert!(entries[1].starts_with("s-"), "{entries:?}");
+    // The tree by content, its summary and the stat link to the tree, both
+    // keyed by the catalog file's stat.
+    assert_eq!(entries.len(), 3, "index, summary, stat link: {entries:?}");
+    assert!(
+        entries[1].starts_with("s-") && entries[1].ends_with(".sum1"),
+        "{entries:?}"
+    );
+    let link = fx.vhrun_home().join("index").join(&entries[2]);
+    assert!(entries[2].starts_with("s-"), "{entries:?}");
     assert_eq!(fs::read_link(&link).unwrap(), PathBuf::from(&entries[0]));
 
     let space_cat = fx.exec(
@@ -228,7 +234,7 @@ fn warm_runs_use_the_index_through_the_stat_link() {
 fn vars_are_the_same_from_the_index_and_from_the_json() {
     let fx = Fx::new();
     let cold = fx.vars();
-    assert!(fx.index_entries().len() == 2, "vars writes the index too");
+    assert!(fx.index_entries().len() == 3, "vars writes the index too");
     let warm = fx.vars();
     assert_eq!(cold, warm);
     fs::remove_dir_all(fx.vhrun_home().join("index")).unwrap();

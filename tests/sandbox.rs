@@ -581,6 +581,8 @@ fn stale_run_directories_are_removed_unless_locked() {
 fn readonly_paths_and_other_runs_are_out_of_reach() {
     let fx = Fx::new();
     let ro = fx.root().join("ro");
+    fs::create_dir_all(ro.join("w")).unwrap();
+    fs::create_dir_all(fx.root().join("rw")).unwrap();
     // Another run, live (its lock is held): on the host, not for the task.
     let other = fx.runs().join("other-1");
     fs::create_dir_all(other.join("upper")).unwrap();
@@ -588,14 +590,26 @@ fn readonly_paths_and_other_runs_are_out_of_reach() {
     let lock = fs::File::create(other.join("lock")).unwrap();
     lock.try_lock().unwrap();
     let out = fx.cmd(
-        &["--ro-path", ro.to_str().unwrap()],
-        r#"touch "$FX/ro/x" 2>/dev/null && echo WROTE; ls -A "$VHRUN_HOME/runs" | wc -l; touch "$FX/rw" && echo rw-ok"#,
+        &[
+            "--ro-path",
+            ro.to_str().unwrap(),
+            "--rw-path",
+            ro.join("w").to_str().unwrap(),
+            "--rw-path",
+            fx.root().join("rw").to_str().unwrap(),
+        ],
+        // A writable path below a read-only one is mounted again; one that
+        // nothing read-only contains is left as it is (no mount of its own).
+        r#"touch "$FX/ro/x" 2>/dev/null && echo WROTE; ls -A "$VHRUN_HOME/runs" | wc -l
+           touch "$FX/ro/w/y" && echo below-ok; touch "$FX/rw/z" && echo outside-ok
+           awk -v a="$FX/ro/w" -v b="$FX/rw" '$5 == a {n++} $5 == b {m++} END {print n+0, m+0}' /proc/self/mountinfo"#,
     )
     .output()
     .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "0\nrw-ok\n");
+    assert_eq!(stdout(&out), "0\nbelow-ok\noutside-ok\n1 0\n");
     assert!(!ro.join("x").exists());
+    assert!(ro.join("w/y").exists() && fx.root().join("rw/z").exists());
     assert!(other.join("upper/secret").exists());
     drop(lock);
 }

@@ -43,6 +43,7 @@ fn exec_over_dir(
     spec.share_pids = args.sandbox.share_pids;
     spec.keep_overlay = args.sandbox.keep_overlay.as_deref().map(absolute);
     spec.readonly_paths = args.ro_paths.iter().map(|p| absolute(p)).collect();
+    spec.writable_paths = args.rw_paths.iter().map(|p| absolute(p)).collect();
     let bind = crate::lower::plain_dir(lower.to_path_buf());
     let threads = args.busy_threads;
     let ended = sandbox::run_sandboxed(&spec, move |target| {

@@ -62,7 +62,10 @@ impl Isolation {
     }
 
     /// Resolve every path (it must exist) and read its mount flags.
-    /// Order: read-only first, then writable, then hidden.
+    /// Order: read-only first, then writable, then hidden. A writable path
+    /// that no read-only path contains is writable already and gets no
+    /// mounts: two fewer per run and path (the bytecode cache and TEMP lie
+    /// outside the hololib and the blob cache in the default layout).
     pub fn prepare(&self) -> Result<Prepared> {
         let mut ops = Vec::new();
         for (kind, paths) in [
@@ -71,7 +74,15 @@ impl Isolation {
             (OpKind::Hide, &self.hidden),
         ] {
             for p in paths {
-                ops.push(MountOp::new(kind, p)?);
+                let op = MountOp::new(kind, p)?;
+                let inside_readonly = || {
+                    ops.iter().any(|o: &MountOp| {
+                        o.kind == OpKind::ReadOnly && op.path.starts_with(&o.path)
+                    })
+                };
+                if kind != OpKind::Writable || inside_readonly() {
+                    ops.push(op);
+                }
             }
         }
         Ok(Prepared { ops })
