@@ -466,6 +466,7 @@ impl SandboxArgs {
         crate::run::SandboxOptions {
             share_pids: self.share_pids,
             keep_overlay: self.keep_overlay.clone(),
+            overlay_size: None,
             rcc_env: self.rcc_env,
             stats: self.stats,
             stats_json: self.stats_json.clone(),

@@ -77,6 +77,8 @@ pub struct SandboxOptions {
     pub share_pids: bool,
     /// Keep the run's writes here.
     pub keep_overlay: Option<PathBuf>,
+    /// Bound the in-memory write layer (`VHRUN_OVERLAY_SIZE`).
+    pub overlay_size: Option<crate::sandbox::OverlaySize>,
     /// rcc's variables exactly (no persistent bytecode cache).
     pub rcc_env: bool,
     /// `--stats`: a summary on stderr.
@@ -592,6 +594,7 @@ fn sandbox_spec(plan: &Plan) -> SandboxSpec {
     spec.cwd = plan.cwd.clone();
     spec.share_pids = plan.sandbox.share_pids;
     spec.keep_overlay = plan.sandbox.keep_overlay.as_deref().map(absolute);
+    spec.overlay_size = plan.sandbox.overlay_size.clone();
     spec.measure_upper = plan.sandbox.wants_stats();
     // `vhrun gc` spares the blobs of the catalog a live run names; without
     // the note it leaves the whole blob cache alone while any run lives.

@@ -1620,20 +1620,39 @@ fn a_full_overlay_gives_the_task_enospc_and_vhrun_cleans_up() {
     run(lab.exec(KEY, LIST_SUMS), "warm-up").ok();
     let used_before = small.used();
     let before = mount_table();
+    // The write layer is in memory, bounded by VHRUN_OVERLAY_SIZE (by
+    // default half of RAM, which this test would take a minute to fill).
     let fill = r#"python3 - <<'EOF'
 import errno, os, sys
 path = os.environ["CONDA_PREFIX"] + "/fill"
+written = 0
 try:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     while True:
-        os.write(fd, b"\0" * 65536)
+        written += os.write(fd, b"\0" * 65536)
 except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno))
+    print(errno.errorcode.get(e.errno, e.errno), written >> 20)
     sys.exit(42 if e.errno == errno.ENOSPC else 1)
 EOF"#;
-    let ran = run(lab.exec(KEY, fill), "fill the overlay");
+    let mut bounded = lab.exec(KEY, fill);
+    bounded.env("VHRUN_OVERLAY_SIZE", "16m");
+    let ran = run(bounded, "fill the overlay");
     assert_eq!(ran.code, Some(42), "{ran:?}");
-    assert_eq!(ran.stdout, "ENOSPC\n");
+    // 16 MiB less the run's directories and the file's own blocks.
+    assert!(
+        ["ENOSPC 15\n", "ENOSPC 16\n"].contains(&ran.stdout.as_str()),
+        "{ran:?}"
+    );
+    let mut unusable = lab.exec(KEY, "true");
+    unusable.env("VHRUN_OVERLAY_SIZE", "lots");
+    let ran = run(unusable, "a bad VHRUN_OVERLAY_SIZE");
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+    assert_eq!(ran.stderr.lines().count(), 1, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("VHRUN_OVERLAY_SIZE=\"lots\": expected a size such as 512m"),
+        "{ran:?}"
+    );
     assert_eq!(new_mounts(&before, lab.root()), Vec::<String>::new());
     assert_eq!(fs::read_dir(lab.vh().join("runs")).unwrap().count(), 0);
     let used_after = small.used();
@@ -1671,7 +1690,7 @@ EOF"#;
     run(lab.exec(KEY, LIST_SUMS), "after the disk was freed").ok();
     verify_cache(&lab);
     eprintln!(
-        "resources: overlay on a 2 MiB tmpfs filled by the task: task got ENOSPC, vhrun exited with its code 42, \
+        "resources: a 16 MiB write layer filled by the task: task got ENOSPC, vhrun exited with its code 42, \
          write layer removed ({used_before} -> {used_after} bytes used); VHRUN_HOME full before a run: {}",
         match ran.code {
             Some(7) => "EIO for the files that needed the cache".to_string(),

@@ -19,7 +19,10 @@ pub fn run(args: &ExecArgs) -> Result<i32> {
         robot,
         catalog: args.catalog.clone(),
         command: args.command.clone(),
-        sandbox: args.sandbox.options(),
+        sandbox: crate::run::SandboxOptions {
+            overlay_size: switches.overlay_size()?,
+            ..args.sandbox.options()
+        },
         lower: switches.lower_for_run(args.sandbox.mode)?,
     };
     crate::run::exec(Locations::from_env(), &opts)
@@ -42,6 +45,7 @@ fn exec_over_dir(
     let mut spec = SandboxSpec::new(locations.home.runs(), env_path.to_path_buf(), commands);
     spec.share_pids = args.sandbox.share_pids;
     spec.keep_overlay = args.sandbox.keep_overlay.as_deref().map(absolute);
+    spec.overlay_size = Switches::from_env().overlay_size()?;
     spec.readonly_paths = args.ro_paths.iter().map(|p| absolute(p)).collect();
     spec.writable_paths = args.rw_paths.iter().map(|p| absolute(p)).collect();
     let bind = crate::lower::plain_dir(lower.to_path_buf());

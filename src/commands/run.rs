@@ -16,7 +16,10 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         dev: args.dev,
         args: args.args.clone(),
         rcc_exit_codes: args.rcc_exit_codes,
-        sandbox: args.sandbox.options(),
+        sandbox: crate::run::SandboxOptions {
+            overlay_size: switches.overlay_size()?,
+            ..args.sandbox.options()
+        },
         lower: switches.lower_for_run(args.sandbox.mode)?,
     };
     crate::run::run(Locations::from_env(), &opts)

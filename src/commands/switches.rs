@@ -40,6 +40,9 @@ pub struct Switches {
     /// `VHRUN_TAKEOVER=off`: warm servers without a keeper (a crash ends
     /// their runs).
     pub takeover: Option<OsString>,
+    /// `VHRUN_OVERLAY_SIZE=SIZE`: the most a run's in-memory write layer
+    /// holds.
+    pub overlay_size: Option<OsString>,
 }
 
 impl Switches {
@@ -57,6 +60,7 @@ impl Switches {
             remote: var("VHRUN_REMOTE"),
             lazy_batch: var("VHRUN_LAZY_BATCH"),
             takeover: var("VHRUN_TAKEOVER"),
+            overlay_size: var("VHRUN_OVERLAY_SIZE"),
         }
     }
 
@@ -95,12 +99,27 @@ impl Switches {
         Ok((flag || from_env).then_some(batching))
     }
 
-    /// The rcc `vhrun build` hands environments to, if any.
+    /// The bound of a run's in-memory write layer (`VHRUN_OVERLAY_SIZE`;
+    /// unset or empty: tmpfs's default).
+    pub fn overlay_size(&self) -> Result<Option<crate::sandbox::OverlaySize>> {
+        match self.overlay_size.as_deref() {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => v
+                .to_str()
+                .unwrap_or("?")
+                .parse()
+                .map(Some)
+                .map_err(|e| Error::Usage(format!("VHRUN_OVERLAY_SIZE={e}"))),
+        }
+    }
+
     /// How the builder installs a pip layer (`VHRUN_UV`).
     pub fn uv(&self) -> crate::builder::uv::Choice {
         crate::builder::uv::Choice::parse(self.uv.as_deref())
     }
 
+    /// The rcc `vhrun build` hands environments to, if any.
     pub fn build_rcc(&self) -> Option<PathBuf> {
         crate::rcc::for_builds(self.rcc.as_deref(), std::env::var_os("PATH").as_deref())
     }

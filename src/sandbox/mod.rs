@@ -97,6 +97,7 @@ pub use crate::sys::wait::ExitKind;
 pub use isolation::Isolation;
 pub use namespaces::Identity;
 pub use process::RunOutcome;
+pub use rundir::OverlaySize;
 
 use crate::error::{Error, Result};
 use nix::sys::signal::{SigSet, SigmaskHow};
@@ -131,6 +132,10 @@ pub struct SandboxSpec {
     /// Move the overlay's upper directory here after the run (must not
     /// exist, or be an empty directory).
     pub keep_overlay: Option<PathBuf>,
+    /// The most the write layer may hold when it is in memory (not with
+    /// `keep_overlay`, whose layer is on disk): `ENOSPC` for the task
+    /// beyond. `None`: tmpfs's default, half of RAM.
+    pub overlay_size: Option<rundir::OverlaySize>,
     /// Read-only for the task (hololib, blob cache), writable for vhrun.
     pub readonly_paths: Vec<PathBuf>,
     /// Writable for the task even below a read-only path (bytecode cache).
@@ -163,6 +168,7 @@ impl SandboxSpec {
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             share_pids: false,
             keep_overlay: None,
+            overlay_size: None,
             readonly_paths: Vec::new(),
             writable_paths: Vec::new(),
             hidden_paths: Vec::new(),
@@ -361,7 +367,7 @@ where
             run.lower()
         }
     };
-    run.mount()?;
+    run.mount(spec.overlay_size.as_ref())?;
     let data_layers = {
         let _s = info_span!("sandbox_mount_lower").entered();
         let target = LowerTarget {

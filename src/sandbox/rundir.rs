@@ -36,6 +36,31 @@ const NEW_DIR_GRACE: Duration = Duration::from_secs(2);
 /// The suffix of an in-memory run's lock file.
 pub const LOCK_SUFFIX: &str = ".run";
 
+/// How much an in-memory run's write layer may hold, in tmpfs's `size=`
+/// terms: bytes with an optional `k`, `m` or `g`, or a percentage of RAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlaySize(String);
+
+impl std::str::FromStr for OverlaySize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<OverlaySize, String> {
+        let s = s.trim();
+        let (digits, unit) = match s.char_indices().last() {
+            Some((i, c)) if !c.is_ascii_digit() => (&s[..i], Some(c.to_ascii_lowercase())),
+            _ => (s, None),
+        };
+        let n: u64 = match digits.parse() {
+            Ok(n) if n > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("{s:?}: expected a size such as 512m, 4g or 25%")),
+        };
+        match unit {
+            None | Some('k' | 'm' | 'g') => Ok(OverlaySize(s.to_ascii_lowercase())),
+            Some('%') if n <= 100 => Ok(OverlaySize(s.to_string())),
+            _ => Err(format!("{s:?}: expected a size such as 512m, 4g or 25%")),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RunDir {
     pub id: String,
@@ -80,17 +105,23 @@ impl RunDir {
     /// An in-memory run's directory: a tmpfs over `runs/` holding
     /// `<id>/{lower,upper,work}`. Must be called in the run's own mount
     /// namespace; a run on disk has its directory already.
-    pub fn mount(&self) -> Result<()> {
+    /// `size` bounds what the task can write into the environment (the
+    /// tmpfs's own default is half of RAM).
+    pub fn mount(&self, size: Option<&OverlaySize>) -> Result<()> {
         if self.memory.is_none() {
             return Ok(());
         }
         let runs = self.path.parent().unwrap_or(Path::new("/"));
+        let options = match size {
+            Some(size) => format!("mode=0700,size={}", size.0),
+            None => "mode=0700".to_string(),
+        };
         nix::mount::mount(
             Some("vhrun-run"),
             runs,
             Some("tmpfs"),
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some("mode=0700"),
+            Some(options.as_str()),
         )
         .map_err(|e| Error::sys(format!("mounting the run's tmpfs at {}", runs.display()), e))?;
         mkdir(&self.path, 0o700, false)?;
@@ -370,4 +401,23 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OverlaySize;
+
+    #[test]
+    fn overlay_sizes_are_what_tmpfs_takes() {
+        for ok in ["4096", "512m", "4G", "64k", "25%", "100%"] {
+            assert!(ok.parse::<OverlaySize>().is_ok(), "{ok}");
+        }
+        assert_eq!("4G".parse::<OverlaySize>().unwrap().0, "4g");
+        for bad in [
+            "", "0", "0m", "m", "-1g", "1.5g", "4gb", "1t", "101%", "25 %", "x",
+        ] {
+            let e = bad.parse::<OverlaySize>().unwrap_err();
+            assert!(e.contains("expected a size"), "{bad}: {e}");
+        }
+    }
 }
