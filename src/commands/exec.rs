@@ -55,6 +55,7 @@ fn exec_over_dir(
         Ok(Mounted {
             guard: BusyThreads::start(threads),
             data_layers: bound.data_layers,
+            kernel_served: false,
         })
     });
     Ok(ended.outcome?.code())

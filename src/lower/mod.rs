@@ -371,7 +371,11 @@ impl Lower {
             (Some(ws), Some(cache)) if cold => decode_ahead(ws, tree.full()?, cache, ahead_target),
             _ => None,
         };
+        // No thread of this process reads the tree either.
+        let kernel_served =
+            matches!(by, By::Image(_) | By::Server(_)) && replay.is_none() && ahead.is_none();
         Ok(Mounted {
+            kernel_served,
             guard: Served {
                 by,
                 replay,
@@ -607,6 +611,7 @@ pub fn plain_dir(dir: PathBuf) -> impl FnOnce(&LowerTarget) -> Result<Mounted<()
         Ok(Mounted {
             guard: (),
             data_layers: Vec::new(),
+            kernel_served: true,
         })
     }
 }

@@ -21,9 +21,11 @@
 use crate::error::{Error, Result};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Which paths the task sees read-only, writable or not at all.
@@ -91,12 +93,26 @@ impl Isolation {
 
 impl MountOp {
     fn new(kind: OpKind, path: &Path) -> Result<MountOp> {
-        let path = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+        // Opened once, then named, measured and typed through the
+        // descriptor: realpath(3) reads every component's link, and this
+        // runs for each path on every run's start.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let fd_link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let path = match std::fs::read_link(&fd_link) {
+            Ok(real) if real.is_absolute() => real,
+            // No /proc: the slower way.
+            _ => std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?,
+        };
         // A bind mount takes a file as well; a tmpfs needs a directory.
-        if kind == OpKind::Hide && !path.is_dir() {
+        let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
+        if kind == OpKind::Hide && !is_dir {
             return Err(Error::bad_input(&path, "a hidden path must be a directory"));
         }
-        let vfs = statvfs(&path).map_err(|e| Error::io(&path, e.into()))?;
+        let vfs = fstatvfs(&file).map_err(|e| Error::io(&path, e.into()))?;
         let f = vfs.flags();
         let mut locked = MsFlags::empty();
         for (st, ms) in [
@@ -160,5 +176,18 @@ impl Prepared {
             op.apply().map_err(|e| (i, e))?;
         }
         Ok(())
+    }
+
+    /// The error of op `index` failing with `errno`.
+    pub fn error(&self, index: usize, errno: Errno) -> Error {
+        let op = self.ops.get(index);
+        Error::unavailable(
+            format!(
+                "sandbox mount ({:?}) of {}",
+                op.map(|o| o.kind),
+                op.map(|o| o.path.display().to_string()).unwrap_or_default()
+            ),
+            errno.desc(),
+        )
     }
 }

@@ -43,9 +43,15 @@ impl Identity {
 
 /// Number of threads of this process (`Threads:` of /proc/self/status).
 pub fn thread_count() -> Result<usize> {
+    use std::io::Read;
     let path = "/proc/self/status";
-    let status = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    status
+    // One read(2) of the whole file (about 1.5 kB): read_to_string grows its
+    // buffer from 32 bytes and reads eight times, on every run's start.
+    let mut buf = [0u8; 8192];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(|e| Error::io(path, e))?;
+    String::from_utf8_lossy(&buf[..n])
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
@@ -167,6 +173,29 @@ pub fn join(id: &Identity, ns: &Joined, cwd: &Path) -> Result<()> {
         )
     })?;
     set_propagation(Propagation::Private)?;
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        tracing::debug!("{}: {e}", cwd.display());
+    }
+    Ok(())
+}
+
+/// This process's mount namespace, to step back into after a run's is
+/// set up ([`step_out`]). Root only: from a user namespace there is no
+/// way back into its parent's mount namespace.
+pub fn current_mount_ns() -> Option<OwnedFd> {
+    std::fs::File::open("/proc/self/ns/mnt")
+        .map(OwnedFd::from)
+        .ok()
+}
+
+/// Leave the run's mount namespace for `home` ([`current_mount_ns`]) once
+/// the reaper is in it: the reaper and the task then hold it alone, so the
+/// reaper needs no copy of its own, and it ends with them. `setns` resets
+/// the working directory; it is set back to `cwd`. Single-threaded callers
+/// only (the kernel refuses a shared `fs_struct`).
+pub fn step_out(home: &OwnedFd, cwd: &Path) -> Result<()> {
+    setns(home, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| Error::sys("setns back into vhrun's mount namespace", e))?;
     if let Err(e) = std::env::set_current_dir(cwd) {
         tracing::debug!("{}: {e}", cwd.display());
     }

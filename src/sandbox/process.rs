@@ -103,6 +103,8 @@ pub struct Supervision<'a> {
     pub stdio: [Option<&'a OwnedFd>; 3],
     pub signals: &'a SignalFd,
     pub started: Instant,
+    /// `namespaces::step_out` right after the reaper is cloned.
+    pub step_out: Option<(&'a OwnedFd, &'a std::path::Path)>,
 }
 
 /// Fork the reaper, forward signals to it until it exits, and decode how
@@ -142,6 +144,13 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         }
         Error::unavailable(what, e.desc())
     })?;
+    if let Some((home, cwd)) = s.step_out {
+        // Failing, vhrun stays in the run's namespace: nothing it does
+        // from here on needs the host's view.
+        if let Err(e) = super::namespaces::step_out(home, cwd) {
+            tracing::debug!("{e}");
+        }
+    }
     // The lower tree's server (threads of this process) holds a descriptor
     // for each file the task has open: allow it the hard limit, now that
     // the reaper (and so the task) has forked with the caller's limits.
@@ -294,17 +303,7 @@ fn decode_outcome(
                 PathBuf::from(OsStr::from_bytes(s.cwd.as_bytes())),
                 std::io::Error::from_raw_os_error(r.value),
             ),
-            Stage::Isolation => {
-                let op = s.isolation.ops.get(r.index as usize);
-                Error::unavailable(
-                    format!(
-                        "sandbox mount ({:?}) of {}",
-                        op.map(|o| o.kind),
-                        op.map(|o| o.path.display().to_string()).unwrap_or_default()
-                    ),
-                    errno.desc(),
-                )
-            }
+            Stage::Isolation => s.isolation.error(r.index as usize, errno),
             Stage::MountProc => Error::unavailable(
                 "mounting /proc for the run's PID namespace",
                 format!(
