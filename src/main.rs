@@ -1,10 +1,9 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 
 fn main() {
     vhrun::runstats::mark_start();
-    let cli = vhrun::cli::Cli::parse();
+    let cli = vhrun::cli::parse();
     vhrun::logging::init(cli.global.verbose, cli.global.quiet);
     let code = match vhrun::commands::dispatch(cli) {
         Ok(code) => code,

@@ -19,6 +19,7 @@ use crate::remote::lazy::Lazy;
 use crate::resolve::{self, EnvOptions, Resolved};
 use crate::robot::Robot;
 use crate::runstats::{self, RunStats};
+use crate::sandbox::rundir::{clear_temp, open_temp, Slot};
 use crate::sandbox::{self, Identity, SandboxSpec};
 use crate::tree::summary::Facts;
 use std::ffi::OsString;
@@ -127,8 +128,11 @@ pub struct Plan {
     pub commands: Vec<Vec<OsString>>,
     pub env: EnvList,
     pub cwd: PathBuf,
-    /// rcc's per-run TEMP/TMP directory, removed after the run.
+    /// rcc's per-run TEMP/TMP directory, emptied after the run (it is
+    /// the slot's).
     pub temp_dir: PathBuf,
+    /// The run's slot (its lock, its TEMP).
+    pub slot: Arc<Slot>,
     pub sandbox: SandboxOptions,
     pub lower: lower::Options,
     /// rcc's `--controller` and `--space`, recorded in a copy's `.meta`.
@@ -387,7 +391,12 @@ fn plan(
         Some(file) => environ::load_env_json(file)?,
         None => Vec::new(),
     };
-    let temp_dir = environ::rcc_temp_dir(&locations.robocorp_home);
+    // The run's slot, taken now: it names the TEMP the variables give.
+    let slot = Arc::new(Slot::take(
+        &locations.home.runs(),
+        &resolved.catalog_path.to_string_lossy(),
+    )?);
+    let temp_dir = slot.temp_dir(&locations.robocorp_home);
     let inputs = resolved.env_inputs(
         &locations,
         robot,
@@ -414,6 +423,7 @@ fn plan(
         env,
         cwd,
         temp_dir,
+        slot,
         sandbox: sandbox.clone(),
         lower: lower.clone(),
         controller: opts.controller.clone(),
@@ -444,7 +454,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         None => None,
     };
     let blobs = BlobCache::at_home(resolved.hololib.clone(), home).with_remote(remote);
-    mkdir_all(&plan.temp_dir, 0o700)?;
+    open_temp(&plan.temp_dir)?;
     mkdir_all(blobs.root(), 0o750)?;
     if !plan.sandbox.rcc_env {
         mkdir_all(&resolved.pycache_dir, 0o750)?;
@@ -599,6 +609,7 @@ fn sandbox_spec(plan: &Plan) -> SandboxSpec {
     // `vhrun gc` spares the blobs of the catalog a live run names; without
     // the note it leaves the whole blob cache alone while any run lives.
     spec.note = resolved.catalog_path.to_string_lossy().into_owned();
+    spec.slot = Some(plan.slot.clone());
     // The task reads the store only through the tree: it may not write the
     // hololibs, the blob cache, the index or the images (whose data/ links
     // are blob cache files), whoever owns them.
@@ -617,11 +628,11 @@ fn sandbox_spec(plan: &Plan) -> SandboxSpec {
     spec
 }
 
+/// What the task left in TEMP goes; the directory stays for the slot's
+/// next run.
 fn remove_temp(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("{}: {e}", dir.display());
-        }
+    if let Err(e) = clear_temp(dir) {
+        tracing::warn!("{e}");
     }
 }
 

@@ -155,6 +155,9 @@ pub struct SandboxSpec {
     /// What the run serves, written in its lock file for `vhrun gc` (the
     /// catalog's path).
     pub note: String,
+    /// The run's slot, when the caller took it already (it names the
+    /// run's TEMP); otherwise the sandbox takes one with `note`.
+    pub slot: Option<std::sync::Arc<rundir::Slot>>,
 }
 
 impl SandboxSpec {
@@ -176,6 +179,7 @@ impl SandboxSpec {
             measure_upper: false,
             join: None,
             note: String::new(),
+            slot: None,
         }
     }
 
@@ -291,7 +295,7 @@ fn prepare(spec: &SandboxSpec) -> Result<(RunDir, Identity, SignalGuard)> {
         // lives in memory and vanishes with the run's namespace.
         let run = match spec.keep_overlay {
             Some(_) => RunDir::create(&spec.runs_dir, &spec.note)?,
-            None => RunDir::in_memory(&spec.runs_dir, &spec.note)?,
+            None => RunDir::in_memory(&spec.runs_dir, &spec.note, spec.slot.as_deref())?,
         };
         overlay::ensure_mountpoint(&spec.env_path)?;
         run

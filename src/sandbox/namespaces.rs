@@ -41,21 +41,9 @@ impl Identity {
     }
 }
 
-/// Number of threads of this process (`Threads:` of /proc/self/status).
+/// Number of threads of this process.
 pub fn thread_count() -> Result<usize> {
-    use std::io::Read;
-    let path = "/proc/self/status";
-    // One read(2) of the whole file (about 1.5 kB): read_to_string grows its
-    // buffer from 32 bytes and reads eight times, on every run's start.
-    let mut buf = [0u8; 8192];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut buf))
-        .map_err(|e| Error::io(path, e))?;
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| Error::Internal(format!("{path}: no Threads: line")))
+    crate::sys::fork::thread_count().map_err(|e| Error::io("/proc/self/task", e))
 }
 
 /// Fail unless this process runs a single thread.

@@ -5,12 +5,14 @@
 //!
 //! Two homes for it:
 //! - **in memory** (a run's default, [`RunDir::in_memory`]): on disk only
-//!   the lock file `runs/<run-id>.run`; the directory lives on a tmpfs the
-//!   run mounts over `runs/` in its own mount namespace ([`RunDir::mount`]),
-//!   so it vanishes with the namespace and nothing is removed at the end
-//!   but the lock file. Why: removing a directory costs 0.1-1 ms on ext4
-//!   with `discard` (its block is freed and discarded), and a run had 7;
-//!   unlinking a file costs microseconds.
+//!   the run's [`Slot`], a lock file `runs/slot-<n>.run` that outlives the
+//!   run and is reused by the next; the directory lives on a tmpfs the run
+//!   mounts over `runs/` in its own mount namespace ([`RunDir::mount`]),
+//!   so it vanishes with the namespace and nothing is created or removed
+//!   on disk. Why: creating and removing a directory or a file with data
+//!   costs 0.03-1 ms each on ext4 with `discard` (a freed block is
+//!   discarded), and a run had seven directories, then a lock file and its
+//!   TEMP directory.
 //! - **on disk** ([`RunDir::create`]: warm servers, `--keep-overlay`,
 //!   whose write layer must survive the run): `runs/<run-id>/` with a
 //!   `lock` file inside, created as `.new-<id>` and renamed into place only
@@ -35,6 +37,101 @@ const NEW_DIR_GRACE: Duration = Duration::from_secs(2);
 
 /// The suffix of an in-memory run's lock file.
 pub const LOCK_SUFFIX: &str = ".run";
+
+/// The prefix of a slot's lock file: `runs/slot-<n>.run`.
+const SLOT_PREFIX: &str = "slot-";
+
+/// A run's slot: the lock file `runs/slot-<n>.run` with the lowest `n`
+/// that no live run holds, flock'ed for the run's life and saying what the
+/// run serves (its note, for `vhrun gc`). Slot files outlive their runs
+/// and the next run takes them over, and the run's TEMP directory is named
+/// after its slot ([`Slot::temp_dir`]), so the common run creates, writes
+/// and removes nothing on disk. `vhrun gc` removes slots unused for its
+/// `--days`, holding their lock.
+#[derive(Debug)]
+pub struct Slot {
+    pub index: u32,
+    path: PathBuf,
+    lock: File,
+}
+
+impl Slot {
+    /// Take the first free slot under `runs`, with `note` in it.
+    pub fn take(runs: &Path, note: &str) -> Result<Slot> {
+        use std::os::unix::fs::OpenOptionsExt;
+        mkdir(runs, 0o700, true)?;
+        let mut index = 0u32;
+        loop {
+            let path = runs.join(format!("{SLOT_PREFIX}{index}{LOCK_SUFFIX}"));
+            let lock = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .at(&path)?;
+            match lock.try_lock() {
+                // `vhrun gc` unlinks a slot only while holding its lock: one
+                // opened just before that and locked just after is no
+                // longer the file gc sees, so it is taken again.
+                Ok(()) if lock.metadata().at(&path)?.nlink() == 0 => continue,
+                Ok(()) => {
+                    let slot = Slot { index, path, lock };
+                    slot.write_note(note)?;
+                    return Ok(slot);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => index += 1,
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+
+    /// Rewritten only when it changed: the slot's block stays as it is.
+    fn write_note(&self, note: &str) -> Result<()> {
+        let mut old = vec![0u8; note.len() + 1];
+        let n = self.lock.read_at(&mut old, 0).at(&self.path)?;
+        if &old[..n] != note.as_bytes() {
+            self.lock.write_all_at(note.as_bytes(), 0).at(&self.path)?;
+            self.lock.set_len(note.len() as u64).at(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// The run's TEMP (rcc's `$ROBOCORP_HOME/temp/<16 hex>`): the same
+    /// directory for every run of this slot, which holds it alone.
+    pub fn temp_dir(&self, robocorp_home: &Path) -> PathBuf {
+        let seed = format!("vhrun slot\0{}", self.path.display());
+        let hex = crate::digest::DigestKind::Sha256.digest(seed.as_bytes());
+        robocorp_home.join("temp").join(&hex[..16])
+    }
+
+    /// A second descriptor of the lock (the same flock).
+    fn lock_dup(&self) -> Result<File> {
+        self.lock.try_clone().at(&self.path)
+    }
+}
+
+/// Make a slot's TEMP directory ready and empty (a run killed before it
+/// could clear it may have left files).
+pub fn open_temp(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => clear_temp(dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => mkdir(dir, 0o700, true),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// Remove what a run left in its TEMP directory, keeping the directory
+/// for the slot's next run.
+pub fn clear_temp(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).at(dir)?;
+    if !meta.is_dir() {
+        return Err(Error::bad_input(dir, "TEMP is not a directory"));
+    }
+    remove_dir_contents(dir, meta.dev())
+}
 
 /// How much an in-memory run's write layer may hold, in tmpfs's `size=`
 /// terms: bytes with an optional `k`, `m` or `g`, or a percentage of RAM.
@@ -67,38 +164,27 @@ pub struct RunDir {
     pub path: PathBuf,
     // Held (flock LOCK_EX) until the RunDir is dropped.
     _lock: File,
-    /// In memory: `runs/` opened before the tmpfs covers it, where the
-    /// lock file is unlinked at the end.
-    memory: Option<File>,
+    /// In memory: the directory is on the run's tmpfs, and its lock a
+    /// slot's.
+    memory: bool,
 }
 
 impl RunDir {
-    /// Remove stale run directories and lock files under `runs`, then
-    /// take a lock file `runs/<id>.run` saying `note`; the directory
-    /// itself appears once [`RunDir::mount`] is called.
-    pub fn in_memory(runs: &Path, note: &str) -> Result<RunDir> {
-        mkdir(runs, 0o700, true)?;
-        clean_stale(runs);
+    /// A run directory under `runs` held by `slot` (or a slot taken here,
+    /// saying `note`); the directory itself appears once
+    /// [`RunDir::mount`] is called. Stale directories on disk are left to
+    /// the next [`RunDir::create`] and to `vhrun gc`.
+    pub fn in_memory(runs: &Path, note: &str, slot: Option<&Slot>) -> Result<RunDir> {
+        let lock = match slot {
+            Some(slot) => slot.lock_dup()?,
+            None => Slot::take(runs, note)?.lock,
+        };
         let id = new_id();
-        // Locked under a `.new-` name first, as a directory on disk is: a
-        // cleaner never sees an unlocked `.run` of a live run.
-        let tmp = runs.join(format!(".new-{id}{LOCK_SUFFIX}"));
-        let lock = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .at(&tmp)?;
-        lock.try_lock().map_err(|e| Error::io(&tmp, e.into()))?;
-        lock.write_all_at(note.as_bytes(), 0).at(&tmp)?;
-        let lock_path = runs.join(format!("{id}{LOCK_SUFFIX}"));
-        fs::rename(&tmp, &lock_path).at(&lock_path)?;
-        let dir = File::open(runs).at(runs)?;
         Ok(RunDir {
             path: runs.join(&id),
             id,
             _lock: lock,
-            memory: Some(dir),
+            memory: true,
         })
     }
 
@@ -108,7 +194,7 @@ impl RunDir {
     /// `size` bounds what the task can write into the environment (the
     /// tmpfs's own default is half of RAM).
     pub fn mount(&self, size: Option<&OverlaySize>) -> Result<()> {
-        if self.memory.is_none() {
+        if !self.memory {
             return Ok(());
         }
         let runs = self.path.parent().unwrap_or(Path::new("/"));
@@ -151,7 +237,7 @@ impl RunDir {
             id: id.clone(),
             path: tmp.clone(),
             _lock: lock,
-            memory: None,
+            memory: false,
         };
         staged.make_layers()?;
         let path = runs.join(&id);
@@ -169,7 +255,7 @@ impl RunDir {
                 .unwrap_or_default(),
             path,
             _lock: File::from(lock),
-            memory: None,
+            memory: false,
         }
     }
 
@@ -202,20 +288,15 @@ impl RunDir {
         }
     }
 
-    /// Remove the directory (in memory: the lock file; the tmpfs goes
-    /// with the namespace). Must be called only after the lower layer is
-    /// unmounted: `lower` is removed with rmdir, never recursively, so a
-    /// mount still in place fails here instead of losing its files.
+    /// Remove the directory (in memory: nothing; the tmpfs goes with the
+    /// namespace, the slot stays for the next run). Must be called only
+    /// after the lower layer is unmounted: `lower` is removed with rmdir,
+    /// never recursively, so a mount still in place fails here instead of
+    /// losing its files.
     pub fn remove(self) -> Result<()> {
-        match &self.memory {
-            Some(runs) => {
-                let name = format!("{}{LOCK_SUFFIX}", self.id);
-                nix::unistd::unlinkat(runs, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
-                    .map_err(|e| {
-                        Error::sys(format!("removing {}{LOCK_SUFFIX}", self.path.display()), e)
-                    })
-            }
-            None => remove_run_dir(&self.path),
+        match self.memory {
+            true => Ok(()),
+            false => remove_run_dir(&self.path),
         }
     }
 }
@@ -255,7 +336,11 @@ pub fn clean_stale(runs: &Path) {
                 .is_some_and(|age| age > NEW_DIR_GRACE)
         };
         if meta.is_file() && name.ends_with(LOCK_SUFFIX) {
-            // An in-memory run's lock, free: its run is gone.
+            // Slots stay for the next run (`vhrun gc` removes old ones).
+            if name.starts_with(SLOT_PREFIX) {
+                continue;
+            }
+            // An in-memory run's lock before slots, free: its run is gone.
             if name.starts_with(".new-") && !old_enough() {
                 continue;
             }

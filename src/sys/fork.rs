@@ -10,6 +10,15 @@
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
+/// Number of threads of this process (entries of `/proc/self/task`): a
+/// fork that must not inherit another thread's lock, or an `unshare` that
+/// must move the whole process, needs it to be 1. Listing the directory
+/// costs a third of reading `/proc/self/status`, and runs check it on
+/// every start.
+pub fn thread_count() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
 /// Run `child` in a new process (the child exits with its return value;
 /// a panic exits 70) and return the child's pid in the caller.
 ///

@@ -29,19 +29,12 @@ pub struct Watchdog {
     pid: Pid,
 }
 
-/// Number of threads of this process.
-pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Fork the watchdog for a mount about to be made at `mount_point` with
 /// mount source `source`; with `remove_dir` it also removes the (empty)
 /// mount point after unmounting. Must be called while the process has a
 /// single thread.
 pub fn spawn(mount_point: &Path, source: &str, remove_dir: bool) -> Result<Watchdog> {
-    let threads = thread_count();
+    let threads = super::fork::thread_count().unwrap_or(0);
     if threads != 1 {
         return Err(Error::Internal(format!(
             "watchdog must be forked from a single-threaded process ({threads} threads)"
