@@ -42,35 +42,31 @@ fn fast_parse(args: &[OsString]) -> Option<Cli> {
                 "run" => RunArgs::augment_args(sub),
                 _ => ExecArgs::augment_args(sub),
             };
-            let m = top.subcommand(sub).try_get_matches_from(args).ok()?;
-            let (_, sm) = m.subcommand()?;
+            let mut m = top.subcommand(sub).try_get_matches_from(args).ok()?;
+            let (_, mut sm) = m.remove_subcommand()?;
             let command = match name {
-                "run" => Command::Run(RunArgs::from_arg_matches(sm).ok()?),
-                _ => Command::Exec(ExecArgs::from_arg_matches(sm).ok()?),
+                "run" => Command::Run(RunArgs::from_arg_matches_mut(&mut sm).ok()?),
+                _ => Command::Exec(ExecArgs::from_arg_matches_mut(&mut sm).ok()?),
             };
-            (GlobalArgs::from_arg_matches(&m).ok()?, Some(command))
+            (GlobalArgs::from_arg_matches_mut(&mut m).ok()?, Some(command))
         }
         // An option first: `vhrun -r robot.yaml -t task`, unless a
         // subcommand follows (which this command does not take).
         Some(w) if w.starts_with('-') => {
-            let m = RunArgs::augment_args(top).try_get_matches_from(args).ok()?;
-            let run = RunArgs::from_arg_matches(&m).ok()?;
+            let mut m = RunArgs::augment_args(top).try_get_matches_from(args).ok()?;
+            let run = RunArgs::from_arg_matches_mut(&mut m).ok()?;
             return Some(Cli {
-                global: GlobalArgs::from_arg_matches(&m).ok()?,
+                global: GlobalArgs::from_arg_matches_mut(&mut m).ok()?,
                 run,
                 command: None,
             });
         }
         _ => return None,
     };
-    // What the whole command gives the top level's own run arguments when
-    // a subcommand is named: their defaults.
-    let defaults = RunArgs::augment_args(clap::Command::new("vhrun"))
-        .try_get_matches_from(["vhrun"])
-        .ok()?;
     Some(Cli {
         global,
-        run: RunArgs::from_arg_matches(&defaults).ok()?,
+        // Read only without a subcommand (`commands::dispatch`).
+        run: RunArgs::default(),
         command,
     })
 }
@@ -91,7 +87,8 @@ pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
 
-    /// Without a subcommand, `vhrun -r robot.yaml -t task` runs the task.
+    /// Without a subcommand, `vhrun -r robot.yaml -t task` runs the task
+    /// (read only then).
     #[command(flatten)]
     pub run: RunArgs,
 
@@ -596,7 +593,11 @@ mod tests {
         for line in lines {
             let fast = fast_parse(&argv(line)).unwrap_or_else(|| panic!("{line}: not fast"));
             let whole = Cli::try_parse_from(argv(line)).unwrap();
-            assert_eq!(format!("{fast:?}"), format!("{whole:?}"), "{line}");
+            assert_eq!(format!("{:?}", fast.global), format!("{:?}", whole.global), "{line}");
+            assert_eq!(format!("{:?}", fast.command), format!("{:?}", whole.command), "{line}");
+            if whole.command.is_none() {
+                assert_eq!(format!("{:?}", fast.run), format!("{:?}", whole.run), "{line}");
+            }
         }
         // Left to the whole command: other subcommands, help, mistakes.
         for line in [

@@ -319,15 +319,22 @@ fn inherited_value(env: &EnvList, key: &str) -> Option<OsString> {
 /// What the task really receives: Go's `exec.Cmd` de-duplicates the list,
 /// keeping each key's last value at the position of its last mention.
 pub fn dedup_for_exec(env: &EnvList) -> EnvList {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: EnvList = env
-        .iter()
-        .rev()
-        .filter(|(k, _)| seen.insert(k.clone()))
-        .cloned()
-        .collect();
-    out.reverse();
-    out
+    last_of_each(env).into_iter().cloned().collect()
+}
+
+/// The entries of `env` whose name is not given again later, in order: a
+/// name given twice takes its last value, as Go's exec does.
+pub fn last_of_each(env: &[(OsString, OsString)]) -> Vec<&(OsString, OsString)> {
+    // Sorting indices by name (stable: the last of equal names last) costs
+    // a few hundred comparisons; hashing every name costs more, on every
+    // run's start.
+    let mut order: Vec<usize> = (0..env.len()).collect();
+    order.sort_by(|&a, &b| env[a].0.cmp(&env[b].0));
+    let mut keep = vec![false; env.len()];
+    for (n, &i) in order.iter().enumerate() {
+        keep[i] = order.get(n + 1).is_none_or(|&j| env[j].0 != env[i].0);
+    }
+    env.iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect()
 }
 
 /// rcc's `FindPath`: `<space>/bin`, then the inherited PATH de-duplicated,

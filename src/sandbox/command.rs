@@ -29,14 +29,7 @@ fn cstring(s: &OsStr, what: &str) -> Result<CString> {
 /// value (at the place of its last occurrence).
 pub fn prepare_env(env: &[(OsString, OsString)]) -> Result<CStringArray> {
     let mut out = Vec::with_capacity(env.len());
-    let mut seen = std::collections::HashSet::new();
-    let mut last: Vec<&(OsString, OsString)> = env
-        .iter()
-        .rev()
-        .filter(|(k, _)| seen.insert(k.as_os_str()))
-        .collect();
-    last.reverse();
-    for (k, v) in last {
+    for (k, v) in crate::environ::last_of_each(env) {
         if k.is_empty() || k.as_bytes().contains(&b'=') {
             return Err(Error::Usage(format!(
                 "invalid environment variable name {:?}",
