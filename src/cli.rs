@@ -48,7 +48,10 @@ fn fast_parse(args: &[OsString]) -> Option<Cli> {
                 "run" => Command::Run(RunArgs::from_arg_matches_mut(&mut sm).ok()?),
                 _ => Command::Exec(ExecArgs::from_arg_matches_mut(&mut sm).ok()?),
             };
-            (GlobalArgs::from_arg_matches_mut(&mut m).ok()?, Some(command))
+            (
+                GlobalArgs::from_arg_matches_mut(&mut m).ok()?,
+                Some(command),
+            )
         }
         // An option first: `vhrun -r robot.yaml -t task`, unless a
         // subcommand follows (which this command does not take).
@@ -593,10 +596,22 @@ mod tests {
         for line in lines {
             let fast = fast_parse(&argv(line)).unwrap_or_else(|| panic!("{line}: not fast"));
             let whole = Cli::try_parse_from(argv(line)).unwrap();
-            assert_eq!(format!("{:?}", fast.global), format!("{:?}", whole.global), "{line}");
-            assert_eq!(format!("{:?}", fast.command), format!("{:?}", whole.command), "{line}");
+            assert_eq!(
+                format!("{:?}", fast.global),
+                format!("{:?}", whole.global),
+                "{line}"
+            );
+            assert_eq!(
+                format!("{:?}", fast.command),
+                format!("{:?}", whole.command),
+                "{line}"
+            );
             if whole.command.is_none() {
-                assert_eq!(format!("{:?}", fast.run), format!("{:?}", whole.run), "{line}");
+                assert_eq!(
+                    format!("{:?}", fast.run),
+                    format!("{:?}", whole.run),
+                    "{line}"
+                );
             }
         }
         // Left to the whole command: other subcommands, help, mistakes.

@@ -334,7 +334,11 @@ pub fn last_of_each(env: &[(OsString, OsString)]) -> Vec<&(OsString, OsString)> 
     for (n, &i) in order.iter().enumerate() {
         keep[i] = order.get(n + 1).is_none_or(|&j| env[j].0 != env[i].0);
     }
-    env.iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect()
+    env.iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(e, _)| e)
+        .collect()
 }
 
 /// rcc's `FindPath`: `<space>/bin`, then the inherited PATH de-duplicated,

@@ -1,6 +1,5 @@
 #![forbid(unsafe_code)]
 
-
 fn main() {
     vhrun::runstats::mark_start();
     let cli = vhrun::cli::parse();

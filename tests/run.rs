@@ -217,15 +217,17 @@ fn task_runs_with_rccs_environment_and_the_extra_arguments() {
 #[test]
 fn rcc_env_reproduces_rccs_bytecode_variables() {
     let h = home();
-    let dir = robot_dir(h, "rccenv", "tasks:\n  T:\n    shell: python -c \"import os; print(os.environ['PYTHONDONTWRITEBYTECODE'], os.environ['PYTHONPYCACHEPREFIX'])\"\n");
+    let dir = robot_dir(h, "rccenv", "tasks:\n  T:\n    shell: python -c \"import os; open(os.environ['TEMP'] + '/left-by-rccenv', 'w'); print(os.environ['PYTHONDONTWRITEBYTECODE'], os.environ['PYTHONPYCACHEPREFIX'])\"\n");
     let out = run_robot(h, &dir, &["--rcc-env"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let (flag, prefix) = text.trim().split_once(' ').unwrap();
     assert_eq!(flag, "x");
     assert!(prefix.starts_with(h.robocorp_home.join("temp").to_str().unwrap()));
-    // rcc's per-run temp directory is gone after the run.
-    assert!(!Path::new(prefix).exists());
+    // What the task left in its temp directory is gone after the run; the
+    // directory stays, its run slot's, for the slot's next run.
+    assert!(!Path::new(prefix).join("left-by-rccenv").exists());
+    assert!(Path::new(prefix).is_dir());
 }
 
 #[test]

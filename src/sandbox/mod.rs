@@ -140,9 +140,8 @@ pub struct SandboxSpec {
     pub readonly_paths: Vec<PathBuf>,
     /// Writable for the task even below a read-only path (bytecode cache).
     pub writable_paths: Vec<PathBuf>,
-    /// Covered by an empty read-only tmpfs for the task. `runs_dir` is
-    /// hidden too: by the run's own tmpfs, or with `keep_overlay` (a
-    /// write layer on disk) by one of these.
+    /// Covered by an empty read-only tmpfs for the task. `runs_dir`
+    /// is always hidden.
     pub hidden_paths: Vec<PathBuf>,
     /// stdin/stdout/stderr of the commands; `None` inherits vhrun's.
     pub stdio: [Option<OwnedFd>; 3],
@@ -418,11 +417,7 @@ where
     let _s = info_span!("sandbox_prepare_exec").entered();
     let exec = prepare_exec(spec)?;
     let mut hidden = spec.hidden_paths.clone();
-    // Other runs' write layers on disk: an in-memory run's own tmpfs
-    // covers `runs/` already.
-    if spec.keep_overlay.is_some() {
-        hidden.push(spec.runs_dir.clone());
-    }
+    hidden.push(spec.runs_dir.clone());
     let isolation = Isolation {
         readonly: spec.readonly_paths.clone(),
         writable: spec.writable_paths.clone(),

@@ -113,11 +113,23 @@ impl Slot {
 }
 
 /// Make a slot's TEMP directory ready and empty (a run killed before it
-/// could clear it may have left files).
+/// could clear it may have left files), its times now's: a cleaner of old
+/// temporary directories (rcc's) sees it in use.
 pub fn open_temp(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => clear_temp(dir),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let now = nix::sys::time::TimeSpec::UTIME_NOW;
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                dir,
+                &now,
+                &now,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| Error::io(dir, e.into()))?;
+            clear_temp(dir)
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => mkdir(dir, 0o700, true),
         Err(e) => Err(Error::io(dir, e)),
     }
@@ -170,11 +182,12 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// A run directory under `runs` held by `slot` (or a slot taken here,
-    /// saying `note`); the directory itself appears once
-    /// [`RunDir::mount`] is called. Stale directories on disk are left to
-    /// the next [`RunDir::create`] and to `vhrun gc`.
+    /// Remove stale run directories and lock files under `runs`, then
+    /// make a run directory held by `slot` (or a slot taken here, saying
+    /// `note`); the directory itself appears once [`RunDir::mount`] is
+    /// called.
     pub fn in_memory(runs: &Path, note: &str, slot: Option<&Slot>) -> Result<RunDir> {
+        clean_stale(runs);
         let lock = match slot {
             Some(slot) => slot.lock_dup()?,
             None => Slot::take(runs, note)?.lock,
@@ -323,9 +336,14 @@ fn mkdir(path: &Path, mode: u32, recursive: bool) -> Result<()> {
 pub fn clean_stale(runs: &Path) {
     let Ok(rd) = fs::read_dir(runs) else { return };
     for entry in rd.flatten() {
-        let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        // Slots stay for the next run (`vhrun gc` removes old ones): the
+        // only entries a clean `runs/` has, skipped before any system call.
+        if name.starts_with(SLOT_PREFIX) && name.ends_with(LOCK_SUFFIX) {
+            continue;
+        }
+        let path = entry.path();
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
@@ -336,10 +354,6 @@ pub fn clean_stale(runs: &Path) {
                 .is_some_and(|age| age > NEW_DIR_GRACE)
         };
         if meta.is_file() && name.ends_with(LOCK_SUFFIX) {
-            // Slots stay for the next run (`vhrun gc` removes old ones).
-            if name.starts_with(SLOT_PREFIX) {
-                continue;
-            }
             // An in-memory run's lock before slots, free: its run is gone.
             if name.starts_with(".new-") && !old_enough() {
                 continue;

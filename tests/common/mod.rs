@@ -170,3 +170,21 @@ pub fn chown_tree(p: &Path, uid: u32) {
         }
     }
 }
+
+/// What runs left under a `runs/` directory: every entry but the slots
+/// (`slot-<n>.run`), which outlive their runs by design, and then only
+/// while no run holds them.
+pub fn leftover_runs(runs: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(runs) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            let slot = name.starts_with("slot-") && name.ends_with(".run");
+            let free = || std::fs::File::open(p).is_ok_and(|f| f.try_lock().is_ok());
+            !(slot && free())
+        })
+        .collect()
+}
