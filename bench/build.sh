@@ -30,7 +30,7 @@
 # BENCHMARKS.md as "## First run of a new robot ...". Raw logs in
 # $W/vh/build/ (W default /tmp/vhbench).
 #
-#   VHRUN=path (default target/release/vhrun, built if missing)
+#   VHRUN=path (default: the release build, bench/vhrun-bin)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -50,8 +50,7 @@ done
 W=${W:-/tmp/vhbench}
 B=$W/vh/build
 REPEAT=${REPEAT:-1}
-VHRUN=${VHRUN:-$REPO/target/release/vhrun}
-[[ -x $VHRUN ]] || (cd "$REPO" && cargo build --release)
+VHRUN=${VHRUN:-$("$REPO/bench/vhrun-bin")}
 log() { echo "[$((SECONDS))s] $*" >&2; }
 # Nothing is deleted while samples run, only before the first and after the
 # last: ext4 skips inodes freed in the last 60 s (300 s more while their

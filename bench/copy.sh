@@ -32,7 +32,7 @@
 # removed at the end except $W/vh/copy/results (hyperfine exports, profiles,
 # section.md).
 #
-#   VHRUN=path (default target/release/vhrun, built if missing)
+#   VHRUN=path (default: the release build, bench/vhrun-bin; built if missing)
 #   RCC=path   (default ../shared/tools/rcc/rcc, or $VHRUN_SHARED/tools/rcc/rcc)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,7 +58,7 @@ W=${W:-/tmp/vhbench}
 C=$W/vh/copy
 GZ=$W/vh/gz
 RES=$C/results
-VHRUN=${VHRUN:-$REPO/target/release/vhrun}
+VHRUN=${VHRUN:-$("$REPO/bench/vhrun-bin" --no-build 2>/dev/null || true)}
 if [[ -z ${RCC:-} ]]; then
     for d in "${VHRUN_SHARED:-}" "$REPO/../shared"; do
         [[ -n $d && -x $d/tools/rcc/rcc ]] && { RCC=$(cd "$d/tools/rcc" && pwd)/rcc; break; }
@@ -71,7 +71,7 @@ command -v hyperfine >/dev/null || {
 }
 if [[ ! -x $VHRUN ]]; then
     echo "bench/copy.sh: cargo build --release" >&2
-    (cd "$REPO" && cargo build --release --quiet)
+    VHRUN=$("$REPO/bench/vhrun-bin")
 fi
 if [[ ! -f $GZ/key || ! -f $W/blueprint.yaml ]]; then
     echo "bench/copy.sh: building the scratch dir $W with a minimal bench/run" >&2

@@ -68,7 +68,7 @@
 # warm servers) is stopped, and everything made here removed, at the end,
 # except $W/vh/remote/env.zip (the export, reused) and the results.
 #
-#   VHRUN=path (default target/release/vhrun, built if missing)
+#   VHRUN=path (default: the release build, bench/vhrun-bin; built if missing)
 #   RCC=path   (default ../shared/tools/rcc/rcc, or $VHRUN_SHARED/tools/rcc/rcc;
 #               rccremote-serve.sh beside it)
 set -euo pipefail
@@ -96,7 +96,7 @@ W=${W:-/tmp/vhbench}
 R=$W/vh/remote
 GZ=$W/vh/gz
 RES=$R/results
-VHRUN=${VHRUN:-$REPO/target/release/vhrun}
+VHRUN=${VHRUN:-$("$REPO/bench/vhrun-bin" --no-build 2>/dev/null || true)}
 if [[ -z ${RCC:-} ]]; then
     for d in "${VHRUN_SHARED:-}" "$REPO/../shared"; do
         [[ -n $d && -x $d/tools/rcc/rcc ]] && { RCC=$(cd "$d/tools/rcc" && pwd)/rcc; break; }
@@ -110,7 +110,7 @@ for t in unshare setpriv tc ip; do
 done
 if [[ ! -x $VHRUN ]]; then
     echo "bench/remote.sh: cargo build --release" >&2
-    (cd "$REPO" && cargo build --release --quiet)
+    VHRUN=$("$REPO/bench/vhrun-bin")
 fi
 if [[ ! -f $GZ/key || ! -f $W/blueprint.yaml ]]; then
     echo "bench/remote.sh: building the scratch dir $W with a minimal bench/run" >&2
