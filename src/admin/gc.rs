@@ -127,7 +127,9 @@ enum RunState {
 
 /// Mount points in this mount namespace (mountinfo's 5th field, unescaped).
 fn mount_points() -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) =
+        crate::sys::mountinfo::read_raw().map(|t| String::from_utf8_lossy(&t).into_owned())
+    else {
         return Vec::new();
     };
     info.lines()

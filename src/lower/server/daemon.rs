@@ -393,6 +393,7 @@ fn serve_until_done(cfg: &ServeConfig, id: &Identity, s: Serving) -> Result<()> 
         keepers_started: std::cell::Cell::new(0),
         state: std::cell::RefCell::new(s.state),
         key_lock: std::cell::RefCell::new(s.key_lock),
+        exe: super::exe_identity(),
     };
     // No new run once it goes: the socket is removed and the key's lock
     // let go, so the next run starts a server of its own at once (those
@@ -558,6 +559,8 @@ struct Served<'a> {
     state: std::cell::RefCell<State>,
     /// Held while this server takes runs.
     key_lock: std::cell::RefCell<Option<Flock<std::fs::File>>>,
+    /// `exe_identity` of this process (its executable cannot change under it).
+    exe: String,
 }
 
 /// Keepers a server starts in place of dead ones before it serves on
@@ -706,12 +709,25 @@ impl Served<'_> {
             }
             if let Some(l) = listener.as_ref().filter(|_| listener_ready) {
                 while let Ok((stream, _)) = l.accept() {
-                    if let Some(c) = self.admit(stream) {
+                    if let Some(mut c) = self.admit(stream) {
                         if let Some(k) = self.keeper.borrow().as_ref() {
                             k.client(c.stream.as_fd());
                         }
-                        clients.push(c);
+                        // A run writes its request as it connects: answer
+                        // it now, not a poll round later.
+                        let asked = match request_waiting(&c.stream) {
+                            true => self.answer(&mut c),
+                            false => Asked::Nothing,
+                        };
+                        match asked {
+                            Asked::Nothing => clients.push(c),
+                            Asked::Gone => {}
+                            Asked::Upgrade(exe) => return End::Upgrade(exe),
+                        }
                     }
+                }
+                if clients.is_empty() {
+                    idle_since = Instant::now();
                 }
             }
         }
@@ -772,7 +788,7 @@ impl Served<'_> {
             environment: self.shown_as.clone(),
             idle_s: self.idle.as_secs_f64(),
             notice_seq: self.mounted.notice_seq(),
-            exe: super::exe_identity(),
+            exe: self.exe.clone(),
         };
         let Ok(json) = serde_json::to_vec(&hello) else {
             return false;
@@ -851,4 +867,11 @@ impl Served<'_> {
         }
         Asked::Nothing
     }
+}
+
+/// Bytes are waiting on `stream` (it would not block to read them).
+fn request_waiting(stream: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    let flags = nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    matches!(nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(stream), &mut b, flags), Ok(n) if n > 0)
 }

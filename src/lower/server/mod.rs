@@ -240,7 +240,7 @@ pub fn key(req: &Request) -> String {
     // hand over to it (`connect`), so a rebuilt or upgraded vhrun gets
     // servers running its own code without breaking runs in flight.
     // The server's namespace is a copy of the mount table it started with.
-    parts.push(std::fs::read("/proc/self/mountinfo").unwrap_or_default());
+    parts.push(crate::sys::mountinfo::read_raw().unwrap_or_default());
     let mut all = Vec::new();
     for p in parts {
         all.extend_from_slice(&(p.len() as u64).to_le_bytes());
