@@ -436,6 +436,27 @@ fn a_cold_tree_decodes_the_recorded_working_set_ahead() {
     assert_eq!(cached(), before);
 }
 
+/// A run that mounts its own tree decodes its working set ahead in the
+/// same process as the tree's server threads, through a cache of its own,
+/// and both may fill the same entry at once; the task reads right every
+/// time (the bench's cold per-run rows once failed with EEXIST and EIO
+/// there; blobcache's `two_caches_of_one_process_fill_the_same_entry`
+/// forces that race).
+#[test]
+fn a_tree_of_its_own_decodes_ahead_beside_its_server_threads() {
+    let tasks = "tasks:\n  Read:\n    shell: sh -c \"cat $CONDA_PREFIX/ssl/cacert.pem $CONDA_PREFIX/rcc_activate.sh | wc -c\"\n";
+    let fx = FixtureRobot::new(tasks);
+    let env = [("VHRUN_IMAGE", "off"), ("VHRUN_SERVER", "off")];
+    let (first, _) = run(&fx, &env, "record");
+    assert!(first.status.success(), "{}", stderr(&first));
+    for round in 0..5 {
+        let _ = fs::remove_dir_all(fx.vhrun_home.join("blobs"));
+        let (out, _) = run(&fx, &env, &format!("cold-{round}"));
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(out.stdout, first.stdout, "round {round}");
+    }
+}
+
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

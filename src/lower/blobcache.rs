@@ -82,10 +82,16 @@ pub struct BlobCache {
     /// Raw blobs whose digest this process has checked.
     raw_ok: Mutex<HashSet<String>>,
     counters: CacheCounters,
-    tmp_seq: AtomicU64,
     /// Where missing blobs come from (lazy serving).
     remote: Option<Arc<Lazy>>,
 }
+
+/// Temporary names are unique in the process, not per cache: a run that
+/// decodes its working set ahead does so through a cache of its own beside
+/// the tree's, and both may fill the same entry at once (the later rename
+/// wins, with the same bytes). Per cache, both named their first temporary
+/// file `.<entry>.<pid>.0.tmp`, and one fill failed with EEXIST.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl BlobCache {
     /// A cache of `hololib`'s blobs under `root` (`$VHRUN_HOME/blobs`).
@@ -96,7 +102,6 @@ impl BlobCache {
             inflight: Mutex::new(HashMap::new()),
             raw_ok: Mutex::new(HashSet::new()),
             counters: CacheCounters::default(),
-            tmp_seq: AtomicU64::new(0),
             remote: None,
         }
     }
@@ -318,7 +323,7 @@ impl BlobCache {
             ".{}.{}.{}.tmp",
             entry.file_name().unwrap_or_default().to_string_lossy(),
             std::process::id(),
-            self.tmp_seq.fetch_add(1, Relaxed)
+            TMP_SEQ.fetch_add(1, Relaxed)
         ));
         let written = (|| -> Result<()> {
             let mut f = std::fs::OpenOptions::new()
@@ -496,5 +501,34 @@ mod tests {
         }
         assert_eq!(cache.stats().decoded, 1);
         assert_eq!(cache.stats().hits, 7);
+    }
+
+    /// Two caches of one process over the same directory (a run's
+    /// decode-ahead beside its tree's) filling the same entry at once: both
+    /// succeed with the right bytes.
+    #[test]
+    fn two_caches_of_one_process_fill_the_same_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path().join("lib"));
+        let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+        let d = DigestKind::Sha256.digest(&content);
+        put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        for _ in 0..5 {
+            let _ = std::fs::remove_dir_all(t.path().join("blobs"));
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let cache = BlobCache::new(lib.clone(), t.path().join("blobs"));
+                    let (d, start) = (d.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        cache.open(&d, 2_000_000, &[], "").map(|(f, _)| read(f))
+                    })
+                })
+                .collect();
+            for h in hs {
+                assert!(h.join().unwrap().unwrap() == content);
+            }
+        }
     }
 }

@@ -50,7 +50,6 @@ const SLOT_PREFIX: &str = "slot-";
 /// `--days`, holding their lock.
 #[derive(Debug)]
 pub struct Slot {
-    pub index: u32,
     path: PathBuf,
     lock: File,
 }
@@ -77,7 +76,7 @@ impl Slot {
                 // longer the file gc sees, so it is taken again.
                 Ok(()) if lock.metadata().at(&path)?.nlink() == 0 => continue,
                 Ok(()) => {
-                    let slot = Slot { index, path, lock };
+                    let slot = Slot { path, lock };
                     slot.write_note(note)?;
                     return Ok(slot);
                 }
