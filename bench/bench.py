@@ -446,7 +446,41 @@ def hyperfine(name, cmd, env, runs, warmup, prepare, cwd, user=None):
     if r.returncode:
         return {"error": r.stdout.strip().splitlines()[-1] if r.stdout.strip() else f"exit {r.returncode}"}
     times = json.loads(out.read_text())["results"][0]["times"]
-    return summary(times)
+    return dict(summary(times), times=times)
+
+
+def hyperfine_interleaved(jobs, batch=5):
+    """hyperfine of several contenders in batches of `batch` runs taken in
+    turn (A B C A B C ...), so that this VM's drift (its speed swings by
+    half within minutes) falls on every contender alike: a ratio between
+    two of them is then worth quoting. jobs: name -> (cmd, env, runs,
+    warmup, prepare, cwd, user). Returns name -> summary."""
+    times = {k: [] for k in jobs}
+    failed = {}
+    for k, (cmd, env, n, w, prepare, cwd, user) in jobs.items():
+        if w:
+            r = hyperfine(f"{k}-warmup", cmd, env, 1, w - 1, prepare, cwd, user)
+            if "error" in r:
+                failed[k] = r
+    rounds = max(-(-job[2] // batch) for job in jobs.values())
+    for i in range(rounds):
+        for k, (cmd, env, n, w, prepare, cwd, user) in jobs.items():
+            left = n - len(times[k])
+            if k in failed or left <= 0:
+                continue
+            r = hyperfine(f"{k}-{i}", cmd, env, min(batch, left), 0, prepare, cwd, user)
+            if "error" in r:
+                failed[k] = r
+            else:
+                times[k].extend(r["times"])
+    out = {}
+    for k, (cmd, *_rest) in jobs.items():
+        if k in failed:
+            out[k] = failed[k]
+            continue
+        (RES / f"{k}.json").write_text(json.dumps({"command": cmd, "times": times[k]}, indent=1))
+        out[k] = summary(times[k])
+    return out
 
 
 def in_env_sample(name, cmd, env, prepare, cwd, user=None):
@@ -688,6 +722,10 @@ def machine():
     }
 
 
+# (e)'s activation when issue 19 set its targets (bench/run --quick, hyperfine).
+ISSUE19_BWRAP_MS = 3.8
+
+
 def med(res, metric, c):
     r = res.get(metric, {}).get(c)
     return r.get("median") if r and "error" not in r else None
@@ -700,13 +738,23 @@ def targets(res, st, names):
         t.append(("activation <= 10 ms warm", fmt_s(c_true), c_true <= 0.010))
     if c_true and a_true:
         t.append(("activation >= 50x faster than (a)", f"{a_true / c_true:.0f}x", a_true / c_true >= 50))
+    # Issue 19 gives its activation targets in milliseconds on a day when
+    # (e) took 3.8 ms, and judges them "as a ratio measured side by side in
+    # one bench/run invocation": 3 ms and 3.5 ms become 0.79x and 0.92x of
+    # (e) in this run (this VM's speed swings by half between runs).
     e_true, f_true = med(res, "true", "e"), med(res, "true", "c-fuse")
-    if c_true:
-        t.append(("activation, kernel image <= 3 ms" + (", and below (e) bubblewrap" if e_true else ""),
-                  fmt_s(c_true) + (f" vs {fmt_s(e_true)}" if e_true else ""),
-                  c_true <= 0.003 and (not e_true or c_true < e_true)))
-    if f_true:
-        t.append(("activation, FUSE warm server <= 3.5 ms", fmt_s(f_true), f_true <= 0.0035))
+    for what, v, ms in (("kernel image", c_true, 3.0), ("FUSE warm server", f_true, 3.5)):
+        if not v:
+            continue
+        if e_true:
+            bound = ms / ISSUE19_BWRAP_MS
+            below = " and below (e)" if what == "kernel image" else ""
+            t.append((f"activation, {what} <= {bound:.2f}x (e) bubblewrap ({ms:g} ms when (e) took "
+                      f"{ISSUE19_BWRAP_MS:g} ms){below}",
+                      f"{v / e_true:.2f}x ({fmt_s(v)} vs {fmt_s(e_true)})",
+                      v / e_true <= bound and v < e_true))
+        else:
+            t.append((f"activation, {what} <= {ms:g} ms", fmt_s(v), v <= ms / 1000))
     ui, di = med(res, "import-in", "c-user"), med(res, "import-in", "d")
     if ui and di:
         t.append(("heavy import, warm, rootless warm server within 2% of (d), in-environment",
@@ -837,7 +885,7 @@ def tables(data):
             row(f"{LABELS[c]}: bytes written per run / bytecode cache (once)", f"0 B / {mib(s['pycache'][0])}")
     tg = targets(res, st, names)
     if tg:
-        L.append("\n### Targets (DESIGN.md, issue 6)\n")
+        L.append("\n### Targets (DESIGN.md, issues 6 and 19)\n")
         L.append("| target | measured | |")
         L.append("|---|---:|---|")
         for what, val, ok in tg:
@@ -966,6 +1014,24 @@ def main():
     res = {}
     for m in metrics:
         res[m] = {}
+        if m == "true":
+            # activation: round-robin batches of every contender but (a) (a
+            # restore per run; measured on its own below)
+            jobs = {}
+            for c in cs:
+                if c.name in broken or c.name.startswith("a"):
+                    continue
+                n, w = runs(c, m)
+                cmd, cwd = c.command(m)
+                jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd, c.user)
+            got = hyperfine_interleaved(jobs)
+            for c in cs:
+                r = got.get(f"{m}-{c.name}")
+                if r is not None:
+                    res[m][c.name] = r
+                    log(f"  [{time.perf_counter() - started:4.0f} s] {METRICS[m]:40.40s} "
+                        f"{c.label():28.28s} " + (f"failed: {r['error']}" if "error" in r else
+                        f"{fmt_s(r['median']):>9s} ({fmt_s(r['min'])}-{fmt_s(r['max'])}, n={r['n']})"))
         if m.endswith("-in"):
             # every contender but (a) (a restore per sample, 500 MB of
             # writeback that would land on the others' samples) round-robin

@@ -456,7 +456,10 @@ pub fn installation_id(robocorp_home: &Path) -> String {
     seed.extend_from_slice(&machine);
     seed.push(0);
     seed.extend_from_slice(robocorp_home.as_os_str().as_bytes());
-    let digest = crate::digest::DigestKind::Sha256.digest(&seed);
+    // siphash128, not SHA-256: SHA's first use detects the CPU's SHA
+    // extensions with CPUID, which traps to the hypervisor on a VM, and
+    // this runs on every run's start.
+    let digest = crate::digest::DigestKind::Sip128.digest(&seed);
     // rcc's AsGuid: 4-2-2-2-6 bytes
     [
         &digest[0..8],

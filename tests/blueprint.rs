@@ -777,7 +777,7 @@ fn the_catalog_summary_stands_for_the_tree_until_the_catalog_changes() {
         std::fs::read_dir(fx.root().join("vh/index"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sum1"))
+            .filter(|p| p.extension().is_some_and(|x| x == "sum2"))
             .collect()
     };
     let first = fx.vars(&["--json"]);

@@ -184,7 +184,7 @@ fn warm_runs_use_the_index_through_the_stat_link() {
     // keyed by the catalog file's stat.
     assert_eq!(entries.len(), 3, "index, summary, stat link: {entries:?}");
     assert!(
-        entries[1].starts_with("s-") && entries[1].ends_with(".sum1"),
+        entries[1].starts_with("s-") && entries[1].ends_with(".sum2"),
         "{entries:?}"
     );
     let link = fx.vhrun_home().join("index").join(&entries[2]);

@@ -101,8 +101,8 @@ impl Slot {
     /// directory for every run of this slot, which holds it alone.
     pub fn temp_dir(&self, robocorp_home: &Path) -> PathBuf {
         let seed = format!("vhrun slot\0{}", self.path.display());
-        let hex = crate::digest::DigestKind::Sha256.digest(seed.as_bytes());
-        robocorp_home.join("temp").join(&hex[..16])
+        let hex = crate::digest::textual(crate::digest::sipit(seed.as_bytes()), 0);
+        robocorp_home.join("temp").join(hex)
     }
 
     /// A second descriptor of the lock (the same flock).

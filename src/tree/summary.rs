@@ -3,14 +3,17 @@
 //! tree. Loading the 12k-node index costs ~1 ms of an activation of 5-10
 //! ms, and a process that holds it forks its reaper slower.
 //!
-//! `$VHRUN_HOME/index/s-<stat key>.sum1`: keyed like the index's stat name
+//! `$VHRUN_HOME/index/s-<stat key>.sum2`: keyed like the index's stat name
 //! (the catalog's path and the stat fields any write changes), it holds the
 //! vhrun version that wrote it and a checksum, so a rewritten catalog, a
 //! damaged file or another vhrun's record is ignored and written anew. Its
 //! space facts come from the catalog's own tree and `rcc_activate.json`'s
 //! blob, verified against its digest when the summary was made; the
 //! activation is kept as stored and relocated per run (the space name
-//! differs by controller and space).
+//! differs by controller and space). Its checksum is rcc's Sipit, not a
+//! CRC: the first CRC of a process detects the CPU's features, a dozen
+//! CPUID instructions, and each traps to the hypervisor on a VM (0.1 ms of
+//! every activation).
 //!
 //! [`TreeRef`] carries the summary and loads the whole tree only when a
 //! caller needs its nodes (a FUSE mount, a copy, a lazily served tree).
@@ -20,7 +23,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-const MAGIC: &[u8; 8] = b"VHRUNSU1";
+const MAGIC: &[u8; 8] = b"VHRUNSU2";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What both a whole tree and a summary answer.
@@ -149,7 +152,7 @@ impl Summary {
             b.extend_from_slice(&o.to_le_bytes());
         }
         let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
+        out.extend_from_slice(&crate::digest::sipit(&b).to_le_bytes());
         out.extend_from_slice(&b);
         out
     }
@@ -157,8 +160,8 @@ impl Summary {
     /// `None` for anything this vhrun did not write, or damaged.
     fn decode(buf: &[u8], catalog_path: &Path) -> Option<Summary> {
         let body = buf.strip_prefix(MAGIC)?;
-        let (sum, body) = body.split_first_chunk::<4>()?;
-        if crc32fast::hash(body) != u32::from_le_bytes(*sum) {
+        let (sum, body) = body.split_first_chunk::<8>()?;
+        if crate::digest::sipit(body) != u64::from_le_bytes(*sum) {
             return None;
         }
         let mut r = Reader(body);
@@ -215,7 +218,7 @@ impl Summary {
 }
 
 fn path(index_dir: &Path, catalog_path: &Path, meta: &std::fs::Metadata) -> PathBuf {
-    super::index::stat_path(index_dir, catalog_path, meta).with_extension("sum1")
+    super::index::stat_path(index_dir, catalog_path, meta).with_extension("sum2")
 }
 
 struct Reader<'a>(&'a [u8]);
