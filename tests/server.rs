@@ -436,6 +436,52 @@ fn a_cold_tree_decodes_the_recorded_working_set_ahead() {
     assert_eq!(cached(), before);
 }
 
+/// Files a task reads without looking each up by name (a directory read
+/// gave the kernel their entries) are in the working set too, and a cold
+/// tree decodes them ahead: here the second run reads nothing itself (the
+/// same command, its marker gone), and their blobs are decoded anyway.
+#[test]
+fn files_read_after_a_directory_listing_are_decoded_ahead() {
+    // Without the marker the task waits instead of reading: decoding ahead
+    // stops when the run ends.
+    let tasks = "tasks:\n  Read:\n    shell: sh -c \"if test -e reading; then cat $CONDA_PREFIX/ssl/* >/dev/null; else sleep 1; fi; ls $CONDA_PREFIX/ssl\"\n";
+    let fx = FixtureRobot::new(tasks);
+    let env = [("VHRUN_IMAGE", "off")];
+    fs::write(fx.dir.join("reading"), "").unwrap();
+    let (first, _) = run(&fx, &env, "reads");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let saved = fs::read_dir(fx.vhrun_home.join("workset"))
+        .unwrap()
+        .flatten()
+        .map(|e| fs::read(e.path()).unwrap())
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(
+        saved
+            .split(|&b| b == 0)
+            .any(|r| r.starts_with(b"C") && r.ends_with(b"ssl/cacert.pem")),
+        "no content record: {}",
+        String::from_utf8_lossy(&saved)
+    );
+    let out = fx.vhrun().args(["servers", "--stop"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the server gone", Duration::from_secs(10), || {
+        server_pids(&fx.vhrun_home).is_empty()
+    });
+    fs::remove_dir_all(fx.vhrun_home.join("blobs")).unwrap();
+    fs::remove_file(fx.dir.join("reading")).unwrap();
+    let (second, _) = run(&fx, &env, "lists");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(first.stdout, second.stdout);
+    let cached = walk_files(&fx.vhrun_home.join("blobs"));
+    assert!(
+        cached
+            .iter()
+            .any(|p| fs::metadata(p).unwrap().len() == 265969),
+        "cacert.pem not decoded ahead: {cached:?}"
+    );
+}
+
 /// A run that mounts its own tree decodes its working set ahead in the
 /// same process as the tree's server threads, through a cache of its own,
 /// and both may fill the same entry at once; the task reads right every

@@ -390,13 +390,12 @@ impl Lower {
     }
 }
 
-/// A lazily served tree fetches the blobs of the files the command looked
-/// up last time before its task starts, in one request (a failure is
-/// logged: each file then fetches on its first open).
+/// A lazily served tree fetches the blobs of the files the command opened
+/// or looked up last time before its task starts, in one request (a
+/// failure is logged: each file then fetches on its first open).
 fn fetch_working_set(remote: &Lazy, tree: &Tree, ws: &WorkingSet) -> RemoteStats {
     let digests: Vec<String> = ws
-        .lookups
-        .iter()
+        .files()
         .filter_map(|p| tree.resolve(p))
         .filter(|n| n.kind() == crate::tree::Kind::File)
         .filter_map(|n| n.digest().map(str::to_string))
@@ -452,7 +451,7 @@ fn decode_ahead(
     cache: BlobCache,
     target: String,
 ) -> Option<Ahead> {
-    let paths = ws.lookups.clone();
+    let paths: Vec<PathBuf> = ws.files().cloned().collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

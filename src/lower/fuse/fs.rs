@@ -218,6 +218,7 @@ impl VhFs {
             let why = format!("{} ({})", d.describe(), self.tree.catalog_path().display());
             return Err(self.eio(ino, &why));
         }
+        self.recorder.content(ino);
         let digest = n.digest().unwrap_or_default();
         let (file, _source) = self
             .cache

@@ -1,7 +1,11 @@
 //! The working set of a run: every name the kernel looked up (found or
-//! not) and every directory it listed, recorded by the server, saved when
-//! the mount ends, and replayed against the next fresh mount of the same
-//! catalog before the task starts.
+//! not), every directory it listed and every file whose content it asked
+//! for, recorded by the server, saved when the mount ends, and replayed
+//! against the next fresh mount of the same catalog before the task
+//! starts. The contents are kept apart, in the order they were first
+//! asked for: a directory read (`readdirplus`) gives the kernel its
+//! entries without a lookup each, so most files a program imports are
+//! never looked up by name, and the blobs to decode ahead are these.
 //!
 //! A fresh mount starts with empty dentry and page caches, so a run pays one
 //! round trip per distinct path it touches (an import-heavy task: ~400
@@ -28,6 +32,7 @@ const MAX_ENTRIES: usize = 20_000;
 pub(crate) struct Recorder {
     lookups: Mutex<Vec<(u64, Box<[u8]>)>>,
     listed: Mutex<Vec<u64>>,
+    contents: Mutex<Vec<u64>>,
 }
 
 impl Recorder {
@@ -42,6 +47,14 @@ impl Recorder {
         let mut v = self.listed.lock().unwrap();
         if v.len() < MAX_ENTRIES {
             v.push(dir);
+        }
+    }
+
+    /// A file's content was asked for (its inode).
+    pub fn content(&self, ino: u64) {
+        let mut v = self.contents.lock().unwrap();
+        if v.len() < MAX_ENTRIES {
+            v.push(ino);
         }
     }
 
@@ -64,7 +77,29 @@ impl Recorder {
         lookups.dedup();
         dirs.sort();
         dirs.dedup();
-        WorkingSet { lookups, dirs }
+        let mut contents = Vec::new();
+        first_of_each(
+            &mut contents,
+            self.contents.lock().unwrap().iter().map(|&i| tree.path(i)),
+        );
+        WorkingSet {
+            lookups,
+            dirs,
+            contents,
+        }
+    }
+}
+
+/// Append the paths of `new` that `into` lacks, in their order.
+fn first_of_each(into: &mut Vec<PathBuf>, new: impl IntoIterator<Item = PathBuf>) {
+    let mut seen: std::collections::HashSet<PathBuf> = into.iter().cloned().collect();
+    for p in new {
+        if into.len() >= MAX_ENTRIES {
+            break;
+        }
+        if seen.insert(p.clone()) {
+            into.push(p);
+        }
     }
 }
 
@@ -75,6 +110,8 @@ pub struct WorkingSet {
     pub lookups: Vec<PathBuf>,
     /// Directories listed.
     pub dirs: Vec<PathBuf>,
+    /// Files whose content was asked for, first asked first.
+    pub contents: Vec<PathBuf>,
 }
 
 /// What a prefetch did.
@@ -87,7 +124,7 @@ pub struct Prefetched {
 
 impl WorkingSet {
     pub fn is_empty(&self) -> bool {
-        self.lookups.is_empty() && self.dirs.is_empty()
+        self.lookups.is_empty() && self.dirs.is_empty() && self.contents.is_empty()
     }
 
     /// Where the set of a catalog is kept: `<home>/workset/<catalog file name>`.
@@ -123,10 +160,15 @@ impl WorkingSet {
         PathBuf::from(p)
     }
 
-    /// NUL-separated records `L<path>` / `D<path>` (names may hold newlines).
+    /// NUL-separated records `L<path>` / `D<path>` / `C<path>` (names may
+    /// hold newlines).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for (tag, list) in [(b'L', &self.lookups), (b'D', &self.dirs)] {
+        for (tag, list) in [
+            (b'L', &self.lookups),
+            (b'D', &self.dirs),
+            (b'C', &self.contents),
+        ] {
             for p in list {
                 out.push(tag);
                 out.extend_from_slice(p.as_os_str().as_bytes());
@@ -151,6 +193,7 @@ impl WorkingSet {
             match tag {
                 b'L' if plain && !path.is_empty() => ws.lookups.push(p),
                 b'D' if plain => ws.dirs.push(p),
+                b'C' if plain && !path.is_empty() => ws.contents.push(p),
                 _ => {}
             }
         }
@@ -169,6 +212,16 @@ impl WorkingSet {
             mine.dedup();
             mine.truncate(MAX_ENTRIES);
         }
+        first_of_each(&mut self.contents, other.contents);
+    }
+
+    /// The files to decode ahead, in the order they are likely needed:
+    /// the contents asked for, then any other file looked up.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        let contents: std::collections::HashSet<&PathBuf> = self.contents.iter().collect();
+        self.contents
+            .iter()
+            .chain(self.lookups.iter().filter(move |p| !contents.contains(p)))
     }
 
     /// Remember what a run or mount touched, added to what was recorded
@@ -232,13 +285,21 @@ mod tests {
         let ws = WorkingSet {
             lookups: vec!["a/b".into(), "new\nline".into()],
             dirs: vec!["".into(), "lib".into()],
+            contents: vec!["z/first".into(), "a/b".into()],
         };
         assert_eq!(WorkingSet::from_bytes(&ws.to_bytes()), ws);
-        let bad = WorkingSet::from_bytes(b"L../etc\0L/abs\0Lok\0Xzz\0D\0");
+        let bad = WorkingSet::from_bytes(b"L../etc\0L/abs\0Lok\0Xzz\0D\0C../x\0Cm/later\0");
         assert_eq!(bad.lookups, vec![PathBuf::from("ok")]);
         assert_eq!(bad.dirs, vec![PathBuf::from("")]);
+        assert_eq!(bad.contents, vec![PathBuf::from("m/later")]);
         let mut m = ws.clone();
         m.merge(bad);
+        // Contents keep the order they were first asked in; files() puts
+        // them before the other names looked up.
+        assert_eq!(m.contents, ["z/first", "a/b", "m/later"].map(PathBuf::from));
+        let files: Vec<&PathBuf> = m.files().collect();
+        assert_eq!(files[..3], [&m.contents[0], &m.contents[1], &m.contents[2]]);
+        assert_eq!(files.len(), 5, "{files:?}");
         let t = Tree::from_catalog(&Default::default(), Path::new("/lib/catalog/k")).unwrap();
         let one = WorkingSet::path_for_commands(&Home::new("/h"), &t, &[vec!["true"]]);
         let two = WorkingSet::path_for_commands(&Home::new("/h"), &t, &[vec!["tr", "ue"]]);
