@@ -1014,9 +1014,12 @@ def main():
     res = {}
     for m in metrics:
         res[m] = {}
-        if m == "true":
-            # activation: round-robin batches of every contender but (a) (a
-            # restore per run; measured on its own below)
+        # Round-robin, every contender but (a) (a restore per sample, 500 MB
+        # of writeback that would land on the others' samples): activation
+        # in hyperfine batches, the in-environment rows a sample at a time.
+        interleave = {"true": hyperfine_interleaved}
+        interleave.update({k: in_env_interleaved for k in METRICS if k.endswith("-in")})
+        if m in interleave:
             jobs = {}
             for c in cs:
                 if c.name in broken or c.name.startswith("a"):
@@ -1024,25 +1027,7 @@ def main():
                 n, w = runs(c, m)
                 cmd, cwd = c.command(m)
                 jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd, c.user)
-            got = hyperfine_interleaved(jobs)
-            for c in cs:
-                r = got.get(f"{m}-{c.name}")
-                if r is not None:
-                    res[m][c.name] = r
-                    log(f"  [{time.perf_counter() - started:4.0f} s] {METRICS[m]:40.40s} "
-                        f"{c.label():28.28s} " + (f"failed: {r['error']}" if "error" in r else
-                        f"{fmt_s(r['median']):>9s} ({fmt_s(r['min'])}-{fmt_s(r['max'])}, n={r['n']})"))
-        if m.endswith("-in"):
-            # every contender but (a) (a restore per sample, 500 MB of
-            # writeback that would land on the others' samples) round-robin
-            jobs = {}
-            for c in cs:
-                if c.name in broken or c.name.startswith("a"):
-                    continue
-                n, w = runs(c, m)
-                cmd, cwd = c.command(m)
-                jobs[f"{m}-{c.name}"] = (cmd, c.env, n, w, c.prepare(False), cwd, c.user)
-            got = in_env_interleaved(jobs)
+            got = interleave[m](jobs)
             for c in cs:
                 r = got.get(f"{m}-{c.name}")
                 if r is not None:
