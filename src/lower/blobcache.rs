@@ -481,13 +481,19 @@ mod tests {
         assert!(cache.open("../../etc", 7, &[], "").is_err());
     }
 
-    #[test]
-    fn threads_racing_fill_once() {
-        let t = tempfile::tempdir().unwrap();
-        let lib = Hololib::new(t.path().join("lib"));
+    /// A hololib under `t` with one gzip blob of 2 MB; its content and digest.
+    fn two_megabyte_blob(t: &Path) -> (Hololib, Vec<u8>, String) {
+        let lib = Hololib::new(t.join("lib"));
         let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
         let d = DigestKind::Sha256.digest(&content);
         put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        (lib, content, d)
+    }
+
+    #[test]
+    fn threads_racing_fill_once() {
+        let t = tempfile::tempdir().unwrap();
+        let (lib, content, d) = two_megabyte_blob(t.path());
         let cache = Arc::new(BlobCache::new(lib, t.path().join("blobs")));
         let hs: Vec<_> = (0..8)
             .map(|_| {
@@ -509,10 +515,7 @@ mod tests {
     #[test]
     fn two_caches_of_one_process_fill_the_same_entry() {
         let t = tempfile::tempdir().unwrap();
-        let lib = Hololib::new(t.path().join("lib"));
-        let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
-        let d = DigestKind::Sha256.digest(&content);
-        put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        let (lib, content, d) = two_megabyte_blob(t.path());
         for _ in 0..5 {
             let _ = std::fs::remove_dir_all(t.path().join("blobs"));
             let start = Arc::new(std::sync::Barrier::new(2));
