@@ -4,7 +4,10 @@
 //! The reaper (single-threaded, forked after the FUSE server started)
 //! unshares a second mount namespace before exec'ing the task. Only that
 //! namespace gets these mounts, so the FUSE server in vhrun's namespace
-//! keeps writing its blob cache while the task cannot:
+//! keeps writing its blob cache while the task cannot. (When the kernel
+//! serves the tree alone, nothing of vhrun's writes there any more: vhrun
+//! applies them in the run's namespace and leaves it to the reaper, which
+//! then needs no second one.)
 //! - read-only paths (the hololib, the blob cache): bind-mounted onto
 //!   themselves, recursively, then remounted `MS_RDONLY`;
 //! - writable paths (the bytecode cache, artifacts) below a read-only one:

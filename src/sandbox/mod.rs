@@ -27,11 +27,11 @@
 //! In the calling process, which must still be single-threaded
 //! (`unshare(CLONE_NEWUSER)` fails with a second thread; `CLONE_NEWNS`
 //! would move only the calling thread):
-//! 1. check `Threads: 1`; remove stale run locks and directories; take
-//!    the run's lock `$VHRUN_HOME/runs/<id>.run` (with `keep_overlay`:
-//!    create and lock `runs/<id>/{lower,upper,work}` on disk); create the
-//!    environment's mountpoint (host side, as rcc's restore creates the
-//!    space dir);
+//! 1. check `Threads: 1`; remove stale run locks and directories; hold
+//!    the run's slot `$VHRUN_HOME/runs/slot-<n>.run` (`spec.slot`, or one
+//!    taken here; with `keep_overlay`: create and lock
+//!    `runs/<id>/{lower,upper,work}` on disk); create the environment's
+//!    mountpoint (host side, as rcc's restore creates the space dir);
 //! 2. block SIGINT/TERM/HUP/QUIT/CHLD in the main thread and open a
 //!    signalfd for them; threads created later inherit the mask, so the
 //!    signals wait for the supervisor loop instead of killing vhrun;
@@ -48,17 +48,23 @@
 //!    there) and returns a guard, handed back to the caller after the unmount;
 //! 5. mount the overlay at `env_path`;
 //! 6. resolve each command's program in the task's PATH, build argv/envp;
+//!    when the kernel serves the tree alone (`Mounted::kernel_served`, as
+//!    root, nothing to keep or measure), apply the task's isolation here;
 //! 7. from the main thread (PDEATHSIG fires when the forking *thread*
 //!    exits), clone the reaper into a new PID namespace; see
-//!    [`reaper`] for what it does before exec'ing the task;
+//!    [`reaper`] for what it does before exec'ing the task (its own mount
+//!    namespace and the isolation, unless step 6 applied it); in that
+//!    case vhrun steps back into the namespace it started in: the run's
+//!    belongs to the reaper and the task alone, and ends with them;
 //! 8. forward signals to the reaper, which forwards them to the task; a
 //!    second SIGINT kills the reaper, and with it the namespace;
 //! 9. when the reaper exits: unmount the overlay and the lower tree
-//!    (lazily), hand the guard back, move the upper layer to `keep_overlay` if
+//!    (lazily; a kernel-served tree's mounts are left to the namespace's
+//!    end), hand the guard back, move the upper layer to `keep_overlay` if
 //!    asked, remove the run directory, restore the signal mask.
 //!
-//! The process stays in the private namespaces afterwards; it is meant to
-//! exit with [`RunOutcome::code`].
+//! Unless it stepped out, the process stays in the private namespaces
+//! afterwards; it is meant to exit with [`RunOutcome::code`].
 //!
 //! # What callers must know
 //!

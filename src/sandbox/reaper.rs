@@ -15,7 +15,9 @@
 //! 2. blocks every signal and takes them with `sigwaitinfo`, the only way a
 //!    PID namespace's init receives signals with default dispositions;
 //! 3. unshares the task's own mount namespace and applies the isolation
-//!    mounts, then mounts a fresh /proc for its PID namespace;
+//!    mounts (unless vhrun applied them in the run's namespace and left it
+//!    to the reaper: `Plan::mount_ns` false), then mounts a fresh /proc
+//!    for its PID namespace;
 //! 4. forks each command in turn (pre-run commands, then the task); the
 //!    child resets its signal mask, chdirs, drops capabilities and execs;
 //! 5. forwards every signal it receives to the running command, except the
