@@ -5,9 +5,13 @@
 //! - `blobs/**/<digest>[.<suffix>]`: decompressed (and relocated) blob
 //!   cache entries, named by the digest of their content; temp files while
 //!   they are written contain `.tmp` or `.part#`.
-//! - `runs/<id>/`: one directory per run (overlay upper/work dirs). A live
-//!   run holds flock(2) on `runs/<id>/lock` for its whole life, and writes
-//!   the path of the catalog it serves to `runs/<id>/catalog`.
+//! - `runs/slot-<n>.run`: run slots. A live run holds flock(2) on one for
+//!   its whole life, with the path of the catalog it serves written in it;
+//!   a slot outlives its run for the next (`crate::sandbox::rundir::Slot`).
+//!   Runs that keep their write layer, and warm servers, hold
+//!   `runs/<id>/lock` in a directory of their own (overlay upper/work
+//!   dirs) the same way; older vhruns wrote `runs/<id>.run` and
+//!   `runs/<id>/catalog`.
 //! - `servers/<id>/`: the same for a warm server (`crate::lower::server`), next
 //!   to its socket, lock and log files (`servers/<key>.*`): the log and
 //!   socket of a server gone for longer than N days are removed.
@@ -16,7 +20,9 @@
 //!   `data/` hard-links the cache entries it uses; runs touch its
 //!   `image.json`.
 //!
-//! Removed: run directories older than N days whose lock can be taken;
+//! Removed: run directories and slots older than N days whose lock can be
+//! taken (a slot is unlinked while held, and a run that took it then sees
+//! its link count 0 and takes another);
 //! images unused for N days or whose catalog is gone (unless a live run
 //! serves that catalog);
 //! cache entries that no catalog of any hololib references, or that were
@@ -97,7 +103,7 @@ fn add_digests(catalog: &Catalog, into: &mut HashSet<String>) {
     });
 }
 
-/// A live run's catalog, from its lock file (`runs/<id>.run`,
+/// A live run's catalog, from its lock file (`runs/slot-<n>.run`, `runs/<id>.run`,
 /// `runs/<id>/lock`; `runs/<id>/catalog` before vhrun 0.1's in-memory
 /// runs): a path, or a key to look up in the hololibs.
 fn live_catalog(locations: &Locations, run: &Path) -> Option<(PathBuf, Catalog)> {
