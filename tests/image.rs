@@ -417,6 +417,56 @@ fn prepare_as_a_user_says_runs_use_fuse() {
 
 use std::os::unix::process::CommandExt;
 
+/// Over the image vhrun returns without waiting for the teardown of the
+/// run's mounts: whatever the task left running must still be gone by
+/// then, not some moments later, and the exit code is the task's.
+#[test]
+fn what_the_task_left_running_is_gone_when_the_run_returns() {
+    let fx = fixture();
+    let image = prepare(&fx);
+    let stats = fx.tmp.path().join("stats.json");
+    // Durations no other process has: their command lines mark ours.
+    let marks = [
+        format!("301.{}", std::process::id()),
+        format!("302.{}", std::process::id()),
+    ];
+    for round in 0..5 {
+        let out = vhrun(&fx)
+            .args(["exec", "-r"])
+            .arg(fx.robot_yaml())
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--", "sh", "-c"])
+            .arg(format!(
+                "sleep {} & (sleep {} &) ; exit 5",
+                marks[0], marks[1]
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        assert_eq!(
+            json["image"].as_str().map(PathBuf::from),
+            Some(image.clone())
+        );
+        let alive: Vec<_> = common::processes()
+            .into_iter()
+            .filter(|(_, cmd)| {
+                marks
+                    .iter()
+                    .any(|m| *cmd == [b"sleep\0".as_slice(), m.as_bytes(), b"\0"].concat())
+            })
+            .collect();
+        assert!(alive.is_empty(), "round {round}: still running: {alive:?}");
+    }
+}
+
 /// vhrun SIGKILLed while its task runs over the image: the task goes with
 /// it, nothing stays mounted, and the next run mounts the image again.
 #[test]

@@ -23,10 +23,12 @@
 //! 5. forwards every signal it receives to the running command, except the
 //!    ones the kernel sent to the whole process group (Ctrl-C on a
 //!    terminal: the task got its own copy), reaps every orphan, and exits
-//!    with the last command's status (code, or 128+N). As pid 1, its exit
-//!    makes the kernel kill whatever the task left running. Without a PID
-//!    namespace (`--share-pids`) it is a child subreaper and kills the
-//!    leftovers itself.
+//!    with the last command's status (code, or 128+N). As pid 1 it first
+//!    kills and reaps whatever the task left running and says so
+//!    ([`Stage::Finished`]): from then on only its own exit is left, whose
+//!    teardown of the run's mounts vhrun need not wait for once it has
+//!    stepped out of them. Without a PID namespace (`--share-pids`) it is
+//!    a child subreaper and kills the leftovers itself.
 
 use super::capabilities::CapDrop;
 use super::command::PreparedCommand;
@@ -64,6 +66,10 @@ pub enum Stage {
     Capabilities = 11,
     Exec = 12,
     Wait = 13,
+    /// After the final record, in a PID namespace: every other process of
+    /// the run is dead and reaped; what is left is the reaper's own exit,
+    /// which tears the run's namespaces down.
+    Finished = 14,
 }
 
 impl Stage {
@@ -84,6 +90,7 @@ impl Stage {
             Capabilities,
             Exec,
             Wait,
+            Finished,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -229,7 +236,13 @@ pub fn reaper_main(plan: &Plan) -> i32 {
         ExitKind::Exited(c) => plan.report(Stage::Exited, index, c),
         ExitKind::Signaled(s) => plan.report(Stage::Signaled, index, s),
     }
-    if !plan.pid_ns {
+    if plan.pid_ns {
+        // What the kernel would do at our exit, done first, so that the
+        // run is over before the namespaces' teardown (the exit itself).
+        let _ = sys::signal::kill(Pid::from_raw(-1), libc::SIGKILL);
+        while let Ok(Some(_)) = sys::wait::wait(None, false) {}
+        plan.report(Stage::Finished, index, 0);
+    } else {
         kill_descendants();
     }
     status.code()
