@@ -58,7 +58,9 @@
 //!    belongs to the reaper and the task alone, and ends with them;
 //! 8. forward signals to the reaper, which forwards them to the task; a
 //!    second SIGINT kills the reaper, and with it the namespace;
-//! 9. when the reaper exits: unmount the overlay and the lower tree
+//! 9. when the reaper exits (or, stepped out, once it reports every
+//!    process of the run dead: its own exit, the namespace's teardown,
+//!    is then nobody's to wait for): unmount the overlay and the lower tree
 //!    (lazily; a kernel-served tree's mounts are left to the namespace's
 //!    end), hand the guard back, move the upper layer to `keep_overlay` if
 //!    asked, remove the run directory, restore the signal mask.
