@@ -423,47 +423,52 @@ use std::os::unix::process::CommandExt;
 #[test]
 fn what_the_task_left_running_is_gone_when_the_run_returns() {
     let fx = fixture();
-    let image = prepare(&fx);
-    let stats = fx.tmp.path().join("stats.json");
-    // Durations no other process has: their command lines mark ours.
-    let marks = [
-        format!("301.{}", std::process::id()),
-        format!("302.{}", std::process::id()),
-    ];
-    for round in 0..5 {
+    prepare(&fx);
+    let lock = fx.tmp.path().join("leftover.lock");
+    let ready = fx.tmp.path().join("leftover.ready");
+    // The leftover holds a lock until its very end, and dies slowly: its
+    // exit frees 512 MiB first. A vhrun that returned before the leftover
+    // was reaped would leave the lock taken.
+    let leftover = format!(
+        "import fcntl, time; f = open('{}', 'w'); fcntl.flock(f, fcntl.LOCK_EX); \
+         b = bytearray(b'x') * (512 << 20); open('{}', 'w').close(); time.sleep(300)",
+        lock.display(),
+        ready.display()
+    );
+    for round in 0..3 {
+        let _ = std::fs::remove_file(&ready);
+        // No --stats: a run that measures its overlay waits for the
+        // teardown, and this is about the one that does not.
         let out = vhrun(&fx)
+            .env("VHRUN_LOG", "vhrun=debug")
             .args(["exec", "-r"])
             .arg(fx.robot_yaml())
-            .arg("--stats-json")
-            .arg(&stats)
             .args(["--", "sh", "-c"])
             .arg(format!(
-                "sleep {} & (sleep {} &) ; exit 5",
-                marks[0], marks[1]
+                "grep -c ' - erofs ' /proc/self/mountinfo; \
+                 (/usr/bin/python3 -c \"{leftover}\" </dev/null >/dev/null 2>&1 &) ; \
+                 while [ ! -e {} ]; do sleep 0.01; done; exit 5",
+                ready.display()
             ))
             .output()
             .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "round {round}: {err}");
+        // Over the image, and vhrun did not wait for the reaper's exit.
         assert_eq!(
-            out.status.code(),
-            Some(5),
-            "round {round}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "1",
+            "round {round}"
         );
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-        assert_eq!(
-            json["image"].as_str().map(PathBuf::from),
-            Some(image.clone())
+        assert!(
+            err.contains("its namespace's teardown is the reaper's"),
+            "round {round}: {err}"
         );
-        let alive: Vec<_> = common::processes()
-            .into_iter()
-            .filter(|(_, cmd)| {
-                marks
-                    .iter()
-                    .any(|m| *cmd == [b"sleep\0".as_slice(), m.as_bytes(), b"\0"].concat())
-            })
-            .collect();
-        assert!(alive.is_empty(), "round {round}: still running: {alive:?}");
+        let f = std::fs::File::open(&lock).unwrap();
+        assert!(
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),
+            "round {round}: the task's leftover process still holds its lock"
+        );
     }
 }
 

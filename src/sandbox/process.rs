@@ -243,6 +243,9 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
             // tears down the run's mounts (some 0.3 ms), happens in a
             // namespace vhrun has left and nobody else sees. Its zombie
             // goes to whoever inherits it when vhrun exits.
+            tracing::debug!(
+                "every process of the run is gone; its namespace's teardown is the reaper's"
+            );
             break ExitKind::Exited(0);
         }
         match sys::wait::wait(Some(pid), true) {

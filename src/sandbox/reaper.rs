@@ -43,7 +43,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// Where a post-fork step failed, or how the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +237,14 @@ pub fn reaper_main(plan: &Plan) -> i32 {
         ExitKind::Signaled(s) => plan.report(Stage::Signaled, index, s),
     }
     if plan.pid_ns {
+        // A caller reading vhrun's output to its end must not wait for
+        // the teardown either: the reaper's copies of it go first.
+        for fd in [0, 1, 2]
+            .into_iter()
+            .chain(plan.stdio.iter().flatten().map(|fd| fd.as_raw_fd()))
+        {
+            let _ = nix::unistd::close(fd);
+        }
         // What the kernel would do at our exit, done first, so that the
         // run is over before the namespaces' teardown (the exit itself).
         let _ = sys::signal::kill(Pid::from_raw(-1), libc::SIGKILL);
