@@ -24,7 +24,9 @@
 //!    ones the kernel sent to the whole process group (Ctrl-C on a
 //!    terminal: the task got its own copy), reaps every orphan, and exits
 //!    with the last command's status (code, or 128+N). As pid 1 it first
-//!    kills and reaps whatever the task left running and says so
+//!    closes its copies of the run's output (whoever reads it to its end
+//!    sees the end now), kills and reaps whatever the task left running
+//!    and says so
 //!    ([`Stage::Finished`]): from then on only its own exit is left, whose
 //!    teardown of the run's mounts vhrun need not wait for once it has
 //!    stepped out of them. Without a PID namespace (`--share-pids`) it is
