@@ -242,7 +242,9 @@ fn supervise(s: &Supervision, pid: Pid, report_r: &OwnedFd, exec_r: OwnedFd) -> 
             // Every process of the run is gone; the reaper's exit, which
             // tears down the run's mounts (some 0.3 ms), happens in a
             // namespace vhrun has left and nobody else sees. Its zombie
-            // goes to whoever inherits it when vhrun exits.
+            // goes to whoever inherits it when vhrun exits. The run's
+            // status is in the records; `Exited` only says the reaper
+            // was not killed.
             tracing::debug!(
                 "every process of the run is gone; its namespace's teardown is the reaper's"
             );
