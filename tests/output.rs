@@ -147,6 +147,7 @@ fn stats_report_what_the_run_cost() {
         "readdirplus",
         "read",
         "release",
+        "flush",
         "statfs",
         "access",
         "rejected_writes",
@@ -292,5 +293,30 @@ fn a_terminal_gets_colour_unless_no_color_or_a_dumb_terminal() {
         let text = String::from_utf8_lossy(&tty);
         assert!(text.contains("activation"), "{env:?}: {text}");
         assert!(!tty.contains(&0x1b), "{env:?}: escape codes in {text}");
+    }
+}
+
+/// vhrun starts without std's runtime (src/main.rs) and ignores SIGPIPE
+/// itself: output to a pipe nobody reads is an error it survives, never a
+/// death by signal or a panic.
+#[test]
+fn vhrun_writing_to_a_dead_pipe_is_not_killed_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["--help"][..], &["--version"], &["catalogs", "--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vhrun"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), None, "{args:?}: {out:?}");
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "{args:?} panicked: {}",
+            stderr(&out)
+        );
     }
 }

@@ -296,7 +296,8 @@ where
 /// Steps 1 and 2 of the module doc: nothing to undo if they fail.
 fn prepare(spec: &SandboxSpec) -> Result<(RunDir, Identity, SignalGuard)> {
     spec.validate()?;
-    namespaces::ensure_single_threaded()?;
+    // Single-threadedness is checked where it matters, right before the
+    // namespaces are entered or joined (`namespaces::enter`, `join`).
     let id = Identity::current();
     let run = {
         let _s = info_span!("sandbox_prepare").entered();

@@ -22,6 +22,8 @@
 //!   itself.
 //! - [`priority`]: nice and I/O class of a background thread (the warm
 //!   server building a kernel image).
+//! - [`startup`]: what std's runtime setup did before `main` that vhrun
+//!   still needs (it starts without it: see src/main.rs).
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
@@ -44,5 +46,6 @@ pub mod nsprobe;
 pub mod priority;
 pub mod rlimit;
 pub mod signal;
+pub mod startup;
 pub mod wait;
 pub mod watchdog;
