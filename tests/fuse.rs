@@ -1421,8 +1421,9 @@ fn library_mount_records_and_prefetches_the_working_set() {
 }
 
 /// Where vhrun serves the reads, the kernel stops sending OPEN after the
-/// first one (FUSE_NO_OPEN_SUPPORT) and keeps each file's page cache
-/// across opens: a file opened and read again costs the server nothing.
+/// first one (FUSE_NO_OPEN_SUPPORT), FLUSH after the first close, and
+/// keeps each file's page cache across opens: a file opened and read
+/// again costs the server nothing.
 #[test]
 fn served_reads_cost_one_open_per_mount_and_keep_the_page_cache() {
     common::require_fuse();
@@ -1450,6 +1451,9 @@ fn served_reads_cost_one_open_per_mount_and_keep_the_page_cache() {
     read_all();
     let again = m.stats();
     assert_eq!((again.open, again.read), (1, first.read), "{again:?}");
+    // Likewise FLUSH: the first close sends one, answered ENOSYS, and the
+    // kernel sends no more (six closes so far).
+    assert_eq!((first.flush, again.flush), (1, 1), "{again:?}");
     // Writes are still refused, with or without an OPEN.
     let e = fs::OpenOptions::new()
         .append(true)

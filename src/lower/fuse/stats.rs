@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub read: AtomicU64,
     pub bytes_read: AtomicU64,
     pub release: AtomicU64,
+    pub flush: AtomicU64,
     pub statfs: AtomicU64,
     pub access: AtomicU64,
     pub rejected_writes: AtomicU64,
@@ -123,6 +124,10 @@ pub struct Stats {
     /// Bytes returned by READ requests (0 under passthrough).
     pub bytes_read: u64,
     pub release: u64,
+    /// FLUSH requests: one per connection at most (answered ENOSYS, after
+    /// which the kernel stops sending them on close).
+    #[serde(default)]
+    pub flush: u64,
     pub statfs: u64,
     pub access: u64,
     pub rejected_writes: u64,
@@ -159,6 +164,7 @@ impl Stats {
             read: g(&c.read),
             bytes_read: g(&c.bytes_read),
             release: g(&c.release),
+            flush: g(&c.flush),
             statfs: g(&c.statfs),
             access: g(&c.access),
             rejected_writes: g(&c.rejected_writes),
@@ -192,6 +198,7 @@ impl Stats {
             read: d(self.read, earlier.read),
             bytes_read: d(self.bytes_read, earlier.bytes_read),
             release: d(self.release, earlier.release),
+            flush: d(self.flush, earlier.flush),
             statfs: d(self.statfs, earlier.statfs),
             access: d(self.access, earlier.access),
             rejected_writes: d(self.rejected_writes, earlier.rejected_writes),
@@ -223,6 +230,7 @@ impl Stats {
             + self.readdirplus
             + self.read
             + self.release
+            + self.flush
             + self.statfs
             + self.access
             + self.rejected_writes
