@@ -1010,7 +1010,7 @@ def main():
             "pass": ((1, 0), (5, 1)) if slow else ((5, 2), (20, 3)),
             "pass-in": ((1, 0), (5, 1)) if slow else ((5, 2), (20, 3)),
             "import": ((1, 0), (5, 1)) if slow else ((3, 1), (10, 2)),
-            "import-in": ((1, 0), (5, 1)) if slow else ((3, 1), (10, 2)),
+            "import-in": ((1, 0), (5, 1)) if slow else ((3, 1), (20, 2)),
             "robot": ((1, 0), (5, 1)) if slow else ((3, 1), (10, 2)),
         }[m]
         return table[0 if quick else 1]

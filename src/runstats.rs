@@ -40,7 +40,7 @@
 //! | `overlay.kept` | `--keep-overlay` directory, or `null` |
 //! | `fuse.read_mode` | `passthrough` (the kernel reads cache files), `served` (vhrun answers reads) or `unknown` |
 //! | `fuse.requests` | FUSE requests answered, all kinds |
-//! | `fuse.lookup`, `lookup_negative`, `getattr`, `readlink`, `open`, `open_passthrough`, `opendir`, `readdir`, `readdirplus`, `read`, `release`, `statfs`, `access`, `rejected_writes` | requests by kind (`lookup_negative` and `open_passthrough` are subsets) |
+//! | `fuse.lookup`, `lookup_negative`, `getattr`, `readlink`, `open`, `open_passthrough`, `opendir`, `readdir`, `readdirplus`, `read`, `release`, `flush`, `statfs`, `access`, `rejected_writes` | requests by kind (`lookup_negative` and `open_passthrough` are subsets) |
 //! | `fuse.bytes_read` | bytes vhrun returned to READ requests (0 under passthrough) |
 //! | `fuse.eio` | requests answered EIO |
 //! | `server` | the warm server that served the tree (`null`: mounted for this run only) |
