@@ -1766,9 +1766,9 @@ fn closed_stdio_in_the_task_or_in_vhrun() {
     );
     assert_eq!(ran.code, Some(3), "{ran:?}");
     assert_eq!(fs::read(lab.root().join("copy")).unwrap().len(), 265_969);
-    // vhrun itself started with fds 0 and 1 closed: whatever it opens
-    // first (/dev/fuse, a cache file) takes those numbers; nothing of its
-    // own may be written there, and the task must still run.
+    // vhrun itself started with fds 0 and 1 closed: it puts /dev/null
+    // there first (sys::startup, as std's start did), so /dev/fuse or a
+    // cache file cannot take those numbers; the task must still run.
     let mut c = lab.exec(
         KEY,
         r#"cat "$CONDA_PREFIX/identity.yaml" > "$LAB/id" 2>"$LAB/id.err"; echo to-closed-stdout; exit 0"#,
