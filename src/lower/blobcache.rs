@@ -13,10 +13,12 @@
 //! final directory and renames it into place; rename is atomic and every
 //! writer produces the same bytes, so the last rename wins harmlessly.
 //! Inside one process, threads asking for the same entry wait for the first
-//! one instead of decoding twice. No fsync: the cache can always be rebuilt,
-//! a file is only served when its size is the catalog's (a crash leaves at
-//! worst a short file, on ext4/xfs data is written before the rename's
-//! metadata commits), and an fsync per first open would dominate cold runs.
+//! one instead of decoding twice; across processes (a cold run decoding
+//! ahead beside its warm server), `filllock` says who decodes. No fsync:
+//! the cache can always be rebuilt, a file is only served when its size is
+//! the catalog's (a crash leaves at worst a short file, on ext4/xfs data is
+//! written before the rename's metadata commits), and an fsync per first
+//! open would dominate cold runs.
 //! Cache files are 0444. Temp files of a killed writer are left behind (they
 //! are never served; `vhrun check` is the place to sweep them).
 //!
@@ -28,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::hololib::blob::{self, Codec};
 use crate::hololib::Hololib;
 use crate::home::Home;
+use crate::lower::filllock::{self, FillLock, Turn};
 use crate::remote::lazy::Lazy;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -86,11 +89,11 @@ pub struct BlobCache {
     remote: Option<Arc<Lazy>>,
 }
 
-/// Temporary names are unique in the process, not per cache: a run that
-/// decodes its working set ahead does so through a cache of its own beside
-/// the tree's, and both may fill the same entry at once (the later rename
-/// wins, with the same bytes). Per cache, both named their first temporary
-/// file `.<entry>.<pid>.0.tmp`, and one fill failed with EEXIST.
+/// Temporary names are unique in the process, not per cache: two caches of
+/// one process may fill the same entry at once (a task's open that gave up
+/// waiting, see `filllock`; the later rename wins, with the same bytes).
+/// Per cache, both named their first temporary file `.<entry>.<pid>.0.tmp`,
+/// and one fill failed with EEXIST.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl BlobCache {
@@ -195,8 +198,10 @@ impl BlobCache {
                         let Some(&(digest, size, rewrite)) = files.get(i) else {
                             break;
                         };
-                        if let Err(e) = self.open(digest, size, rewrite, target) {
-                            tracing::debug!("decoding ahead: {e}");
+                        match self.open_inner(Who::Ahead, digest, size, rewrite, target) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => tracing::debug!("decoding ahead: {digest} left to a task"),
+                            Err(e) => tracing::debug!("decoding ahead: {e}"),
                         }
                     }
                 });
@@ -215,20 +220,24 @@ impl BlobCache {
         rewrite: &[u64],
         target: &str,
     ) -> Result<(File, Source)> {
-        let r = self.open_inner(digest, size, rewrite, target);
+        let r = self
+            .open_inner(Who::Task, digest, size, rewrite, target)
+            .and_then(|o| o.ok_or_else(|| Error::Internal("a task's open gave way".into())));
         if r.is_err() {
             self.counters.failures.fetch_add(1, Relaxed);
         }
         r
     }
 
+    /// `None`: decoding ahead left the entry to a task (see `filllock`).
     fn open_inner(
         &self,
+        who: Who,
         digest: &str,
         size: u64,
         rewrite: &[u64],
         target: &str,
-    ) -> Result<(File, Source)> {
+    ) -> Result<Option<(File, Source)>> {
         let blob_path = self.hololib.blob_path(digest);
         if !crate::digest::is_hex_digest(digest) {
             return Err(Error::blob(digest, &blob_path, "not a hex digest"));
@@ -240,7 +249,7 @@ impl BlobCache {
         let entry = self.entry_path(digest, relocated.then_some(target));
         if let Some(f) = open_if_size(&entry, size) {
             self.counters.hits.fetch_add(1, Relaxed);
-            return Ok((f, Source::Cached));
+            return Ok(Some((f, Source::Cached)));
         }
         if let Some(remote) = &self.remote {
             remote
@@ -252,7 +261,7 @@ impl BlobCache {
             if sniff(&file, digest).map_err(|e| Error::blob(digest, &blob_path, e.to_string()))?
                 == Codec::Raw
             {
-                return self.open_raw(file, digest, size, &blob_path);
+                return self.open_raw(file, digest, size, &blob_path).map(Some);
             }
         }
         // One filler per entry in this process; others wait, then hit.
@@ -269,9 +278,9 @@ impl BlobCache {
             match open_if_size(&entry, size) {
                 Some(f) => {
                     self.counters.hits.fetch_add(1, Relaxed);
-                    Ok((f, Source::Cached))
+                    Ok(Some((f, Source::Cached)))
                 }
-                None => self.fill(&entry, &blob_path, digest, size, rewrite, target),
+                None => self.fill_locked(who, &entry, &blob_path, digest, size, rewrite, target),
             }
         };
         let mut map = self.inflight.lock().unwrap();
@@ -308,6 +317,63 @@ impl BlobCache {
         Ok((file, Source::Raw))
     }
 
+    /// Fill `entry` for `who`, in turn with other processes (`filllock`):
+    /// a task waits for another task's filler and for decoding ahead that
+    /// makes progress; decoding ahead leaves alone what a task fills.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_locked(
+        &self,
+        who: Who,
+        entry: &Path,
+        blob_path: &Path,
+        digest: &str,
+        size: u64,
+        rewrite: &[u64],
+        target: &str,
+    ) -> Result<Option<(File, Source)>> {
+        let dir = entry.parent().expect("cache entries have a parent");
+        crate::paths::mkdir_all(dir, 0o750)?;
+        let fill = |ahead| self.fill(entry, blob_path, digest, size, rewrite, target, ahead);
+        if who == Who::Ahead {
+            return match filllock::ahead_file(entry) {
+                Some(file) => fill(Some(file)),
+                None => Ok(None),
+            };
+        }
+        let Some(lock) = FillLock::open(entry) else {
+            return fill(None);
+        };
+        let filled = || open_if_size(entry, size).is_some();
+        let turn = lock.take_for_task(filled);
+        if turn == Turn::TimedOut {
+            tracing::warn!(
+                "{}: waited {:?} for another process to fill it; filling it here",
+                entry.display(),
+                filllock::WAIT
+            );
+        }
+        // The entry may have landed between our first look and the lock,
+        // or be about to, from decoding ahead.
+        if filled() || lock.wait_for_ahead(entry, filled) {
+            if let Some(f) = open_if_size(entry, size) {
+                self.counters.hits.fetch_add(1, Relaxed);
+                if turn == Turn::Filler {
+                    lock.done();
+                }
+                return Ok(Some((f, Source::Cached)));
+            }
+        }
+        let r = fill(None);
+        if turn == Turn::Filler {
+            lock.done();
+        }
+        r
+    }
+
+    /// Decode into a temp file and rename it into place. Decoding ahead
+    /// brings its own (`ahead`) and gives up (`None`) as soon as a task
+    /// decodes the entry itself.
+    #[allow(clippy::too_many_arguments)]
     fn fill(
         &self,
         entry: &Path,
@@ -316,24 +382,38 @@ impl BlobCache {
         size: u64,
         rewrite: &[u64],
         target: &str,
-    ) -> Result<(File, Source)> {
+        ahead: Option<(PathBuf, File)>,
+    ) -> Result<Option<(File, Source)>> {
+        let _s = tracing::debug_span!("blob.decode", digest = &digest[..12], size).entered();
         let dir = entry.parent().expect("cache entries have a parent");
-        crate::paths::mkdir_all(dir, 0o750)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            entry.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Relaxed)
-        ));
+        let gave_way = std::cell::Cell::new(false);
+        let watched = ahead.is_some();
+        let (tmp, opened) = match ahead {
+            Some((tmp, f)) => (tmp, Ok(f)),
+            None => {
+                let tmp = dir.join(format!(
+                    ".{}.{}.{}.tmp",
+                    entry.file_name().unwrap_or_default().to_string_lossy(),
+                    std::process::id(),
+                    TMP_SEQ.fetch_add(1, Relaxed)
+                ));
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&tmp);
+                (tmp, f)
+            }
+        };
         let written = (|| -> Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)
-                .map_err(|e| Error::io(&tmp, e))?;
-            let n = blob::copy_verified(blob_path, digest, &mut f)?;
+            let mut f = opened.map_err(|e| Error::io(&tmp, e))?;
+            let n = if watched {
+                let mut w = Watched::new(&mut f, entry, &gave_way);
+                blob::copy_verified(blob_path, digest, &mut w)?
+            } else {
+                blob::copy_verified(blob_path, digest, &mut f)?
+            };
             if n != size {
                 return Err(Error::blob(
                     digest,
@@ -352,7 +432,7 @@ impl BlobCache {
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return if gave_way.get() { Ok(None) } else { Err(e) };
         }
         self.counters.bytes_written.fetch_add(size, Relaxed);
         let source = if rewrite.is_empty() {
@@ -364,7 +444,54 @@ impl BlobCache {
         };
         let f = open_if_size(entry, size)
             .ok_or_else(|| Error::io(entry, io::Error::other("vanished right after filling")))?;
-        Ok((f, source))
+        Ok(Some((f, source)))
+    }
+}
+
+/// Who asks for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// An open for a task (FUSE, image build, restore).
+    Task,
+    /// Decoding ahead, at nice 19: never makes a task wait.
+    Ahead,
+}
+
+/// A decoding-ahead fill's sink: every MiB it asks whether a task decodes
+/// the entry itself, and fails the write if one does.
+struct Watched<'a> {
+    inner: &'a mut File,
+    entry: &'a Path,
+    unchecked: usize,
+    gave_way: &'a std::cell::Cell<bool>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(inner: &'a mut File, entry: &'a Path, gave_way: &'a std::cell::Cell<bool>) -> Self {
+        Watched {
+            inner,
+            entry,
+            unchecked: 0,
+            gave_way,
+        }
+    }
+}
+
+impl io::Write for Watched<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.unchecked += buf.len();
+        if self.unchecked >= 1 << 20 {
+            self.unchecked = 0;
+            if filllock::task_decodes(self.entry) {
+                self.gave_way.set(true);
+                return Err(io::Error::other("a task needs this entry now"));
+            }
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -507,6 +634,48 @@ mod tests {
         }
         assert_eq!(cache.stats().decoded, 1);
         assert_eq!(cache.stats().hits, 7);
+    }
+
+    /// A run's decode-ahead (nice 19, its own cache) is half-way through a
+    /// big blob when the task's server opens it: the server waits for it
+    /// instead of decoding the same bytes a second time.
+    #[test]
+    fn an_open_takes_the_entry_decoding_ahead_is_writing() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path().join("lib"));
+        let mut x = 1u32;
+        let content: Vec<u8> = (0..16_000_000u32)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                b"abcdefghijklmnop"[(x >> 28) as usize]
+            })
+            .collect();
+        let d = DigestKind::Sha256.digest(&content);
+        put_blob(&lib, &crate::hololib::catalog::gzip_bytes(&content), &d);
+        let ahead = BlobCache::new(lib.clone(), t.path().join("blobs"));
+        let task = BlobCache::new(lib, t.path().join("blobs"));
+        let entry = task.entry_path(&d, None);
+        let ahead_file = entry.with_file_name(format!(".{d}.ahead.tmp"));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let size = content.len() as u64;
+        let (got, source) = std::thread::scope(|s| {
+            let h = s.spawn(|| ahead.fill_ahead(&[(&d, size, &[])], "", 1, &stop));
+            while !std::fs::metadata(&ahead_file).is_ok_and(|m| m.len() > 0) {
+                assert!(!h.is_finished(), "decoding ahead ended before it wrote");
+                std::thread::yield_now();
+            }
+            let (f, source) = task.open(&d, size, &[], "").unwrap();
+            assert_eq!(h.join().unwrap(), 1);
+            (read(f), source)
+        });
+        assert!(got == content);
+        assert_eq!(source, Source::Cached);
+        assert_eq!((task.stats().decoded, task.stats().hits), (0, 1));
+        let left: Vec<_> = std::fs::read_dir(entry.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![entry.file_name().unwrap().to_owned()]);
     }
 
     /// Two caches of one process over the same directory (a run's

@@ -22,6 +22,7 @@
 pub mod blobcache;
 pub mod copy;
 pub mod erofs;
+pub mod filllock;
 pub mod fuse;
 pub mod host;
 pub mod image;
@@ -444,7 +445,9 @@ fn replay(ws: WorkingSet, mountpoint: &Path, when: Prefetch) -> Option<JoinHandl
 /// Decode the blobs of the files `ws` looked up into the blob cache, on
 /// every core at nice 19, while the task starts: a cold tree otherwise
 /// decodes each file when the task first opens it, one after the other,
-/// on the task's time. Stopped when the run ends.
+/// on the task's time. An open that finds a file being decoded here waits
+/// for it rather than decoding it too (`filllock`). Stopped when the run
+/// ends.
 fn decode_ahead(
     ws: &WorkingSet,
     tree: Arc<Tree>,
