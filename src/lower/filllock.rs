@@ -209,12 +209,18 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// An entry `name` under `t` whose filler's lock a task holds.
+    fn filling(t: &tempfile::TempDir, name: &str) -> (PathBuf, FillLock) {
+        let entry = t.path().join(name);
+        let lock = FillLock::open(&entry).unwrap();
+        assert_eq!(lock.take_for_task(|| false), Turn::Filler);
+        (entry, lock)
+    }
+
     #[test]
     fn a_second_task_waits_for_the_first_and_decoding_ahead_keeps_out() {
         let t = tempfile::tempdir().unwrap();
-        let entry = t.path().join("abcd");
-        let first = FillLock::open(&entry).unwrap();
-        assert_eq!(first.take_for_task(|| false), Turn::Filler);
+        let (entry, first) = filling(&t, "abcd");
         assert!(ahead_file(&entry).is_none(), "a task fills it");
         // A second task (another descriptor, as another process has)
         // waits for the first and finds the entry it wrote.
@@ -243,9 +249,7 @@ mod tests {
     #[test]
     fn a_task_takes_over_when_the_filler_goes_away() {
         let t = tempfile::tempdir().unwrap();
-        let entry = t.path().join("abcd");
-        let first = FillLock::open(&entry).unwrap();
-        assert_eq!(first.take_for_task(|| false), Turn::Filler);
+        let (entry, first) = filling(&t, "abcd");
         let second = std::thread::scope(|s| {
             let h = s.spawn(|| FillLock::open(&entry).unwrap().take_for_task(|| false));
             std::thread::sleep(Duration::from_millis(20));
@@ -262,13 +266,12 @@ mod tests {
         let entry = t.path().join("abcd");
         let (path, mut f) = ahead_file(&entry).unwrap();
         assert!(ahead_file(&entry).is_none(), "another run decodes it ahead");
-        let task = FillLock::open(&entry).unwrap();
-        assert_eq!(task.take_for_task(|| false), Turn::Filler);
+        let (_, task) = filling(&t, "abcd");
         let got = std::thread::scope(|s| {
             let h = s.spawn(|| task.wait_for_ahead(&entry, || entry.exists()));
             for _ in 0..5 {
                 f.write_all(&[0; 4096]).unwrap();
-                std::thread::sleep(STALL / 3);
+                std::thread::sleep(STALL / 5);
             }
             std::fs::rename(&path, &entry).unwrap();
             h.join().unwrap()
@@ -278,8 +281,7 @@ mod tests {
 
         let entry = t.path().join("efgh");
         let (_path, _f) = ahead_file(&entry).unwrap();
-        let task = FillLock::open(&entry).unwrap();
-        assert_eq!(task.take_for_task(|| false), Turn::Filler);
+        let (_, task) = filling(&t, "efgh");
         let start = Instant::now();
         assert!(!task.wait_for_ahead(&entry, || false));
         assert!(start.elapsed() >= STALL);
