@@ -503,6 +503,98 @@ fn a_tree_of_its_own_decodes_ahead_beside_its_server_threads() {
     }
 }
 
+/// A cold run decodes its working set ahead in its own process while its
+/// warm server decodes what the task opens: each blob is decoded once, by
+/// one or the other (they used to decode the biggest ones side by side),
+/// no open waits for a lock a forked process inherited, and no lock or
+/// ahead file is left. Checked in the `blob.decode` spans both write at
+/// debug level.
+#[test]
+fn a_cold_run_and_its_server_decode_each_blob_once() {
+    let tasks = "tasks:\n  t:\n    shell: \"true\"\n";
+    let fx = FixtureRobot::without_import(tasks);
+    // 24 bytes, as an rcc space name: the catalog's identity.
+    let dir = fx.tmp.path().join("envs").join("cold_decode_env_________");
+    fs::create_dir_all(&dir).unwrap();
+    let mut x = 7u32;
+    for i in 0..4 {
+        // Compressible but not trivially: decoding takes a while.
+        let big: Vec<u8> = (0..6_000_000u32)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                b"abcdefghijklmnop"[(x >> 28) as usize]
+            })
+            .collect();
+        fs::write(dir.join(format!("big{i}.bin")), big).unwrap();
+    }
+    let lift = fx
+        .vhrun()
+        .arg("lift")
+        .arg(&dir)
+        .arg("--blueprint")
+        .arg(fx.dir.join("conda.yaml"))
+        .output()
+        .unwrap();
+    assert!(lift.status.success(), "{}", stderr(&lift));
+    let read = |verbose: bool| {
+        let mut c = fx.vhrun();
+        if verbose {
+            c.arg("-vv").env("VHRUN_LOG", "vhrun=debug");
+        }
+        let out = c
+            .args(["exec", "-r"])
+            .arg(fx.robot_yaml())
+            .args(["--", "sh", "-c", "cat $CONDA_PREFIX/big*.bin | wc -c"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "24000000");
+        out
+    };
+    read(false); // records the working set
+    let out = fx.vhrun().args(["servers", "--stop"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the server gone", Duration::from_secs(10), || {
+        server_pids(&fx.vhrun_home).is_empty()
+    });
+    fs::remove_dir_all(fx.vhrun_home.join("blobs")).unwrap();
+    let _ = fs::remove_dir_all(fx.vhrun_home.join("servers"));
+    let client = String::from_utf8_lossy(&read(true).stderr).into_owned();
+    let server: String = fs::read_dir(fx.vhrun_home.join("servers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let decoded = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split("blob.decode{digest=\"").nth(1))
+            .map(|rest| rest[..12].to_string())
+            .collect()
+    };
+    let (ahead, served) = (decoded(&client), decoded(&server));
+    assert!(
+        ahead.len() + served.len() >= 4,
+        "ahead {ahead:?}, server {served:?}\n{client}\n{server}"
+    );
+    for d in &served {
+        // Decoding ahead may have started it, then given way.
+        let gave_way = client
+            .lines()
+            .any(|l| l.contains("left to a task") && l.contains(d.as_str()));
+        assert!(
+            !ahead.contains(d) || gave_way,
+            "{d} decoded by both: ahead {ahead:?}, server {served:?}"
+        );
+    }
+    assert!(!server.contains("waited"), "{server}");
+    let left: Vec<_> = walk_files(&fx.vhrun_home.join("blobs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -433,7 +433,7 @@ impl BlobCache {
                 .map_err(|e| Error::io(&tmp, e))?;
             // A task that stopped waiting (decoding ahead stalled) in the
             // last MiB decodes it too: one decode counted, not two.
-            if watched && filllock::task_decodes(entry) {
+            if watched && not_ours(entry) {
                 gave_way.set(true);
                 return Err(Error::Internal("a task decodes this entry itself".into()));
             }
@@ -478,8 +478,14 @@ enum Who {
     Ahead,
 }
 
-/// A decoding-ahead fill's sink: every MiB it asks whether a task decodes
-/// the entry itself, and fails the write if one does.
+/// Decoding ahead's entry is no longer its to fill: a task decodes it
+/// itself, or already did (its lock file is gone then, the entry is not).
+fn not_ours(entry: &Path) -> bool {
+    filllock::task_decodes(entry) || entry.symlink_metadata().is_ok()
+}
+
+/// A decoding-ahead fill's sink: every MiB it asks whether the entry is
+/// still its to fill ([`not_ours`]), and fails the write if not.
 struct Watched<'a> {
     inner: &'a mut File,
     entry: &'a Path,
@@ -503,7 +509,7 @@ impl io::Write for Watched<'_> {
         self.unchecked += buf.len();
         if self.unchecked >= 1 << 20 {
             self.unchecked = 0;
-            if filllock::task_decodes(self.entry) {
+            if not_ours(self.entry) {
                 self.gave_way.set(true);
                 return Err(io::Error::other("a task needs this entry now"));
             }

@@ -21,7 +21,8 @@
 //! waits while the ahead file grows (what is left of a decode is less than
 //! all of it); when it stops growing for [`STALL`] (decoding ahead starved
 //! by busier processes, or killed), the task decodes the entry itself and
-//! says so with byte 1, and decoding ahead gives up at its next MiB.
+//! says so with byte 1, and decoding ahead gives up at its next MiB (or
+//! on finding the entry in place: the task's lock file is gone by then).
 //!
 //! Best effort throughout: a lock file that cannot be made (another user's
 //! cache, a full disk) only means filling without it. The `.tmp` names
