@@ -112,7 +112,7 @@ impl FillLock {
             }
             let now = std::fs::symlink_metadata(&ahead).ok().map(|m| m.len());
             match now {
-                // Renamed into place (checked next round) or given up.
+                // Gone: renamed into place, or given up.
                 None if last.is_some() => {
                     if filled() {
                         return true;
