@@ -412,7 +412,7 @@ impl BlobCache {
         let written = (|| -> Result<()> {
             let mut f = opened.map_err(|e| Error::io(&tmp, e))?;
             let n = if watched {
-                let mut w = Watched::new(&mut f, entry, &gave_way);
+                let mut w = Watched::new(&mut f, entry, size, &gave_way);
                 blob::copy_verified(blob_path, digest, &mut w)?
             } else {
                 blob::copy_verified(blob_path, digest, &mut f)?
@@ -433,7 +433,7 @@ impl BlobCache {
                 .map_err(|e| Error::io(&tmp, e))?;
             // A task that stopped waiting (decoding ahead stalled) in the
             // last MiB decodes it too: one decode counted, not two.
-            if watched && not_ours(entry) {
+            if watched && not_ours(entry, size) {
                 gave_way.set(true);
                 return Err(Error::Internal("a task decodes this entry itself".into()));
             }
@@ -478,10 +478,11 @@ enum Who {
     Ahead,
 }
 
-/// Decoding ahead's entry is no longer its to fill: a task decodes it
-/// itself, or already did (its lock file is gone then, the entry is not).
-fn not_ours(entry: &Path) -> bool {
-    filllock::task_decodes(entry) || entry.symlink_metadata().is_ok()
+/// Decoding ahead's entry of `size` bytes is no longer its to fill: a task
+/// decodes it itself, or already did (its lock file is gone then, the
+/// entry is in place; a short one a crash left is still ahead's to mend).
+fn not_ours(entry: &Path, size: u64) -> bool {
+    filllock::task_decodes(entry) || entry.symlink_metadata().is_ok_and(|m| m.len() == size)
 }
 
 /// A decoding-ahead fill's sink: every MiB it asks whether the entry is
@@ -489,15 +490,22 @@ fn not_ours(entry: &Path) -> bool {
 struct Watched<'a> {
     inner: &'a mut File,
     entry: &'a Path,
+    size: u64,
     unchecked: usize,
     gave_way: &'a std::cell::Cell<bool>,
 }
 
 impl<'a> Watched<'a> {
-    fn new(inner: &'a mut File, entry: &'a Path, gave_way: &'a std::cell::Cell<bool>) -> Self {
+    fn new(
+        inner: &'a mut File,
+        entry: &'a Path,
+        size: u64,
+        gave_way: &'a std::cell::Cell<bool>,
+    ) -> Self {
         Watched {
             inner,
             entry,
+            size,
             unchecked: 0,
             gave_way,
         }
@@ -509,7 +517,7 @@ impl io::Write for Watched<'_> {
         self.unchecked += buf.len();
         if self.unchecked >= 1 << 20 {
             self.unchecked = 0;
-            if not_ours(self.entry) {
+            if not_ours(self.entry, self.size) {
                 self.gave_way.set(true);
                 return Err(io::Error::other("a task needs this entry now"));
             }
