@@ -275,7 +275,7 @@ fn task_main(plan: &Plan, index: usize) -> i32 {
             }
         }
     }
-    // Rust ignores SIGPIPE in its own processes; a task must not inherit that.
+    // vhrun ignores SIGPIPE (`sys::startup`); a task must not inherit that.
     let _ = sys::signal::set_default(libc::SIGPIPE);
     if let Err(e) = plan.task_mask.thread_set_mask() {
         plan.report(Stage::SignalMask, index, e as i32);

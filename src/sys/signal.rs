@@ -11,11 +11,20 @@ pub const SI_KERNEL: i32 = libc::SI_KERNEL;
 
 /// Set the disposition of `signo` back to `SIG_DFL`.
 pub fn set_default(signo: i32) -> Result<(), Errno> {
-    // SAFETY: a zeroed sigaction with SIG_DFL installs no handler code;
-    // the old action is not requested.
+    set_disposition(signo, libc::SIG_DFL)
+}
+
+/// Ignore `signo` (`SIG_IGN`).
+pub fn ignore(signo: i32) -> Result<(), Errno> {
+    set_disposition(signo, libc::SIG_IGN)
+}
+
+fn set_disposition(signo: i32, disposition: libc::sighandler_t) -> Result<(), Errno> {
+    // SAFETY: a zeroed sigaction with SIG_DFL or SIG_IGN installs no
+    // handler code; the old action is not requested.
     let ret = unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
+        sa.sa_sigaction = disposition;
         libc::sigaction(signo, &sa, std::ptr::null_mut())
     };
     Errno::result(ret).map(drop)
