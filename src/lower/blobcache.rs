@@ -344,7 +344,8 @@ impl BlobCache {
         let Some(lock) = FillLock::open(entry) else {
             return fill(None);
         };
-        let filled = || open_if_size(entry, size).is_some();
+        let landed = || open_if_size(entry, size);
+        let filled = || landed().is_some();
         let turn = lock.take_for_task(filled);
         if turn == Turn::TimedOut {
             tracing::warn!(
@@ -355,16 +356,14 @@ impl BlobCache {
         }
         // The entry may have landed between our first look and the lock,
         // or be about to, from decoding ahead.
-        if filled() || lock.wait_for_ahead(entry, filled) {
-            if let Some(f) = open_if_size(entry, size) {
+        let found = landed().or_else(|| lock.wait_for_ahead(entry, filled).then(landed)?);
+        let r = match found {
+            Some(f) => {
                 self.counters.hits.fetch_add(1, Relaxed);
-                if turn == Turn::Filler {
-                    lock.done();
-                }
-                return Ok(Some((f, Source::Cached)));
+                Ok(Some((f, Source::Cached)))
             }
-        }
-        let r = fill(None);
+            None => fill(None),
+        };
         if turn == Turn::Filler {
             lock.done();
         }
