@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// parse there (another subcommand, `--help`, a mistake) is parsed again
 /// by the whole [`Cli`], which says what clap always says.
 pub fn parse() -> Cli {
-    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    parse_from(crate::sys::startup::args_os()).unwrap_or_else(|e| e.exit())
 }
 
 /// [`parse`] of `args` (the program name first).

@@ -6,15 +6,16 @@
 #![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 
-/// The process's C `main` (glibc's start calls it), in place of std's.
+#[global_allocator]
+static ALLOC: vhrun::sys::arena::Arena = vhrun::sys::arena::Arena::new();
+
+/// The process's C `main` (the C library's start calls it), in place of std's.
 #[cfg(not(test))]
-#[allow(unsafe_code)] // `no_mangle` names the symbol glibc calls; no unsafe code.
+#[allow(unsafe_code)] // `no_mangle` names the symbol the C start calls; argv is read once.
 #[no_mangle]
-extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    vhrun::sys::startup::as_std_does();
+extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    // SAFETY: argc and argv are what the C start passes to main.
+    unsafe { vhrun::sys::startup::as_std_does(argc, argv) };
     // A panic must not unwind out of a C function (that aborts): exit
     // with 101 after its message, as std's start does.
     let code = std::panic::catch_unwind(run).unwrap_or(101);

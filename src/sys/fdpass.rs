@@ -75,7 +75,8 @@ pub fn recv(sock: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), 
 pub fn close_inherited() {
     // SAFETY: nothing in this process owns a descriptor above 2 yet (the
     // caller's contract); close_range only closes, it touches no memory.
-    let r = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    // By number: musl's libc has no wrapper for it.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, 0) };
     if r != 0 {
         // Before Linux 5.9: close them one by one.
         let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")

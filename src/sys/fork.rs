@@ -1,6 +1,6 @@
 //! Child processes created with a raw `clone(2)`.
 //!
-//! glibc's `fork()` cannot create a PID namespace, and `unshare(CLONE_NEWPID)`
+//! The C library's `fork()` cannot create a PID namespace, and `unshare(CLONE_NEWPID)`
 //! would forbid the parent to create threads afterwards (kernel-facts.md), so
 //! the sandbox calls `clone(SIGCHLD | CLONE_NEWPID)` itself: the child
 //! continues on a copy-on-write copy of the calling thread's stack, exactly

@@ -23,7 +23,10 @@
 //! - [`priority`]: nice and I/O class of a background thread (the warm
 //!   server building a kernel image).
 //! - [`startup`]: what std's runtime setup did before `main` that vhrun
-//!   still needs (it starts without it: see src/main.rs).
+//!   still needs (it starts without it: see src/main.rs), the arguments
+//!   among it.
+//! - [`arena`]: the global allocator, a static arena first, so that a
+//!   run's start maps no memory under musl's malloc.
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
@@ -36,6 +39,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod arena;
 pub mod exec;
 pub mod fdpass;
 pub mod fork;

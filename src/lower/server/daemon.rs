@@ -265,8 +265,10 @@ fn take_over(cfg: &ServeConfig) -> Result<()> {
 
 /// The arguments a successor is started with: this server's own.
 fn successor_argv() -> Vec<String> {
-    std::env::args()
+    crate::sys::startup::args_os()
+        .into_iter()
         .skip(2)
+        .filter_map(|a| a.into_string().ok())
         .filter(|a| a != "--takeover")
         .collect()
 }
