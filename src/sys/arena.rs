@@ -1,14 +1,24 @@
 //! The process's allocator: its first allocations come from a static
-//! arena that is never given back, the rest from the C library's malloc.
+//! arena that is never given back, the rest from mimalloc.
 //!
-//! musl's malloc maps each new group of small blocks with its own `mmap`
-//! and unmaps it when the group empties: a run's start made 35 `mmap`s
-//! and 30 `munmap`s (each unmap a TLB flush) where glibc's heap made none.
-//! A run allocates far less than the arena before its task starts, so a
-//! run maps nothing; a long-lived server keeps at most the arena's size of
-//! its first allocations, however they are freed.
+//! vhrun is a static musl binary (.cargo/config.toml says why), and musl's
+//! own malloc maps each new group of blocks with its own `mmap` and unmaps
+//! it when the group empties, behind one lock:
+//! - a run's start made 35 `mmap`s and 30 `munmap`s (each unmap a TLB
+//!   flush) where glibc's heap made none;
+//! - building a kernel image (every blob decoded, on every core) took
+//!   twice glibc's time, most of it in the kernel: three mappings per blob.
+//!
+//! mimalloc decodes as fast as glibc did, but its start (its constructor
+//! runs before `main`, its first allocation maps its heap) cost 3.5% of an
+//! activation in v3 and 1% in v2. A run allocates far less than the arena
+//! before its task starts, so it never reaches mimalloc's heap; a
+//! long-lived server keeps at most the arena's size of its first
+//! allocations, however they are freed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -69,13 +79,13 @@ impl Arena {
 }
 
 // SAFETY: blocks from `take` are in bounds, aligned and never handed out
-// twice; all others are System's, and go back to System.
+// twice; all others are mimalloc's, and go back to it.
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match self.take(layout) {
             Some(ptr) => ptr,
             // SAFETY: GlobalAlloc's contract, passed on.
-            None => unsafe { System.alloc(layout) },
+            None => unsafe { MiMalloc.alloc(layout) },
         }
     }
 
@@ -84,21 +94,21 @@ unsafe impl GlobalAlloc for Arena {
             // The arena's bytes are zero until handed out, once.
             Some(ptr) => ptr,
             // SAFETY: GlobalAlloc's contract, passed on.
-            None => unsafe { System.alloc_zeroed(layout) },
+            None => unsafe { MiMalloc.alloc_zeroed(layout) },
         }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if !self.holds(ptr) {
-            // SAFETY: not the arena's, so System's, with its layout.
-            unsafe { System.dealloc(ptr, layout) }
+            // SAFETY: not the arena's, so mimalloc's, with its layout.
+            unsafe { MiMalloc.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if !self.holds(ptr) {
-            // SAFETY: System's block, GlobalAlloc's contract passed on.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            // SAFETY: mimalloc's block, GlobalAlloc's contract passed on.
+            return unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         }
         // SAFETY: the caller guarantees new_size is a valid size for
         // layout's alignment.
@@ -121,7 +131,7 @@ mod tests {
     static ARENA: Arena = Arena::new();
 
     #[test]
-    fn blocks_are_aligned_apart_and_fall_back_to_malloc_when_the_arena_is_full() {
+    fn blocks_are_aligned_apart_and_fall_back_to_mimalloc_when_the_arena_is_full() {
         let a = &ARENA;
         let mut blocks = Vec::new();
         for (size, align) in [(1, 1), (24, 8), (3, 64), (4096, 4096), (100, 16)] {
@@ -150,12 +160,12 @@ mod tests {
             .iter()
             .all(|&b| b == 0xa5));
 
-        // Too big for what is left: the C library's, and given back to it.
+        // Too big for what is left: mimalloc's, and given back to it.
         let big = Layout::from_size_align(SIZE, 8).unwrap();
         // SAFETY: a non-zero size.
         let m = unsafe { a.alloc(big) };
         assert!(!m.is_null() && !a.holds(m));
-        // SAFETY: m is System's block of `big`.
+        // SAFETY: m is mimalloc's block of `big`.
         unsafe { a.dealloc(m, big) };
         // A block of the arena is never given back, and dealloc of it is harmless.
         // SAFETY: q is a live block.

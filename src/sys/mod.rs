@@ -25,8 +25,8 @@
 //! - [`startup`]: what std's runtime setup did before `main` that vhrun
 //!   still needs (it starts without it: see src/main.rs), the arguments
 //!   among it.
-//! - [`arena`]: the global allocator, a static arena first, so that a
-//!   run's start maps no memory under musl's malloc.
+//! - [`arena`]: the global allocator: a static arena for a run's start,
+//!   then mimalloc (musl's malloc maps and unmaps a group at a time).
 //!
 //! Code that runs in a forked child of a multi-threaded process may only
 //! make system calls and touch memory prepared before the fork: another
