@@ -24,6 +24,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SIZE: usize = 1 << 20;
 
+/// mimalloc v2's `mi_option_arena_eager_commit` (its include/mimalloc.h:
+/// libmimalloc-sys exports no constant for it). Its default, 2, is the
+/// test's check that the number still names it.
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// mimalloc commits its arenas as they are used, not ahead: ahead, a warm
+/// server's peak RSS after a cold heavy import was 42 MiB, and 28 MiB
+/// without (glibc's malloc: 8 MiB), for the same speed. Call it before the
+/// arena runs out, which a process's start never makes it do.
+pub fn tune() {
+    // SAFETY: sets one option; nothing of mimalloc's heap exists yet to
+    // race with (a process's start allocates from the arena).
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) }
+}
+
 #[repr(C, align(4096))]
 struct Space(UnsafeCell<[u8; SIZE]>);
 
@@ -127,6 +142,17 @@ unsafe impl GlobalAlloc for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tune_turns_off_the_eager_commit_of_mimallocs_arenas() {
+        // SAFETY: reads one option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT) };
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+            assert_eq!(get(), 2, "not mimalloc v2's arena_eager_commit");
+        }
+        tune();
+        assert_eq!(get(), 0);
+    }
 
     static ARENA: Arena = Arena::new();
 

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
 
-/// std's start: the arguments are kept for [`args_os`], stdio descriptors
+/// std's start: the arguments are kept for [`args_os`], the allocator is
+/// tuned ([`super::arena::tune`]), stdio descriptors
 /// that are closed are opened on /dev/null (so no file vhrun opens lands
 /// on 0-2), and SIGPIPE is ignored.
 ///
@@ -20,6 +21,7 @@ pub unsafe fn as_std_does(argc: c_int, argv: *const *const c_char) {
         .map(|arg| OsString::from_vec(arg.to_bytes().to_vec()))
         .collect();
     let _ = ARGS.set(args);
+    super::arena::tune();
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
         events: 0,
