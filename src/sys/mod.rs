@@ -35,7 +35,8 @@
 //! The crate denies `unsafe_code` everywhere but here; here every unsafe
 //! block and impl says why it is sound (`// SAFETY:`), and an invariant
 //! the caller must keep is an `unsafe fn`'s `# Safety` section, private to
-//! this module.
+//! this module (one exception: [`startup::as_std_does`], which `main.rs`
+//! calls with the `argv` the C start hands it).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 

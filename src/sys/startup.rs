@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
 
 /// std's start: the arguments are kept for [`args_os`], the allocator is
-/// tuned ([`super::arena::tune`]), stdio descriptors
-/// that are closed are opened on /dev/null (so no file vhrun opens lands
-/// on 0-2), and SIGPIPE is ignored.
+/// tuned ([`super::arena::tune`]), stdio descriptors that are closed are
+/// opened on /dev/null (so no file vhrun opens lands on 0-2), and SIGPIPE
+/// is ignored.
 ///
 /// # Safety
 /// `argv` holds `argc` pointers to NUL-terminated strings, as C's `main`
