@@ -263,12 +263,14 @@ fn take_over(cfg: &ServeConfig) -> Result<()> {
     )
 }
 
-/// The arguments a successor is started with: this server's own.
+/// The arguments a successor is started with: this server's own. Each
+/// keeps its place even if it is not UTF-8 (the handed-over state holds
+/// strings), so a successor never reads one flag's value as another's.
 fn successor_argv() -> Vec<String> {
     crate::sys::startup::args_os()
-        .into_iter()
+        .iter()
         .skip(2)
-        .filter_map(|a| a.into_string().ok())
+        .map(|a| a.to_string_lossy().into_owned())
         .filter(|a| a != "--takeover")
         .collect()
 }
