@@ -89,13 +89,6 @@ pub struct BlobCache {
     remote: Option<Arc<Lazy>>,
 }
 
-/// Temporary names are unique in the process, not per cache: two caches of
-/// one process may fill the same entry at once (a task's open that gave up
-/// waiting, see `filllock`; the later rename wins, with the same bytes).
-/// Per cache, both named their first temporary file `.<entry>.<pid>.0.tmp`,
-/// and one fill failed with EEXIST.
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 impl BlobCache {
     /// A cache of `hololib`'s blobs under `root` (`$VHRUN_HOME/blobs`).
     pub fn new(hololib: Hololib, root: impl Into<PathBuf>) -> BlobCache {
@@ -390,31 +383,28 @@ impl BlobCache {
         let dir = entry.parent().expect("cache entries have a parent");
         let gave_way = std::cell::Cell::new(false);
         let watched = ahead.is_some();
-        let (tmp, opened) = match ahead {
-            Some((tmp, f)) => (tmp, Ok(f)),
+        let (tmp, mut f) = match ahead {
+            Some(a) => a,
             None => {
-                let tmp = dir.join(format!(
-                    ".{}.{}.{}.tmp",
-                    entry.file_name().unwrap_or_default().to_string_lossy(),
-                    std::process::id(),
-                    TMP_SEQ.fetch_add(1, Relaxed)
-                ));
+                let tmp = filllock::unique_sibling(entry)
+                    .unwrap_or_else(|| dir.join(format!(".{}.tmp", std::process::id())));
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .custom_flags(libc::O_CLOEXEC)
-                    .open(&tmp);
+                    .open(&tmp)
+                    .map_err(|e| Error::io(&tmp, e))?;
                 (tmp, f)
             }
         };
         let written = (|| -> Result<()> {
-            let mut f = opened.map_err(|e| Error::io(&tmp, e))?;
+            let f = &mut f;
             let n = if watched {
-                let mut w = Watched::new(&mut f, entry, size, &gave_way);
+                let mut w = Watched::new(f, entry, size, &gave_way);
                 blob::copy_verified(blob_path, digest, &mut w)?
             } else {
-                blob::copy_verified(blob_path, digest, &mut f)?
+                blob::copy_verified(blob_path, digest, f)?
             };
             if n != size {
                 return Err(Error::blob(
@@ -425,21 +415,30 @@ impl BlobCache {
             }
             if !rewrite.is_empty() {
                 let offsets: Vec<i64> = rewrite.iter().map(|&o| o as i64).collect();
-                crate::relocate::patch_file(&f, size, &offsets, target.as_bytes())
+                crate::relocate::patch_file(f, size, &offsets, target.as_bytes())
                     .map_err(|e| Error::blob(digest, blob_path, format!("relocation: {e}")))?;
             }
             f.set_permissions(std::fs::Permissions::from_mode(0o444))
                 .map_err(|e| Error::io(&tmp, e))?;
             // A task that stopped waiting (decoding ahead stalled) in the
             // last MiB decodes it too: one decode counted, not two.
-            if watched && not_ours(entry, size) {
-                gave_way.set(true);
-                return Err(Error::Internal("a task decodes this entry itself".into()));
+            if watched {
+                // The task claims the file after its last look at byte 1:
+                // only then does the link fail.
+                if not_ours(entry, size) || !filllock::commit_ahead(f, &tmp, entry) {
+                    gave_way.set(true);
+                    return Err(Error::Internal("a task decodes this entry itself".into()));
+                }
+                return Ok(());
             }
             std::fs::rename(&tmp, entry).map_err(|e| Error::io(entry, e))
         })();
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
+            if watched {
+                filllock::remove_if_ours(&tmp, &f);
+            } else {
+                let _ = std::fs::remove_file(&tmp);
+            }
             return if gave_way.get() { Ok(None) } else { Err(e) };
         }
         self.counters.bytes_written.fetch_add(size, Relaxed);

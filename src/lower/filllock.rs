@@ -24,6 +24,16 @@
 //! says so with byte 1, and decoding ahead gives up at its next MiB (or
 //! on finding the entry in place: the task's lock file is gone by then).
 //!
+//! Exactly one of them puts the entry in place, by a rename each of the
+//! same name: the task *claims* the ahead file (renames it away, unlinks
+//! it) before it decodes, and decoding ahead links its file into place
+//! through its descriptor ([`commit_ahead`]), which fails once the file
+//! was claimed. A file that had stopped growing because it was complete,
+//! its starved writer between its last look at byte 1 and its rename,
+//! was decoded twice before. Linking through the descriptor, never by the
+//! shared name, also means a starved writer can only ever place its own
+//! file, never another run's unfinished one of the same name.
+//!
 //! Best effort throughout: a lock file that cannot be made (another user's
 //! cache, a full disk) only means filling without it. The `.tmp` names
 //! leave what a killed process left behind to `vhrun gc`.
@@ -99,7 +109,8 @@ impl FillLock {
     /// Wait while decoding ahead fills the entry: `true` when `filled`
     /// says it is there; `false` when there is no such decode or it made
     /// no progress for [`STALL`], and this task is to decode it (decoding
-    /// ahead is told to stop).
+    /// ahead is told to stop, and its file is claimed: it can no longer
+    /// put it in place).
     pub fn wait_for_ahead(&self, entry: &Path, filled: impl Fn() -> bool) -> bool {
         let Some(ahead) = sibling(entry, "ahead.tmp") else {
             return false;
@@ -130,7 +141,9 @@ impl FillLock {
             std::thread::sleep(Duration::from_micros(500));
         }
         let _ = set(&self.file, libc::F_RDLCK, DECODES_ITSELF);
-        false
+        claim(&ahead, entry);
+        // Decoding ahead may have committed before the claim.
+        filled()
     }
 
     /// The entry is in place (or could not be filled): the lock file goes.
@@ -161,6 +174,75 @@ pub fn ahead_file(entry: &Path) -> Option<(PathBuf, File)> {
         .open(&path)
         .ok()?;
     Some((path, file))
+}
+
+/// Put decoding ahead's finished `file` (written as `ahead`) in place as
+/// `entry`, unless a task claimed it: `false` then, and nothing changed.
+/// The file is linked by its descriptor under a name of this process's own
+/// and renamed from there; a claimed file has no link left, and linking it
+/// fails. Without `/proc` the link fails too, and the entry is left to a
+/// task.
+pub fn commit_ahead(file: &File, ahead: &Path, entry: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(mine) = unique_sibling(entry) else {
+        return false;
+    };
+    let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let linked = nix::unistd::linkat(
+        nix::fcntl::AT_FDCWD,
+        by_fd.as_str(),
+        nix::fcntl::AT_FDCWD,
+        &mine,
+        nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+    );
+    if let Err(e) = linked {
+        tracing::debug!("{}: not linked into place: {e}", entry.display());
+        return false;
+    }
+    if let Err(e) = std::fs::rename(&mine, entry) {
+        tracing::debug!("{}: not renamed into place: {e}", entry.display());
+        let _ = std::fs::remove_file(&mine);
+        return false;
+    }
+    remove_if_ours(ahead, file);
+    true
+}
+
+/// Remove `path` if it still names `file` (the inode): decoding ahead
+/// cleans up only what it wrote, never a file another run made since under
+/// the same name.
+pub fn remove_if_ours(path: &Path, file: &File) {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: std::fs::Metadata, b: std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    if let (Ok(named), Ok(mine)) = (std::fs::symlink_metadata(path), file.metadata()) {
+        if same(named, mine) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Take the ahead file `ahead` of `entry` away from its writer: renamed to
+/// a name of this process's own, then unlinked. Nothing when there is none.
+fn claim(ahead: &Path, entry: &Path) {
+    let Some(mine) = unique_sibling(entry) else {
+        return;
+    };
+    if std::fs::rename(ahead, &mine).is_ok() {
+        let _ = std::fs::remove_file(&mine);
+    }
+}
+
+/// `.<entry>.<pid>.<n>.tmp` beside `entry`: a name no other process or
+/// thread uses (the `.tmp` leaves a crash's leftover to `vhrun gc`).
+/// Unique in the process, not per cache: two caches of one process may
+/// fill the same entry at once (a task's open that gave up waiting; the
+/// later rename wins, with the same bytes), and per-cache counters once
+/// gave both the same name (EEXIST).
+pub fn unique_sibling(entry: &Path) -> Option<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sibling(entry, &format!("{}.{n}.tmp", std::process::id()))
 }
 
 /// A task decodes `entry` itself: decoding ahead stops (an open and an
@@ -209,6 +291,16 @@ fn flock(kind: libc::c_int, byte: i64) -> libc::flock {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The names in `t`, sorted.
+    fn leftovers(t: &tempfile::TempDir) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
 
     /// An entry `name` under `t` whose filler's lock a task holds.
     fn filling(t: &tempfile::TempDir, name: &str) -> (PathBuf, FillLock) {
@@ -289,5 +381,59 @@ mod tests {
         assert!(task_decodes(&entry), "decoding ahead is told to stop");
         drop(task);
         assert!(!task_decodes(&entry));
+    }
+
+    /// Decoding ahead wrote the whole entry and was starved before its
+    /// rename: its file stops growing, the task takes over. Then exactly
+    /// one of them places the entry (this race once decoded it twice).
+    #[test]
+    fn a_stalled_finished_ahead_file_is_placed_by_its_writer_or_claimed_by_the_task() {
+        let t = tempfile::tempdir().unwrap();
+        let entry = t.path().join("abcd");
+        let (path, mut f) = ahead_file(&entry).unwrap();
+        f.write_all(b"decoded").unwrap();
+        let (_, task) = filling(&t, "abcd");
+        assert!(!task.wait_for_ahead(&entry, || entry.exists()));
+        assert!(!path.exists(), "the task claimed the ahead file");
+        assert!(
+            !commit_ahead(&f, &path, &entry),
+            "a claimed file is not placed"
+        );
+        assert!(!entry.exists());
+        task.done();
+        assert_eq!(leftovers(&t), Vec::<String>::new());
+
+        // The writer wins: the task finds the entry once its claim missed.
+        let entry = t.path().join("efgh");
+        let (path, mut f) = ahead_file(&entry).unwrap();
+        f.write_all(b"decoded").unwrap();
+        let (_, task) = filling(&t, "efgh");
+        assert!(commit_ahead(&f, &path, &entry));
+        assert!(task.wait_for_ahead(&entry, || entry.exists()));
+        assert_eq!(std::fs::read(&entry).unwrap(), b"decoded");
+        task.done();
+        assert_eq!(leftovers(&t), vec!["efgh".to_string()]);
+    }
+
+    /// A starved writer whose ahead file was claimed, and whose name
+    /// another run's decode took since, neither places nor removes that
+    /// other file: it links by its descriptor, never by the name.
+    #[test]
+    fn a_starved_writer_never_places_another_runs_file_of_the_same_name() {
+        let t = tempfile::tempdir().unwrap();
+        let entry = t.path().join("abcd");
+        let (path, mut first) = ahead_file(&entry).unwrap();
+        first.write_all(b"first, finished").unwrap();
+        let (_, task) = filling(&t, "abcd");
+        assert!(!task.wait_for_ahead(&entry, || entry.exists()));
+        task.done();
+        // Another run decodes ahead under the same name, not finished yet.
+        let (again, mut second) = ahead_file(&entry).unwrap();
+        assert_eq!(again, path);
+        second.write_all(b"half").unwrap();
+        assert!(!commit_ahead(&first, &path, &entry));
+        remove_if_ours(&path, &first);
+        assert!(!entry.exists(), "the unfinished file stays where it is");
+        assert_eq!(std::fs::read(&path).unwrap(), b"half");
     }
 }
