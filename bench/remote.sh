@@ -11,8 +11,12 @@
 #              vhrun run --space vhfleet -r robot.yaml -t t
 #   (c) lazy   vhrun run --lazy --space vhfleet -r robot.yaml -t t
 #              (only the catalog is fetched first; a file's directory's
-#              missing blobs on its first open; skipped, and said so, when
-#              this vhrun has no --lazy)
+#              missing blobs on its first open, and the package directories
+#              each opened module imports, fetched ahead; skipped, and said
+#              so, when this vhrun has no --lazy)
+#   (d) lazy-dir  the same with VHRUN_LAZY_BATCH=dir: directory batches
+#              only, nothing fetched ahead (what fetching ahead saves; only
+#              when this vhrun knows VHRUN_LAZY_BATCH=imports)
 #
 # Every command gets RCC_REMOTE_ORIGIN (the proxy below) and a clean worker:
 # the samples run in a mount namespace of the harness's own, where before
@@ -63,7 +67,8 @@
 # Needs root (rccremote-serve.sh's mount namespace, vhrun's mounts) and the
 # scratch dir W (default /tmp/vhbench) of bench/run (built here with a
 # minimal bench/run if absent). About 8 minutes (4 samples of each per
-# delay); --quick: 1 sample of each per delay (about 3 minutes); --only=LEG,..: those contenders only (print
+# delay); --quick: 1 sample of each per delay (about 3 minutes); --only=LEG,..: those contenders only
+# (rcc, vhrun, lazy, lazy-dir; print
 # only; for development). Everything started here (rccremote, proxies,
 # warm servers) is stopped, and everything made here removed, at the end,
 # except $W/vh/remote/env.zip (the export, reused) and the results.
@@ -118,8 +123,10 @@ if [[ ! -f $GZ/key || ! -f $W/blueprint.yaml ]]; then
 fi
 KEY=$(<"$GZ/key")
 [[ -f $GZ/hololib/catalog/$KEY ]] || { echo "bench/remote.sh: $GZ/hololib lacks catalog $KEY (delete $W/vh, rerun bench/run)" >&2; exit 2; }
-LAZY=0
+LAZY=0 AHEAD=0
 "$VHRUN" run --help 2>/dev/null | grep -q -- '--lazy' && LAZY=1
+# a vhrun that fetches ahead names the batching in its messages
+grep -q 'expected imports, dir or file' "$VHRUN" 2>/dev/null && AHEAD=1
 
 if ((quick)); then N=1; else N=4; fi
 
@@ -211,14 +218,14 @@ for d in 0 10; do
 done
 
 # ------------------------------------------------------------ measure and report
-W=$W R=$R RES=$RES RCC=$RCC VHRUN=$VHRUN KEY=$KEY REPO=$REPO N=$N LAZY=$LAZY QUICK=$quick \
+W=$W R=$R RES=$RES RCC=$RCC VHRUN=$VHRUN KEY=$KEY REPO=$REPO N=$N LAZY=$LAZY AHEAD=$AHEAD QUICK=$quick \
     ONLY=$only PORT=$PORT PROXIES=$PROXIES NETEM=$NETEM LOAD0=$load0 STARTED=$started WORKER=$WORKER ROBOT=$ROBOT \
     HOSTNS=$(readlink /proc/self/ns/mnt) unshare --mount --propagation private python3 -B - "$write" "$REPO/BENCHMARKS.md" <<'EOF'
 import datetime, json, os, platform, re, shutil, socket, statistics, subprocess, sys, time
 write, md = sys.argv[1] == "1", sys.argv[2]
 E = os.environ
 W, R, RES, RCC, VHRUN, KEY = E["W"], E["R"], E["RES"], E["RCC"], E["VHRUN"], E["KEY"]
-N, LAZY, QUICK = int(E["N"]), E["LAZY"] == "1", E["QUICK"] == "1"
+N, LAZY, AHEAD, QUICK = int(E["N"]), E["LAZY"] == "1", E["AHEAD"] == "1", E["QUICK"] == "1"
 WORKER, ROBOT = E["WORKER"], E["ROBOT"]
 HOME = f"{WORKER}/home"
 robot = f"{ROBOT}/robot.yaml"
@@ -301,11 +308,13 @@ def legs():
     if LAZY:
         out["lazy"] = [("run", [VHRUN, "run", "--lazy", "--space", "vhfleet", "-r", robot, "-t", "t",
                                 "--stats-json", "@STATS@"])]
+    if AHEAD:
+        out["lazy-dir"] = [("run", ["env", "VHRUN_LAZY_BATCH=dir"] + out["lazy"][0][1][:])]
     if E["ONLY"]:
         want = E["ONLY"].split(",")
-        bad = [w for w in want if w not in ("rcc", "vhrun", "lazy")]
+        bad = [w for w in want if w not in ("rcc", "vhrun", "lazy", "lazy-dir")]
         if bad:
-            raise SystemExit(f"bench/remote.sh: --only: unknown {bad} (rcc, vhrun, lazy)")
+            raise SystemExit(f"bench/remote.sh: --only: unknown {bad} (rcc, vhrun, lazy, lazy-dir)")
         out = {k: v for k, v in out.items() if k in want}
     return out
 LEGS = legs()
@@ -411,7 +420,8 @@ def bcell(leg, rtt, key):
     m = mb(statistics.median(v))
     return m if len(v) == 1 or mb(min(v)) == mb(max(v)) else f"{m} ({mb(min(v))}-{mb(max(v))})"
 
-LABEL = {"rcc": "(a) rcc pull + rcc run", "vhrun": "(b) vhrun pull + vhrun run", "lazy": "(c) vhrun run --lazy"}
+LABEL = {"rcc": "(a) rcc pull + rcc run", "vhrun": "(b) vhrun pull + vhrun run", "lazy": "(c) vhrun run --lazy",
+         "lazy-dir": "(d) --lazy, directory batches only"}
 rows = ["| delay (RTT) | contender | task's first line | heavy import done | whole sample | of which pull | bytes down | bytes up | connections |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 for rtt in sorted(proxies):
@@ -434,7 +444,7 @@ if not LAZY:
     verdict = ("(c) not measured: this vhrun has no `run --lazy` yet. The targets (the lazy run moves at most "
                "30% of a full pull's bytes and finishes the heavy import at least 2x sooner than "
                "pull-then-run) are judged once it has.")
-elif set(LEGS) != {"rcc", "vhrun", "lazy"}:
+elif not {"rcc", "vhrun", "lazy"} <= set(LEGS):
     verdict = "(--only: the targets are judged with all three contenders.)"
 else:
     lines, missed = [], []
@@ -456,16 +466,26 @@ else:
                      f"{med('rcc', rtt, 'imported') / med('lazy', rtt, 'imported'):.1f}x sooner than rcc.")
     verdict = ("Targets (issue): " + ("**met**" if not missed else "**missed**: " + ", ".join(missed)) + ".\n\n"
                + "\n".join(lines))
-    keys = ["requests", "blobs", "bytes", "wait_ms", "failures"]
-    rr = ["| delay (RTT) | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    keys = ["requests", "blobs", "ahead", "bytes", "wait_ms", "failures"]
+    rr = ["| delay (RTT) | contender | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
     for rtt in sorted(proxies):
-        got = [s.get("remote") or {} for s in sel("lazy", rtt)]
-        vals = []
-        for k in keys:
-            v = [g[k] for g in got if isinstance(g.get(k), (int, float))]
-            vals.append("?" if not v else (mb(statistics.median(v)) if k == "bytes" else f"{statistics.median(v):.0f}"))
-        rr.append(f"| {rtt} ms | " + " | ".join(vals) + " |")
-    remote = ("What the lazy run says it fetched (`--stats-json`'s `remote`, medians):\n\n" + "\n".join(rr))
+        for leg in [l for l in ("lazy", "lazy-dir") if l in LEGS]:
+            got = [s.get("remote") or {} for s in sel(leg, rtt)]
+            vals = []
+            for k in keys:
+                v = [g[k] for g in got if isinstance(g.get(k), (int, float))]
+                vals.append("?" if not v else (mb(statistics.median(v)) if k == "bytes" else f"{statistics.median(v):.0f}"))
+            rr.append(f"| {rtt} ms | {LABEL[leg]} | " + " | ".join(vals) + " |")
+    remote = ("What the lazy runs say they fetched (`--stats-json`'s `remote`, medians; `ahead`: of `blobs`, "
+              "those fetched ahead of any open, for the packages the opened modules import):\n\n" + "\n".join(rr))
+    if "lazy-dir" in LEGS:
+        saved = []
+        for rtt in sorted(proxies):
+            a, d = med("lazy", rtt, "imported"), med("lazy-dir", rtt, "imported")
+            saved.append(f"{rtt} ms: import done after {secs(a)} with fetching ahead, {secs(d)} with directory "
+                         f"batches only ({d / a:.2f}x)")
+        remote += "\n\nWhat fetching ahead saves: " + "; ".join(saved) + "."
+
     if probe and probe["catalog"]:
         reqs = statistics.median((s.get("remote") or {}).get("requests", 0) for s in sel("lazy", 0))
         lazy0 = med("lazy", 0, "down")
@@ -530,7 +550,9 @@ line; times are from the start of the sample's first command, bytes are the samp
   (a restore of the whole environment into a space, and `pip freeze` before the task, as rcc runs);
 - (b) `vhrun pull -r robot.yaml`, then `vhrun run -r robot.yaml -t t`;
 - (c) `vhrun run --lazy -r robot.yaml -t t`: only the catalog first, then on the first open of a file
-  its directory's missing blobs.
+  its directory's missing blobs, and ahead of the opens the package directories each opened module
+  imports at its top level;
+- (d) the same with `VHRUN_LAZY_BATCH=dir`: directory batches only, nothing fetched ahead.
 
 Bytes: every client connection goes through a python3 asyncio proxy (`bench/tcp-proxy.py`) that counts
 the payload each way (HTTP headers and bodies; TCP/IP headers not counted). Delay: this kernel's netem

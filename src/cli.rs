@@ -520,7 +520,7 @@ pub struct TreeArgs {
     /// Serve lazily: fetch missing blobs from this rccremote origin.
     #[arg(long)]
     pub origin: Option<String>,
-    #[arg(long, default_value = "dir")]
+    #[arg(long, default_value = "imports")]
     pub lazy_batch: String,
 }
 

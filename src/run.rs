@@ -443,14 +443,14 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     let home = &plan.locations.home;
     let resolved = &plan.resolved;
     let remote = match &resolved.origin {
-        Some(url) => Some(Arc::new(Lazy::connect(
+        Some(url) => Some(Lazy::connect(
             url,
             plan.lazy_batch,
             resolved.hololib.clone(),
             resolved.tree.full()?,
             home,
             &plan.locations.robocorp_home,
-        )?)),
+        )?),
         None => None,
     };
     let blobs = BlobCache::at_home(resolved.hololib.clone(), home).with_remote(remote);

@@ -61,6 +61,7 @@
 //! | `remote.requests` / `.blobs` / `.bytes` | `/delta` requests made (the catalog's included), blobs placed into the hololib, bytes downloaded |
 //! | `remote.wait_ms` | time spent waiting on the network (the catalog's fetch, the working set's, and opens that waited for a fetch) |
 //! | `remote.failures` | fetches that failed (each an EIO for the file that needed it) |
+//! | `remote.ahead` | of `blobs`, those fetched ahead of any open, for the packages the opened modules import |
 //!
 //! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
 //! `blobs` figures are what the server did while the run was connected:
@@ -129,6 +130,7 @@ pub struct Remote {
     pub bytes: u64,
     pub wait_ms: f64,
     pub failures: u64,
+    pub ahead: u64,
 }
 
 /// What copy mode did to the space before the task.
@@ -319,6 +321,7 @@ impl RunStats {
                     bytes: r.bytes,
                     wait_ms: ms(std::time::Duration::from_micros(r.wait_us)),
                     failures: r.failures,
+                    ahead: r.ahead,
                 }
             }),
         }
@@ -420,12 +423,17 @@ impl RunStats {
         );
         if let Some(r) = &self.remote {
             s += &format!(
-                "  remote        {} in {} blobs from {} ({} requests, waited {:.1} ms){}\n",
+                "  remote        {} in {} blobs from {} ({} requests, waited {:.1} ms{}){}\n",
                 human(r.bytes),
                 r.blobs,
                 r.origin,
                 r.requests,
                 r.wait_ms,
+                if r.ahead > 0 {
+                    format!("; {} blobs fetched ahead", r.ahead)
+                } else {
+                    String::new()
+                },
                 if r.failures > 0 {
                     format!(", {} failed", r.failures)
                 } else {

@@ -7,6 +7,12 @@
 //!   of every file in the opened file's directory ([`Batching::Directory`];
 //!   a package's modules are imported together), or of that file alone
 //!   ([`Batching::File`], `VHRUN_LAZY_BATCH=file`, to measure the other).
+//! - Ahead of the misses ([`Batching::Imports`], the default): every Python
+//!   module opened is read for the packages it imports at its top level
+//!   (`remote::imports`), and one thread fetches their directories'
+//!   missing blobs while the task is still busy with that module, each
+//!   batch of predictions in one request. A run otherwise waits for a
+//!   round trip per package directory, one after the other.
 //! - Every blob is hashed against its digest before it is renamed into the
 //!   hololib (`zipio::stream_delta`); nothing is served before that, so a
 //!   bad blob or a broken download is an error (EIO for the file), never
@@ -29,10 +35,12 @@ use crate::home::Home;
 use crate::paths::mkdir_all;
 use crate::remote::origin::{Origin, OriginThread, Patience, Post};
 use crate::tree::{Kind, Tree};
+use crate::remote::imports;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How long one lazy fetch may take (a task's `open` waits for it): in
@@ -45,8 +53,11 @@ pub const PATIENCE: Patience = Patience {
 /// What one miss asks the origin for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Batching {
-    /// The missing blobs of every file in the opened file's directory.
+    /// [`Batching::Directory`], and the directories of the packages each
+    /// opened module imports, fetched ahead.
     #[default]
+    Imports,
+    /// The missing blobs of every file in the opened file's directory.
     Directory,
     /// The opened file's blob alone.
     File,
@@ -56,9 +67,10 @@ impl std::str::FromStr for Batching {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Batching, String> {
         match s {
+            "imports" => Ok(Batching::Imports),
             "dir" | "directory" => Ok(Batching::Directory),
             "file" => Ok(Batching::File),
-            _ => Err(format!("{s:?}: expected dir or file")),
+            _ => Err(format!("{s:?}: expected imports, dir or file")),
         }
     }
 }
@@ -66,6 +78,7 @@ impl std::str::FromStr for Batching {
 impl Batching {
     pub fn as_str(self) -> &'static str {
         match self {
+            Batching::Imports => "imports",
             Batching::Directory => "dir",
             Batching::File => "file",
         }
@@ -85,6 +98,10 @@ pub struct RemoteStats {
     pub wait_us: u64,
     /// Fetches that failed (each an EIO for the file that wanted it).
     pub failures: u64,
+    /// Of `blobs`, those fetched ahead of any open, for the packages the
+    /// opened modules import ([`Batching::Imports`]).
+    #[serde(default)]
+    pub ahead: u64,
 }
 
 impl RemoteStats {
@@ -96,6 +113,7 @@ impl RemoteStats {
             bytes: d(self.bytes, e.bytes),
             wait_us: d(self.wait_us, e.wait_us),
             failures: d(self.failures, e.failures),
+            ahead: d(self.ahead, e.ahead),
         }
     }
 
@@ -106,6 +124,7 @@ impl RemoteStats {
             bytes: self.bytes + o.bytes,
             wait_us: self.wait_us + o.wait_us,
             failures: self.failures + o.failures,
+            ahead: self.ahead + o.ahead,
         }
     }
 }
@@ -117,6 +136,7 @@ struct Counters {
     bytes: AtomicU64,
     wait_us: AtomicU64,
     failures: AtomicU64,
+    ahead: AtomicU64,
 }
 
 /// The origin a lazily served tree fills its hololib from.
@@ -131,6 +151,22 @@ pub struct Lazy {
     dirs: OnceLock<HashMap<String, u64>>,
     gate: Mutex<()>,
     counters: Counters,
+    ahead: Ahead,
+}
+
+/// Fetching ahead ([`Batching::Imports`]): the modules opened go to one
+/// thread, started on the first, which reads them and fetches what they
+/// import.
+#[derive(Default)]
+struct Ahead {
+    me: Weak<Lazy>,
+    queue: Mutex<Option<mpsc::Sender<(u64, File)>>>,
+    /// Package directories predicted so far (each is fetched once).
+    predicted: Mutex<HashSet<u64>>,
+    roots: OnceLock<Vec<u64>>,
+    /// Set by a fetch ahead that failed: an origin that is gone or refuses
+    /// is not asked again for guesses (opens still ask, and report).
+    off: AtomicBool,
 }
 
 impl std::fmt::Debug for Lazy {
@@ -152,9 +188,9 @@ impl Lazy {
         tree: Arc<Tree>,
         home: &Home,
         batching: Batching,
-    ) -> Lazy {
+    ) -> Arc<Lazy> {
         let catalog = file_name(tree.catalog_path());
-        Lazy {
+        Arc::new_cyclic(|me| Lazy {
             lock_path: lock_path(home, &catalog),
             origin: OriginThread::new(origin),
             catalog,
@@ -164,7 +200,11 @@ impl Lazy {
             dirs: OnceLock::new(),
             gate: Mutex::new(()),
             counters: Counters::default(),
-        }
+            ahead: Ahead {
+                me: me.clone(),
+                ..Ahead::default()
+            },
+        })
     }
 
     /// [`Lazy::new`] with an origin at `url`, configured by rcc's network
@@ -176,7 +216,7 @@ impl Lazy {
         tree: Arc<Tree>,
         home: &Home,
         robocorp_home: &Path,
-    ) -> Result<Lazy> {
+    ) -> Result<Arc<Lazy>> {
         let settings = crate::settings::NetworkSettings::load(robocorp_home)?;
         let origin = Origin::new(url, &settings)?;
         Ok(Lazy::new(origin, lib, tree, home, batching))
@@ -198,6 +238,80 @@ impl Lazy {
             bytes: c.bytes.load(Relaxed),
             wait_us: c.wait_us.load(Relaxed),
             failures: c.failures.load(Relaxed),
+            ahead: c.ahead.load(Relaxed),
+        }
+    }
+
+    /// The module file `ino` was opened, its content in `file`: with
+    /// [`Batching::Imports`], what it imports is fetched ahead (on the
+    /// fetching thread; the open does not wait for it).
+    pub fn opened(&self, ino: u64, file: &File) {
+        if self.batching != Batching::Imports || self.ahead.off.load(Relaxed) {
+            return;
+        }
+        let is_module = self
+            .tree
+            .get(ino)
+            .is_some_and(|n| n.name().ends_with(b".py"));
+        if !is_module {
+            return;
+        }
+        let Ok(file) = file.try_clone() else { return };
+        let mut queue = self.ahead.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.is_none() {
+            let (tx, rx) = mpsc::channel();
+            let me = self.ahead.me.clone();
+            let started = std::thread::Builder::new()
+                .name("vhrun-fetch-ahead".into())
+                .spawn(move || fetch_ahead_loop(me, rx));
+            match started {
+                Ok(_) => *queue = Some(tx),
+                Err(e) => {
+                    tracing::debug!("no thread to fetch ahead ({e})");
+                    self.ahead.off.store(true, Relaxed);
+                    return;
+                }
+            }
+        }
+        if let Some(q) = queue.as_ref() {
+            let _ = q.send((ino, file));
+        }
+    }
+
+    /// Read `modules` for what they import; fetch the missing blobs of the
+    /// package directories not predicted before, in one request.
+    fn fetch_ahead(&self, modules: Vec<(u64, File)>) {
+        let roots = self.ahead.roots.get_or_init(|| imports::roots(&self.tree));
+        let mut dirs = Vec::new();
+        for (ino, file) in modules {
+            let Some(src) = head(&file, MODULE_READ) else {
+                continue;
+            };
+            let found = imports::package_dirs(&self.tree, roots, ino, &imports::scan(&src));
+            let mut predicted = self.ahead.predicted.lock().unwrap_or_else(|p| p.into_inner());
+            dirs.extend(found.into_iter().filter(|d| predicted.insert(*d)));
+        }
+        let wanted: Vec<String> = dirs
+            .iter()
+            .filter_map(|&d| self.tree.get(d))
+            .flat_map(|d| d.children())
+            .filter_map(|ino| self.tree.get(ino))
+            .filter(|n| n.kind() == Kind::File)
+            .filter_map(|n| n.digest().map(str::to_string))
+            .filter(|d| !self.lib.blob_path(d).is_file())
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let _s = tracing::debug_span!("lazy.ahead", dirs = dirs.len()).entered();
+        match self.fetch_inner(wanted) {
+            Ok((placed, _refused)) => {
+                self.counters.ahead.fetch_add(placed, Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!("fetching ahead stopped: {e}");
+                self.ahead.off.store(true, Relaxed);
+            }
         }
     }
 
@@ -208,7 +322,7 @@ impl Lazy {
             return Ok(());
         }
         let mut batch = vec![digest.to_string()];
-        if self.batching == Batching::Directory {
+        if self.batching != Batching::File {
             batch.extend(self.siblings(digest));
         }
         let refused = self.fetch(batch)?;
@@ -253,7 +367,7 @@ impl Lazy {
     /// (and why), `Err` is a request that failed.
     pub fn fetch(&self, digests: Vec<String>) -> Result<Vec<(String, String)>> {
         let started = Instant::now();
-        let r = self.fetch_inner(digests);
+        let r = self.fetch_inner(digests).map(|(_, refused)| refused);
         self.counters
             .wait_us
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -263,7 +377,9 @@ impl Lazy {
         r
     }
 
-    fn fetch_inner(&self, digests: Vec<String>) -> Result<Vec<(String, String)>> {
+    /// [`Lazy::fetch`], untimed: how many blobs were placed, and those
+    /// refused.
+    fn fetch_inner(&self, digests: Vec<String>) -> Result<(u64, Vec<(String, String)>)> {
         let _turn = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let missing = |all: &[String]| -> Vec<String> {
             let mut seen = HashSet::new();
@@ -273,13 +389,13 @@ impl Lazy {
                 .collect()
         };
         if missing(&digests).is_empty() {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         }
         let _lock = lock_file(&self.lock_path)?;
         // Another process may have fetched them while this one waited.
         let wanted = missing(&digests);
         if wanted.is_empty() {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         }
         let _s = tracing::info_span!("lazy.fetch", blobs = wanted.len()).entered();
         let got = delta(
@@ -293,7 +409,7 @@ impl Lazy {
         for (d, why) in &got.refused {
             tracing::debug!("{}: blob {d} refused: {why}", self.origin.url());
         }
-        Ok(got.refused)
+        Ok((got.placed.len() as u64, got.refused))
     }
 
     fn data_err(&self, msg: String) -> Error {
@@ -458,6 +574,42 @@ impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
         let k = self.inner.read(buf)?;
         self.n.fetch_add(k as u64, Relaxed);
         Ok(k)
+    }
+}
+
+/// How much of a module is read for its imports (they come first).
+const MODULE_READ: usize = 256 << 10;
+
+/// The first `max` bytes of `file` (a blob-cache entry, read where it
+/// lies: the open's own offset is not moved).
+fn head(file: &File, max: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().ok()?.len().min(max as u64) as usize;
+    let mut buf = vec![0; len];
+    let mut n = 0;
+    while n < len {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The fetching-ahead thread: takes the modules opened since its last
+/// fetch, all at once, until the [`Lazy`] is gone.
+fn fetch_ahead_loop(me: Weak<Lazy>, rx: mpsc::Receiver<(u64, File)>) {
+    while let Ok(first) = rx.recv() {
+        let mut modules = vec![first];
+        modules.extend(rx.try_iter());
+        let Some(lazy) = me.upgrade() else { return };
+        if lazy.ahead.off.load(Relaxed) {
+            return;
+        }
+        lazy.fetch_ahead(modules);
     }
 }
 

@@ -2,8 +2,10 @@
 //! as rcc's `holotree pull` and the pull rcc makes before a build.
 //! [`origin`] is the HTTP client (rcc's headers and network settings,
 //! bounded timeouts), [`pull`] the protocol and the import, [`lazy`] the
-//! blobs fetched as a lazily served tree's files are first opened.
+//! blobs fetched as a lazily served tree's files are first opened, and
+//! [`imports`] the package directories a module will import, fetched ahead.
 
+pub mod imports;
 pub mod lazy;
 pub mod origin;
 pub mod pull;

@@ -238,6 +238,9 @@ impl VhFs {
             Some(reply) => self.backing_for(reply, ino, &file)?,
             None => (None, None),
         };
+        if let Some(remote) = self.cache.remote() {
+            remote.opened(ino, &file);
+        }
         let fresh = Arc::new(OpenFile {
             file,
             backing,

@@ -330,14 +330,14 @@ fn what_to_serve(cfg: &ServeConfig, id: &Identity) -> Result<(Arc<Tree>, BlobCac
     let tree = Arc::new(tree);
     let lib = Hololib::new(&cfg.hololib);
     let remote = match &cfg.origin {
-        Some((url, batching)) => Some(Arc::new(Lazy::connect(
+        Some((url, batching)) => Some(Lazy::connect(
             url,
             *batching,
             lib.clone(),
             tree.clone(),
             &cfg.home,
             &cfg.robocorp_home,
-        )?)),
+        )?),
         None => None,
     };
     let blobs = BlobCache::new(lib, &cfg.blobs).with_remote(remote);

@@ -1,0 +1,358 @@
+//! What a Python module imports when it runs, and which package
+//! directories of a tree those imports are: a lazily served tree fetches
+//! them ahead while the task is still busy with the module that names them
+//! (`Batching::Imports`), instead of one round trip per package directory
+//! the import then opens, one after the other.
+//!
+//! Only statements at column 0 count: `import a.b as c, d` and
+//! `from .x import (y, z)` (names in parentheses may span lines). Those run
+//! when the module is imported; indented ones (in a function, a `try:`, an
+//! `if TYPE_CHECKING:`) may never run. Text in triple-quoted strings is
+//! skipped. A wrong guess costs bytes, never correctness: what is fetched
+//! ahead is verified and kept like any other blob.
+
+use crate::tree::{Kind, Tree};
+
+/// One import statement: `level` leading dots, the dotted `module`, and
+/// for `from ... import` the `names` imported from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub level: usize,
+    pub module: Vec<String>,
+    pub names: Vec<String>,
+}
+
+/// The top-level imports of Python source `src`.
+pub fn scan(src: &[u8]) -> Vec<Import> {
+    let text = String::from_utf8_lossy(src);
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    let mut in_string: Option<&str> = None;
+    while let Some(line) = lines.next() {
+        if let Some(q) = in_string {
+            if line.contains(q) {
+                in_string = None;
+            }
+            continue;
+        }
+        let code = line.split('#').next().unwrap_or_default();
+        if let Some(rest) = code.strip_prefix("import ") {
+            out.extend(plain_imports(rest));
+        } else if let Some(rest) = code.strip_prefix("from ") {
+            let mut stmt = rest.to_string();
+            // Names in parentheses (or after a backslash) go on below.
+            while (stmt.contains('(') && !stmt.contains(')')) || stmt.trim_end().ends_with('\\') {
+                let Some(more) = lines.next() else { break };
+                stmt = stmt.trim_end().trim_end_matches('\\').to_string() + " ";
+                stmt += more.split('#').next().unwrap_or_default();
+            }
+            out.extend(from_import(&stmt));
+        } else {
+            for q in ["\"\"\"", "'''"] {
+                if code.matches(q).count() % 2 == 1 {
+                    in_string = Some(q);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `a.b as c, d` (after `import `).
+fn plain_imports(rest: &str) -> Vec<Import> {
+    rest.split(',')
+        .filter_map(|item| item.split_whitespace().next())
+        .filter_map(dotted)
+        .map(|module| Import {
+            level: 0,
+            module,
+            names: Vec::new(),
+        })
+        .collect()
+}
+
+/// `..x.y import (a, b as c)` (after `from `).
+fn from_import(stmt: &str) -> Option<Import> {
+    let (module, names) = stmt.split_once(" import")?;
+    let module = module.trim();
+    let level = module.len() - module.trim_start_matches('.').len();
+    let rest = &module[level..];
+    let module = if rest.is_empty() {
+        Vec::new()
+    } else {
+        dotted(rest)?
+    };
+    if level == 0 && (module.is_empty() || module[0] == "__future__") {
+        return None;
+    }
+    let names = names
+        .replace(['(', ')', '\\'], " ")
+        .split(',')
+        .filter_map(|n| n.split_whitespace().next())
+        .filter(|n| is_identifier(n))
+        .map(str::to_string)
+        .collect();
+    Some(Import {
+        level,
+        module,
+        names,
+    })
+}
+
+/// `a.b.c` as its parts, if each is an identifier.
+fn dotted(s: &str) -> Option<Vec<String>> {
+    let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+    parts.iter().all(|p| is_identifier(p)).then_some(parts)
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Where top-level names are found in `tree`, in Python's order: for each
+/// `site-packages` directory, its `pythonX.Y` parent (the standard
+/// library), the `lib-dynload` beside it, then the `site-packages` itself.
+pub fn roots(tree: &Tree) -> Vec<u64> {
+    let mut out = Vec::new();
+    for ino in 1..=tree.len() as u64 {
+        let Some(n) = tree.get(ino) else { continue };
+        if n.kind() != Kind::Dir || n.name() != b"site-packages" {
+            continue;
+        }
+        let stdlib = n.parent();
+        out.push(stdlib);
+        if let Some(dynload) = tree.lookup(stdlib, b"lib-dynload") {
+            out.push(dynload.ino());
+        }
+        out.push(ino);
+    }
+    out
+}
+
+/// The package directories of `tree` that `imports`, made by the module
+/// file `file`, import: every directory along each module's dotted path,
+/// and the names imported from a package that are packages themselves.
+/// Top-level names are looked up in the module's own import root (the
+/// first directory above it without an `__init__.py`) after `roots`.
+pub fn package_dirs(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Vec<u64> {
+    let Some(dir) = tree.get(file).map(|n| n.parent()) else {
+        return Vec::new();
+    };
+    let is_dir = |parent: u64, name: &str| {
+        tree.lookup(parent, name.as_bytes())
+            .filter(|n| n.kind() == Kind::Dir)
+            .map(|n| n.ino())
+    };
+    let is_package = |d: u64| tree.lookup(d, b"__init__.py").is_some();
+    let mut own_root = dir;
+    while is_package(own_root) && own_root != crate::tree::ROOT {
+        match tree.get(own_root) {
+            Some(n) => own_root = n.parent(),
+            None => break,
+        }
+    }
+    let mut search: Vec<u64> = roots.to_vec();
+    if !search.contains(&own_root) {
+        search.push(own_root);
+    }
+    let mut out: Vec<u64> = Vec::new();
+    let add = |d: u64, out: &mut Vec<u64>| {
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    };
+    for imp in imports {
+        let base = if imp.level > 0 {
+            let mut b = Some(dir);
+            for _ in 1..imp.level {
+                b = b.and_then(|d| tree.get(d)).map(|n| n.parent());
+            }
+            b
+        } else {
+            // The first root that has the top-level name, as a package or
+            // as a module file (which shadows later roots).
+            let first = &imp.module[0];
+            search.iter().copied().find(|&r| {
+                is_dir(r, first).is_some()
+                    || tree.lookup(r, format!("{first}.py").as_bytes()).is_some()
+            })
+        };
+        let Some(mut cur) = base else { continue };
+        let mut whole = true;
+        for part in &imp.module {
+            match is_dir(cur, part) {
+                Some(d) => {
+                    add(d, &mut out);
+                    cur = d;
+                }
+                None => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        if whole {
+            for name in &imp.names {
+                if let Some(d) = is_dir(cur, name) {
+                    add(d, &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imp(level: usize, module: &str, names: &[&str]) -> Import {
+        Import {
+            level,
+            module: if module.is_empty() {
+                Vec::new()
+            } else {
+                module.split('.').map(str::to_string).collect()
+            },
+            names: names.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scans_the_imports_a_module_runs() {
+        let src = br#""""A module.
+
+import not_this   (docstring text)
+"""
+from __future__ import annotations
+import os, numpy.linalg as la
+import a.b.c
+from . import x, y as z
+from ..core.frame import (
+    DataFrame,  # a comment
+    Series,
+)
+from pkg.sub import \
+    one, two
+from .m import *
+try:
+    import optional
+except ImportError:
+    pass
+def f():
+    import inside
+x = 1  # import nothing
+'''
+from quoted import thing
+'''
+import after_quote
+"#;
+        assert_eq!(
+            scan(src),
+            vec![
+                imp(0, "os", &[]),
+                imp(0, "numpy.linalg", &[]),
+                imp(0, "a.b.c", &[]),
+                imp(1, "", &["x", "y"]),
+                imp(2, "core.frame", &["DataFrame", "Series"]),
+                imp(0, "pkg.sub", &["one", "two"]),
+                imp(1, "m", &[]),
+                imp(0, "after_quote", &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_text_scans_to_nothing_rather_than_failing() {
+        assert_eq!(scan(b"import \nfrom import x\nfrom a impor b\n\xff\xfe"), vec![]);
+        assert_eq!(scan(b"from (\n"), vec![]);
+    }
+
+    /// A tree of `paths` (files; their directories made along), lifted
+    /// from a temporary directory, and the inode of each path.
+    fn tree_of(paths: &[&str]) -> (Tree, impl Fn(&Tree, &str) -> u64) {
+        let t = tempfile::tempdir().unwrap();
+        // 24 bytes, as rcc's space names.
+        let root = t.path().join("imports_env_0123456789ab");
+        for p in paths {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, p.as_bytes()).unwrap();
+        }
+        let lib = crate::hololib::Hololib::new(t.path().join("hololib"));
+        let opts = crate::hololib::lift::LiftOptions {
+            blueprint: "imports".into(),
+            blueprint_hash: "0123456789abcdef".into(),
+            no_compress: false,
+            identity_yaml: false,
+            progress: false,
+        };
+        let lifted = crate::hololib::lift::lift(&lib, &root, &opts).unwrap();
+        let tree = Tree::from_catalog(&lifted.catalog, &lifted.catalog_path).unwrap();
+        let ino = |tree: &Tree, p: &str| tree.resolve(std::path::Path::new(p)).unwrap().ino();
+        (tree, ino)
+    }
+
+    #[test]
+    fn finds_the_package_directories_an_import_names() {
+        let sp = "lib/python3.11/site-packages";
+        let (tree, ino) = tree_of(&[
+            "lib/python3.11/os.py",
+            "lib/python3.11/json/__init__.py",
+            "lib/python3.11/lib-dynload/_ssl.so",
+            &format!("{sp}/pandas/__init__.py"),
+            &format!("{sp}/pandas/core/__init__.py"),
+            &format!("{sp}/pandas/core/frame.py"),
+            &format!("{sp}/pandas/core/arrays/__init__.py"),
+            &format!("{sp}/pandas/io/__init__.py"),
+            &format!("{sp}/numpy/__init__.py"),
+            &format!("{sp}/numpy/linalg/__init__.py"),
+            &format!("{sp}/json/__init__.py"),
+        ]);
+        let roots = roots(&tree);
+        let d = |p: &str| ino(&tree, p);
+        assert_eq!(
+            roots,
+            vec![
+                d("lib/python3.11"),
+                d("lib/python3.11/lib-dynload"),
+                d(sp)
+            ]
+        );
+        let frame = d(&format!("{sp}/pandas/core/frame.py"));
+        let got = package_dirs(
+            &tree,
+            &roots,
+            frame,
+            &[
+                imp(0, "numpy.linalg", &[]),
+                imp(1, "", &["arrays", "frame"]),
+                imp(2, "io", &[]),
+                imp(0, "pandas.core", &["arrays"]),
+                imp(0, "os", &[]),
+                imp(0, "json", &[]),
+                imp(0, "missing.thing", &[]),
+                imp(3, "too.far", &[]),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                d(&format!("{sp}/numpy")),
+                d(&format!("{sp}/numpy/linalg")),
+                d(&format!("{sp}/pandas/core/arrays")),
+                d(&format!("{sp}/pandas/io")),
+                d(&format!("{sp}/pandas")),
+                d(&format!("{sp}/pandas/core")),
+                // The standard library's json, first on the path, not the
+                // site-packages one it shadows.
+                d("lib/python3.11/json"),
+            ]
+        );
+    }
+}
