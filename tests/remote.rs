@@ -1022,6 +1022,18 @@ fn lazy_lab() -> &'static LazyLab {
         std::fs::write(pkg.join("a.py"), "A = 'alpha'\n").unwrap();
         std::fs::write(pkg.join("sub/__init__.py"), "").unwrap();
         std::fs::write(pkg.join("sub/c.py"), "C = 3\n").unwrap();
+        // A package whose __init__ imports a subpackage after a pause, and
+        // that subpackage another: fetched ahead while the task sleeps.
+        let ahead = env.join(&site).join("aheadpkg");
+        std::fs::create_dir_all(ahead.join("sub/deep")).unwrap();
+        std::fs::write(
+            ahead.join("__init__.py"),
+            "import time\ntime.sleep(2)\nfrom aheadpkg.sub import c\n",
+        )
+        .unwrap();
+        std::fs::write(ahead.join("sub/__init__.py"), "from . import deep\n").unwrap();
+        std::fs::write(ahead.join("sub/c.py"), "C = 3\n").unwrap();
+        std::fs::write(ahead.join("sub/deep/__init__.py"), "D = 4\n").unwrap();
         std::fs::create_dir_all(env.join("data")).unwrap();
         std::fs::write(env.join("data/big.bin"), big_content()).unwrap();
         std::fs::write(env.join("data/notes.txt"), "never opened\n").unwrap();
@@ -1076,6 +1088,9 @@ if mode == "late":
     open("ready", "w").close()
     while not os.path.exists("go"):
         time.sleep(0.02)
+if mode == "ahead":
+    import aheadpkg
+    print("ahead", aheadpkg.sub.c.C, aheadpkg.sub.deep.D, flush=True)
 if mode in ("late", "big"):
     big = os.path.join(sys.prefix, "data", "big.bin")
     try:
@@ -1105,7 +1120,8 @@ impl Worker {
         std::fs::write(
             robot.join("robot.yaml"),
             "tasks:\n  imp:\n    shell: python3 task.py imp\n  late:\n    shell: python3 task.py late\n  \
-             big:\n    shell: python3 task.py big\ncondaConfigFile: conda.yaml\nartifactsDir: output\n",
+             big:\n    shell: python3 task.py big\n  ahead:\n    shell: python3 task.py ahead\n\
+             condaConfigFile: conda.yaml\nartifactsDir: output\n",
         )
         .unwrap();
         Worker { tmp }
@@ -1392,6 +1408,51 @@ fn a_lazy_run_fetches_only_what_it_opens_and_keeps_it() {
         "{}",
         stdout(&out)
     );
+}
+
+/// The packages a module imports at its top level are fetched ahead of
+/// the task's opens, and so are those their `__init__.py` imports in turn
+/// (read from the hololib once fetched); each blob once.
+/// `VHRUN_LAZY_BATCH=dir` fetches nothing ahead.
+#[test]
+fn a_lazy_run_fetches_ahead_what_the_opened_modules_import() {
+    common::require_fuse();
+    let lab = lazy_lab();
+    let origin = LazyOrigin::start(|_| {});
+    let w = Worker::new();
+    // Through a warm server (the default).
+    let (out, stats) = w.run(origin.url(), "ahead", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ahead 3 4"), "{}", stdout(&out));
+    let pkg = format!("{}/aheadpkg", lab.site);
+    let ahead: std::collections::BTreeSet<String> =
+        [format!("{pkg}/sub"), format!("{pkg}/sub/deep")]
+            .iter()
+            .flat_map(|d| lab_dir_digests(d))
+            .collect();
+    let asked = origin.asked();
+    for d in &ahead {
+        assert_eq!(
+            asked.iter().filter(|a| *a == d).count(),
+            1,
+            "{d} asked for once: {asked:?}"
+        );
+    }
+    // Only the fetching ahead placed them: the task slept in the
+    // package's __init__ before it imported the subpackages.
+    let r = &stats["remote"];
+    assert_eq!(r["ahead"], ahead.len() as u64, "{stats}");
+    assert_eq!(r["failures"], 0, "{stats}");
+
+    let w = Worker::new();
+    let (out, stats) = w.run(
+        origin.url(),
+        "ahead",
+        &[("VHRUN_SERVER", "off"), ("VHRUN_LAZY_BATCH", "dir")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ahead 3 4"), "{}", stdout(&out));
+    assert_eq!(stats["remote"]["ahead"], 0, "{stats}");
 }
 
 /// rccremote caches its answers by the list asked for, whatever the

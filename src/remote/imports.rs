@@ -1,8 +1,9 @@
 //! What a Python module imports when it runs, and which package
-//! directories of a tree those imports are: a lazily served tree fetches
-//! them ahead while the task is still busy with the module that names them
-//! (`Batching::Imports`), instead of one round trip per package directory
-//! the import then opens, one after the other.
+//! directories and modules of a tree those imports are: a lazily served
+//! tree fetches them ahead while the task is still busy with the module
+//! that names them (`Batching::Imports`), and reads the modules they run
+//! for their own imports in turn, instead of one round trip per package
+//! directory the import then opens, one after the other.
 //!
 //! Only statements at column 0 count: `import a.b as c, d` and
 //! `from .x import (y, z)` (names in parentheses may span lines). Those run
@@ -108,9 +109,7 @@ fn dotted(s: &str) -> Option<Vec<String>> {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
         && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
@@ -134,20 +133,50 @@ pub fn roots(tree: &Tree) -> Vec<u64> {
     out
 }
 
-/// The package directories of `tree` that `imports`, made by the module
-/// file `file`, import: every directory along each module's dotted path,
-/// and the names imported from a package that are packages themselves.
-/// Top-level names are looked up in the module's own import root (the
-/// first directory above it without an `__init__.py`) after `roots`.
-pub fn package_dirs(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Vec<u64> {
+/// What the imports of one module lead to in a tree.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Package directories the imports name (their files get fetched).
+    pub dirs: Vec<u64>,
+    /// Module files the imports run (`__init__.py` of each package along
+    /// the way, and the `.py` modules named): read in turn for what they
+    /// import, before the task gets there.
+    pub modules: Vec<u64>,
+}
+
+impl Resolved {
+    fn dir(&mut self, tree: &Tree, d: u64) {
+        if !self.dirs.contains(&d) {
+            self.dirs.push(d);
+            if let Some(init) = tree.lookup(d, b"__init__.py") {
+                self.module(init.ino());
+            }
+        }
+    }
+    fn module(&mut self, m: u64) {
+        if !self.modules.contains(&m) {
+            self.modules.push(m);
+        }
+    }
+}
+
+/// Where the `imports` made by the module file `file` lead in `tree`:
+/// every package directory along each module's dotted path, the names
+/// imported from a package that are packages or modules themselves, and
+/// the module files all of that runs. Top-level names are looked up in
+/// `roots`, then in the module's own import root (the first directory
+/// above it without an `__init__.py`).
+pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Resolved {
+    let mut out = Resolved::default();
     let Some(dir) = tree.get(file).map(|n| n.parent()) else {
-        return Vec::new();
+        return out;
     };
-    let is_dir = |parent: u64, name: &str| {
+    let child = |parent: u64, name: &str, kind: Kind| {
         tree.lookup(parent, name.as_bytes())
-            .filter(|n| n.kind() == Kind::Dir)
+            .filter(|n| n.kind() == kind)
             .map(|n| n.ino())
     };
+    let module_file = |parent: u64, name: &str| child(parent, &format!("{name}.py"), Kind::File);
     let is_package = |d: u64| tree.lookup(d, b"__init__.py").is_some();
     let mut own_root = dir;
     while is_package(own_root) && own_root != crate::tree::ROOT {
@@ -160,12 +189,6 @@ pub fn package_dirs(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -
     if !search.contains(&own_root) {
         search.push(own_root);
     }
-    let mut out: Vec<u64> = Vec::new();
-    let add = |d: u64, out: &mut Vec<u64>| {
-        if !out.contains(&d) {
-            out.push(d);
-        }
-    };
     for imp in imports {
         let base = if imp.level > 0 {
             let mut b = Some(dir);
@@ -177,29 +200,31 @@ pub fn package_dirs(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -
             // The first root that has the top-level name, as a package or
             // as a module file (which shadows later roots).
             let first = &imp.module[0];
-            search.iter().copied().find(|&r| {
-                is_dir(r, first).is_some()
-                    || tree.lookup(r, format!("{first}.py").as_bytes()).is_some()
-            })
+            search
+                .iter()
+                .copied()
+                .find(|&r| child(r, first, Kind::Dir).is_some() || module_file(r, first).is_some())
         };
         let Some(mut cur) = base else { continue };
         let mut whole = true;
         for part in &imp.module {
-            match is_dir(cur, part) {
-                Some(d) => {
-                    add(d, &mut out);
-                    cur = d;
-                }
-                None => {
-                    whole = false;
-                    break;
-                }
+            if let Some(d) = child(cur, part, Kind::Dir) {
+                out.dir(tree, d);
+                cur = d;
+                continue;
             }
+            if let Some(m) = module_file(cur, part) {
+                out.module(m);
+            }
+            whole = false;
+            break;
         }
         if whole {
             for name in &imp.names {
-                if let Some(d) = is_dir(cur, name) {
-                    add(d, &mut out);
+                if let Some(d) = child(cur, name, Kind::Dir) {
+                    out.dir(tree, d);
+                } else if let Some(m) = module_file(cur, name) {
+                    out.module(m);
                 }
             }
         }
@@ -269,7 +294,10 @@ import after_quote
 
     #[test]
     fn odd_text_scans_to_nothing_rather_than_failing() {
-        assert_eq!(scan(b"import \nfrom import x\nfrom a impor b\n\xff\xfe"), vec![]);
+        assert_eq!(
+            scan(b"import \nfrom import x\nfrom a impor b\n\xff\xfe"),
+            vec![]
+        );
         assert_eq!(scan(b"from (\n"), vec![]);
     }
 
@@ -299,7 +327,7 @@ import after_quote
     }
 
     #[test]
-    fn finds_the_package_directories_an_import_names() {
+    fn finds_the_packages_and_modules_an_import_runs() {
         let sp = "lib/python3.11/site-packages";
         let (tree, ino) = tree_of(&[
             "lib/python3.11/os.py",
@@ -318,14 +346,10 @@ import after_quote
         let d = |p: &str| ino(&tree, p);
         assert_eq!(
             roots,
-            vec![
-                d("lib/python3.11"),
-                d("lib/python3.11/lib-dynload"),
-                d(sp)
-            ]
+            vec![d("lib/python3.11"), d("lib/python3.11/lib-dynload"), d(sp)]
         );
         let frame = d(&format!("{sp}/pandas/core/frame.py"));
-        let got = package_dirs(
+        let got = resolve(
             &tree,
             &roots,
             frame,
@@ -340,18 +364,34 @@ import after_quote
                 imp(3, "too.far", &[]),
             ],
         );
+        let p = |rel: &str| d(&format!("{sp}/{rel}"));
         assert_eq!(
-            got,
+            got.dirs,
             vec![
-                d(&format!("{sp}/numpy")),
-                d(&format!("{sp}/numpy/linalg")),
-                d(&format!("{sp}/pandas/core/arrays")),
-                d(&format!("{sp}/pandas/io")),
-                d(&format!("{sp}/pandas")),
-                d(&format!("{sp}/pandas/core")),
+                p("numpy"),
+                p("numpy/linalg"),
+                p("pandas/core/arrays"),
+                p("pandas/io"),
+                p("pandas"),
+                p("pandas/core"),
                 // The standard library's json, first on the path, not the
                 // site-packages one it shadows.
                 d("lib/python3.11/json"),
+            ]
+        );
+        assert_eq!(
+            got.modules,
+            vec![
+                p("numpy/__init__.py"),
+                p("numpy/linalg/__init__.py"),
+                p("pandas/core/arrays/__init__.py"),
+                // `from . import frame`: the module itself
+                frame,
+                p("pandas/io/__init__.py"),
+                p("pandas/__init__.py"),
+                p("pandas/core/__init__.py"),
+                d("lib/python3.11/os.py"),
+                d("lib/python3.11/json/__init__.py"),
             ]
         );
     }

@@ -33,9 +33,9 @@ use crate::hololib::part::write_via_part;
 use crate::hololib::{zipio, Hololib};
 use crate::home::Home;
 use crate::paths::mkdir_all;
+use crate::remote::imports;
 use crate::remote::origin::{Origin, OriginThread, Patience, Post};
 use crate::tree::{Kind, Tree};
-use crate::remote::imports;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -163,6 +163,8 @@ struct Ahead {
     queue: Mutex<Option<mpsc::Sender<(u64, File)>>>,
     /// Package directories predicted so far (each is fetched once).
     predicted: Mutex<HashSet<u64>>,
+    /// Modules read for their imports so far (each is read once).
+    read: Mutex<HashSet<u64>>,
     roots: OnceLock<Vec<u64>>,
     /// Set by a fetch ahead that failed: an origin that is gone or refuses
     /// is not asked again for guesses (opens still ask, and report).
@@ -256,6 +258,9 @@ impl Lazy {
         if !is_module {
             return;
         }
+        if self.ahead.read.lock().is_ok_and(|r| r.contains(&ino)) {
+            return;
+        }
         let Ok(file) = file.try_clone() else { return };
         let mut queue = self.ahead.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.is_none() {
@@ -278,41 +283,84 @@ impl Lazy {
         }
     }
 
-    /// Read `modules` for what they import; fetch the missing blobs of the
-    /// package directories not predicted before, in one request.
-    fn fetch_ahead(&self, modules: Vec<(u64, File)>) {
+    /// Read the modules the task `opened` for what they import and fetch
+    /// ahead, one request a round: the missing blobs of the package
+    /// directories not predicted before, and of the modules those imports
+    /// run. Those modules are read next (from the hololib, as soon as
+    /// their blobs are here), so the fetching stays ahead of the task
+    /// through a package's `__init__.py` chain, until the imports lead
+    /// nowhere new.
+    fn fetch_ahead(&self, opened: Vec<(u64, File)>) {
         let roots = self.ahead.roots.get_or_init(|| imports::roots(&self.tree));
-        let mut dirs = Vec::new();
-        for (ino, file) in modules {
-            let Some(src) = head(&file, MODULE_READ) else {
-                continue;
-            };
-            let found = imports::package_dirs(&self.tree, roots, ino, &imports::scan(&src));
-            let mut predicted = self.ahead.predicted.lock().unwrap_or_else(|p| p.into_inner());
-            dirs.extend(found.into_iter().filter(|d| predicted.insert(*d)));
-        }
-        let wanted: Vec<String> = dirs
-            .iter()
-            .filter_map(|&d| self.tree.get(d))
-            .flat_map(|d| d.children())
-            .filter_map(|ino| self.tree.get(ino))
-            .filter(|n| n.kind() == Kind::File)
-            .filter_map(|n| n.digest().map(str::to_string))
-            .filter(|d| !self.lib.blob_path(d).is_file())
+        let mut sources: Vec<(u64, Vec<u8>)> = opened
+            .into_iter()
+            .filter(|(ino, _)| self.first_read(*ino))
+            .filter_map(|(ino, f)| Some((ino, head(&f, MODULE_READ)?)))
             .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let _s = tracing::debug_span!("lazy.ahead", dirs = dirs.len()).entered();
-        match self.fetch_inner(wanted) {
-            Ok((placed, _refused)) => {
-                self.counters.ahead.fetch_add(placed, Relaxed);
+        while !sources.is_empty() && !self.ahead.off.load(Relaxed) {
+            let mut dirs = Vec::new();
+            let mut modules = Vec::new();
+            for (ino, src) in &sources {
+                let r = imports::resolve(&self.tree, roots, *ino, &imports::scan(src));
+                let mut predicted = self
+                    .ahead
+                    .predicted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                dirs.extend(r.dirs.into_iter().filter(|d| predicted.insert(*d)));
+                modules.extend(r.modules.into_iter().filter(|m| self.first_read(*m)));
             }
-            Err(e) => {
-                tracing::debug!("fetching ahead stopped: {e}");
-                self.ahead.off.store(true, Relaxed);
+            let files = dirs
+                .iter()
+                .filter_map(|&d| self.tree.get(d))
+                .flat_map(|d| d.children())
+                .chain(modules.iter().copied());
+            let mut seen = HashSet::new();
+            let wanted: Vec<String> = files
+                .filter_map(|ino| self.tree.get(ino))
+                .filter(|n| n.kind() == Kind::File)
+                .filter_map(|n| n.digest())
+                .filter(|d| seen.insert(*d) && !self.lib.blob_path(d).is_file())
+                .map(str::to_string)
+                .collect();
+            if !wanted.is_empty() {
+                let _s = tracing::debug_span!("lazy.ahead", dirs = dirs.len()).entered();
+                match self.fetch_inner(wanted) {
+                    Ok((placed, _refused)) => {
+                        self.counters.ahead.fetch_add(placed, Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!("fetching ahead stopped: {e}");
+                        self.ahead.off.store(true, Relaxed);
+                        return;
+                    }
+                }
             }
+            sources = modules
+                .into_iter()
+                .filter_map(|m| Some((m, self.module_source(m)?)))
+                .collect();
         }
+    }
+
+    /// Whether module `ino` is read for its imports for the first time.
+    fn first_read(&self, ino: u64) -> bool {
+        let mut read = self.ahead.read.lock().unwrap_or_else(|p| p.into_inner());
+        read.insert(ino)
+    }
+
+    /// The text of module file `ino` from its blob in the hololib (checked
+    /// against its digest), when the blob is here and the module is not
+    /// too big to read for its imports.
+    fn module_source(&self, ino: u64) -> Option<Vec<u8>> {
+        let n = self.tree.get(ino)?;
+        let digest = n.digest()?;
+        if n.size() > MODULE_READ as u64 * 4 {
+            return None;
+        }
+        let mut text = Vec::with_capacity(n.size() as usize);
+        crate::hololib::blob::copy_verified(&self.lib.blob_path(digest), digest, &mut text).ok()?;
+        Some(text)
     }
 
     /// Make the blob `digest` present in the hololib, fetching it (with its

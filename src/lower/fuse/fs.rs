@@ -238,15 +238,18 @@ impl VhFs {
             Some(reply) => self.backing_for(reply, ino, &file)?,
             None => (None, None),
         };
-        if let Some(remote) = self.cache.remote() {
-            remote.opened(ino, &file);
-        }
         let fresh = Arc::new(OpenFile {
             file,
             backing,
             recorded,
         });
         map.insert(ino, Arc::downgrade(&fresh));
+        drop(map);
+        if let Some(remote) = self.cache.remote() {
+            // A module of a lazily served tree: what it imports is fetched
+            // ahead (`remote::lazy`).
+            remote.opened(ino, &fresh.file);
+        }
         Ok(fresh)
     }
 
