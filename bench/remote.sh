@@ -66,8 +66,8 @@
 #
 # Needs root (rccremote-serve.sh's mount namespace, vhrun's mounts) and the
 # scratch dir W (default /tmp/vhbench) of bench/run (built here with a
-# minimal bench/run if absent). About 8 minutes (4 samples of each per
-# delay); --quick: 1 sample of each per delay (about 3 minutes); --only=LEG,..: those contenders only
+# minimal bench/run if absent). About 4 minutes (4 samples of each per
+# delay); --quick: 1 sample of each per delay (about 1 minute); --only=LEG,..: those contenders only
 # (rcc, vhrun, lazy, lazy-dir; print
 # only; for development). Everything started here (rccremote, proxies,
 # warm servers) is stopped, and everything made here removed, at the end,
