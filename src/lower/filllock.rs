@@ -292,6 +292,21 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// An entry `name` under `t` that decoding ahead wrote whole (`bytes`)
+    /// but has not placed, and a task that fills it: the entry, the ahead
+    /// file, its writer's descriptor and the task's lock.
+    fn decoded_ahead(
+        t: &tempfile::TempDir,
+        name: &str,
+        bytes: &[u8],
+    ) -> (PathBuf, PathBuf, File, FillLock) {
+        let entry = t.path().join(name);
+        let (path, mut f) = ahead_file(&entry).unwrap();
+        f.write_all(bytes).unwrap();
+        let (_, task) = filling(t, name);
+        (entry, path, f, task)
+    }
+
     /// The names in `t`, sorted.
     fn leftovers(t: &tempfile::TempDir) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(t.path())
@@ -389,10 +404,7 @@ mod tests {
     #[test]
     fn a_stalled_finished_ahead_file_is_placed_by_its_writer_or_claimed_by_the_task() {
         let t = tempfile::tempdir().unwrap();
-        let entry = t.path().join("abcd");
-        let (path, mut f) = ahead_file(&entry).unwrap();
-        f.write_all(b"decoded").unwrap();
-        let (_, task) = filling(&t, "abcd");
+        let (entry, path, f, task) = decoded_ahead(&t, "abcd", b"decoded");
         assert!(!task.wait_for_ahead(&entry, || entry.exists()));
         assert!(!path.exists(), "the task claimed the ahead file");
         assert!(
@@ -404,10 +416,7 @@ mod tests {
         assert_eq!(leftovers(&t), Vec::<String>::new());
 
         // The writer wins: the task finds the entry once its claim missed.
-        let entry = t.path().join("efgh");
-        let (path, mut f) = ahead_file(&entry).unwrap();
-        f.write_all(b"decoded").unwrap();
-        let (_, task) = filling(&t, "efgh");
+        let (entry, path, f, task) = decoded_ahead(&t, "efgh", b"decoded");
         assert!(commit_ahead(&f, &path, &entry));
         assert!(task.wait_for_ahead(&entry, || entry.exists()));
         assert_eq!(std::fs::read(&entry).unwrap(), b"decoded");
@@ -421,10 +430,7 @@ mod tests {
     #[test]
     fn a_starved_writer_never_places_another_runs_file_of_the_same_name() {
         let t = tempfile::tempdir().unwrap();
-        let entry = t.path().join("abcd");
-        let (path, mut first) = ahead_file(&entry).unwrap();
-        first.write_all(b"first, finished").unwrap();
-        let (_, task) = filling(&t, "abcd");
+        let (entry, path, first, task) = decoded_ahead(&t, "abcd", b"first, finished");
         assert!(!task.wait_for_ahead(&entry, || entry.exists()));
         task.done();
         // Another run decodes ahead under the same name, not finished yet.
