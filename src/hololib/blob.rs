@@ -160,6 +160,23 @@ pub fn open_blob_file(path: &Path, digest: &str) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Fill `buf` from the start of `file` with positioned reads (the file's
+/// offset, which other descriptors of it may share, is not moved): how
+/// many bytes, fewer at the end of the file.
+pub fn read_head(file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Back to blocking reads once the file is known to be regular (the file
 /// may be handed to the kernel as a FUSE passthrough backing file).
 pub fn clear_nonblock(file: &std::fs::File) -> std::io::Result<()> {

@@ -35,7 +35,7 @@ use crate::remote::lazy::Lazy;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -380,14 +380,13 @@ impl BlobCache {
             target,
         } = wanted;
         let _s = tracing::debug_span!("blob.decode", digest = &digest[..12], size).entered();
-        let dir = entry.parent().expect("cache entries have a parent");
         let gave_way = std::cell::Cell::new(false);
         let watched = ahead.is_some();
         let (tmp, mut f) = match ahead {
             Some(a) => a,
             None => {
                 let tmp = filllock::unique_sibling(entry)
-                    .unwrap_or_else(|| dir.join(format!(".{}.tmp", std::process::id())));
+                    .ok_or_else(|| Error::Internal(format!("{}: no file name", entry.display())))?;
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -546,13 +545,7 @@ fn open_if_size(path: &Path, size: u64) -> Option<File> {
 
 fn sniff(file: &File, digest: &str) -> io::Result<Codec> {
     let mut head = [0u8; 4];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read_at(&mut head[n..], n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
+    let n = blob::read_head(file, &mut head)?;
     Ok(Codec::of_blob(digest, &head[..n]))
 }
 

@@ -628,21 +628,11 @@ impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
 /// How much of a module is read for its imports (they come first).
 const MODULE_READ: usize = 256 << 10;
 
-/// The first `max` bytes of `file` (a blob-cache entry, read where it
-/// lies: the open's own offset is not moved).
+/// The first `max` bytes of `file` (a blob-cache entry).
 fn head(file: &File, max: usize) -> Option<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let len = file.metadata().ok()?.len().min(max as u64) as usize;
     let mut buf = vec![0; len];
-    let mut n = 0;
-    while n < len {
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    let n = crate::hololib::blob::read_head(file, &mut buf).ok()?;
     buf.truncate(n);
     Some(buf)
 }
