@@ -478,6 +478,7 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     }
     let spec = SandboxSpec {
         join: lower.namespaces(),
+        companion: compile_ahead(&plan, &mut lower),
         ..spec
     };
     let ended = sandbox::run_sandboxed(&spec, move |target| lower.mount(target));
@@ -505,6 +506,30 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
     Ok(RunEnd {
         code: outcome.code(),
         command: outcome.command,
+    })
+}
+
+/// The helper that compiles a lazily served tree's predicted modules into
+/// the run's bytecode cache (`remote::compile`), when there is a cache
+/// (not with rcc's variables), an interpreter, and a feed.
+fn compile_ahead(plan: &Plan, lower: &mut Lower) -> Option<sandbox::Companion> {
+    let resolved = &plan.resolved;
+    if !plan.lower.compile_ahead || plan.sandbox.rcc_env || resolved.origin.is_none() {
+        return None;
+    }
+    let python = resolved
+        .space_path
+        .join("bin")
+        .join(resolved.facts.python.as_ref()?);
+    let input = lower.compile_feed()?;
+    tracing::debug!("compiling ahead with {}", python.display());
+    Some(sandbox::Companion {
+        argv: crate::remote::compile::helper_argv(
+            &python,
+            &resolved.space_path,
+            &resolved.pycache_dir,
+        ),
+        input,
     })
 }
 

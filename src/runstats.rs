@@ -62,6 +62,7 @@
 //! | `remote.wait_ms` | time spent waiting on the network (the catalog's fetch, the working set's, and opens that waited for a fetch) |
 //! | `remote.failures` | fetches that failed (each an EIO for the file that needed it) |
 //! | `remote.ahead` | of `blobs`, those fetched ahead of any open, for the packages the opened modules import |
+//! | `remote.compiled` | modules compiled to bytecode ahead of the task, beside it (`remote::compile`) |
 //!
 //! With a warm server, the `fuse`, `files.opened`, `bytes.opened` and
 //! `blobs` figures are what the server did while the run was connected:
@@ -131,6 +132,7 @@ pub struct Remote {
     pub wait_ms: f64,
     pub failures: u64,
     pub ahead: u64,
+    pub compiled: u64,
 }
 
 /// What copy mode did to the space before the task.
@@ -322,6 +324,7 @@ impl RunStats {
                     wait_ms: ms(std::time::Duration::from_micros(r.wait_us)),
                     failures: r.failures,
                     ahead: r.ahead,
+                    compiled: i.outcome.companion_reported,
                 }
             }),
         }
@@ -429,10 +432,10 @@ impl RunStats {
                 r.origin,
                 r.requests,
                 r.wait_ms,
-                if r.ahead > 0 {
-                    format!("; {} blobs fetched ahead", r.ahead)
-                } else {
-                    String::new()
+                match (r.ahead, r.compiled) {
+                    (0, 0) => String::new(),
+                    (a, 0) => format!("; {a} blobs fetched ahead"),
+                    (a, c) => format!("; {a} blobs fetched, {c} modules compiled ahead"),
                 },
                 if r.failures > 0 {
                     format!(", {} failed", r.failures)

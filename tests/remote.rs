@@ -1034,6 +1034,13 @@ fn lazy_lab() -> &'static LazyLab {
         std::fs::write(ahead.join("sub/__init__.py"), "from . import deep\n").unwrap();
         std::fs::write(ahead.join("sub/c.py"), "C = 3\n").unwrap();
         std::fs::write(ahead.join("sub/deep/__init__.py"), "D = 4\n").unwrap();
+        // A package whose __init__ waits for the bytecode of the module it
+        // imports next, then checks that the import took that file as it
+        // was (compiled ahead, beside the task).
+        let compiled = env.join(&site).join("compiledpkg");
+        std::fs::create_dir_all(&compiled).unwrap();
+        std::fs::write(compiled.join("__init__.py"), COMPILED_INIT).unwrap();
+        std::fs::write(compiled.join("inner.py"), "X = 42\n").unwrap();
         std::fs::create_dir_all(env.join("data")).unwrap();
         std::fs::write(env.join("data/big.bin"), big_content()).unwrap();
         std::fs::write(env.join("data/notes.txt"), "never opened\n").unwrap();
@@ -1078,6 +1085,20 @@ fn lazy_lab() -> &'static LazyLab {
     })
 }
 
+/// `compiledpkg/__init__.py`: waits up to `WAIT_PYC` seconds for the
+/// bytecode of `inner.py` in the run's cache, imports it, and says whether
+/// the import kept that very file (an import that finds a `.pyc` stale or
+/// bad writes a new one, under a new inode).
+const COMPILED_INIT: &str = r#"import importlib.util, os, time
+_pyc = importlib.util.cache_from_source(os.path.join(os.path.dirname(__file__), "inner.py"))
+_until = time.time() + float(os.environ.get("WAIT_PYC", "30"))
+while not os.path.exists(_pyc) and time.time() < _until:
+    time.sleep(0.02)
+BEFORE = os.stat(_pyc).st_ino if os.path.exists(_pyc) else None
+from compiledpkg import inner
+KEPT = BEFORE is not None and os.stat(_pyc).st_ino == BEFORE
+"#;
+
 /// What the tasks do (`python3 task.py MODE`, the env's python3 first on PATH).
 const LAZY_TASK: &str = r#"
 import hashlib, os, sys, time
@@ -1088,6 +1109,10 @@ if mode == "late":
     open("ready", "w").close()
     while not os.path.exists("go"):
         time.sleep(0.02)
+if mode == "compiled":
+    import compiledpkg
+    print("compiled ahead", compiledpkg.BEFORE is not None, "kept", compiledpkg.KEPT,
+          "x", compiledpkg.inner.X, flush=True)
 if mode == "ahead":
     import aheadpkg
     print("ahead", aheadpkg.sub.c.C, aheadpkg.sub.deep.D, flush=True)
@@ -1120,7 +1145,8 @@ impl Worker {
         std::fs::write(
             robot.join("robot.yaml"),
             "tasks:\n  imp:\n    shell: python3 task.py imp\n  late:\n    shell: python3 task.py late\n  \
-             big:\n    shell: python3 task.py big\n  ahead:\n    shell: python3 task.py ahead\n\
+             big:\n    shell: python3 task.py big\n  ahead:\n    shell: python3 task.py ahead\n  \
+             compiled:\n    shell: python3 task.py compiled\n\
              condaConfigFile: conda.yaml\nartifactsDir: output\n",
         )
         .unwrap();
@@ -1166,6 +1192,17 @@ impl Worker {
 
     /// `vhrun run --lazy -t TASK --stats-json`, with `env`.
     fn run(&self, origin: &str, task: &str, env: &[(&str, &str)]) -> (Output, serde_json::Value) {
+        self.run_with(origin, task, env, &[])
+    }
+
+    /// [`Worker::run`] with more arguments.
+    fn run_with(
+        &self,
+        origin: &str,
+        task: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Output, serde_json::Value) {
         let stats = self.tmp.path().join(format!("stats-{task}.json"));
         let _ = std::fs::remove_file(&stats);
         let out = self
@@ -1173,6 +1210,7 @@ impl Worker {
             .envs(env.iter().copied())
             .args(["run", "--lazy", "-t", task, "--stats-json"])
             .arg(&stats)
+            .args(args)
             .output()
             .unwrap();
         let json = std::fs::read(&stats)
@@ -1455,6 +1493,66 @@ fn a_lazy_run_fetches_ahead_what_the_opened_modules_import() {
     assert_eq!(stats["remote"]["ahead"], 0, "{stats}");
 }
 
+/// The modules a lazily served tree predicts are compiled beside the task
+/// into the run's bytecode cache before it imports them, and the import
+/// takes that bytecode as it is; through a warm server and a tree of the
+/// run's own. `VHRUN_COMPILE_AHEAD=off` compiles nothing ahead.
+#[test]
+fn a_lazy_run_compiles_ahead_the_modules_the_task_will_import() {
+    common::require_fuse();
+    lazy_lab();
+    let origin = LazyOrigin::start(|_| {});
+    // A helper of worker `w`'s runs: its program and its bytecode cache
+    // (in the worker's home) on its command line.
+    let helper_alive = |w: &Worker| {
+        let home = w.rh().display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .any(|c| {
+                c.contains("root, sys.pycache_prefix = sys.argv[1], sys.argv[2]")
+                    && c.contains(&home)
+            })
+    };
+    for (server, args) in [
+        ("on", &[][..]),
+        ("off", &[][..]),
+        ("off", &["--share-pids"][..]),
+    ] {
+        let w = Worker::new();
+        let (out, stats) = w.run_with(origin.url(), "compiled", &[("VHRUN_SERVER", server)], args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("compiled ahead True kept True x 42"),
+            "server {server} {args:?}: {}",
+            stdout(&out)
+        );
+        // inner.py, at least (the task's own imports of the standard
+        // library are outside this venv's tree).
+        let compiled = stats["remote"]["compiled"].as_u64().unwrap_or(0);
+        assert!(compiled >= 1, "server {server} {args:?}: {stats}");
+        // It went with the run.
+        assert!(
+            !helper_alive(&w),
+            "server {server} {args:?}: a helper is left"
+        );
+    }
+    let w = Worker::new();
+    let (out, stats) = w.run(
+        origin.url(),
+        "compiled",
+        &[("VHRUN_COMPILE_AHEAD", "off"), ("WAIT_PYC", "1")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("compiled ahead False kept False x 42"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(stats["remote"]["compiled"], 0, "{stats}");
+}
+
 /// rccremote caches its answers by the list asked for, whatever the
 /// catalog: when the empty list was asked for another catalog first, its
 /// answer holds that catalog. The lazy run then asks with a part of its
@@ -1598,7 +1696,7 @@ fn a_blob_corrupted_at_the_origin_is_refused_by_digest() {
 #[test]
 fn eight_lazy_runs_at_once_fetch_each_blob_once() {
     common::require_fuse();
-    for server in ["on", "off"] {
+    for server in ["off", "on"] {
         let origin = LazyOrigin::start(|_| {});
         let w = Worker::new();
         let runs: Vec<_> = (0..8)

@@ -37,6 +37,9 @@ pub struct Switches {
     pub remote: Option<OsString>,
     /// `VHRUN_LAZY_BATCH=dir|file`: what one lazy miss fetches.
     pub lazy_batch: Option<OsString>,
+    /// `VHRUN_COMPILE_AHEAD=off`: no helper compiling the modules a lazily
+    /// served tree predicts.
+    pub compile_ahead: Option<OsString>,
     /// `VHRUN_TAKEOVER=off`: warm servers without a keeper (a crash ends
     /// their runs).
     pub takeover: Option<OsString>,
@@ -59,6 +62,7 @@ impl Switches {
             mode: var("VHRUN_MODE"),
             remote: var("VHRUN_REMOTE"),
             lazy_batch: var("VHRUN_LAZY_BATCH"),
+            compile_ahead: var("VHRUN_COMPILE_AHEAD"),
             takeover: var("VHRUN_TAKEOVER"),
             overlay_size: var("VHRUN_OVERLAY_SIZE"),
         }
@@ -164,6 +168,7 @@ impl Switches {
                 Some(v) if v == "sync" => Prefetch::Before,
                 _ => Prefetch::Alongside,
             },
+            compile_ahead: !is_off(self.compile_ahead.as_deref()),
             mode: default.mode,
         }
     }

@@ -59,6 +59,9 @@ pub struct Options {
     pub passthrough: PassthroughMode,
     /// Replaying the recorded working set on a cold tree (`VHRUN_PREFETCH`).
     pub prefetch: Prefetch,
+    /// A lazily served tree's predicted modules compiled ahead of the task
+    /// (`remote::compile`; `VHRUN_COMPILE_AHEAD`).
+    pub compile_ahead: bool,
     /// Virtual holotree or a copy (`--mode`, `VHRUN_MODE`).
     pub mode: Mode,
 }
@@ -96,6 +99,7 @@ impl Default for Options {
             server_idle: Duration::from_secs(server::DEFAULT_IDLE),
             passthrough: PassthroughMode::Auto,
             prefetch: Prefetch::Alongside,
+            compile_ahead: true,
             mode: Mode::Auto,
         }
     }
@@ -282,6 +286,17 @@ impl Lower {
         let found = Image::find(&source.home, &source.tree, who)?;
         found.touch();
         Some(found)
+    }
+
+    /// A feed of the modules a lazily served tree predicts the task will
+    /// import, for a helper that compiles them ahead (`remote::compile`):
+    /// from the warm server, or from this process's own tree.
+    pub fn compile_feed(&mut self) -> Option<std::os::fd::OwnedFd> {
+        match &mut self.way {
+            Way::Server(conn) => conn.compile_feed(),
+            Way::Fuse => self.source.blobs.remote()?.compile_feed(),
+            Way::Image(_) | Way::Copy { .. } => None,
+        }
     }
 
     /// The warm server's namespaces, for the sandbox to join (once).

@@ -33,8 +33,8 @@ use crate::hololib::part::write_via_part;
 use crate::hololib::{zipio, Hololib};
 use crate::home::Home;
 use crate::paths::mkdir_all;
-use crate::remote::imports;
 use crate::remote::origin::{Origin, OriginThread, Patience, Post};
+use crate::remote::{compile, imports};
 use crate::tree::{Kind, Tree};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -169,6 +169,10 @@ struct Ahead {
     /// Set by a fetch ahead that failed: an origin that is gone or refuses
     /// is not asked again for guesses (opens still ask, and report).
     off: AtomicBool,
+    /// Where the modules predicted go, to be compiled beside the task
+    /// (`remote::compile`); made here, with the `Lazy`, for the reason
+    /// [`compile::Feed`] gives.
+    compile: Option<compile::Feed>,
 }
 
 impl std::fmt::Debug for Lazy {
@@ -204,6 +208,12 @@ impl Lazy {
             counters: Counters::default(),
             ahead: Ahead {
                 me: me.clone(),
+                compile: (batching == Batching::Imports)
+                    .then(compile::Feed::new)
+                    .and_then(|f| {
+                        f.map_err(|e| tracing::debug!("no feed to compile ahead: {e}"))
+                            .ok()
+                    }),
                 ..Ahead::default()
             },
         })
@@ -283,6 +293,16 @@ impl Lazy {
         }
     }
 
+    /// The read end of the feed of the modules predicted, for a helper
+    /// that compiles them ahead of the task (`remote::compile`); `None`
+    /// when nothing is predicted ([`Batching::Imports`] only).
+    pub fn compile_feed(&self) -> Option<std::os::fd::OwnedFd> {
+        let feed = self.ahead.compile.as_ref()?;
+        feed.reader()
+            .map_err(|e| tracing::debug!("no feed to compile ahead: {e}"))
+            .ok()
+    }
+
     /// Read the modules the task `opened` for what they import and fetch
     /// ahead, one request a round: the missing blobs of the package
     /// directories not predicted before, and of the modules those imports
@@ -336,11 +356,25 @@ impl Lazy {
                     }
                 }
             }
+            if let Some(feed) = &self.ahead.compile {
+                let paths: Vec<PathBuf> = modules
+                    .iter()
+                    .filter(|&&m| self.lib_has(m))
+                    .map(|&m| self.tree.path(m))
+                    .collect();
+                feed.send(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+            }
             sources = modules
                 .into_iter()
                 .filter_map(|m| Some((m, self.module_source(m)?)))
                 .collect();
         }
+    }
+
+    /// Whether the blob of file `ino` is in the hololib.
+    fn lib_has(&self, ino: u64) -> bool {
+        let digest = self.tree.get(ino).and_then(|n| n.digest());
+        digest.is_some_and(|d| self.lib.blob_path(d).is_file())
     }
 
     /// Whether module `ino` is read for its imports for the first time.

@@ -3,8 +3,10 @@
 //! [`origin`] is the HTTP client (rcc's headers and network settings,
 //! bounded timeouts), [`pull`] the protocol and the import, [`lazy`] the
 //! blobs fetched as a lazily served tree's files are first opened, and
-//! [`imports`] the package directories a module will import, fetched ahead.
+//! [`imports`] the package directories a module will import, fetched ahead,
+//! and [`compile`] their modules compiled ahead, beside the task.
 
+pub mod compile;
 pub mod imports;
 pub mod lazy;
 pub mod origin;

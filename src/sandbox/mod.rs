@@ -166,6 +166,21 @@ pub struct SandboxSpec {
     /// The run's slot, when the caller took it already (it names the
     /// run's TEMP); otherwise the sandbox takes one with `note`.
     pub slot: Option<std::sync::Arc<rundir::Slot>>,
+    /// A helper started beside the commands (not in copy mode).
+    pub companion: Option<Companion>,
+}
+
+/// A process started beside the commands, before the first, in their
+/// sandbox: their environment, working directory and confinement, at a
+/// lower priority. It has no part in the run: stdin, stdout and stderr
+/// are `/dev/null`, it gets no signal, its exit status is not looked at,
+/// and it is killed when the last command ends. Its fd 3 is `input`; what
+/// it writes on fd 4 is counted (`RunOutcome::companion_reported`).
+#[derive(Debug)]
+pub struct Companion {
+    /// argv[0] is looked up as the commands' is.
+    pub argv: Vec<OsString>,
+    pub input: OwnedFd,
 }
 
 impl SandboxSpec {
@@ -188,6 +203,7 @@ impl SandboxSpec {
             join: None,
             note: String::new(),
             slot: None,
+            companion: None,
         }
     }
 
@@ -528,7 +544,11 @@ fn spawn(
     started: Instant,
 ) -> Result<RunOutcome> {
     let _s = info_span!("sandbox_run").entered();
-    process::spawn_and_supervise(&process::Supervision {
+    let companion = match (&exec.companion, &spec.companion) {
+        (Some(command), Some(c)) => Some((command, &c.input, CompanionPipes::new()?)),
+        _ => None,
+    };
+    let mut outcome = process::spawn_and_supervise(&process::Supervision {
         commands: &exec.commands,
         envp: &exec.envp,
         cwd: &exec.cwd,
@@ -545,12 +565,60 @@ fn spawn(
         signals: &signals.fd,
         started,
         step_out: confinement.step_out,
-    })
+        companion: companion
+            .as_ref()
+            .map(|(command, input, p)| (*command, *input, &p.report_w, &p.null)),
+    })?;
+    if let Some((_, _, p)) = companion {
+        outcome.companion_reported = p.reported();
+    }
+    Ok(outcome)
+}
+
+/// The companion's report pipe and `/dev/null`, made before the fork.
+struct CompanionPipes {
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+    null: OwnedFd,
+}
+
+impl CompanionPipes {
+    fn new() -> Result<CompanionPipes> {
+        use nix::fcntl::OFlag;
+        // Non-blocking both ways: a companion that reports more than the
+        // pipe holds loses the count, never its progress, and vhrun reads
+        // what is there once the run has ended.
+        let (report_r, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| Error::sys("pipe2", e))?;
+        let null = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::io("/dev/null", e.into()))?;
+        Ok(CompanionPipes {
+            report_r,
+            report_w,
+            null,
+        })
+    }
+
+    /// Bytes in the report pipe (the companion is gone by now).
+    fn reported(self) -> u64 {
+        drop(self.report_w);
+        let mut buf = [0u8; 4096];
+        let mut n = 0u64;
+        while let Ok(got @ 1..) = nix::unistd::read(&self.report_r, &mut buf) {
+            n += got as u64;
+        }
+        n
+    }
 }
 
 /// The commands as the exec needs them, prepared before the fork.
 struct Exec {
     commands: Vec<command::PreparedCommand>,
+    companion: Option<command::PreparedCommand>,
     envp: crate::sys::exec::CStringArray,
     cwd: CString,
 }
@@ -569,11 +637,16 @@ fn prepare_exec(spec: &SandboxSpec) -> Result<Exec> {
         .iter()
         .map(|argv| command::prepare_command(argv, path_var, &spec.cwd))
         .collect::<Result<Vec<_>>>()?;
+    let companion = match &spec.companion {
+        Some(c) => Some(command::prepare_command(&c.argv, path_var, &spec.cwd)?),
+        None => None,
+    };
     let envp = command::prepare_env(&spec.env)?;
     let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
         .map_err(|_| Error::bad_input(&spec.cwd, "path contains a NUL byte"))?;
     Ok(Exec {
         commands,
+        companion,
         envp,
         cwd,
     })

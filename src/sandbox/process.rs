@@ -2,7 +2,7 @@
 //! of the run: spawn the reaper, forward signals, wait, decode the result.
 
 use super::command::PreparedCommand;
-use super::reaper::{self, Plan, Record, Stage, RECORD_LEN};
+use super::reaper::{self, CompanionPlan, Plan, Record, Stage, RECORD_LEN};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::sys::exec::CStringArray;
@@ -32,6 +32,8 @@ pub struct RunOutcome {
     pub ended_at: Instant,
     /// What the run wrote to the overlay (with `SandboxSpec::measure_upper`).
     pub upper: Option<super::overlay::UpperUsage>,
+    /// Bytes the companion wrote on its fd 4 (`super::Companion`).
+    pub companion_reported: u64,
 }
 
 impl RunOutcome {
@@ -105,6 +107,9 @@ pub struct Supervision<'a> {
     pub started: Instant,
     /// `namespaces::step_out` right after the reaper is cloned.
     pub step_out: Option<(&'a OwnedFd, &'a std::path::Path)>,
+    /// Started beside the commands: its command, its fd 3, fd 4 and
+    /// stdio (`super::Companion`).
+    pub companion: Option<(&'a PreparedCommand, &'a OwnedFd, &'a OwnedFd, &'a OwnedFd)>,
 }
 
 /// Fork the reaper, forward signals to it until it exits, and decode how
@@ -131,6 +136,14 @@ pub fn spawn_and_supervise(s: &Supervision) -> Result<RunOutcome> {
         exec_marker: pipes.exec_w.as_raw_fd(),
         alive_r: pipes.alive_r.as_fd(),
         alive_w: pipes.alive_w.as_raw_fd(),
+        companion: s
+            .companion
+            .map(|(command, input, report, null)| CompanionPlan {
+                command,
+                input: input.as_raw_fd(),
+                report: report.as_raw_fd(),
+                null: null.as_raw_fd(),
+            }),
     };
     let pid = sys::fork::clone_child(s.pid_ns, || reaper::reaper_main(&plan)).map_err(|e| {
         let what = if s.pid_ns {
@@ -345,6 +358,7 @@ fn decode_outcome(
             exec_at: None,
             ended_at,
             upper: None,
+            companion_reported: 0,
         },
         // The reaper itself was killed (second Ctrl-C, OOM, kill -9).
         _ => RunOutcome {
@@ -353,6 +367,7 @@ fn decode_outcome(
             exec_at: None,
             ended_at,
             upper: None,
+            companion_reported: 0,
         },
     })
 }

@@ -152,7 +152,24 @@ pub struct Plan<'a> {
     /// never writes; EOF on `alive_r` means vhrun is gone.
     pub alive_r: BorrowedFd<'a>,
     pub alive_w: RawFd,
+    /// Started before the first command, beside them (`super::Companion`).
+    pub companion: Option<CompanionPlan<'a>>,
 }
+
+/// The companion's command and descriptors, prepared before the fork.
+pub struct CompanionPlan<'a> {
+    pub command: &'a PreparedCommand,
+    /// Its fd 3.
+    pub input: RawFd,
+    /// Its fd 4.
+    pub report: RawFd,
+    /// Its stdin, stdout and stderr.
+    pub null: RawFd,
+}
+
+/// How much nicer than the commands the companion runs: it takes an idle
+/// core, and yields to the task and to the server of its tree.
+const COMPANION_NICE: i32 = 10;
 
 const EXIT_SETUP_FAILED: i32 = 70;
 const EXIT_EXEC_FAILED: i32 = 127;
@@ -208,6 +225,11 @@ pub fn reaper_main(plan: &Plan) -> i32 {
         return plan.fail(Stage::Subreaper, 0, e);
     }
 
+    if let Some(c) = &plan.companion {
+        // Its exit is reaped with the orphans; it gets no signal, and the
+        // end of the run kills it with whatever else is left.
+        let _ = sys::fork::clone_child(false, || companion_main(plan, c));
+    }
     let last = plan.commands.len().saturating_sub(1);
     let mut outcome = (0usize, ExitKind::Exited(EXIT_SETUP_FAILED));
     for i in 0..plan.commands.len() {
@@ -294,6 +316,35 @@ fn task_main(plan: &Plan, index: usize) -> i32 {
     let cmd = &plan.commands[index];
     let e = sys::exec::execve(&cmd.path, &cmd.argv, plan.envp);
     plan.report(Stage::Exec, index, e as i32);
+    EXIT_EXEC_FAILED
+}
+
+/// The companion's side of its fork: the commands' confinement, its own
+/// descriptors, a lower priority. Returns only if a step failed; it
+/// reports nothing (the run does not depend on it).
+fn companion_main(plan: &Plan, c: &CompanionPlan) -> i32 {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let fds = [
+        (c.null, 0),
+        (c.null, 1),
+        (c.null, 2),
+        (c.input, 3),
+        (c.report, 4),
+    ];
+    if sys::exec::place_fds(&fds).is_err() {
+        return EXIT_EXEC_FAILED;
+    }
+    let _ = sys::signal::set_default(libc::SIGPIPE);
+    if plan.task_mask.thread_set_mask().is_err() || nix::unistd::chdir(plan.cwd).is_err() {
+        return EXIT_EXEC_FAILED;
+    }
+    if let Some(caps) = plan.caps {
+        if caps.apply().is_err() {
+            return EXIT_EXEC_FAILED;
+        }
+    }
+    sys::priority::nice_this_thread_to(COMPANION_NICE);
+    let _ = sys::exec::execve(&c.command.path, &c.command.argv, plan.envp);
     EXIT_EXEC_FAILED
 }
 

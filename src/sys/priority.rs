@@ -6,10 +6,16 @@
 /// take idle cores but must read the disk as soon as the task does.
 /// Best effort.
 pub fn nice_this_thread() {
+    nice_this_thread_to(19);
+}
+
+/// Lower the calling thread's CPU priority to `nice` (a forked child
+/// before its exec: the program inherits it). Best effort.
+pub fn nice_this_thread_to(nice: i32) {
     // SAFETY: a plain syscall with integer arguments naming the calling
     // thread (Linux keeps nice per thread).
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
     }
 }
 

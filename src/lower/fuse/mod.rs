@@ -525,6 +525,12 @@ impl MountedTree {
         self.counters.read_mode()
     }
 
+    /// A lazily served tree's feed of predicted modules
+    /// (`remote::compile`), for one run's helper.
+    pub fn compile_feed(&self) -> Option<std::os::fd::OwnedFd> {
+        self.cache.remote()?.compile_feed()
+    }
+
     pub fn tree(&self) -> &Arc<Tree> {
         &self.tree
     }

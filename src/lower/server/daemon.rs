@@ -854,6 +854,17 @@ impl Served<'_> {
                     }
                     continue;
                 }
+                b"compile" => {
+                    // The feed's read end rides with the answer; none: a
+                    // tree that predicts nothing.
+                    let feed = self.mounted.compile_feed();
+                    let fds: Vec<_> = feed.iter().map(|f| f.as_fd()).collect();
+                    let answer: &[u8] = if feed.is_some() { b"ok" } else { b"none" };
+                    if crate::sys::fdpass::send(&c.stream, &super::frame(answer), &fds).is_err() {
+                        return Asked::Gone;
+                    }
+                    continue;
+                }
                 b"stats" => serde_json::to_vec(&self.mounted.stats()).unwrap_or_default(),
                 l if l.starts_with(b"notices ") => {
                     let seq = std::str::from_utf8(&l[8..])

@@ -29,7 +29,9 @@
 //! Wire protocol (local, same user only, checked with `SO_PEERCRED` on
 //! both sides): requests are lines, answers length-prefixed frames. A run
 //! sends `run\n` and gets a JSON [`Hello`] carrying the namespace
-//! descriptors (`SCM_RIGHTS`); it may then send `stats\n` or `workset\n`.
+//! descriptors (`SCM_RIGHTS`); it may then send `stats\n`, `workset\n`, or
+//! `compile\n` (answered `ok` with the read end of a feed of the modules a
+//! lazily served tree predicts, `remote::compile`, or `none`).
 //! `info\n` gets the [`Hello`] alone (`vhrun servers`), and does not count
 //! as a run. `upgrade PATH\n` (a run of another vhrun, `vhrun servers
 //! --restart`) gets `ok` when the server has a keeper; the server then
@@ -174,6 +176,17 @@ impl Connection {
     /// What the server's tree has been asked for so far.
     pub fn working_set(&mut self) -> Result<WorkingSet> {
         Ok(WorkingSet::from_bytes(&self.ask("workset")?))
+    }
+
+    /// The server's feed of the modules its lazily served tree predicts
+    /// (`remote::compile`); `None` when it predicts nothing or does not
+    /// answer (compiling ahead is a head start, never a condition).
+    pub fn compile_feed(&mut self) -> Option<OwnedFd> {
+        self.stream.write_all(b"compile\n").ok()?;
+        let (answer, mut fds) = read_frame_with_fds(&self.stream)
+            .map_err(|e| tracing::debug!("warm server: no feed to compile ahead: {e}"))
+            .ok()?;
+        (answer == b"ok").then(|| fds.pop()).flatten()
     }
 
     fn ask(&mut self, what: &str) -> Result<Vec<u8>> {
@@ -429,9 +442,17 @@ fn connected(
     })
 }
 
-/// The greeting: a 4-byte little-endian length, then JSON; the
-/// descriptors come with the first bytes (user namespace first).
+/// The greeting: a frame of JSON whose first bytes bring the
+/// descriptors (user namespace first).
 fn read_hello(stream: &UnixStream) -> std::io::Result<(Hello, Vec<OwnedFd>)> {
+    let (json, fds) = read_frame_with_fds(stream)?;
+    let hello = serde_json::from_slice(&json).map_err(std::io::Error::other)?;
+    Ok((hello, fds))
+}
+
+/// A frame (a 4-byte little-endian length, then the payload) and the
+/// descriptors that came with its first bytes.
+fn read_frame_with_fds(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 64 << 10];
     let (n, fds) = crate::sys::fdpass::recv(stream, &mut buf)?;
     if n < 4 {
@@ -442,7 +463,7 @@ fn read_hello(stream: &UnixStream) -> std::io::Result<(Hello, Vec<OwnedFd>)> {
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if len > buf.len() - 4 {
-        return Err(std::io::Error::other("oversized greeting"));
+        return Err(std::io::Error::other("oversized frame"));
     }
     let mut have = n - 4;
     let mut s = stream;
@@ -453,8 +474,9 @@ fn read_hello(stream: &UnixStream) -> std::io::Result<(Hello, Vec<OwnedFd>)> {
         }
         have += m;
     }
-    let hello = serde_json::from_slice(&buf[4..4 + len]).map_err(std::io::Error::other)?;
-    Ok((hello, fds))
+    buf.truncate(4 + len);
+    buf.drain(..4);
+    Ok((buf, fds))
 }
 
 fn read_frame(stream: &mut UnixStream) -> std::io::Result<Vec<u8>> {
