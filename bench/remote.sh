@@ -74,6 +74,8 @@
 # except $W/vh/remote/env.zip (the export, reused) and the results.
 #
 #   VHRUN=path (default: the release build, bench/vhrun-bin; built if missing)
+#   BENCH_VHRUN_LOG=FILTER  diagnosis: VHRUN_LOG for vhrun's commands; the
+#               warm servers' logs are kept as $RES/<sample>.server.log
 #   RCC=path   (default ../shared/tools/rcc/rcc, or $VHRUN_SHARED/tools/rcc/rcc;
 #               rccremote-serve.sh beside it)
 set -euo pipefail
@@ -221,7 +223,7 @@ done
 W=$W R=$R RES=$RES RCC=$RCC VHRUN=$VHRUN KEY=$KEY REPO=$REPO N=$N LAZY=$LAZY AHEAD=$AHEAD QUICK=$quick \
     ONLY=$only PORT=$PORT PROXIES=$PROXIES NETEM=$NETEM LOAD0=$load0 STARTED=$started WORKER=$WORKER ROBOT=$ROBOT \
     HOSTNS=$(readlink /proc/self/ns/mnt) unshare --mount --propagation private python3 -B - "$write" "$REPO/BENCHMARKS.md" <<'EOF'
-import datetime, json, os, platform, re, shutil, socket, statistics, subprocess, sys, time
+import datetime, glob, json, os, platform, re, shutil, socket, statistics, subprocess, sys, time
 write, md = sys.argv[1] == "1", sys.argv[2]
 E = os.environ
 W, R, RES, RCC, VHRUN, KEY = E["W"], E["R"], E["RES"], E["RCC"], E["VHRUN"], E["KEY"]
@@ -263,6 +265,8 @@ def worker_env(rtt):
            if not k.startswith(("VHRUN_", "RCC_", "PYTHON")) and k not in ("ROBOCORP_HOME", "W", "R", "RES", "N")}
     env.update(ROBOCORP_HOME=HOME, VHRUN_HOME=f"{HOME}/vhrun",
                RCC_REMOTE_ORIGIN=f"http://127.0.0.1:{proxies[rtt][0]}")
+    if E.get("BENCH_VHRUN_LOG"):  # diagnosis: vhrun's log (the servers' kept as <sample>.server.log)
+        env["VHRUN_LOG"] = E["BENCH_VHRUN_LOG"]
     return env
 
 def mounted():
@@ -350,6 +354,10 @@ def sample(leg, rtt, tag):
         raise SystemExit(f"bench/remote.sh: {tag}: the task's lines are missing from its output ({RES}/{tag}.run.out)")
     if leg != "rcc":
         stop_servers(env)
+        if E.get("BENCH_VHRUN_LOG"):
+            with open(f"{RES}/{tag}.server.log", "wb") as keep:
+                for f in sorted(glob.glob(f"{HOME}/vhrun/servers/*.log")):
+                    keep.write(open(f, "rb").read())
     s1 = quiet_proxy(rtt)
     rec.update(up=s1["up"] - s0["up"], down=s1["down"] - s0["down"],
                connections=s1["connections"] - s0["connections"])

@@ -66,33 +66,19 @@ struct Fake {
 }
 
 impl Fake {
-    fn start(handler: impl Fn(&Req) -> Resp + Send + 'static) -> Fake {
+    /// Each connection is served on a thread of its own (a client may
+    /// have requests in flight on two).
+    fn start(handler: impl Fn(&Req) -> Resp + Send + Sync + 'static) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
+        let handler = Arc::new(handler);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let Some(mut req) = read_request(&stream) else {
-                    continue;
-                };
-                if req.method == "CONNECT" {
-                    // as a proxy: open the tunnel, then serve what comes through
-                    log.lock().unwrap().push(req.clone());
-                    if stream
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    match read_request(&stream) {
-                        Some(r) => req = r,
-                        None => continue,
-                    }
-                }
-                log.lock().unwrap().push(req.clone());
-                let _ = respond(stream, handler(&req));
+                let Ok(stream) = stream else { continue };
+                let (log, handler) = (log.clone(), handler.clone());
+                std::thread::spawn(move || serve_one(stream, &log, &*handler));
             }
         });
         Fake { url, requests }
@@ -101,6 +87,28 @@ impl Fake {
     fn requests(&self) -> Vec<Req> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+fn serve_one(mut stream: TcpStream, log: &Mutex<Vec<Req>>, handler: &dyn Fn(&Req) -> Resp) {
+    let Some(mut req) = read_request(&stream) else {
+        return;
+    };
+    if req.method == "CONNECT" {
+        // as a proxy: open the tunnel, then serve what comes through
+        log.lock().unwrap().push(req.clone());
+        if stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        match read_request(&stream) {
+            Some(r) => req = r,
+            None => return,
+        }
+    }
+    log.lock().unwrap().push(req.clone());
+    let _ = respond(stream, handler(&req));
 }
 
 fn read_request(stream: &TcpStream) -> Option<Req> {
@@ -1109,6 +1117,18 @@ if mode == "late":
     open("ready", "w").close()
     while not os.path.exists("go"):
         time.sleep(0.02)
+if mode == "beside":
+    # the package's __init__ read (not run): its imports are fetched ahead
+    site = os.path.dirname(os.path.dirname(lazypkg.__file__))
+    with open(os.path.join(site, "aheadpkg", "__init__.py")) as f:
+        f.read()
+    # while the origin holds that fetch, a file of another directory
+    for _ in range(1000):
+        if os.path.exists("held"):
+            break
+        time.sleep(0.01)
+    with open(os.path.join(sys.prefix, "data", "notes.txt")) as f:
+        print("beside", f.read().strip(), flush=True)
 if mode == "compiled":
     import compiledpkg
     print("compiled ahead", compiledpkg.BEFORE is not None, "kept", compiledpkg.KEPT,
@@ -1146,7 +1166,7 @@ impl Worker {
             robot.join("robot.yaml"),
             "tasks:\n  imp:\n    shell: python3 task.py imp\n  late:\n    shell: python3 task.py late\n  \
              big:\n    shell: python3 task.py big\n  ahead:\n    shell: python3 task.py ahead\n  \
-             compiled:\n    shell: python3 task.py compiled\n\
+             compiled:\n    shell: python3 task.py compiled\n  beside:\n    shell: python3 task.py beside\n\
              condaConfigFile: conda.yaml\nartifactsDir: output\n",
         )
         .unwrap();
@@ -1229,6 +1249,54 @@ struct LazyOrigin {
     served: Arc<Mutex<u64>>,
 }
 
+/// An origin that holds the first request for blob `digest` (its
+/// central directory's) until it has served a request for blob `until`,
+/// 10 s at most, and says so with the file `signal` while it holds it.
+struct Hold {
+    digest: String,
+    until: String,
+    signal: PathBuf,
+    /// Set when a request for `until` was served.
+    released: std::sync::atomic::AtomicBool,
+    /// Set when the 10 s ran out first.
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl Hold {
+    fn new(digest: String, until: String, signal: PathBuf) -> Arc<Hold> {
+        Arc::new(Hold {
+            digest,
+            until,
+            signal,
+            released: Default::default(),
+            timed_out: Default::default(),
+        })
+    }
+
+    fn before(&self, req: &Req) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let asks = |d: &str| req.body.lines().any(|l| l.trim() == d);
+        if asks(&self.digest) && is_tail(req) && !self.signal.exists() {
+            std::fs::write(&self.signal, "").unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while !self.released.load(SeqCst) {
+                if std::time::Instant::now() > until {
+                    self.timed_out.store(true, SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn after(&self, req: &Req) {
+        if req.body.lines().any(|l| l.trim() == self.until) && !is_tail(req) {
+            self.released
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 impl LazyOrigin {
     fn start(tamper: impl Fn(&mut BTreeMap<String, Vec<u8>>)) -> LazyOrigin {
         LazyOrigin::serving(tamper, false)
@@ -1238,6 +1306,15 @@ impl LazyOrigin {
     /// catalog) and served in ranges. `poisoned`: the empty list was asked
     /// for another catalog before, so its answer holds that one.
     fn serving(tamper: impl Fn(&mut BTreeMap<String, Vec<u8>>), poisoned: bool) -> LazyOrigin {
+        LazyOrigin::serving_with(tamper, poisoned, None)
+    }
+
+    /// [`LazyOrigin::serving`], with requests held as `hold` says.
+    fn serving_with(
+        tamper: impl Fn(&mut BTreeMap<String, Vec<u8>>),
+        poisoned: bool,
+        hold: Option<Arc<Hold>>,
+    ) -> LazyOrigin {
         let lab = lazy_lab();
         let mut entries = zip_entries(&lab.zip);
         tamper(&mut entries);
@@ -1258,7 +1335,10 @@ impl LazyOrigin {
             if d.load(std::sync::atomic::Ordering::SeqCst) {
                 return Resp::Hangup;
             }
-            match (req.method.as_str(), req.path.as_str()) {
+            if let Some(h) = &hold {
+                h.before(req);
+            }
+            let resp = match (req.method.as_str(), req.path.as_str()) {
                 ("GET", p) if p == format!("/parts/{key}") => {
                     Resp::Full(200, (digests.join("\n") + "\n").into_bytes())
                 }
@@ -1278,7 +1358,11 @@ impl LazyOrigin {
                     resp
                 }
                 _ => Resp::Full(404, b"no such catalog".to_vec()),
+            };
+            if let Some(h) = &hold {
+                h.after(req);
             }
+            resp
         });
         LazyOrigin { fake, down, served }
     }
@@ -1551,6 +1635,36 @@ fn a_lazy_run_compiles_ahead_the_modules_the_task_will_import() {
         stdout(&out)
     );
     assert_eq!(stats["remote"]["compiled"], 0, "{stats}");
+}
+
+/// An open that misses is not queued behind a fetch ahead in flight: its
+/// request goes out on a connection of its own while the origin still
+/// holds the fetch ahead's (which it lets go once it has served the
+/// open's, or after 10 s).
+#[test]
+fn an_open_does_not_wait_for_a_fetch_ahead_in_flight() {
+    common::require_fuse();
+    let lab = lazy_lab();
+    let w = Worker::new();
+    let hold = Hold::new(
+        lab_digest(&format!("{}/aheadpkg/sub/__init__.py", lab.site)),
+        lab_digest("data/notes.txt"),
+        w.robot().join("held"),
+    );
+    let origin = LazyOrigin::serving_with(|_| {}, false, Some(hold.clone()));
+    let (out, stats) = w.run(origin.url(), "beside", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("beside never opened"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(w.robot().join("held").exists(), "no fetch ahead was held");
+    assert!(
+        !hold.timed_out.load(std::sync::atomic::Ordering::SeqCst),
+        "the open's fetch waited for the fetch ahead in flight"
+    );
+    assert_eq!(stats["remote"]["failures"], 0, "{stats}");
 }
 
 /// rccremote caches its answers by the list asked for, whatever the

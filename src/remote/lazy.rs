@@ -21,9 +21,12 @@
 //!   pull would put them, so the next run (lazy or not) is local for them.
 //!   The catalog stays in `$VHRUN_HOME/lazy/` until a pull completes it:
 //!   rcc would take a catalog in its hololib for a whole environment.
-//! - One fetch at a time per catalog: in-process behind a mutex, across
-//!   processes (runs without a warm server) behind `locks/lazy-<catalog>.lck`;
-//!   whoever waited re-checks, so each blob crosses the network once.
+//! - Each blob crosses the network once. In a process, fetches run side
+//!   by side, the opens' on one connection and the fetches ahead on
+//!   another, each asking only for blobs no request in flight carries and
+//!   waiting for those that carry the rest (`remote::inflight`). Across
+//!   processes (runs without a warm server) fetches take turns behind
+//!   `locks/lazy-<catalog>.lck`, and whoever waited re-checks.
 //! - Bounded: [`PATIENCE`] per request, one retry when the connection
 //!   failed before any byte arrived.
 
@@ -33,6 +36,7 @@ use crate::hololib::part::write_via_part;
 use crate::hololib::{zipio, Hololib};
 use crate::home::Home;
 use crate::paths::mkdir_all;
+use crate::remote::inflight::{InFlight, SharedLock};
 use crate::remote::origin::{Origin, OriginThread, Patience, Post};
 use crate::remote::{compile, imports};
 use crate::tree::{Kind, Tree};
@@ -141,15 +145,19 @@ struct Counters {
 
 /// The origin a lazily served tree fills its hololib from.
 pub struct Lazy {
+    /// The opens' connection.
     origin: OriginThread,
+    /// The fetches ahead's: an open never queues behind one.
+    ahead_origin: OriginThread,
     catalog: String,
     lib: Hololib,
     tree: Arc<Tree>,
-    lock_path: PathBuf,
     batching: Batching,
     /// Blob digest -> the directory (inode) of a file that needs it.
     dirs: OnceLock<HashMap<String, u64>>,
-    gate: Mutex<()>,
+    /// The blobs being fetched, and the catalog's lock file held meanwhile.
+    flying: InFlight,
+    lock: SharedLock,
     counters: Counters,
     ahead: Ahead,
 }
@@ -197,14 +205,15 @@ impl Lazy {
     ) -> Arc<Lazy> {
         let catalog = file_name(tree.catalog_path());
         Arc::new_cyclic(|me| Lazy {
-            lock_path: lock_path(home, &catalog),
+            lock: SharedLock::new(lock_path(home, &catalog)),
+            ahead_origin: OriginThread::new(origin.with_own_connections()),
             origin: OriginThread::new(origin),
             catalog,
             lib,
             tree,
             batching,
             dirs: OnceLock::new(),
-            gate: Mutex::new(()),
+            flying: InFlight::default(),
             counters: Counters::default(),
             ahead: Ahead {
                 me: me.clone(),
@@ -345,7 +354,7 @@ impl Lazy {
                 .collect();
             if !wanted.is_empty() {
                 let _s = tracing::debug_span!("lazy.ahead", dirs = dirs.len()).entered();
-                match self.fetch_inner(wanted) {
+                match self.fetch_inner(wanted, &self.ahead_origin) {
                     Ok((placed, _refused)) => {
                         self.counters.ahead.fetch_add(placed, Relaxed);
                     }
@@ -407,7 +416,12 @@ impl Lazy {
         if self.batching != Batching::File {
             batch.extend(self.siblings(digest));
         }
-        let refused = self.fetch(batch)?;
+        let mut refused = self.fetch(batch)?;
+        if !self.lib.blob_path(digest).is_file() {
+            // It came with another fetch that failed or was refused
+            // (this one waited for it): ask for it on the open's own.
+            refused = self.fetch(vec![digest.to_string()])?;
+        }
         if self.lib.blob_path(digest).is_file() {
             return Ok(());
         }
@@ -449,7 +463,9 @@ impl Lazy {
     /// (and why), `Err` is a request that failed.
     pub fn fetch(&self, digests: Vec<String>) -> Result<Vec<(String, String)>> {
         let started = Instant::now();
-        let r = self.fetch_inner(digests).map(|(_, refused)| refused);
+        let r = self
+            .fetch_inner(digests, &self.origin)
+            .map(|(_, refused)| refused);
         self.counters
             .wait_us
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
@@ -459,39 +475,44 @@ impl Lazy {
         r
     }
 
-    /// [`Lazy::fetch`], untimed: how many blobs were placed, and those
-    /// refused.
-    fn fetch_inner(&self, digests: Vec<String>) -> Result<(u64, Vec<(String, String)>)> {
-        let _turn = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        let missing = |all: &[String]| -> Vec<String> {
+    /// [`Lazy::fetch`] over `origin`, untimed: how many blobs were placed
+    /// (by this request), and those refused. Blobs another request is
+    /// fetching are waited for, not asked for again.
+    fn fetch_inner(
+        &self,
+        digests: Vec<String>,
+        origin: &OriginThread,
+    ) -> Result<(u64, Vec<(String, String)>)> {
+        let missing = |all: Vec<String>| -> Vec<String> {
             let mut seen = HashSet::new();
-            all.iter()
-                .filter(|d| seen.insert(d.as_str()) && !self.lib.blob_path(d).is_file())
-                .cloned()
+            all.into_iter()
+                .filter(|d| seen.insert(d.clone()) && !self.lib.blob_path(d).is_file())
                 .collect()
         };
-        if missing(&digests).is_empty() {
-            return Ok((0, Vec::new()));
+        let claim = self.flying.claim(missing(digests));
+        let mut got = (0, Vec::new());
+        if !claim.mine.is_empty() {
+            let _lock = self.lock.share()?;
+            // Another process may have fetched them while this one waited.
+            let wanted = missing(claim.mine.clone());
+            if !wanted.is_empty() {
+                let _s = tracing::info_span!("lazy.fetch", blobs = wanted.len()).entered();
+                let delta = delta(
+                    origin,
+                    &self.catalog,
+                    &self.lib,
+                    &wanted,
+                    Want::Blobs,
+                    &self.counters,
+                )?;
+                for (d, why) in &delta.refused {
+                    tracing::debug!("{}: blob {d} refused: {why}", origin.url());
+                }
+                got = (delta.placed.len() as u64, delta.refused);
+            }
         }
-        let _lock = lock_file(&self.lock_path)?;
-        // Another process may have fetched them while this one waited.
-        let wanted = missing(&digests);
-        if wanted.is_empty() {
-            return Ok((0, Vec::new()));
-        }
-        let _s = tracing::info_span!("lazy.fetch", blobs = wanted.len()).entered();
-        let got = delta(
-            &self.origin,
-            &self.catalog,
-            &self.lib,
-            &wanted,
-            Want::Blobs,
-            &self.counters,
-        )?;
-        for (d, why) in &got.refused {
-            tracing::debug!("{}: blob {d} refused: {why}", self.origin.url());
-        }
-        Ok((got.placed.len() as u64, got.refused))
+        claim.wait_theirs();
+        Ok(got)
     }
 
     fn data_err(&self, msg: String) -> Error {

@@ -4,10 +4,12 @@
 //! bounded timeouts), [`pull`] the protocol and the import, [`lazy`] the
 //! blobs fetched as a lazily served tree's files are first opened, and
 //! [`imports`] the package directories a module will import, fetched ahead,
-//! and [`compile`] their modules compiled ahead, beside the task.
+//! and [`compile`] their modules compiled ahead, beside the task;
+//! [`inflight`] lets fetches run side by side, each blob fetched once.
 
 pub mod compile;
 pub mod imports;
+pub mod inflight;
 pub mod lazy;
 pub mod origin;
 pub mod pull;

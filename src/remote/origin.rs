@@ -125,6 +125,18 @@ impl Origin {
         })
     }
 
+    /// The same origin with an agent, and so kept connections, of its own:
+    /// for another [`OriginThread`] (a connection must stay with the
+    /// thread that opened it, see there).
+    pub fn with_own_connections(&self) -> Origin {
+        Origin {
+            url: self.url.clone(),
+            agent: self.agent.config().clone().new_agent(),
+            identity: self.identity.clone(),
+            authorization: self.authorization.clone(),
+        }
+    }
+
     fn err(&self, msg: String) -> Error {
         Error::Remote {
             origin: self.url.clone(),
