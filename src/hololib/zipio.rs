@@ -364,7 +364,7 @@ pub fn stream_delta(
     want_catalog: bool,
     source: &Path,
 ) -> Result<Delta> {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     let bad = |msg: String| Error::bad_input(source, msg);
     let mut r = BufReader::with_capacity(64 << 10, reader);
     let mut delta = Delta::default();
@@ -382,9 +382,15 @@ pub fn stream_delta(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(bad(format!("download broke: {e}"))),
         }
-        if head[..4] != *b"PK\x03\x04" {
+        if head[..4] == *b"PK\x01\x02" || head[..4] == *b"PK\x05\x06" {
             // the central directory: no entry follows
             break;
+        }
+        if head[..4] != *b"PK\x03\x04" {
+            return Err(bad(format!(
+                "after {} entries: no zip entry where one was due",
+                delta.placed.len() + delta.refused.len()
+            )));
         }
         r.read_exact(&mut head[4..])
             .map_err(|e| bad(format!("a local header broke off: {e}")))?;
@@ -458,17 +464,13 @@ pub fn stream_delta(
         }
         if described {
             // [signature] crc32, compressed size, size (32-bit: Go writes
-            // zip64 descriptors only past 4 GiB)
-            let sig = r
-                .fill_buf()
-                .map_err(|e| bad(format!("download broke: {e}")))?;
-            let skip = if sig.starts_with(b"PK\x07\x08") {
-                16
-            } else {
-                12
-            };
+            // zip64 descriptors only past 4 GiB). Read, not peeked: the
+            // buffer may hold fewer than 4 bytes of it.
             let mut desc = [0u8; 16];
-            r.read_exact(&mut desc[..skip])
+            r.read_exact(&mut desc[..4])
+                .map_err(|e| bad(format!("a data descriptor broke off: {e}")))?;
+            let rest = if desc[..4] == *b"PK\x07\x08" { 12 } else { 8 };
+            r.read_exact(&mut desc[4..4 + rest])
                 .map_err(|e| bad(format!("a data descriptor broke off: {e}")))?;
         }
         if let Some(d) = &digest {
@@ -778,6 +780,57 @@ mod tests {
             let d = stream_delta(&zip[..], &lib, &wanted, false, Path::new("test")).unwrap();
             assert_eq!(d.placed, vec![db.clone()]);
         }
+    }
+
+    /// A streamed answer (entries with data descriptors) arriving in odd
+    /// pieces, so that descriptors straddle the reader's buffer: every blob
+    /// lands (a descriptor's signature is read, not peeked at).
+    #[test]
+    fn descriptors_split_across_reads_lose_no_blob() {
+        let gz = |t: &[u8]| crate::hololib::catalog::gzip_bytes(t);
+        let texts: Vec<Vec<u8>> = (0..40).map(|i| format!("blob {i}").into_bytes()).collect();
+        let blobs: Vec<(String, Vec<u8>)> = texts
+            .iter()
+            .map(|t| (DigestKind::Sha256.digest(t), gz(t)))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = blobs
+            .iter()
+            .map(|(d, b)| (d.as_str(), b.as_slice()))
+            .collect();
+        let zip = delta_zip(&refs, zip::CompressionMethod::Deflated, true);
+        struct Pieces<'a>(&'a [u8], usize);
+        impl std::io::Read for Pieces<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.1 += 1;
+                let n = (self.1 % 7 + 1).min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path());
+        let wanted: HashSet<&str> = blobs.iter().map(|(d, _)| d.as_str()).collect();
+        let d = stream_delta(Pieces(&zip, 0), &lib, &wanted, false, Path::new("t")).unwrap();
+        assert_eq!(d.placed.len(), blobs.len(), "refused: {:?}", d.refused);
+        // Bytes that are no local header where one is due are an error, not
+        // the end of the answer.
+        let mut garbled = zip.clone();
+        let second = garbled
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"PK\x03\x04")
+            .nth(1)
+            .unwrap()
+            .0;
+        garbled[second] = b'X';
+        let t = tempfile::tempdir().unwrap();
+        let lib = Hololib::new(t.path());
+        let d = stream_delta(&garbled[..], &lib, &wanted, false, Path::new("t"));
+        assert!(
+            matches!(&d, Err(Error::BadInput { msg, .. }) if msg.contains("no zip entry")),
+            "{d:?}"
+        );
     }
 
     #[test]
