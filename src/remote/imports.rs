@@ -37,6 +37,8 @@ pub fn scan(src: &[u8]) -> Vec<Import> {
             continue;
         }
         let code = line.split('#').next().unwrap_or_default();
+        // `__import__('x')` at the top level (a `.pth` file's idiom).
+        out.extend(dunder_imports(code));
         if let Some(rest) = code.strip_prefix("import ") {
             out.extend(plain_imports(rest));
         } else if let Some(rest) = code.strip_prefix("from ") {
@@ -60,8 +62,25 @@ pub fn scan(src: &[u8]) -> Vec<Import> {
     out
 }
 
-/// `a.b as c, d` (after `import `).
+/// The modules named by `__import__('a.b')` calls in `code`.
+fn dunder_imports(code: &str) -> Vec<Import> {
+    code.match_indices("__import__(")
+        .filter_map(|(at, call)| {
+            let arg = code[at + call.len()..].trim_start();
+            let q = arg.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+            let name = arg[1..].split(q).next()?;
+            Some(Import {
+                level: 0,
+                module: dotted(name)?,
+                names: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// `a.b as c, d` (after `import `; a `;` ends the statement).
 fn plain_imports(rest: &str) -> Vec<Import> {
+    let rest = rest.split(';').next().unwrap_or_default();
     rest.split(',')
         .filter_map(|item| item.split_whitespace().next())
         .filter_map(dotted)
@@ -142,15 +161,39 @@ pub struct Resolved {
     /// the way, and the `.py` modules named): read in turn for what they
     /// import, before the task gets there.
     pub modules: Vec<u64>,
+    /// Extension modules (`name.*.so`) the imports load: fetched, not read.
+    pub files: Vec<u64>,
 }
 
 impl Resolved {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.modules.is_empty() && self.files.is_empty()
+    }
+
     fn dir(&mut self, tree: &Tree, d: u64) {
         if !self.dirs.contains(&d) {
             self.dirs.push(d);
             if let Some(init) = tree.lookup(d, b"__init__.py") {
                 self.module(init.ino());
             }
+            // A wheel repaired by auditwheel keeps the shared libraries its
+            // extensions link to beside the package (`numpy.libs`): the
+            // dynamic loader opens them when the package's extensions load.
+            if let Some(n) = tree.get(d) {
+                let mut libs = n.name().to_vec();
+                libs.extend_from_slice(b".libs");
+                let sibling = tree.lookup(n.parent(), &libs);
+                if let Some(l) = sibling.filter(|l| l.kind() == Kind::Dir) {
+                    if !self.dirs.contains(&l.ino()) {
+                        self.dirs.push(l.ino());
+                    }
+                }
+            }
+        }
+    }
+    fn file(&mut self, f: u64) {
+        if !self.files.contains(&f) {
+            self.files.push(f);
         }
     }
     fn module(&mut self, m: u64) {
@@ -177,6 +220,7 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
             .map(|n| n.ino())
     };
     let module_file = |parent: u64, name: &str| child(parent, &format!("{name}.py"), Kind::File);
+    let extension = |parent: u64, name: &str| extension_file(tree, parent, name);
     let is_package = |d: u64| tree.lookup(d, b"__init__.py").is_some();
     let mut own_root = dir;
     while is_package(own_root) && own_root != crate::tree::ROOT {
@@ -200,10 +244,11 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
             // The first root that has the top-level name, as a package or
             // as a module file (which shadows later roots).
             let first = &imp.module[0];
-            search
-                .iter()
-                .copied()
-                .find(|&r| child(r, first, Kind::Dir).is_some() || module_file(r, first).is_some())
+            search.iter().copied().find(|&r| {
+                child(r, first, Kind::Dir).is_some()
+                    || module_file(r, first).is_some()
+                    || extension(r, first).is_some()
+            })
         };
         let Some(mut cur) = base else { continue };
         let mut whole = true;
@@ -215,6 +260,8 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
             }
             if let Some(m) = module_file(cur, part) {
                 out.module(m);
+            } else if let Some(f) = extension(cur, part) {
+                out.file(f);
             }
             whole = false;
             break;
@@ -225,7 +272,57 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
                     out.dir(tree, d);
                 } else if let Some(m) = module_file(cur, name) {
                     out.module(m);
+                } else if let Some(f) = extension(cur, name) {
+                    out.file(f);
                 }
+            }
+        }
+    }
+    out
+}
+
+/// The extension module `name` in directory `dir`: `name.so`, or
+/// `name.<tag>.so` (`_datetime.cpython-311-x86_64-linux-gnu.so`).
+fn extension_file(tree: &Tree, dir: u64, name: &str) -> Option<u64> {
+    let d = tree.get(dir).filter(|d| d.kind() == Kind::Dir)?;
+    d.children().find(|&c| {
+        tree.get(c).is_some_and(|n| {
+            let f = n.name();
+            n.kind() == Kind::File
+                && f.ends_with(b".so")
+                && f.starts_with(name.as_bytes())
+                && f.get(name.len()) == Some(&b'.')
+        })
+    })
+}
+
+/// What every Python interpreter of `tree` opens as it starts, before any
+/// of the task's own imports: for each standard library (the parent of a
+/// `site-packages`), its top-level modules and `encodings`, `site.py` (read
+/// for its imports), and the `.pth` files of `site-packages` (read too: a
+/// `.pth` line that starts with `import` runs). Fetched ahead when a lazy
+/// tree is first opened, beside the interpreter's own first misses.
+pub fn startup(tree: &Tree) -> Resolved {
+    let mut out = Resolved::default();
+    for ino in 1..=tree.len() as u64 {
+        let Some(site) = tree.get(ino) else { continue };
+        if site.kind() != Kind::Dir || site.name() != b"site-packages" {
+            continue;
+        }
+        let stdlib = site.parent();
+        out.dir(tree, stdlib);
+        if let Some(enc) = tree.lookup(stdlib, b"encodings") {
+            out.dir(tree, enc.ino());
+        }
+        if let Some(m) = tree.lookup(stdlib, b"site.py") {
+            out.module(m.ino());
+        }
+        for c in site.children() {
+            if tree
+                .get(c)
+                .is_some_and(|n| n.kind() == Kind::File && n.name().ends_with(b".pth"))
+            {
+                out.module(c);
             }
         }
     }
@@ -288,6 +385,21 @@ import after_quote
                 imp(0, "pkg.sub", &["one", "two"]),
                 imp(1, "m", &[]),
                 imp(0, "after_quote", &[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pth_files_imports_are_scanned() {
+        let pth = b"import os; var = 'X'; enabled = os.environ.get(var) == 'local'; \
+            enabled and __import__('_distutils_hack').add_shim(); \n\
+            x = __import__(\"a.b\") # and __import__(name) is no literal\n";
+        assert_eq!(
+            scan(pth),
+            vec![
+                imp(0, "_distutils_hack", &[]),
+                imp(0, "os", &[]),
+                imp(0, "a.b", &[]),
             ]
         );
     }
@@ -392,6 +504,59 @@ import after_quote
                 p("pandas/core/__init__.py"),
                 d("lib/python3.11/os.py"),
                 d("lib/python3.11/json/__init__.py"),
+            ]
+        );
+    }
+
+    #[test]
+    fn extensions_and_the_libraries_beside_a_wheel_are_found() {
+        let sp = "lib/python3.11/site-packages";
+        let (tree, ino) = tree_of(&[
+            "lib/python3.11/site.py",
+            "lib/python3.11/encodings/__init__.py",
+            "lib/python3.11/lib-dynload/_datetime.cpython-311-x86_64-linux-gnu.so",
+            "lib/python3.11/lib-dynload/_datetimex.so",
+            &format!("{sp}/numpy/__init__.py"),
+            &format!("{sp}/numpy/_core/__init__.py"),
+            &format!("{sp}/numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so"),
+            &format!("{sp}/numpy.libs/libopenblas.so"),
+            &format!("{sp}/distutils-precedence.pth"),
+            &format!("{sp}/six.py"),
+        ]);
+        let roots = roots(&tree);
+        let d = |p: &str| ino(&tree, p);
+        let p = |rel: &str| d(&format!("{sp}/{rel}"));
+        let got = resolve(
+            &tree,
+            &roots,
+            p("numpy/_core/__init__.py"),
+            &[
+                imp(0, "_datetime", &[]),
+                imp(1, "", &["_multiarray_umath"]),
+                imp(0, "numpy", &[]),
+            ],
+        );
+        assert_eq!(
+            got.files,
+            vec![
+                d("lib/python3.11/lib-dynload/_datetime.cpython-311-x86_64-linux-gnu.so"),
+                p("numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so"),
+            ]
+        );
+        assert_eq!(got.dirs, vec![p("numpy"), p("numpy.libs")]);
+        assert_eq!(got.modules, vec![p("numpy/__init__.py")]);
+
+        let start = startup(&tree);
+        assert_eq!(
+            start.dirs,
+            vec![d("lib/python3.11"), d("lib/python3.11/encodings")]
+        );
+        assert_eq!(
+            start.modules,
+            vec![
+                d("lib/python3.11/encodings/__init__.py"),
+                d("lib/python3.11/site.py"),
+                p("distutils-precedence.pth"),
             ]
         );
     }

@@ -168,7 +168,9 @@ pub struct Lazy {
 #[derive(Default)]
 struct Ahead {
     me: Weak<Lazy>,
-    queue: Mutex<Option<mpsc::Sender<(u64, File)>>>,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The interpreter's start-up was queued (once, on the first miss).
+    startup: AtomicBool,
     /// Package directories predicted so far (each is fetched once).
     predicted: Mutex<HashSet<u64>>,
     /// Modules read for their imports so far (each is read once).
@@ -181,6 +183,14 @@ struct Ahead {
     /// (`remote::compile`); made here, with the `Lazy`, for the reason
     /// [`compile::Feed`] gives.
     compile: Option<compile::Feed>,
+}
+
+/// Work for the fetching-ahead thread.
+enum Job {
+    /// A module the task opened, its content in the file.
+    Opened(u64, File),
+    /// What the interpreter opens as it starts (`imports::startup`).
+    Startup,
 }
 
 impl std::fmt::Debug for Lazy {
@@ -281,6 +291,11 @@ impl Lazy {
             return;
         }
         let Ok(file) = file.try_clone() else { return };
+        self.ahead_job(Job::Opened(ino, file));
+    }
+
+    /// Hand `job` to the fetching-ahead thread, started on the first.
+    fn ahead_job(&self, job: Job) {
         let mut queue = self.ahead.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.is_none() {
             let (tx, rx) = mpsc::channel();
@@ -298,7 +313,7 @@ impl Lazy {
             }
         }
         if let Some(q) = queue.as_ref() {
-            let _ = q.send((ino, file));
+            let _ = q.send(job);
         }
     }
 
@@ -319,18 +334,29 @@ impl Lazy {
     /// their blobs are here), so the fetching stays ahead of the task
     /// through a package's `__init__.py` chain, until the imports lead
     /// nowhere new.
-    fn fetch_ahead(&self, opened: Vec<(u64, File)>) {
+    fn fetch_ahead(&self, opened: Vec<(u64, File)>, startup: bool) {
         let roots = self.ahead.roots.get_or_init(|| imports::roots(&self.tree));
         let mut sources: Vec<(u64, Vec<u8>)> = opened
             .into_iter()
             .filter(|(ino, _)| self.first_read(*ino))
             .filter_map(|(ino, f)| Some((ino, head(&f, MODULE_READ)?)))
             .collect();
-        while !sources.is_empty() && !self.ahead.off.load(Relaxed) {
+        let mut seed = if startup {
+            imports::startup(&self.tree)
+        } else {
+            imports::Resolved::default()
+        };
+        loop {
+            if self.ahead.off.load(Relaxed) || (sources.is_empty() && seed.is_empty()) {
+                break;
+            }
             let mut dirs = Vec::new();
             let mut modules = Vec::new();
-            for (ino, src) in &sources {
-                let r = imports::resolve(&self.tree, roots, *ino, &imports::scan(src));
+            let mut extensions = Vec::new();
+            let found = sources
+                .iter()
+                .map(|(ino, src)| imports::resolve(&self.tree, roots, *ino, &imports::scan(src)));
+            for r in std::iter::once(std::mem::take(&mut seed)).chain(found) {
                 let mut predicted = self
                     .ahead
                     .predicted
@@ -338,12 +364,14 @@ impl Lazy {
                     .unwrap_or_else(|p| p.into_inner());
                 dirs.extend(r.dirs.into_iter().filter(|d| predicted.insert(*d)));
                 modules.extend(r.modules.into_iter().filter(|m| self.first_read(*m)));
+                extensions.extend(r.files);
             }
             let files = dirs
                 .iter()
                 .filter_map(|&d| self.tree.get(d))
                 .flat_map(|d| d.children())
-                .chain(modules.iter().copied());
+                .chain(modules.iter().copied())
+                .chain(extensions);
             let mut seen = HashSet::new();
             let wanted: Vec<String> = files
                 .filter_map(|ino| self.tree.get(ino))
@@ -368,7 +396,7 @@ impl Lazy {
             if let Some(feed) = &self.ahead.compile {
                 let paths: Vec<PathBuf> = modules
                     .iter()
-                    .filter(|&&m| self.lib_has(m))
+                    .filter(|&&m| self.is_python(m) && self.lib_has(m))
                     .map(|&m| self.tree.path(m))
                     .collect();
                 feed.send(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
@@ -378,6 +406,13 @@ impl Lazy {
                 .filter_map(|m| Some((m, self.module_source(m)?)))
                 .collect();
         }
+    }
+
+    /// Whether file `ino` is a Python module (not a `.pth` file).
+    fn is_python(&self, ino: u64) -> bool {
+        self.tree
+            .get(ino)
+            .is_some_and(|n| n.name().ends_with(b".py"))
     }
 
     /// Whether the blob of file `ino` is in the hololib.
@@ -411,6 +446,14 @@ impl Lazy {
     pub fn ensure(&self, digest: &str) -> Result<()> {
         if self.lib.blob_path(digest).is_file() {
             return Ok(());
+        }
+        // The first miss is the interpreter starting: what it opens next
+        // is fetched ahead, beside this miss.
+        if self.batching == Batching::Imports
+            && !self.ahead.off.load(Relaxed)
+            && !self.ahead.startup.swap(true, Relaxed)
+        {
+            self.ahead_job(Job::Startup);
         }
         let mut batch = vec![digest.to_string()];
         if self.batching != Batching::File {
@@ -692,17 +735,23 @@ fn head(file: &File, max: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// The fetching-ahead thread: takes the modules opened since its last
-/// fetch, all at once, until the [`Lazy`] is gone.
-fn fetch_ahead_loop(me: Weak<Lazy>, rx: mpsc::Receiver<(u64, File)>) {
+/// The fetching-ahead thread: takes the jobs queued since its last fetch,
+/// all at once, until the [`Lazy`] is gone.
+fn fetch_ahead_loop(me: Weak<Lazy>, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut modules = vec![first];
-        modules.extend(rx.try_iter());
+        let mut startup = false;
+        let mut opened = Vec::new();
+        for job in std::iter::once(first).chain(rx.try_iter()) {
+            match job {
+                Job::Opened(ino, f) => opened.push((ino, f)),
+                Job::Startup => startup = true,
+            }
+        }
         let Some(lazy) = me.upgrade() else { return };
         if lazy.ahead.off.load(Relaxed) {
             return;
         }
-        lazy.fetch_ahead(modules);
+        lazy.fetch_ahead(opened, startup);
     }
 }
 
