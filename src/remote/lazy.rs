@@ -147,8 +147,9 @@ struct Counters {
 pub struct Lazy {
     /// The opens' connection.
     origin: OriginThread,
-    /// The fetches ahead's: an open never queues behind one.
-    ahead_origin: OriginThread,
+    /// The fetches ahead's, one per fetching-ahead thread: an open never
+    /// queues behind one.
+    ahead_origins: Vec<OriginThread>,
     catalog: String,
     lib: Hololib,
     tree: Arc<Tree>,
@@ -216,7 +217,9 @@ impl Lazy {
         let catalog = file_name(tree.catalog_path());
         Arc::new_cyclic(|me| Lazy {
             lock: SharedLock::new(lock_path(home, &catalog)),
-            ahead_origin: OriginThread::new(origin.with_own_connections()),
+            ahead_origins: (0..AHEAD_THREADS)
+                .map(|_| OriginThread::new(origin.with_own_connections()))
+                .collect(),
             origin: OriginThread::new(origin),
             catalog,
             lib,
@@ -294,23 +297,27 @@ impl Lazy {
         self.ahead_job(Job::Opened(ino, file));
     }
 
-    /// Hand `job` to the fetching-ahead thread, started on the first.
+    /// Hand `job` to the fetching-ahead threads, started on the first.
     fn ahead_job(&self, job: Job) {
         let mut queue = self.ahead.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.is_none() {
             let (tx, rx) = mpsc::channel();
-            let me = self.ahead.me.clone();
-            let started = std::thread::Builder::new()
-                .name("vhrun-fetch-ahead".into())
-                .spawn(move || fetch_ahead_loop(me, rx));
-            match started {
-                Ok(_) => *queue = Some(tx),
-                Err(e) => {
+            let rx = Arc::new(Mutex::new(rx));
+            for worker in 0..self.ahead_origins.len() {
+                let (me, rx) = (self.ahead.me.clone(), rx.clone());
+                let started = std::thread::Builder::new()
+                    .name("vhrun-fetch-ahead".into())
+                    .spawn(move || fetch_ahead_loop(me, &rx, worker));
+                if let Err(e) = started {
                     tracing::debug!("no thread to fetch ahead ({e})");
-                    self.ahead.off.store(true, Relaxed);
-                    return;
+                    if worker == 0 {
+                        self.ahead.off.store(true, Relaxed);
+                        return;
+                    }
+                    break;
                 }
             }
+            *queue = Some(tx);
         }
         if let Some(q) = queue.as_ref() {
             let _ = q.send(job);
@@ -334,7 +341,7 @@ impl Lazy {
     /// their blobs are here), so the fetching stays ahead of the task
     /// through a package's `__init__.py` chain, until the imports lead
     /// nowhere new.
-    fn fetch_ahead(&self, opened: Vec<(u64, File)>, startup: bool) {
+    fn fetch_ahead(&self, opened: Vec<(u64, File)>, startup: bool, worker: usize) {
         let roots = self.ahead.roots.get_or_init(|| imports::roots(&self.tree));
         let mut sources: Vec<(u64, Vec<u8>)> = opened
             .into_iter()
@@ -382,7 +389,7 @@ impl Lazy {
                 .collect();
             if !wanted.is_empty() {
                 let _s = tracing::debug_span!("lazy.ahead", dirs = dirs.len()).entered();
-                match self.fetch_inner(wanted, &self.ahead_origin) {
+                match self.fetch_inner(wanted, &self.ahead_origins[worker]) {
                     Ok((placed, _refused)) => {
                         self.counters.ahead.fetch_add(placed, Relaxed);
                     }
@@ -735,13 +742,23 @@ fn head(file: &File, max: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// The fetching-ahead thread: takes the jobs queued since its last fetch,
-/// all at once, until the [`Lazy`] is gone.
-fn fetch_ahead_loop(me: Weak<Lazy>, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// How many threads fetch ahead, each on a connection of its own: while
+/// one waits for a round of a package's chain, another starts on what the
+/// task opened since.
+const AHEAD_THREADS: usize = 2;
+
+/// A fetching-ahead thread: takes the jobs queued since the last were
+/// taken, all at once, until the [`Lazy`] is gone.
+fn fetch_ahead_loop(me: Weak<Lazy>, rx: &Mutex<mpsc::Receiver<Job>>, worker: usize) {
+    loop {
+        let jobs: Vec<Job> = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            std::iter::once(first).chain(rx.try_iter()).collect()
+        };
         let mut startup = false;
         let mut opened = Vec::new();
-        for job in std::iter::once(first).chain(rx.try_iter()) {
+        for job in jobs {
             match job {
                 Job::Opened(ino, f) => opened.push((ino, f)),
                 Job::Startup => startup = true,
@@ -751,7 +768,7 @@ fn fetch_ahead_loop(me: Weak<Lazy>, rx: mpsc::Receiver<Job>) {
         if lazy.ahead.off.load(Relaxed) {
             return;
         }
-        lazy.fetch_ahead(opened, startup);
+        lazy.fetch_ahead(opened, startup, worker);
     }
 }
 
