@@ -476,6 +476,14 @@ pub fn execute_to_end(plan: Plan) -> Result<RunEnd> {
         let refusal = because.and_then(Error::refusal);
         return execute_copy(&plan, started, refusal);
     }
+    if resolved.origin.is_some() {
+        let found = plan
+            .commands
+            .iter()
+            .flat_map(|argv| crate::remote::imports::entry_imports(argv, &plan.cwd))
+            .collect();
+        lower.entry_imports(found);
+    }
     let spec = SandboxSpec {
         join: lower.namespaces(),
         companion: compile_ahead(&plan, &mut lower),

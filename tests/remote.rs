@@ -1049,6 +1049,15 @@ fn lazy_lab() -> &'static LazyLab {
         std::fs::create_dir_all(&compiled).unwrap();
         std::fs::write(compiled.join("__init__.py"), COMPILED_INIT).unwrap();
         std::fs::write(compiled.join("inner.py"), "X = 42\n").unwrap();
+        // A package only a task's `-c` code imports.
+        let entry = env.join(&site).join("entrypkg");
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::write(
+            entry.join("__init__.py"),
+            "from . import part\nE = part.P\n",
+        )
+        .unwrap();
+        std::fs::write(entry.join("part.py"), "P = 5\n").unwrap();
         std::fs::create_dir_all(env.join("data")).unwrap();
         std::fs::write(env.join("data/big.bin"), big_content()).unwrap();
         std::fs::write(env.join("data/notes.txt"), "never opened\n").unwrap();
@@ -1166,7 +1175,8 @@ impl Worker {
             robot.join("robot.yaml"),
             "tasks:\n  imp:\n    shell: python3 task.py imp\n  late:\n    shell: python3 task.py late\n  \
              big:\n    shell: python3 task.py big\n  ahead:\n    shell: python3 task.py ahead\n  \
-             compiled:\n    shell: python3 task.py compiled\n  beside:\n    shell: python3 task.py beside\n\
+             compiled:\n    shell: python3 task.py compiled\n  beside:\n    shell: python3 task.py beside\n  \
+             entry:\n    shell: python3 -c \"import time; time.sleep(2); import entrypkg; print('entry', entrypkg.E)\"\n\
              condaConfigFile: conda.yaml\nartifactsDir: output\n",
         )
         .unwrap();
@@ -1561,9 +1571,12 @@ fn a_lazy_run_fetches_ahead_what_the_opened_modules_import() {
         );
     }
     // Only the fetching ahead placed them: the task slept in the
-    // package's __init__ before it imported the subpackages.
+    // package's __init__ before it imported the subpackages. So did the
+    // package task.py imports at its top (`import lazypkg.a`: its
+    // command's entry, read as the interpreter started).
+    let entry = lab_dir_digests(&format!("{}/lazypkg", lab.site));
     let r = &stats["remote"];
-    assert_eq!(r["ahead"], ahead.len() as u64, "{stats}");
+    assert_eq!(r["ahead"], (ahead.len() + entry.len()) as u64, "{stats}");
     assert_eq!(r["failures"], 0, "{stats}");
 
     let w = Worker::new();
@@ -1635,6 +1648,37 @@ fn a_lazy_run_compiles_ahead_the_modules_the_task_will_import() {
         stdout(&out)
     );
     assert_eq!(stats["remote"]["compiled"], 0, "{stats}");
+}
+
+/// What the task's command imports (here its `-c` code) is fetched ahead
+/// as the interpreter starts, before the code gets to the import; with
+/// `VHRUN_LAZY_BATCH=dir` the import's open fetches it.
+#[test]
+fn a_lazy_run_fetches_ahead_what_the_tasks_command_imports() {
+    common::require_fuse();
+    let lab = lazy_lab();
+    let pkg: Vec<String> = ["__init__.py", "part.py"]
+        .iter()
+        .map(|f| lab_digest(&format!("{}/entrypkg/{f}", lab.site)))
+        .collect();
+    for server in ["on", "off"] {
+        let origin = LazyOrigin::start(|_| {});
+        let w = Worker::new();
+        let (out, stats) = w.run(origin.url(), "entry", &[("VHRUN_SERVER", server)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("entry 5"), "{}", stdout(&out));
+        let asked = origin.asked();
+        for d in &pkg {
+            assert_eq!(asked.iter().filter(|a| *a == d).count(), 1, "{asked:?}");
+        }
+        let ahead = stats["remote"]["ahead"].as_u64().unwrap_or(0);
+        assert!(ahead >= pkg.len() as u64, "server {server}: {stats}");
+    }
+    let origin = LazyOrigin::start(|_| {});
+    let w = Worker::new();
+    let (out, stats) = w.run(origin.url(), "entry", &[("VHRUN_LAZY_BATCH", "dir")]);
+    assert!(stdout(&out).contains("entry 5"), "{}", stderr(&out));
+    assert_eq!(stats["remote"]["ahead"], 0, "{stats}");
 }
 
 /// An open that misses is not queued behind a fetch ahead in flight: its

@@ -288,6 +288,23 @@ impl Lower {
         Some(found)
     }
 
+    /// Tell a lazily served tree what the run's commands import, to fetch
+    /// ahead (`remote::imports::entry_imports`).
+    pub fn entry_imports(&mut self, found: Vec<crate::remote::imports::Import>) {
+        if found.is_empty() {
+            return;
+        }
+        match &mut self.way {
+            Way::Server(conn) => conn.entry_imports(&found),
+            Way::Fuse => {
+                if let Some(r) = self.source.blobs.remote() {
+                    r.entry_imports(found);
+                }
+            }
+            Way::Image(_) | Way::Copy { .. } => {}
+        }
+    }
+
     /// A feed of the modules a lazily served tree predicts the task will
     /// import, for a helper that compiles them ahead (`remote::compile`):
     /// from the warm server, or from this process's own tree.

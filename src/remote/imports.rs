@@ -58,6 +58,17 @@ pub fn scan(src: &[u8]) -> Vec<Import> {
                 }
             }
         }
+        // `a = 1; import b`: a statement after a `;` runs as well (as
+        // `python -c` code is often written).
+        if in_string.is_none() && !code.starts_with(char::is_whitespace) {
+            for stmt in code.split(';').skip(1).map(str::trim_start) {
+                if let Some(rest) = stmt.strip_prefix("import ") {
+                    out.extend(plain_imports(rest));
+                } else if let Some(rest) = stmt.strip_prefix("from ") {
+                    out.extend(from_import(rest));
+                }
+            }
+        }
     }
     out
 }
@@ -191,6 +202,21 @@ impl Resolved {
             }
         }
     }
+    /// Add what `other` leads to.
+    pub fn extend(&mut self, other: Resolved) {
+        for d in other.dirs {
+            if !self.dirs.contains(&d) {
+                self.dirs.push(d);
+            }
+        }
+        for m in other.modules {
+            self.module(m);
+        }
+        for f in other.files {
+            self.file(f);
+        }
+    }
+
     fn file(&mut self, f: u64) {
         if !self.files.contains(&f) {
             self.files.push(f);
@@ -210,10 +236,23 @@ impl Resolved {
 /// `roots`, then in the module's own import root (the first directory
 /// above it without an `__init__.py`).
 pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Resolved {
+    match tree.get(file).map(|n| n.parent()) {
+        Some(dir) => resolve_from(tree, roots, Some(dir), imports),
+        None => Resolved::default(),
+    }
+}
+
+/// Where the imports of a task's entry (its `-c` code, its script, its
+/// `-m` module: outside the tree) lead in `tree`: the top-level ones,
+/// looked up in `roots`.
+pub fn resolve_entry(tree: &Tree, roots: &[u64], imports: &[Import]) -> Resolved {
+    resolve_from(tree, roots, None, imports)
+}
+
+/// [`resolve`] for imports made by a module of directory `dir` (`None`:
+/// from outside the tree, where only top-level imports are followed).
+fn resolve_from(tree: &Tree, roots: &[u64], dir: Option<u64>, imports: &[Import]) -> Resolved {
     let mut out = Resolved::default();
-    let Some(dir) = tree.get(file).map(|n| n.parent()) else {
-        return out;
-    };
     let child = |parent: u64, name: &str, kind: Kind| {
         tree.lookup(parent, name.as_bytes())
             .filter(|n| n.kind() == kind)
@@ -222,20 +261,21 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
     let module_file = |parent: u64, name: &str| child(parent, &format!("{name}.py"), Kind::File);
     let extension = |parent: u64, name: &str| extension_file(tree, parent, name);
     let is_package = |d: u64| tree.lookup(d, b"__init__.py").is_some();
-    let mut own_root = dir;
-    while is_package(own_root) && own_root != crate::tree::ROOT {
-        match tree.get(own_root) {
-            Some(n) => own_root = n.parent(),
-            None => break,
-        }
-    }
     let mut search: Vec<u64> = roots.to_vec();
-    if !search.contains(&own_root) {
-        search.push(own_root);
+    if let Some(mut own_root) = dir {
+        while is_package(own_root) && own_root != crate::tree::ROOT {
+            match tree.get(own_root) {
+                Some(n) => own_root = n.parent(),
+                None => break,
+            }
+        }
+        if !search.contains(&own_root) {
+            search.push(own_root);
+        }
     }
     for imp in imports {
         let base = if imp.level > 0 {
-            let mut b = Some(dir);
+            let mut b = dir;
             for _ in 1..imp.level {
                 b = b.and_then(|d| tree.get(d)).map(|n| n.parent());
             }
@@ -279,6 +319,82 @@ pub fn resolve(tree: &Tree, roots: &[u64], file: u64, imports: &[Import]) -> Res
         }
     }
     out
+}
+
+/// The imports of a command's Python entry, when it runs a Python of the
+/// environment: `-c CODE` (scanned), `-m MODULE` (imported), or a script
+/// (read, if it is a file; relative to `cwd`). Nothing for other commands.
+pub fn entry_imports(argv: &[std::ffi::OsString], cwd: &std::path::Path) -> Vec<Import> {
+    let is_python = argv.first().is_some_and(|a| {
+        let name = std::path::Path::new(a).file_name().unwrap_or_default();
+        name.to_string_lossy().starts_with("python")
+    });
+    if !is_python {
+        return Vec::new();
+    }
+    let mut args = argv[1..].iter().map(|a| a.to_string_lossy());
+    while let Some(a) = args.next() {
+        match a.as_ref() {
+            "-c" => return args.next().map(|c| scan(c.as_bytes())).unwrap_or_default(),
+            "-m" => {
+                return args
+                    .next()
+                    .and_then(|m| dotted(&m))
+                    .map(|module| {
+                        vec![Import {
+                            level: 0,
+                            module,
+                            names: Vec::new(),
+                        }]
+                    })
+                    .unwrap_or_default()
+            }
+            // options whose value is the next argument
+            "-X" | "-W" | "--check-hash-based-pycs" => {
+                args.next();
+            }
+            o if o.starts_with('-') => {}
+            script => {
+                let mut text = Vec::new();
+                let read = std::fs::File::open(cwd.join(script)).and_then(|f| {
+                    use std::io::Read;
+                    f.take(ENTRY_READ).read_to_end(&mut text)
+                });
+                return read.map(|_| scan(&text)).unwrap_or_default();
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// How much of a task's script is read for its imports.
+const ENTRY_READ: u64 = 256 << 10;
+
+/// One import as a word of `vhrun`'s own lines (the warm server's
+/// `entry` request): `a.b` or `a.b:c,d`.
+pub fn encode(imp: &Import) -> String {
+    let module = imp.module.join(".");
+    if imp.names.is_empty() {
+        module
+    } else {
+        format!("{module}:{}", imp.names.join(","))
+    }
+}
+
+/// [`encode`] read back (a top-level import); `None` for anything else.
+pub fn decode(word: &str) -> Option<Import> {
+    let (module, names) = word.split_once(':').unwrap_or((word, ""));
+    let names: Vec<String> = names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.iter().all(|n| is_identifier(n)).then_some(())?;
+    Some(Import {
+        level: 0,
+        module: dotted(module)?,
+        names,
+    })
 }
 
 /// The extension module `name` in directory `dir`: `name.so`, or
@@ -402,6 +518,54 @@ import after_quote
                 imp(0, "a.b", &[]),
             ]
         );
+    }
+
+    #[test]
+    fn a_commands_entry_is_scanned_for_its_imports() {
+        let argv = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.into())
+                .collect::<Vec<std::ffi::OsString>>()
+        };
+        let here = std::path::Path::new("/nonexistent");
+        assert_eq!(
+            entry_imports(
+                &argv(&[
+                    "python3",
+                    "-u",
+                    "-X",
+                    "importtime",
+                    "-c",
+                    "import sys; x = 1; import pandas, numpy"
+                ]),
+                here
+            ),
+            vec![
+                imp(0, "sys", &[]),
+                imp(0, "pandas", &[]),
+                imp(0, "numpy", &[])
+            ]
+        );
+        assert_eq!(
+            entry_imports(
+                &argv(&["/env/bin/python", "-m", "robot.run", "--report", "NONE"]),
+                here
+            ),
+            vec![imp(0, "robot.run", &[])]
+        );
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("task.py"), "from robocorp import tasks\n").unwrap();
+        assert_eq!(
+            entry_imports(&argv(&["python", "-B", "task.py", "arg"]), t.path()),
+            vec![imp(0, "robocorp", &["tasks"])]
+        );
+        assert!(entry_imports(&argv(&["python", "missing.py"]), t.path()).is_empty());
+        assert!(entry_imports(&argv(&["sh", "-c", "import os"]), here).is_empty());
+        for i in [imp(0, "a.b", &[]), imp(0, "a", &["b", "c"])] {
+            assert_eq!(decode(&encode(&i)), Some(i));
+        }
+        assert_eq!(decode("a b"), None);
+        assert_eq!(decode("a:b c"), None);
     }
 
     #[test]

@@ -172,6 +172,9 @@ struct Ahead {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     /// The interpreter's start-up was queued (once, on the first miss).
     startup: AtomicBool,
+    /// What the task's command imports (`imports::entry_imports`), until
+    /// the start-up is queued with it.
+    entry: Mutex<Vec<imports::Import>>,
     /// Package directories predicted so far (each is fetched once).
     predicted: Mutex<HashSet<u64>>,
     /// Modules read for their imports so far (each is read once).
@@ -192,6 +195,8 @@ enum Job {
     Opened(u64, File),
     /// What the interpreter opens as it starts (`imports::startup`).
     Startup,
+    /// What a task's command imports, given once the start-up was queued.
+    Entry(Vec<imports::Import>),
 }
 
 impl std::fmt::Debug for Lazy {
@@ -324,6 +329,23 @@ impl Lazy {
         }
     }
 
+    /// What the task's command imports (its `-c` code, script or `-m`
+    /// module; `imports::entry_imports`): fetched ahead with the
+    /// interpreter's start-up, or at once if that was queued already (a
+    /// warm server's later run).
+    pub fn entry_imports(&self, found: Vec<imports::Import>) {
+        if self.batching != Batching::Imports || found.is_empty() {
+            return;
+        }
+        let mut entry = self.ahead.entry.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ahead.startup.load(Relaxed) {
+            drop(entry);
+            self.ahead_job(Job::Entry(found));
+        } else {
+            entry.extend(found);
+        }
+    }
+
     /// The read end of the feed of the modules predicted, for a helper
     /// that compiles them ahead of the task (`remote::compile`); `None`
     /// when nothing is predicted ([`Batching::Imports`] only).
@@ -341,7 +363,13 @@ impl Lazy {
     /// their blobs are here), so the fetching stays ahead of the task
     /// through a package's `__init__.py` chain, until the imports lead
     /// nowhere new.
-    fn fetch_ahead(&self, opened: Vec<(u64, File)>, startup: bool, worker: usize) {
+    fn fetch_ahead(
+        &self,
+        opened: Vec<(u64, File)>,
+        startup: bool,
+        mut entry: Vec<imports::Import>,
+        worker: usize,
+    ) {
         let roots = self.ahead.roots.get_or_init(|| imports::roots(&self.tree));
         let mut sources: Vec<(u64, Vec<u8>)> = opened
             .into_iter()
@@ -349,10 +377,13 @@ impl Lazy {
             .filter_map(|(ino, f)| Some((ino, head(&f, MODULE_READ)?)))
             .collect();
         let mut seed = if startup {
+            let mut queued = self.ahead.entry.lock().unwrap_or_else(|p| p.into_inner());
+            entry.append(&mut queued);
             imports::startup(&self.tree)
         } else {
             imports::Resolved::default()
         };
+        seed.extend(imports::resolve_entry(&self.tree, roots, &entry));
         loop {
             if self.ahead.off.load(Relaxed) || (sources.is_empty() && seed.is_empty()) {
                 break;
@@ -456,11 +487,14 @@ impl Lazy {
         }
         // The first miss is the interpreter starting: what it opens next
         // is fetched ahead, beside this miss.
-        if self.batching == Batching::Imports
-            && !self.ahead.off.load(Relaxed)
-            && !self.ahead.startup.swap(true, Relaxed)
-        {
-            self.ahead_job(Job::Startup);
+        if self.batching == Batching::Imports && !self.ahead.off.load(Relaxed) {
+            let first = {
+                let _entry = self.ahead.entry.lock().unwrap_or_else(|p| p.into_inner());
+                !self.ahead.startup.swap(true, Relaxed)
+            };
+            if first {
+                self.ahead_job(Job::Startup);
+            }
         }
         let mut batch = vec![digest.to_string()];
         if self.batching != Batching::File {
@@ -758,17 +792,19 @@ fn fetch_ahead_loop(me: Weak<Lazy>, rx: &Mutex<mpsc::Receiver<Job>>, worker: usi
         };
         let mut startup = false;
         let mut opened = Vec::new();
+        let mut entry = Vec::new();
         for job in jobs {
             match job {
                 Job::Opened(ino, f) => opened.push((ino, f)),
                 Job::Startup => startup = true,
+                Job::Entry(found) => entry.extend(found),
             }
         }
         let Some(lazy) = me.upgrade() else { return };
         if lazy.ahead.off.load(Relaxed) {
             return;
         }
-        lazy.fetch_ahead(opened, startup, worker);
+        lazy.fetch_ahead(opened, startup, entry, worker);
     }
 }
 

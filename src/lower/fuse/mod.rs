@@ -525,6 +525,14 @@ impl MountedTree {
         self.counters.read_mode()
     }
 
+    /// Tell a lazily served tree what a run's command imports
+    /// (`remote::lazy::Lazy::entry_imports`).
+    pub fn entry_imports(&self, found: Vec<crate::remote::imports::Import>) {
+        if let Some(r) = self.cache.remote() {
+            r.entry_imports(found);
+        }
+    }
+
     /// A lazily served tree's feed of predicted modules
     /// (`remote::compile`), for one run's helper.
     pub fn compile_feed(&self) -> Option<std::os::fd::OwnedFd> {

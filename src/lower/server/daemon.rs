@@ -865,6 +865,15 @@ impl Served<'_> {
                     }
                     continue;
                 }
+                l if l.starts_with(b"entry ") => {
+                    let words = String::from_utf8_lossy(&l[6..]).into_owned();
+                    let found = words
+                        .split_whitespace()
+                        .filter_map(crate::remote::imports::decode)
+                        .collect();
+                    self.mounted.entry_imports(found);
+                    b"ok".to_vec()
+                }
                 b"stats" => serde_json::to_vec(&self.mounted.stats()).unwrap_or_default(),
                 l if l.starts_with(b"notices ") => {
                     let seq = std::str::from_utf8(&l[8..])

@@ -29,9 +29,11 @@
 //! Wire protocol (local, same user only, checked with `SO_PEERCRED` on
 //! both sides): requests are lines, answers length-prefixed frames. A run
 //! sends `run\n` and gets a JSON [`Hello`] carrying the namespace
-//! descriptors (`SCM_RIGHTS`); it may then send `stats\n`, `workset\n`, or
-//! `compile\n` (answered `ok` with the read end of a feed of the modules a
-//! lazily served tree predicts, `remote::compile`, or `none`).
+//! descriptors (`SCM_RIGHTS`); it may then send `stats\n`, `workset\n`,
+//! `entry WORDS\n` (what its command imports, for a lazily served tree to
+//! fetch ahead; answered `ok`), or `compile\n` (answered `ok` with the read
+//! end of a feed of the modules a lazily served tree predicts,
+//! `remote::compile`, or `none`).
 //! `info\n` gets the [`Hello`] alone (`vhrun servers`), and does not count
 //! as a run. `upgrade PATH\n` (a run of another vhrun, `vhrun servers
 //! --restart`) gets `ok` when the server has a keeper; the server then
@@ -56,6 +58,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The longest `entry` request a run sends.
+const ENTRY_LINE: usize = 3 << 10;
 
 /// Seconds a server waits for the next run after the last one ended.
 pub const DEFAULT_IDLE: u64 = 60;
@@ -176,6 +181,23 @@ impl Connection {
     /// What the server's tree has been asked for so far.
     pub fn working_set(&mut self) -> Result<WorkingSet> {
         Ok(WorkingSet::from_bytes(&self.ask("workset")?))
+    }
+
+    /// Tell the server's lazily served tree what this run's command
+    /// imports (a head start: a server that does not answer is let be).
+    pub fn entry_imports(&mut self, found: &[crate::remote::imports::Import]) {
+        let mut line = String::from("entry");
+        for word in found.iter().map(crate::remote::imports::encode) {
+            // The server reads requests of up to 4 KiB.
+            if line.len() + word.len() + 1 > ENTRY_LINE {
+                break;
+            }
+            line.push(' ');
+            line.push_str(&word);
+        }
+        if let Err(e) = self.ask(&line) {
+            tracing::debug!("{e}");
+        }
     }
 
     /// The server's feed of the modules its lazily served tree predicts
