@@ -11,12 +11,13 @@
 #              vhrun run --space vhfleet -r robot.yaml -t t
 #   (c) lazy   vhrun run --lazy --space vhfleet -r robot.yaml -t t
 #              (only the catalog is fetched first; a file's directory's
-#              missing blobs on its first open, and the package directories
-#              each opened module imports, fetched ahead; skipped, and said
-#              so, when this vhrun has no --lazy)
+#              missing blobs on its first open, and what the start-up, the
+#              command and each opened module import fetched ahead, and
+#              compiled ahead; skipped, and said so, when this vhrun has
+#              no --lazy)
 #   (d) lazy-dir  the same with VHRUN_LAZY_BATCH=dir: directory batches
-#              only, nothing fetched ahead (what fetching ahead saves; only
-#              when this vhrun knows VHRUN_LAZY_BATCH=imports)
+#              only, nothing fetched or compiled ahead (what that saves;
+#              only when this vhrun knows VHRUN_LAZY_BATCH=imports)
 #
 # Every command gets RCC_REMOTE_ORIGIN (the proxy below) and a clean worker:
 # the samples run in a mount namespace of the harness's own, where before
@@ -474,7 +475,7 @@ else:
                      f"{med('rcc', rtt, 'imported') / med('lazy', rtt, 'imported'):.1f}x sooner than rcc.")
     verdict = ("Targets (issue): " + ("**met**" if not missed else "**missed**: " + ", ".join(missed)) + ".\n\n"
                + "\n".join(lines))
-    keys = ["requests", "blobs", "ahead", "bytes", "wait_ms", "failures"]
+    keys = ["requests", "blobs", "ahead", "compiled", "bytes", "wait_ms", "failures"]
     rr = ["| delay (RTT) | contender | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
     for rtt in sorted(proxies):
         for leg in [l for l in ("lazy", "lazy-dir") if l in LEGS]:
@@ -485,14 +486,14 @@ else:
                 vals.append("?" if not v else (mb(statistics.median(v)) if k == "bytes" else f"{statistics.median(v):.0f}"))
             rr.append(f"| {rtt} ms | {LABEL[leg]} | " + " | ".join(vals) + " |")
     remote = ("What the lazy runs say they fetched (`--stats-json`'s `remote`, medians; `ahead`: of `blobs`, "
-              "those fetched ahead of any open, for the packages the opened modules import):\n\n" + "\n".join(rr))
+              "those fetched ahead of any open; `compiled`: modules compiled ahead, beside the task):\n\n" + "\n".join(rr))
     if "lazy-dir" in LEGS:
         saved = []
         for rtt in sorted(proxies):
             a, d = med("lazy", rtt, "imported"), med("lazy-dir", rtt, "imported")
-            saved.append(f"{rtt} ms: import done after {secs(a)} with fetching ahead, {secs(d)} with directory "
-                         f"batches only ({d / a:.2f}x)")
-        remote += "\n\nWhat fetching ahead saves: " + "; ".join(saved) + "."
+            saved.append(f"{rtt} ms: import done after {secs(a)} with fetching and compiling ahead, {secs(d)} "
+                         f"with directory batches only ({d / a:.2f}x)")
+        remote += "\n\nWhat fetching and compiling ahead save: " + "; ".join(saved) + "."
 
     if probe and probe["catalog"]:
         reqs = statistics.median((s.get("remote") or {}).get("requests", 0) for s in sel("lazy", 0))
@@ -558,9 +559,10 @@ line; times are from the start of the sample's first command, bytes are the samp
   (a restore of the whole environment into a space, and `pip freeze` before the task, as rcc runs);
 - (b) `vhrun pull -r robot.yaml`, then `vhrun run -r robot.yaml -t t`;
 - (c) `vhrun run --lazy -r robot.yaml -t t`: only the catalog first, then on the first open of a file
-  its directory's missing blobs, and ahead of the opens the package directories each opened module
-  imports at its top level;
-- (d) the same with `VHRUN_LAZY_BATCH=dir`: directory batches only, nothing fetched ahead.
+  its directory's missing blobs, and ahead of the opens what the interpreter's start-up, the task's
+  command and each opened module import (two threads, a connection each), the predicted modules
+  compiled by a helper beside the task;
+- (d) the same with `VHRUN_LAZY_BATCH=dir`: directory batches only, nothing fetched or compiled ahead.
 
 Bytes: every client connection goes through a python3 asyncio proxy (`bench/tcp-proxy.py`) that counts
 the payload each way (HTTP headers and bodies; TCP/IP headers not counted). Delay: this kernel's netem

@@ -9,10 +9,14 @@
 //!   ([`Batching::File`], `VHRUN_LAZY_BATCH=file`, to measure the other).
 //! - Ahead of the misses ([`Batching::Imports`], the default): every Python
 //!   module opened is read for the packages it imports at its top level
-//!   (`remote::imports`), and one thread fetches their directories'
-//!   missing blobs while the task is still busy with that module, each
-//!   batch of predictions in one request. A run otherwise waits for a
-//!   round trip per package directory, one after the other.
+//!   (`remote::imports`), and [`AHEAD_THREADS`] threads fetch their
+//!   directories' missing blobs while the task is still busy with that
+//!   module, each batch of predictions in one request. A run otherwise
+//!   waits for a round trip per package directory, one after the other.
+//!   The first miss (the interpreter's exec) also queues what every
+//!   interpreter opens as it starts and what the task's command imports
+//!   ([`Lazy::entry_imports`]). The modules predicted go on to a helper
+//!   that compiles them beside the task (`remote::compile`).
 //! - Every blob is hashed against its digest before it is renamed into the
 //!   hololib (`zipio::stream_delta`); nothing is served before that, so a
 //!   bad blob or a broken download is an error (EIO for the file), never
@@ -22,8 +26,8 @@
 //!   The catalog stays in `$VHRUN_HOME/lazy/` until a pull completes it:
 //!   rcc would take a catalog in its hololib for a whole environment.
 //! - Each blob crosses the network once. In a process, fetches run side
-//!   by side, the opens' on one connection and the fetches ahead on
-//!   another, each asking only for blobs no request in flight carries and
+//!   by side, the opens' on one connection and each fetching-ahead
+//!   thread's on one of its own, each asking only for blobs no request in flight carries and
 //!   waiting for those that carry the rest (`remote::inflight`). Across
 //!   processes (runs without a warm server) fetches take turns behind
 //!   `locks/lazy-<catalog>.lck`, and whoever waited re-checks.
