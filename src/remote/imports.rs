@@ -143,16 +143,20 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
+/// The `site-packages` directories of `tree`.
+fn site_packages(tree: &Tree) -> impl Iterator<Item = crate::tree::NodeRef<'_>> {
+    (1..=tree.len() as u64)
+        .filter_map(|ino| tree.get(ino))
+        .filter(|n| n.kind() == Kind::Dir && n.name() == b"site-packages")
+}
+
 /// Where top-level names are found in `tree`, in Python's order: for each
 /// `site-packages` directory, its `pythonX.Y` parent (the standard
 /// library), the `lib-dynload` beside it, then the `site-packages` itself.
 pub fn roots(tree: &Tree) -> Vec<u64> {
     let mut out = Vec::new();
-    for ino in 1..=tree.len() as u64 {
-        let Some(n) = tree.get(ino) else { continue };
-        if n.kind() != Kind::Dir || n.name() != b"site-packages" {
-            continue;
-        }
+    for n in site_packages(tree) {
+        let ino = n.ino();
         let stdlib = n.parent();
         out.push(stdlib);
         if let Some(dynload) = tree.lookup(stdlib, b"lib-dynload") {
@@ -420,11 +424,7 @@ fn extension_file(tree: &Tree, dir: u64, name: &str) -> Option<u64> {
 /// tree is first opened, beside the interpreter's own first misses.
 pub fn startup(tree: &Tree) -> Resolved {
     let mut out = Resolved::default();
-    for ino in 1..=tree.len() as u64 {
-        let Some(site) = tree.get(ino) else { continue };
-        if site.kind() != Kind::Dir || site.name() != b"site-packages" {
-            continue;
-        }
+    for site in site_packages(tree) {
         let stdlib = site.parent();
         out.dir(tree, stdlib);
         if let Some(enc) = tree.lookup(stdlib, b"encodings") {
