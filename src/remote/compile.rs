@@ -111,12 +111,12 @@ impl Feed {
     /// Send `paths` (relative to the environment), once a helper was
     /// handed the feed. A line is one write of at most `PIPE_BUF` bytes,
     /// so it arrives whole or not at all.
-    pub fn send(&self, paths: &[&Path]) {
+    pub fn send(&self, paths: impl IntoIterator<Item = impl AsRef<Path>>) {
         if !self.wanted.load(Relaxed) {
             return;
         }
         for p in paths {
-            let mut line = p.as_os_str().as_bytes().to_vec();
+            let mut line = p.as_ref().as_os_str().as_bytes().to_vec();
             if line.contains(&b'\n') || line.len() >= PIPE_BUF {
                 continue;
             }
@@ -156,10 +156,10 @@ mod tests {
     fn a_feed_carries_whole_lines_once_a_helper_has_it() {
         let feed = Feed::new().unwrap();
         // Nobody listens yet: nothing is written.
-        feed.send(&[Path::new("lib/early.py")]);
+        feed.send(["lib/early.py"]);
         let r = feed.reader().unwrap();
-        feed.send(&[Path::new("lib/x.py"), Path::new("bad\nname.py")]);
-        feed.send(&[Path::new("lib/y.py")]);
+        feed.send(["lib/x.py", "bad\nname.py"]);
+        feed.send(["lib/y.py"]);
         assert_eq!(read_all(r), b"lib/x.py\nlib/y.py\n");
     }
 
@@ -169,8 +169,7 @@ mod tests {
         let r = feed.reader().unwrap();
         let long = "d/".repeat(1000) + "m.py";
         // 2 MiB of lines do not fit a pipe of 1 MiB at most.
-        let many: Vec<&Path> = std::iter::repeat_n(Path::new(&long), 1000).collect();
-        feed.send(&many);
+        feed.send(std::iter::repeat_n(&long, 1000));
         let got = read_all(r);
         let lines: Vec<&[u8]> = got
             .split(|&b| b == b'\n')

@@ -167,9 +167,9 @@ pub struct Lazy {
     ahead: Ahead,
 }
 
-/// Fetching ahead ([`Batching::Imports`]): the modules opened go to one
-/// thread, started on the first, which reads them and fetches what they
-/// import.
+/// Fetching ahead ([`Batching::Imports`]): the modules opened go to
+/// [`AHEAD_THREADS`] threads, started on the first job, which read them and
+/// fetch what they import.
 #[derive(Default)]
 struct Ahead {
     me: Weak<Lazy>,
@@ -193,7 +193,7 @@ struct Ahead {
     compile: Option<compile::Feed>,
 }
 
-/// Work for the fetching-ahead thread.
+/// Work for the fetching-ahead threads.
 enum Job {
     /// A module the task opened, its content in the file.
     Opened(u64, File),
@@ -287,16 +287,12 @@ impl Lazy {
 
     /// The module file `ino` was opened, its content in `file`: with
     /// [`Batching::Imports`], what it imports is fetched ahead (on the
-    /// fetching thread; the open does not wait for it).
+    /// fetching-ahead threads; the open does not wait for it).
     pub fn opened(&self, ino: u64, file: &File) {
         if self.batching != Batching::Imports || self.ahead.off.load(Relaxed) {
             return;
         }
-        let is_module = self
-            .tree
-            .get(ino)
-            .is_some_and(|n| n.name().ends_with(b".py"));
-        if !is_module {
+        if !self.is_python(ino) {
             return;
         }
         if self.ahead.read.lock().is_ok_and(|r| r.contains(&ino)) {
@@ -436,12 +432,12 @@ impl Lazy {
                 }
             }
             if let Some(feed) = &self.ahead.compile {
-                let paths: Vec<PathBuf> = modules
-                    .iter()
-                    .filter(|&&m| self.is_python(m) && self.lib_has(m))
-                    .map(|&m| self.tree.path(m))
-                    .collect();
-                feed.send(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+                feed.send(
+                    modules
+                        .iter()
+                        .filter(|&&m| self.is_python(m) && self.lib_has(m))
+                        .map(|&m| self.tree.path(m)),
+                );
             }
             sources = modules
                 .into_iter()
@@ -491,7 +487,12 @@ impl Lazy {
         }
         // The first miss is the interpreter starting: what it opens next
         // is fetched ahead, beside this miss.
-        if self.batching == Batching::Imports && !self.ahead.off.load(Relaxed) {
+        if self.batching == Batching::Imports
+            && !self.ahead.off.load(Relaxed)
+            && !self.ahead.startup.load(Relaxed)
+        {
+            // Under the entry's lock: `entry_imports` queues its own job
+            // once it sees the start-up queued.
             let first = {
                 let _entry = self.ahead.entry.lock().unwrap_or_else(|p| p.into_inner());
                 !self.ahead.startup.swap(true, Relaxed)
